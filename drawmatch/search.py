@@ -1,0 +1,140 @@
+"""The search job: top-k artworks for one drawing id or image file, or for every drawing (batch).
+
+Search uses the index and the embeddings of one model and refuses to mix models: the index, the
+stored embeddings and a freshly embedded query image must carry the same weights hash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from drawmatch import catalogue as cat
+from drawmatch.config import save_config
+from drawmatch.embed import (
+    Embedder,
+    eval_transform,
+    pick_model_tag,
+    read_embeddings,
+    read_model_info,
+)
+from drawmatch.images import open_image
+from drawmatch.index import ArtworkIndex
+from drawmatch.settings import ModelConfig, SearchConfig
+
+RESULT_COLUMNS = ["rank", "artwork_id", "distance", "artist", "title"]
+
+
+def allowed_artworks(catalogue: pd.DataFrame, where: dict[str, str]) -> list[str] | None:
+    """Artwork ids whose metadata equal every `column: value` of `where` (None: no filter)."""
+    if not where:
+        return None
+    rows = catalogue[catalogue["collection"] == "artwork"]
+    for column, value in where.items():
+        if column not in rows.columns:
+            raise ValueError(f"cannot filter on {column!r}: the catalogue has no such column")
+        rows = rows[rows[column].astype(str) == str(value)]
+    return rows["id"].tolist()
+
+
+def embed_image_file(path: str | Path, out: str | Path, tag: str) -> np.ndarray:
+    """Embed any image file with the model of `tag`, after checking it is the same model."""
+    info = read_model_info(out, tag)
+    embedder = Embedder(info["model"])
+    if embedder.weights_hash != info["weights_hash"]:
+        raise ValueError(
+            f"the model rebuilt for {tag} has weights {embedder.weights_hash}, but its embeddings "
+            f"were made with {info['weights_hash']}: refusing to mix models"
+        )
+    size = ModelConfig(**info["model"]).image_size
+    img = eval_transform(open_image(path, draft_size=size), size)
+    return embedder.embed_images(img[None])
+
+
+def _results(ids: list[str], distances: np.ndarray, catalogue: pd.DataFrame) -> pd.DataFrame:
+    meta = catalogue.set_index("id")
+    rows = []
+    for rank, (artwork, dist) in enumerate(zip(ids, distances)):
+        artist = meta.at[artwork, "artist"] if "artist" in meta.columns else None
+        title = meta.at[artwork, "title"] if "title" in meta.columns else None
+        rows.append((rank, artwork, float(dist), artist, title))
+    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+
+
+def search_one(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> pd.DataFrame:
+    if not config.query:
+        raise ValueError("search needs query=<drawing id or image file>, or batch=true")
+    index = ArtworkIndex(config.out, tag)
+    query = config.query
+    known = catalogue[catalogue["id"] == query]
+    if len(known):
+        if bool(known["verso"].fillna(False).iloc[0]):
+            raise ValueError(f"{query} is a verso (private data of a minor): not searchable")
+        _ids, emb = read_embeddings(config.out, tag, ids=[query])
+    elif Path(query).is_file():
+        emb = embed_image_file(query, config.out, tag)
+    else:
+        raise ValueError(f"{query!r} is neither a catalogue id nor an image file")
+    allowed = allowed_artworks(catalogue, dict(config.where))
+    ids, dist = index.search(emb, config.k, allowed=allowed)
+    return _results(ids[0], dist[0], catalogue)
+
+
+def search_batch(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> Path:
+    """Top-k artworks for every usable original drawing, streamed part by part into one Parquet."""
+    index = ArtworkIndex(config.out, tag)
+    drawings = catalogue[cat.usable(catalogue) & (catalogue["collection"] == "drawing")]
+    wanted = set(drawings[drawings["parent_id"].isna()]["id"])
+    allowed = allowed_artworks(catalogue, dict(config.where))
+    target = Path(config.batch_output or Path(config.out) / "candidates" / tag / "topk.parquet")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    writer: pq.ParquetWriter | None = None
+    meta = catalogue.set_index("id")
+    n_queries = 0
+    ids, emb = read_embeddings(config.out, tag)
+    chunk = 1024
+    for start in range(0, len(ids), chunk):
+        part_ids = ids[start : start + chunk]
+        keep = [i for i, q in enumerate(part_ids) if q in wanted]
+        if not keep:
+            continue
+        top, dist = index.search(emb[start : start + chunk][keep], config.k, allowed=allowed)
+        rows = []
+        for qi, q in enumerate(part_ids[i] for i in keep):
+            for rank, (a, d) in enumerate(zip(top[qi], dist[qi])):
+                rows.append((q, rank, a, float(d)))
+        frame = pd.DataFrame(rows, columns=["drawing_id", "rank", "artwork_id", "distance"])
+        for column in ("artist", "title"):
+            if column in meta.columns:
+                frame[column] = meta.loc[frame["artwork_id"], column].to_numpy()
+        frame["model"] = tag
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if writer is None:
+            writer = pq.ParquetWriter(tmp, table.schema)
+        writer.write_table(table)
+        n_queries += len(keep)
+    if writer is None:
+        raise ValueError(f"no drawing has a {tag} embedding: run `drawmatch embed` first")
+    writer.close()
+    tmp.replace(target)
+    print(f"search: top-{config.k} artworks for {n_queries} drawings written to {target}")
+    return target
+
+
+def run(config: SearchConfig) -> pd.DataFrame | Path:
+    tag = pick_model_tag(config.out, config.model_tag)
+    catalogue = cat.read_catalogue(config.out)
+    if config.batch:
+        target = search_batch(config, catalogue, tag)
+        save_config(config, target.parent / "search_config.yaml")
+        return target
+    result = search_one(config, catalogue, tag)
+    with pd.option_context("display.width", 160, "display.max_colwidth", 60):
+        print(f"top-{config.k} artworks for {config.query} ({tag}):")
+        print(result.to_string(index=False))
+    return result

@@ -1,0 +1,157 @@
+"""The augment job end to end on a tiny catalogue, with the shared local Ray instance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from drawmatch import augment, catalogue
+from drawmatch.settings import STYLES, AugmentConfig, RayConfig
+
+from .conftest import make_image
+
+DRAWINGS = ["2004_14-17_1013_BLG_R_C", "2004_6-9_1014_FRA_R_C", "2005_3-5_7_JPN_R_A", "2005_MS_8_USA_V_C"]
+
+
+def _row(id_: str, collection: str, root: str, path: str, **extra: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "id": id_,
+        "collection": collection,
+        "root": root,
+        "path": path,
+        "sha256": "0" * 64,
+        "width": 80,
+        "height": 60,
+        "status": "ok",
+        "error": None,
+        "parent_id": None,
+        "style": "original",
+        "duplicate_of": None,
+        "verso": False,
+        "year": None,
+        "country_iso3": None,
+        "artist": None,
+        "title": None,
+    }
+    row.update(extra)
+    return row
+
+
+@pytest.fixture
+def tiny_out(tmp_path: Path) -> Path:
+    drawings = tmp_path / "scans"
+    artworks = tmp_path / "artworks"
+    rows = []
+    for i, name in enumerate(DRAWINGS):
+        make_image(drawings / f"{name}.jpg", size=(80, 60), seed=i)
+        rows.append(
+            _row(
+                name,
+                "drawing",
+                "drawings",
+                f"{name}.jpg",
+                year=int(name[:4]),
+                country_iso3=name.split("_")[3],
+                verso=name.split("_")[4] == "V",
+            )
+        )
+    for j in range(2):
+        make_image(artworks / f"art{j}.jpg", size=(60, 80), seed=10 + j)
+        rows.append(_row(f"art{j}", "artwork", "artworks", f"art{j}.jpg", artist="A", title=f"T{j}"))
+    out = tmp_path / "out"
+    out.mkdir()
+    cat = pd.DataFrame(rows)
+    cat["year"] = cat["year"].astype("Int64")
+    catalogue.write_catalogue(cat, out)
+    catalogue.write_roots(out, {"drawings": str(drawings), "artworks": str(artworks)})
+    pd.DataFrame(
+        {"drawing_id": DRAWINGS[:2], "artwork_id": ["art0", "art1"], "keep": ["true", "true"]}
+    ).to_csv(tmp_path / "pairs.csv", index=False)
+    return out
+
+
+def _config(out: Path, **kw: object) -> AugmentConfig:
+    return AugmentConfig(
+        out=str(out),
+        pairs_csv=str(out.parent / "pairs.csv"),
+        max_side=64,
+        batch_size=2,
+        ray=RayConfig(num_cpus=2),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.slow
+def test_augment_paired_twice(ray_local, tiny_out: Path) -> None:
+    before = catalogue.read_catalogue(tiny_out)
+    result = augment.run(_config(tiny_out))
+    assert (result.inputs, result.tasks, result.written, result.skipped, result.errors) == (
+        2,
+        10,
+        10,
+        0,
+        0,
+    )
+    cat = catalogue.read_catalogue(tiny_out)
+    assert len(cat) == len(before) + 2 * len(STYLES)
+    styled = cat[cat["parent_id"].notna()]
+    assert set(styled["parent_id"]) == set(DRAWINGS[:2])
+    assert set(styled["style"]) == set(STYLES)
+    assert set(styled["id"]) == {f"{d}__{s}" for d in DRAWINGS[:2] for s in STYLES}
+    assert (styled["root"] == "out").all() and (styled["status"] == "ok").all()
+    assert (styled["collection"] == "drawing").all()
+    roots = catalogue.read_roots(tiny_out)
+    paths = [Path(p) for p in catalogue.resolve_paths(styled, roots)]
+    assert all(p.exists() for p in paths)
+    # metadata inherited from the parent
+    first = styled[styled["parent_id"] == DRAWINGS[0]]
+    assert (first["year"] == 2004).all() and (first["country_iso3"] == "BLG").all()
+    assert styled["duplicate_of"].isna().all() and not styled["verso"].any()
+    assert (tiny_out / "augment_config.yaml").exists()
+
+    mtimes = {p: p.stat().st_mtime_ns for p in paths}
+    cat_mtime = catalogue.catalogue_path(tiny_out).stat().st_mtime_ns
+    again = augment.run(_config(tiny_out))
+    assert (again.inputs, again.tasks, again.written, again.skipped) == (2, 0, 0, 10)
+    assert {p: p.stat().st_mtime_ns for p in paths} == mtimes
+    assert catalogue.catalogue_path(tiny_out).stat().st_mtime_ns == cat_mtime
+    assert len(catalogue.read_catalogue(tiny_out)) == len(cat)
+
+    # a lost file is redone, the others are not
+    paths[0].unlink()
+    third = augment.run(_config(tiny_out))
+    assert (third.tasks, third.written, third.skipped) == (1, 1, 9)
+    assert paths[0].exists()
+    assert len(catalogue.read_catalogue(tiny_out)) == len(cat)
+
+
+@pytest.mark.slow
+def test_augment_all_records_errors(ray_local, tiny_out: Path) -> None:
+    (tiny_out.parent / "artworks" / "art1.jpg").write_bytes(b"")
+    result = augment.run(_config(tiny_out, select="all", styles=("gray",)))
+    # 3 drawings that are not versos + 2 artworks
+    assert (result.inputs, result.tasks, result.written, result.errors) == (5, 5, 4, 1)
+    assert result.errors_by_reason == {"zero-byte file": 1}
+    cat = catalogue.read_catalogue(tiny_out).set_index("id")
+    assert cat.loc["art1__gray", "status"] == "error"
+    assert cat.loc["art1__gray", "title"] == "T1"
+    assert cat.loc["art0__gray", "collection"] == "artwork"
+    assert "2005_MS_8_USA_V_C__gray" not in cat.index
+
+
+def test_select_checks(tiny_out: Path) -> None:
+    with pytest.raises(ValueError, match="pairs_csv"):
+        augment.run(AugmentConfig(out=str(tiny_out)))
+    with pytest.raises(ValueError, match="select must be one of"):
+        augment.run(_config(tiny_out, select="some"))
+    with pytest.raises(ValueError, match="unknown style"):
+        augment.run(_config(tiny_out, styles=("sepia",)))
+    bad = tiny_out.parent / "bad_pairs.csv"
+    bad.write_text("drawing_id,artwork_id\nnot_a_drawing,art0\n")
+    with pytest.raises(ValueError, match="not_a_drawing"):
+        augment.run(AugmentConfig(out=str(tiny_out), pairs_csv=str(bad)))
+    cat = catalogue.read_catalogue(tiny_out)
+    chosen, not_usable = augment.select_originals(cat, AugmentConfig(select="drawings"))
+    assert sorted(chosen["id"]) == sorted(DRAWINGS[:3]) and not_usable == 0
