@@ -151,10 +151,12 @@ def _run_ray(todo: pd.DataFrame, config: AugmentConfig, roots: dict[str, str]) -
     concurrency = config.concurrency or _default_concurrency(n_batches)
     # enough blocks for every actor to get work, not one block per batch on a large collection
     blocks = max(1, min(n_batches, max(200, 4 * concurrency)))
-    ds = ray.data.from_pandas(
-        todo[["id", "collection", "root", "path", "styles"]], override_num_blocks=blocks
-    )
-    ds = ds.map_batches(
+    frame = todo[["id", "collection", "root", "path", "styles"]].reset_index(drop=True)
+    step = -(-len(frame) // blocks)
+    # split by hand: from_pandas(override_num_blocks=...) uses np.array_split, which breaks on
+    # DataFrames with the installed pandas
+    parts = [frame.iloc[i : i + step] for i in range(0, len(frame), step)]
+    ds = ray.data.from_pandas(parts).map_batches(
         StyleAugmenter,
         fn_constructor_kwargs=kwargs,
         batch_size=config.batch_size,
@@ -215,8 +217,10 @@ def run(config: AugmentConfig) -> AugmentResult:
 
 def _report(result: AugmentResult, config: AugmentConfig) -> None:
     lines: list[Any] = [
-        f"augment: {result.inputs} originals selected (select={config.select}), "
-        f"styles {', '.join(config.styles)}",
+        (
+            f"augment: {result.inputs} originals selected (select={config.select}), "
+            f"styles {', '.join(config.styles)}"
+        ),
         f"  written: {result.written}",
         f"  skipped (already done): {result.skipped}",
         f"  errors: {result.errors}",

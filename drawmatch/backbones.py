@@ -9,8 +9,8 @@ small random test backbone.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -154,7 +154,9 @@ def weights_hash(model: nn.Module) -> str:
         digest.update(key.encode())
         t = tensor.detach().cpu().contiguous()
         digest.update(str(tuple(t.shape)).encode())
-        digest.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+        digest.update(
+            t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes()
+        )
     return digest.hexdigest()[:16]
 
 
@@ -168,7 +170,7 @@ def load_weights(model: Backbone, path: str | Path) -> None:
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):
-        raise ValueError(f"checkpoint {path} holds no state dict (got {type(state).__name__})")
+        raise TypeError(f"checkpoint {path} holds no state dict (got {type(state).__name__})")
     # check everything before loading, so a checkpoint that does not fit leaves the model untouched
     # (load_state_dict(strict=False) loads what fits and raises RuntimeError on shape mismatches)
     own = model.state_dict()

@@ -41,7 +41,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
     if img.mode in ("LA", "La", "PA"):
         img = img.convert("RGBA")
-    if img.mode in ("RGBA", "RGBa"):
+    if img.mode == "RGBa":
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
         background = Image.new("RGB", img.size, (255, 255, 255))
         background.paste(img, mask=img.getchannel("A"))
         return background
@@ -79,19 +81,24 @@ def open_image(
                     scale = max(1.0, min(w, h) / float(draft_size))
                     img.draft("RGB", (int(w / scale), int(h / scale)))
                 img.load()
-                img = ImageOps.exif_transpose(img)
-                return _to_rgb(img)
+                upright = ImageOps.exif_transpose(img)
+                return _to_rgb(upright)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageError("decompression bomb", str(exc)) from exc
     except Image.UnidentifiedImageError as exc:
         raise ImageError("not an image", str(exc)) from exc
+    except (PermissionError, FileNotFoundError, IsADirectoryError) as exc:
+        raise ImageError("unreadable file", str(exc)) from exc
     except OSError as exc:
         text = str(exc)
-        if "truncated" in text or "broken data stream" in text or "premature end" in text.lower():
+        low = text.lower()
+        if "truncated" in low or "broken data stream" in low or "premature end" in low:
             raise ImageError("truncated", text) from exc
         raise ImageError("unreadable image", text) from exc
-    except (ValueError, SyntaxError) as exc:
-        raise ImageError("unreadable image", str(exc)) from exc
+    except ImageError:
+        raise
+    except Exception as exc:  # any other decoder failure (bad EXIF, odd mode) is a reason too
+        raise ImageError("unreadable image", f"{type(exc).__name__}: {exc}") from exc
     finally:
         Image.MAX_IMAGE_PIXELS = previous
 

@@ -28,7 +28,9 @@ import numpy as np
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10, 20, 50, 100, 200, 400)
 
 
-def _check_relevant(relevant: Sequence[np.ndarray], n_queries: int, n_gallery: int) -> list[np.ndarray]:
+def _check_relevant(
+    relevant: Sequence[np.ndarray], n_queries: int, n_gallery: int
+) -> list[np.ndarray]:
     """Validate per-query relevant index arrays; return them as 1-D int64 arrays."""
     if len(relevant) != n_queries:
         raise ValueError(f"relevant has {len(relevant)} entries but there are {n_queries} queries")

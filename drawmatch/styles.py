@@ -19,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np
@@ -45,6 +46,7 @@ OUTPUT_COLUMNS = (
     "error",
 )
 STYLED_DIR = "styled"
+DEFAULT_PARAMS = StyleParams()
 
 
 def _check_rgb(img: np.ndarray) -> np.ndarray:
@@ -58,14 +60,14 @@ def _gray(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(_check_rgb(img), cv2.COLOR_RGB2GRAY)
 
 
-def oil(img: np.ndarray, params: StyleParams = StyleParams()) -> np.ndarray:
+def oil(img: np.ndarray, params: StyleParams = DEFAULT_PARAMS) -> np.ndarray:
     """Oil painting: `cv2.xphoto.oilPainting(bgr, size, dynRatio)` (thesis: 7, 1)."""
     bgr = cv2.cvtColor(_check_rgb(img), cv2.COLOR_RGB2BGR)
     out = cv2.xphoto.oilPainting(bgr, int(params.oil_size), int(params.oil_dyn_ratio))
     return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
 
 
-def watercolor(img: np.ndarray, params: StyleParams = StyleParams()) -> np.ndarray:
+def watercolor(img: np.ndarray, params: StyleParams = DEFAULT_PARAMS) -> np.ndarray:
     """Watercolour: `cv2.stylization(bgr, sigma_s, sigma_r)` (thesis: 60, 0.6)."""
     bgr = cv2.cvtColor(_check_rgb(img), cv2.COLOR_RGB2BGR)
     out = cv2.stylization(
@@ -74,7 +76,7 @@ def watercolor(img: np.ndarray, params: StyleParams = StyleParams()) -> np.ndarr
     return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
 
 
-def texture(img: np.ndarray, params: StyleParams = StyleParams()) -> np.ndarray:
+def texture(img: np.ndarray, params: StyleParams = DEFAULT_PARAMS) -> np.ndarray:
     """Textured: `cv2.detailEnhance(bgr, sigma_s, sigma_r)` (thesis: 60, 0.4)."""
     bgr = cv2.cvtColor(_check_rgb(img), cv2.COLOR_RGB2BGR)
     out = cv2.detailEnhance(
@@ -83,12 +85,12 @@ def texture(img: np.ndarray, params: StyleParams = StyleParams()) -> np.ndarray:
     return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
 
 
-def gray(img: np.ndarray, params: StyleParams = StyleParams()) -> np.ndarray:
+def gray(img: np.ndarray, params: StyleParams = DEFAULT_PARAMS) -> np.ndarray:
     """Grayscale as three equal channels: `cv2.cvtColor(RGB2GRAY)`."""
     return cv2.cvtColor(_gray(img), cv2.COLOR_GRAY2RGB)
 
 
-def pencil(img: np.ndarray, params: StyleParams = StyleParams()) -> np.ndarray:
+def pencil(img: np.ndarray, params: StyleParams = DEFAULT_PARAMS) -> np.ndarray:
     """Pencil sketch (thesis code): g = gray(img); b = GaussianBlur(255 - g, (k, k), 0);
     out = cv2.divide(g, 255 - b, scale) (x / 0 gives 0), as three equal channels."""
     ksize = int(params.pencil_blur_ksize)
@@ -114,13 +116,11 @@ def check_styles(styles: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """The styles as a tuple, or ValueError naming the unknown ones and the known ones."""
     unknown = [s for s in styles if s not in STYLE_FUNCTIONS]
     if unknown:
-        raise ValueError(
-            f"unknown style(s) {unknown}; known styles: {', '.join(STYLE_FUNCTIONS)}"
-        )
+        raise ValueError(f"unknown style(s) {unknown}; known styles: {', '.join(STYLE_FUNCTIONS)}")
     return tuple(styles)
 
 
-def apply_style(img: np.ndarray, style: str, params: StyleParams = StyleParams()) -> np.ndarray:
+def apply_style(img: np.ndarray, style: str, params: StyleParams = DEFAULT_PARAMS) -> np.ndarray:
     """Apply one named style to an RGB uint8 (H, W, 3) image; returns RGB uint8 (H, W, 3)."""
     check_styles([style])
     return STYLE_FUNCTIONS[style](img, params)
@@ -154,7 +154,7 @@ def encode_jpeg(img: np.ndarray, quality: int) -> bytes:
 
 def _params(params: StyleParams | dict[str, Any] | None) -> StyleParams:
     if params is None:
-        return StyleParams()
+        return DEFAULT_PARAMS
     if isinstance(params, StyleParams):
         return params
     return StyleParams(**params)

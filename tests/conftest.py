@@ -45,3 +45,32 @@ def make_image(path: Path, size: tuple[int, int] = (64, 48), seed: int = 0, fmt:
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, format=fmt)
     return path
+
+
+def hand_catalogue(out: Path, files: dict[str, list[Path]]) -> "object":
+    """Write a catalogue and roots.json for image files without the ingest job.
+
+    `files` maps a collection (`drawing` / `artwork`) to files that all lie in one folder.
+    """
+    import hashlib
+
+    import pandas as pd
+
+    from drawmatch import catalogue as cat
+
+    rows = []
+    roots = {}
+    for collection, paths in files.items():
+        root = f"{collection}s"
+        roots[root] = str(paths[0].parent)
+        for p in paths:
+            rows.append(
+                dict(id=p.stem, collection=collection, root=root, path=p.name,
+                     sha256=hashlib.sha256(p.read_bytes()).hexdigest(), width=None, height=None,
+                     status="ok", error=None, parent_id=None, style="original",
+                     duplicate_of=None, verso=False, artist=None, title=None)
+            )
+    df = pd.DataFrame(rows)
+    cat.write_catalogue(df, out)
+    cat.write_roots(out, roots)
+    return df

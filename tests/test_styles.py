@@ -177,7 +177,9 @@ def test_augmenter_writes_files_and_error_rows(tmp_path: Path) -> None:
 def test_augmenter_row_styles_subset_and_empty_batch(tmp_path: Path) -> None:
     make_image(tmp_path / "a.jpg", size=(80, 60))
     aug = StyleAugmenter(styles=("gray", "oil"), roots={"d": str(tmp_path)}, out_root=str(tmp_path))
-    batch = _batch([{"id": "a", "root": "d", "path": "a.jpg", "collection": "drawing", "styles": "oil"}])
+    batch = _batch(
+        [{"id": "a", "root": "d", "path": "a.jpg", "collection": "drawing", "styles": "oil"}]
+    )
     res = aug(batch)
     assert list(res["id"]) == ["a__oil"] and res["status"][0] == "ok"
     empty = aug({k: v[:0] for k, v in batch.items()})

@@ -1,0 +1,624 @@
+"""The ingest job: walk the drawing and artwork folders, probe every image, write the catalogue.
+
+Per file: the id is the file stem, the bytes are hashed (sha256) and the image is fully decoded
+(`drawmatch.images.open_image`) so truncated or otherwise broken files are caught; probing runs in
+parallel with Ray Data. Drawings get their metadata from their IMAJ file names
+(`drawmatch.imaj`), artworks from their artist folder and an optional metadata CSV. Every file
+found is one catalogue row, `status='ok'` or `status='error'` with a reason; nothing is dropped.
+
+Outputs under `config.out`: `catalogue.parquet`, `roots.json`, `id_to_path.csv`,
+`ingest_summary.json` and `ingest_config.yaml`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from drawmatch import catalogue
+from drawmatch.config import save_config
+from drawmatch.imaj import CountryNormaliser, normalise_age_group, parse_imaj_name, read_overrides
+from drawmatch.settings import IngestConfig
+
+SUMMARY_FILE = "ingest_summary.json"
+ID_TO_PATH_FILE = "id_to_path.csv"
+CONFIG_FILE = "ingest_config.yaml"
+
+EXTRA_COLUMNS = ["file_name"]
+COLUMNS = (
+    catalogue.CORE_COLUMNS + catalogue.DRAWING_COLUMNS + catalogue.ARTWORK_COLUMNS + EXTRA_COLUMNS
+)
+INT_COLUMNS = ("width", "height", "year")
+BOOL_COLUMNS = ("verso",)
+NULLABLE_BOOL_COLUMNS = ("name_parsed",)
+STRING_COLUMNS = tuple(
+    c for c in COLUMNS if c not in INT_COLUMNS + BOOL_COLUMNS + NULLABLE_BOOL_COLUMNS
+)
+
+# artwork folders that hold no single artist's work (the thesis' hand-added cultural objects)
+NON_ARTIST_FOLDERS = frozenset({"others"})
+_LIST_LIMIT = 100  # entries kept in each list of the summary (counts are always complete)
+
+
+@dataclass
+class IngestResult:
+    out: str
+    catalogue_path: str
+    roots_path: str
+    id_to_path_path: str
+    summary_path: str
+    config_path: str
+    rows: int = 0
+    ok: int = 0
+    errors: int = 0
+    drawings: int = 0
+    artworks: int = 0
+    versos: int = 0
+    unparsed_names: int = 0
+    duplicate_ids: int = 0
+    duplicate_content: int = 0
+    unreadable_dirs: int = 0
+    errors_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# artist names
+
+
+def repair_mojibake(text: str) -> str:
+    """Undo UTF-8 text that was decoded as CP437 / CP1252 / Latin-1 (`Du╠êrer` -> `Dürer`).
+
+    Returns the text unchanged (NFC) when no such repair applies."""
+    for encoding in ("cp437", "cp1252", "latin-1"):
+        try:
+            fixed = text.encode(encoding).decode("utf-8")
+        except UnicodeError:
+            continue
+        if fixed != text:
+            return unicodedata.normalize("NFC", fixed)
+    return unicodedata.normalize("NFC", text)
+
+
+def clean_artist_name(name: str | None) -> str | None:
+    """A readable artist name from a folder or CSV value: mojibake repaired, `_` -> space."""
+    if name is None:
+        return None
+    text = " ".join(repair_mojibake(str(name)).replace("_", " ").split())
+    return text or None
+
+
+def artist_from_folder(folder: str | None) -> str | None:
+    """The artist of an artist folder ("Best Artworks of All Time" layout); None for `others`."""
+    if folder is None or folder.strip().lower() in NON_ARTIST_FOLDERS:
+        return None
+    return clean_artist_name(folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# walking
+
+
+@dataclass(frozen=True)
+class _Entry:
+    collection: str
+    root: str
+    abs_path: str
+    rel_path: str
+    file_name: str
+    stem: str
+    name_error: str | None = None
+
+
+def _normalise_extensions(extensions: tuple[str, ...]) -> set[str]:
+    out = set()
+    for ext in extensions:
+        ext = ext.strip().lower()
+        if ext:
+            out.add(ext if ext.startswith(".") else "." + ext)
+    return out
+
+
+def _walk(
+    root: str,
+    collection: str,
+    root_name: str,
+    extensions: set[str],
+    skip_dirs: set[str],
+    unreadable: list[dict[str, str]],
+) -> list[_Entry]:
+    entries: list[_Entry] = []
+
+    def onerror(exc: OSError) -> None:
+        where = exc.filename if isinstance(exc.filename, str) else root
+        rel = Path(os.path.relpath(where, root)).as_posix()
+        unreadable.append(
+            {"root": root_name, "path": rel, "reason": exc.strerror or type(exc).__name__}
+        )
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
+        dirnames[:] = sorted(
+            d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) not in skip_dirs
+        )
+        for name in sorted(filenames):
+            clean = name.strip()
+            stem, ext = os.path.splitext(clean)
+            if ext.lower() not in extensions or not stem.strip():
+                continue
+            abs_path = os.path.join(dirpath, name)
+            rel = Path(os.path.relpath(abs_path, root)).as_posix()
+            name_error = None
+            try:
+                rel.encode("utf-8")
+            except UnicodeEncodeError:
+                name_error = "file name is not valid UTF-8"
+                rel = os.fsencode(rel).decode("utf-8", "backslashreplace")
+                name = os.fsencode(name).decode("utf-8", "backslashreplace")
+                stem = os.path.splitext(name.strip())[0]
+            entries.append(
+                _Entry(collection, root_name, abs_path, rel, name, stem.strip(), name_error)
+            )
+    return entries
+
+
+# ---------------------------------------------------------------------------------------------
+# probing (runs in Ray workers)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def probe_file(path: str, max_pixels: int) -> dict[str, Any]:
+    """sha256, width, height and error reason of one file; never raises.
+
+    Missing values are "" (sha256, error) and -1 (width, height) so Arrow types stay stable."""
+    from drawmatch.images import ImageError, open_image
+
+    sha, width, height, error = "", -1, -1, ""
+    try:
+        sha = _sha256(path)
+    except OSError as exc:
+        return {"sha256": "", "width": -1, "height": -1, "error": f"unreadable file: {exc}"}
+    try:
+        img = open_image(path, max_pixels=max_pixels)
+        width, height = img.size
+        img.close()
+    except ImageError as exc:
+        error = exc.reason
+    except Exception as exc:  # noqa: BLE001 - a probe must report, not crash the job
+        error = f"probe failed: {type(exc).__name__}: {exc}"
+    return {"sha256": sha, "width": int(width), "height": int(height), "error": error}
+
+
+def _probe_batch(batch: pd.DataFrame, max_pixels: int) -> pd.DataFrame:
+    rows = []
+    for idx, raw in zip(batch["idx"], batch["path"]):
+        path = os.fsdecode(bytes(raw))
+        rows.append({"idx": int(idx), **probe_file(path, max_pixels)})
+    return pd.DataFrame(rows, columns=["idx", "sha256", "width", "height", "error"])
+
+
+def _probe_all(entries: list[_Entry], config: IngestConfig) -> dict[int, dict[str, Any]]:
+    """Probe every entry with Ray Data; returns {index: probe}. Lost rows are reported, not
+    dropped, by the caller."""
+    items = [
+        {"idx": i, "path": os.fsencode(e.abs_path)}
+        for i, e in enumerate(entries)
+        if e.name_error is None
+    ]
+    if not items:
+        return {}
+    import ray
+
+    from drawmatch.rayutil import init_ray
+
+    init_ray(config.ray)
+    blocks = max(1, min(len(items) // 16 + 1, 256))
+    ds: Any = ray.data.from_items(items, override_num_blocks=blocks)
+    ds = ds.map_batches(
+        _probe_batch,
+        batch_format="pandas",
+        batch_size=16,
+        fn_kwargs={"max_pixels": int(config.max_image_pixels)},
+    )
+    out: dict[int, dict[str, Any]] = {}
+    for row in ds.take_all():
+        out[int(row["idx"])] = {
+            "sha256": str(row["sha256"]),
+            "width": int(row["width"]),
+            "height": int(row["height"]),
+            "error": str(row["error"]),
+        }
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# artwork metadata CSV
+
+
+class _ArtworkMetadata:
+    """A user's artwork metadata CSV, matched by file base name (`file` / `path`) or `id`."""
+
+    FIELDS = ("artist", "title", "source")
+
+    def __init__(self, path: str) -> None:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df.columns = [str(c).strip() for c in df.columns]
+        keys = [c for c in ("file", "path", "id") if c in df.columns]
+        if not keys:
+            raise ValueError(
+                f"{path}: an artworks metadata CSV needs a `file`, `path` or `id` column; "
+                f"got {list(df.columns)}"
+            )
+        self.path = path
+        self.fields = [c for c in self.FIELDS if c in df.columns]
+        self.rows: list[dict[str, str]] = df.to_dict("records")  # type: ignore[assignment]
+        self.by_base: dict[str, list[int]] = {}
+        self.by_id: dict[str, list[int]] = {}
+        for i, row in enumerate(self.rows):
+            for col in ("file", "path"):
+                value = (row.get(col) or "").strip().replace("\\", "/")
+                if value:
+                    base = value.rsplit("/", 1)[-1].strip()
+                    if i not in self.by_base.setdefault(base, []):
+                        self.by_base[base].append(i)
+            ident = (row.get("id") or "").strip()
+            if ident:
+                self.by_id.setdefault(ident, []).append(i)
+        self.used: set[int] = set()
+        self.ambiguous: list[str] = []
+
+    def lookup(self, entry: _Entry) -> dict[str, str]:
+        candidates = self.by_base.get(entry.file_name.strip(), [])
+        if len(candidates) > 1:
+            narrowed = [
+                i
+                for i in candidates
+                if any(
+                    ("/" + (self.rows[i].get(c) or "").replace("\\", "/").strip()).endswith(
+                        "/" + entry.rel_path
+                    )
+                    for c in ("file", "path")
+                )
+            ]
+            candidates = narrowed
+        if not candidates:
+            candidates = self.by_id.get(entry.stem, [])
+        if len(candidates) != 1:
+            if len(candidates) > 1:
+                self.ambiguous.append(entry.rel_path)
+            return {}
+        i = candidates[0]
+        self.used.add(i)
+        return {f: self.rows[i][f].strip() for f in self.fields if self.rows[i][f].strip()}
+
+
+# ---------------------------------------------------------------------------------------------
+# the job
+
+
+def _build_rows(
+    entries: list[_Entry],
+    probes: dict[int, dict[str, Any]],
+    normaliser: CountryNormaliser,
+    metadata: _ArtworkMetadata | None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    rows: list[dict[str, Any]] = []
+    unparsed: list[dict[str, Any]] = []
+    for i, e in enumerate(entries):
+        row: dict[str, Any] = {c: None for c in COLUMNS}
+        row.update(
+            id=e.stem,
+            collection=e.collection,
+            root=e.root,
+            path=e.rel_path,
+            status="ok",
+            style="original",
+            verso=False,
+            file_name=e.file_name,
+        )
+        probe = probes.get(i)
+        if e.name_error is not None:
+            row["error"] = e.name_error
+        elif probe is None:
+            row["error"] = "not processed (lost by the probing stage)"
+        else:
+            row["sha256"] = probe["sha256"] or None
+            if probe["error"]:
+                row["error"] = probe["error"]
+            else:
+                row["width"], row["height"] = probe["width"], probe["height"]
+        if row["error"] is not None:
+            row["status"] = "error"
+
+        if e.collection == "drawing":
+            parsed = parse_imaj_name(e.stem)
+            row.update(
+                year=parsed.year,
+                age_group_raw=parsed.age_group_raw,
+                age_group=parsed.age_group,
+                country_code=parsed.country_code,
+                country_iso3=normaliser.iso3(parsed.country_code),
+                side=parsed.side,
+                quality=parsed.quality,
+                scan_uid=parsed.scan_uid,
+                sub_drawing=parsed.sub_drawing,
+                name_parsed=parsed.parsed,
+            )
+            if not parsed.parsed:
+                unparsed.append({"path": e.rel_path, "warnings": list(parsed.warnings)})
+        else:
+            parts = e.rel_path.split("/")
+            row["artist"] = artist_from_folder(parts[0]) if len(parts) > 1 else None
+            if metadata is not None:
+                found = metadata.lookup(e)
+                if "artist" in found:
+                    found["artist"] = artist_from_folder(found["artist"]) or ""
+                row.update({k: v for k, v in found.items() if v})
+        rows.append(row)
+    return rows, unparsed
+
+
+def _apply_overrides(
+    rows: list[dict[str, Any]],
+    overrides: dict[str, dict[str, object]],
+    normaliser: CountryNormaliser,
+) -> tuple[int, list[str]]:
+    by_key: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        for key in {row["file_name"], row["file_name"].strip(), row["id"]}:
+            by_key.setdefault(key, []).append(i)
+    applied = 0
+    unmatched = []
+    for key, values in overrides.items():
+        hits = sorted(set(by_key.get(key, [])))
+        if not hits:
+            unmatched.append(key)
+            continue
+        for i in hits:
+            row = rows[i]
+            row.update(values)
+            if "country_code" in values and "country_iso3" not in values:
+                row["country_iso3"] = normaliser.iso3(str(values["country_code"]))
+            if "age_group_raw" in values and "age_group" not in values:
+                row["age_group"] = normalise_age_group(str(values["age_group_raw"]))
+            applied += 1
+    return applied, unmatched
+
+
+def _mark_duplicates(
+    rows: list[dict[str, Any]],
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Rename repeated ids (`<id>~2`, ...; status error) and flag equal content (`duplicate_of`)."""
+    first_path: dict[str, str] = {}
+    taken = {row["id"] for row in rows}
+    counts: Counter[str] = Counter()
+    dup_ids = []
+    for row in rows:
+        stem = row["id"]
+        counts[stem] += 1
+        if counts[stem] == 1:
+            first_path[stem] = f"{row['root']}/{row['path']}"
+            continue
+        n = counts[stem]
+        new_id = f"{stem}~{n}"
+        while new_id in taken:
+            n += 1
+            new_id = f"{stem}~{n}"
+        taken.add(new_id)
+        row["id"] = new_id
+        row["status"] = "error"
+        row["error"] = f"duplicate id: {stem!r} is also {first_path[stem]}"
+        dup_ids.append(
+            {"id": new_id, "path": f"{row['root']}/{row['path']}", "first": first_path[stem]}
+        )
+    first_by_hash: dict[str, str] = {}
+    dup_content = []
+    for row in rows:
+        sha = row["sha256"]
+        if not sha:
+            continue
+        if sha in first_by_hash:
+            row["duplicate_of"] = first_by_hash[sha]
+            dup_content.append({"id": row["id"], "duplicate_of": first_by_hash[sha]})
+        else:
+            first_by_hash[sha] = row["id"]
+    return dup_ids, dup_content
+
+
+def _to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    for col in INT_COLUMNS:
+        df[col] = pd.array(df[col].tolist(), dtype="Int64")
+    for col in BOOL_COLUMNS:
+        df[col] = df[col].astype(bool)
+    for col in NULLABLE_BOOL_COLUMNS:
+        df[col] = pd.array(df[col].tolist(), dtype="boolean")
+    for col in STRING_COLUMNS:
+        df[col] = pd.array(df[col].tolist(), dtype="string")
+    return df
+
+
+def _counts(series: pd.Series) -> dict[str, int]:
+    values = series.astype(object).where(series.notna(), None)
+    counter = Counter("null" if v is None else str(v) for v in values)
+    return dict(sorted(counter.items()))
+
+
+def _summary(
+    df: pd.DataFrame,
+    config: IngestConfig,
+    unparsed: list[dict[str, Any]],
+    unreadable: list[dict[str, str]],
+    dup_ids: list[dict[str, str]],
+    dup_content: list[dict[str, str]],
+    overrides_applied: int,
+    overrides_unmatched: list[str],
+    metadata: _ArtworkMetadata | None,
+) -> dict[str, Any]:
+    drawings = df[df["collection"] == "drawing"]
+    errors = df[df["status"] == "error"]
+    reasons = errors["error"].astype(str).str.split(":", n=1).str[0]
+    unknown = drawings[drawings["country_code"].notna() & drawings["country_iso3"].isna()]
+    nonstandard = drawings[drawings["age_group_raw"].notna() & drawings["age_group"].isna()]
+    summary: dict[str, Any] = {
+        "roots": {"drawings": config.drawings_root, "artworks": config.artworks_root},
+        "rows": len(df),
+        "ok": int((df["status"] == "ok").sum()),
+        "errors": len(errors),
+        "by_collection": _counts(df["collection"]),
+        "versos": int(df["verso"].sum()),
+        "drawings_usable": int(
+            ((df["status"] == "ok") & ~df["verso"] & (df["collection"] == "drawing")).sum()
+        ),
+        "by_year": _counts(drawings["year"]),
+        "by_age_group": _counts(drawings["age_group"]),
+        "by_country_iso3": _counts(drawings["country_iso3"]),
+        "by_side": _counts(drawings["side"]),
+        "errors_by_reason": dict(sorted(Counter(reasons).items())),
+        "errors_list": [
+            {"id": i, "path": f"{r}/{p}", "error": e}
+            for i, r, p, e in zip(errors["id"], errors["root"], errors["path"], errors["error"])
+        ][:_LIST_LIMIT],
+        "unparsed_names": len(unparsed),
+        "unparsed_examples": unparsed[:_LIST_LIMIT],
+        "unknown_country_codes": _counts(unknown["country_code"]),
+        "non_standard_age_groups": _counts(nonstandard["age_group_raw"]),
+        "duplicate_ids": len(dup_ids),
+        "duplicate_ids_list": dup_ids[:_LIST_LIMIT],
+        "duplicate_content": len(dup_content),
+        "duplicate_content_list": dup_content[:_LIST_LIMIT],
+        "unreadable_directories": unreadable,
+        "overrides": {
+            "file": config.overrides_csv,
+            "applied": overrides_applied,
+            "unmatched": overrides_unmatched,
+        },
+    }
+    if metadata is not None:
+        summary["artworks_metadata"] = {
+            "file": metadata.path,
+            "rows": len(metadata.rows),
+            "matched": len(metadata.used),
+            "unmatched_rows": len(metadata.rows) - len(metadata.used),
+            "ambiguous_files": metadata.ambiguous[:_LIST_LIMIT],
+        }
+    return summary
+
+
+def _print_summary(summary: dict[str, Any], out: str) -> None:
+    print(
+        f"ingest: {summary['rows']} files ({summary['by_collection']}), "
+        f"{summary['ok']} ok, {summary['errors']} in error, {summary['versos']} versos"
+    )
+    if summary["errors_by_reason"]:
+        print(f"  errors by reason: {summary['errors_by_reason']}")
+    if summary["unparsed_names"]:
+        print(f"  {summary['unparsed_names']} drawing names do not follow the IMAJ convention")
+    if summary["unknown_country_codes"]:
+        print(f"  country codes without ISO 3166 code: {summary['unknown_country_codes']}")
+    if summary["duplicate_ids"] or summary["duplicate_content"]:
+        print(
+            f"  {summary['duplicate_ids']} repeated ids, "
+            f"{summary['duplicate_content']} files with the same content as another"
+        )
+    if summary["unreadable_directories"]:
+        print(f"  {len(summary['unreadable_directories'])} unreadable directories (see summary)")
+    if summary["overrides"]["unmatched"]:
+        print(f"  {len(summary['overrides']['unmatched'])} override rows match no file")
+    print(f"  catalogue and summary written to {out}")
+
+
+def run(config: IngestConfig) -> IngestResult:
+    """Catalogue the drawings and artworks named by `config`; see the module docstring."""
+    if config.drawings_root is None and config.artworks_root is None:
+        raise ValueError("ingest needs drawings_root and/or artworks_root")
+    roots: dict[str, str] = {}
+    for name, root in (("drawings", config.drawings_root), ("artworks", config.artworks_root)):
+        if root is not None:
+            if not os.path.isdir(root):
+                raise FileNotFoundError(f"{name}_root {root!r} is not a directory")
+            roots[name] = root
+    for name, value in (
+        ("artworks_metadata_csv", config.artworks_metadata_csv),
+        ("country_aliases_csv", config.country_aliases_csv),
+        ("overrides_csv", config.overrides_csv),
+    ):
+        if value is not None and not os.path.isfile(value):
+            raise FileNotFoundError(f"{name} {value!r} is not a file")
+    # read user tables first: a bad table fails before any work
+    normaliser = CountryNormaliser(config.country_aliases_csv)
+    overrides = read_overrides(config.overrides_csv) if config.overrides_csv else {}
+    metadata = (
+        _ArtworkMetadata(config.artworks_metadata_csv) if config.artworks_metadata_csv else None
+    )
+
+    extensions = _normalise_extensions(config.extensions)
+    real_roots = {name: os.path.realpath(root) for name, root in roots.items()}
+    unreadable: list[dict[str, str]] = []
+    entries: list[_Entry] = []
+    for name, collection in (("drawings", "drawing"), ("artworks", "artwork")):
+        if name in roots:
+            others = {r for n, r in real_roots.items() if n != name}
+            entries += _walk(roots[name], collection, name, extensions, others, unreadable)
+    entries.sort(key=lambda e: (e.collection, e.rel_path))
+
+    probes = _probe_all(entries, config)
+    rows, unparsed = _build_rows(entries, probes, normaliser, metadata)
+    applied, unmatched = _apply_overrides(rows, overrides, normaliser)
+    for row in rows:
+        row["verso"] = row["collection"] == "drawing" and row["side"] == "V"
+    dup_ids, dup_content = _mark_duplicates(rows)
+    df = _to_frame(rows)
+
+    n_ok, n_err = int((df["status"] == "ok").sum()), int((df["status"] == "error").sum())
+    if len(df) != len(entries) or n_ok + n_err != len(entries):
+        raise RuntimeError(
+            f"ingest lost rows: {len(entries)} files in, {n_ok} ok + {n_err} in error out"
+        )
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cat_path = catalogue.write_catalogue(df, out)
+    catalogue.write_roots(out, roots)
+    id_map = df[["id", "path", "root"]]
+    catalogue.write_atomic_bytes(out / ID_TO_PATH_FILE, id_map.to_csv(index=False).encode())
+    summary = _summary(
+        df, config, unparsed, unreadable, dup_ids, dup_content, applied, unmatched, metadata
+    )
+    catalogue.write_atomic_bytes(
+        out / SUMMARY_FILE, json.dumps(summary, indent=2, ensure_ascii=False).encode()
+    )
+    save_config(config, out / CONFIG_FILE)
+    _print_summary(summary, str(out))
+    return IngestResult(
+        out=str(out),
+        catalogue_path=str(cat_path),
+        roots_path=str(out / catalogue.ROOTS_FILE),
+        id_to_path_path=str(out / ID_TO_PATH_FILE),
+        summary_path=str(out / SUMMARY_FILE),
+        config_path=str(out / CONFIG_FILE),
+        rows=len(df),
+        ok=n_ok,
+        errors=n_err,
+        drawings=int((df["collection"] == "drawing").sum()),
+        artworks=int((df["collection"] == "artwork").sum()),
+        versos=int(df["verso"].sum()),
+        unparsed_names=len(unparsed),
+        duplicate_ids=len(dup_ids),
+        duplicate_content=len(dup_content),
+        unreadable_dirs=len(unreadable),
+        errors_by_reason=dict(summary["errors_by_reason"]),
+    )

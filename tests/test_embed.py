@@ -1,0 +1,155 @@
+"""Embed stages on plain arrays, and the real embed job on a local Ray instance."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from drawmatch import catalogue as cat
+from drawmatch import embed
+from drawmatch.backbones import create_backbone
+from drawmatch.config import load_config
+from drawmatch.settings import EmbedConfig, ModelConfig
+from tests.conftest import hand_catalogue, make_image
+
+TINY = ModelConfig(backbone="tiny", pretrained=False, image_size=48)
+
+
+def test_model_tag_names_backbone_pooling_size_and_weights():
+    assert embed.model_tag(ModelConfig(), "abc") == "efficientnet_lite0-avg-280-imagenet"
+    assert embed.model_tag(TINY, "abc") == "tiny-avg-48-random"
+    ft = ModelConfig(backbone="resnet50", image_size=224, weights="x.pt")
+    assert embed.model_tag(ft, "0123456789abcdef") == "resnet50-avg-224-ft-01234567"
+
+
+def test_decode_batch_resizes_and_reports_bad_files(tmp_path):
+    make_image(tmp_path / "big.jpg", size=(1200, 800))
+    make_image(tmp_path / "small.png", size=(30, 20), fmt="PNG")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("not an image")
+    names = ["big.jpg", "small.png", "empty.jpg", "text.jpg"]
+    batch = {
+        "id": np.array([n.split(".")[0] for n in names], dtype=object),
+        "root": np.array(["r"] * 4, dtype=object),
+        "path": np.array(names, dtype=object),
+        "sha256": np.array(["h"] * 4, dtype=object),
+    }
+    out = embed.decode_batch(batch, {"r": str(tmp_path)}, image_size=64, max_pixels=10**8)
+    assert out["image"].shape == (4, 64, 64, 3)
+    assert out["ok"].tolist() == [True, True, False, False]
+    assert out["error"].tolist()[2:] == ["zero-byte file", "not an image"]
+    # The small PNG is resized exactly like PIL's bilinear resize of the original.
+    expected = np.asarray(Image.open(tmp_path / "small.png").convert("RGB").resize((64, 64),
+                                                                                  Image.BILINEAR))
+    np.testing.assert_array_equal(out["image"][1], expected)
+
+
+def test_embedder_matches_a_direct_forward_and_is_normalised():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, size=(3, 48, 48, 3), dtype=np.uint8)
+    batch = {"id": np.array(["a", "b", "c"], dtype=object), "sha256": np.array(["h"] * 3),
+             "image": images, "ok": np.array([True, False, True]),
+             "error": np.array(["", "truncated", ""], dtype=object)}
+    result = embed.Embedder(asdict(TINY))(batch)
+    emb = result["embedding"]
+    assert emb.shape == (3, 32) and emb.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(emb[[0, 2]], axis=1), 1.0, rtol=1e-5)
+    assert not emb[1].any()  # a failed row stays zero and keeps its reason
+    assert result["error"][1] == "truncated"
+
+    net = create_backbone("tiny", pretrained=False).eval()
+    x = torch.tensor(images[[0, 2]], dtype=torch.float32).permute(0, 3, 1, 2) / 255.0
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        direct = net((x - mean) / std)
+    direct = (direct / direct.norm(dim=1, keepdim=True)).numpy()
+    np.testing.assert_allclose(emb[[0, 2]], direct, atol=1e-5)
+
+
+@pytest.fixture
+def tiny_collection(tmp_path):
+    drawings = [make_image(tmp_path / "d" / f"draw{i}.jpg", (90, 70), seed=i) for i in range(4)]
+    artworks = [make_image(tmp_path / "a" / f"art{i}.jpg", (80, 100), seed=10 + i)
+                for i in range(5)]
+    (tmp_path / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    artworks.append(tmp_path / "a" / "broken.jpg")
+    out = tmp_path / "out"
+    hand_catalogue(out, {"drawing": drawings, "artwork": artworks})
+    return out
+
+
+def _config(out, *overrides):
+    return load_config(EmbedConfig, None, [f"out={out}", "model.backbone=tiny",
+                                           "model.pretrained=false", "model.image_size=48",
+                                           "rows_per_file=3", "batch_size=2", *overrides])
+
+
+def test_embed_job_resumes_and_counts_every_row(ray_local, tiny_collection):
+    out = tiny_collection
+    config = _config(out)
+    first = embed.run(config)
+    assert first.selected == 10
+    assert first.embedded == 9
+    assert first.errors == {"truncated": 1}
+    directory = embed.embeddings_dir(out, first.model_tag)
+    ids, emb = embed.read_embeddings(out, first.model_tag)
+    assert sorted(ids) == sorted([f"draw{i}" for i in range(4)] + [f"art{i}" for i in range(5)])
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
+    assert (directory / embed.ERRORS_FILE).read_text().count("broken") == 1
+    assert (directory / "embed_config.yaml").exists()
+
+    # A rerun does no work.
+    again = embed.run(config)
+    assert again.embedded == 0 and again.already_done == 9
+
+    # A job killed after some parts: remove one part; the rerun embeds exactly its rows, same values.
+    part = embed.part_files(directory)[0]
+    lost = pq.read_table(part).column("id").to_pylist()
+    part.unlink()
+    resumed = embed.run(config)
+    assert resumed.embedded == len(lost)
+    ids2, emb2 = embed.read_embeddings(out, first.model_tag, ids=ids)
+    np.testing.assert_allclose(emb2, emb, atol=1e-6)
+
+    # Changed content: only that id is embedded again, and it is stored once.
+    catalogue = cat.read_catalogue(out)
+    make_image(out.parent / "d" / "draw0.jpg", (90, 70), seed=99)
+    catalogue.loc[catalogue["id"] == "draw0", "sha256"] = "changed"
+    cat.write_catalogue(catalogue, out)
+    changed = embed.run(config)
+    assert changed.stale_replaced == 1 and changed.embedded == 1
+    ids3, _ = embed.read_embeddings(out, first.model_tag)
+    assert sorted(ids3) == sorted(ids)
+
+
+def test_embeddings_refuse_a_part_of_another_model(ray_local, tiny_collection):
+    out = tiny_collection
+    result = embed.run(_config(out, "collections=[artwork]"))
+    directory = embed.embeddings_dir(out, result.model_tag)
+    foreign = embed.embeddings_table(["x"], ["h"], np.ones((1, 32), np.float32),
+                                     "resnet50-avg-224-imagenet", "ffff")
+    embed.write_table_atomic(foreign, directory / "part-foreign.parquet")
+    with pytest.raises(ValueError, match="holds embeddings of model"):
+        embed.read_embeddings(out, result.model_tag)
+
+
+def test_fine_tuned_weights_give_their_own_model(ray_local, tiny_collection, tmp_path):
+    out = tiny_collection
+    base = embed.run(_config(out, "collections=[drawing]"))
+    net = create_backbone("tiny", pretrained=False)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.mul_(-1.0)
+    torch.save({"model": net.state_dict()}, tmp_path / "ft.pt")
+    tuned = embed.run(_config(out, "collections=[drawing]", f"model.weights={tmp_path / 'ft.pt'}"))
+    assert tuned.model_tag.startswith("tiny-avg-48-ft-")
+    assert tuned.weights_hash != base.weights_hash and tuned.embedded == 4
+    _i, a = embed.read_embeddings(out, base.model_tag, ids=["draw1"])
+    _i, b = embed.read_embeddings(out, tuned.model_tag, ids=["draw1"])
+    assert not np.allclose(a, b)

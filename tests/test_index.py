@@ -1,0 +1,79 @@
+"""FAISS index: exact search equals brute force, approximate indexes keep recall, filters, models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from drawmatch import embed, index
+from drawmatch.config import load_config
+from drawmatch.settings import EmbedConfig, IndexConfig
+from tests.conftest import hand_catalogue, make_image
+
+
+def _unit(rng, n, d):
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_flat_index_equals_brute_force_cosine():
+    rng = np.random.default_rng(1)
+    gallery, queries = _unit(rng, 200, 16), _unit(rng, 5, 16)
+    idx = index.build_faiss_index(gallery, "flat")
+    scores, positions = idx.search(queries, 10)
+    sims = queries @ gallery.T
+    expected = np.argsort(-sims, axis=1, kind="stable")[:, :10]
+    np.testing.assert_array_equal(positions, expected)
+    np.testing.assert_allclose(scores, np.take_along_axis(sims, expected, 1), atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_approximate_indexes_keep_recall(kind):
+    rng = np.random.default_rng(2)
+    centres = _unit(rng, 20, 32)
+    gallery = centres[rng.integers(0, 20, 4000)] + 0.1 * rng.normal(size=(4000, 32))
+    gallery = (gallery / np.linalg.norm(gallery, axis=1, keepdims=True)).astype(np.float32)
+    queries = gallery[:50] + 0.05 * _unit(rng, 50, 32)
+    exact = index.build_faiss_index(gallery, "flat").search(queries, 20)[1]
+    defaults = IndexConfig()
+    approx = index.build_faiss_index(gallery, kind, defaults.nlist, defaults.nprobe, defaults.hnsw_m,
+                                     defaults.ef_search).search(queries, 20)[1]
+    recall = np.mean([len(set(a) & set(e)) / 20 for a, e in zip(approx, exact)])
+    assert recall >= 0.95
+
+
+def test_index_job_search_filter_and_model_check(ray_local, tmp_path):
+    drawings = [make_image(tmp_path / "d" / f"draw{i}.jpg", (60, 60), seed=i) for i in range(2)]
+    artworks = [make_image(tmp_path / "a" / f"art{i}.jpg", (60, 60), seed=5 + i) for i in range(6)]
+    out = tmp_path / "out"
+    catalogue = hand_catalogue(out, {"drawing": drawings, "artwork": artworks})
+    catalogue["artist"] = ["", "", "Monet", "Monet", "Klimt", "Klimt", "Klimt", "Monet"]
+    from drawmatch import catalogue as cat
+
+    cat.write_catalogue(catalogue, out)
+    result = embed.run(load_config(EmbedConfig, None, [
+        f"out={out}", "model.backbone=tiny", "model.pretrained=false", "model.image_size=48"]))
+    built = index.run(IndexConfig(out=str(out)))
+    assert built.size == 6  # artworks only
+
+    artwork_index = index.ArtworkIndex(out, result.model_tag)
+    _ids, q = embed.read_embeddings(out, result.model_tag, ids=["draw0"])
+    top, dist = artwork_index.search(q, 6)
+    all_ids, all_emb = embed.read_embeddings(out, result.model_tag, ids=[f"art{i}" for i in range(6)])
+    expected = [all_ids[i] for i in np.argsort(-(all_emb @ q[0]), kind="stable")]
+    assert top[0] == expected
+    np.testing.assert_allclose(dist[0], np.sort(1 - all_emb @ q[0]), atol=1e-5)
+
+    klimt = ["art2", "art3", "art4"]
+    top_k, _d = artwork_index.search(q, 5, allowed=klimt)
+    assert sorted(top_k[0]) == klimt
+
+    # An index built from other weights is refused.
+    info_path = index.index_dir(out, result.model_tag) / index.INFO_FILE
+    info = json.loads(info_path.read_text())
+    info["weights_hash"] = "0000"
+    info_path.write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="rebuild the index"):
+        index.ArtworkIndex(out, result.model_tag)
