@@ -1,0 +1,129 @@
+"""Embed throughput on scan-sized JPEGs, measured side by side in one run.
+
+1. the whole embed job (Ray Data: decode tasks -> embedding actor -> Parquet parts), steady state:
+   rows written after the first part divided by the time between the first and the last part;
+2. the bare model forward on pre-decoded (S, S, 3) batches, same batch size and thread count;
+3. a naive loop: PIL open, full decode, resize, forward one image at a time.
+
+    python benchmarks/bench_embed.py [--count 64] [--batch-size 4] [--backbone efficientnet_lite0]
+
+Target (DESIGN.md): job >= 80 % of the bare forward.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from drawmatch import embed, ingest
+from drawmatch.config import load_config
+from drawmatch.settings import EmbedConfig, IngestConfig, ModelConfig
+
+HERE = Path(__file__).resolve().parent
+
+
+def steady_rate(directory: Path) -> tuple[float, int]:
+    """Images/s between the first and the last written part (excludes start-up)."""
+    import pyarrow.parquet as pq
+
+    parts = sorted(embed.part_files(directory), key=lambda p: p.stat().st_mtime)
+    rows = [pq.read_metadata(p).num_rows for p in parts]
+    t0, t1 = parts[0].stat().st_mtime, parts[-1].stat().st_mtime
+    return sum(rows[1:]) / (t1 - t0), sum(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--image-size", type=int, default=280)
+    parser.add_argument("--scans", help="folder of scans (made with make_scans.py if not given)")
+    args = parser.parse_args()
+
+    import ray
+    import torch
+    from PIL import Image
+
+    work = Path(tempfile.mkdtemp(prefix="drawmatch-bench-"))
+    scans = Path(args.scans) if args.scans else work / "scans"
+    if not args.scans:
+        subprocess.run(
+            [sys.executable, str(HERE / "make_scans.py"), str(scans), "--count", str(args.count)],
+            check=True,
+        )
+    files = sorted(p for p in scans.rglob("*.jpg"))
+    print(
+        f"{len(files)} scans in {scans}, e.g. {files[0].name} "
+        f"{Image.open(files[0]).size[0]}x{Image.open(files[0]).size[1]}"
+    )
+    out = work / "out"
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    ingest.run(IngestConfig(out=str(out), drawings_root=str(scans)))
+
+    threads = 1
+    model = ModelConfig(backbone=args.backbone, image_size=args.image_size)
+    # Versos are not embedded: count what the job will embed.
+    config = load_config(
+        EmbedConfig,
+        None,
+        [
+            f"out={out}",
+            f"model.backbone={args.backbone}",
+            f"model.image_size={args.image_size}",
+            f"batch_size={args.batch_size}",
+            f"cpus_per_actor={threads}",
+            f"rows_per_file={args.batch_size * 2}",
+            "collections=[drawing]",
+        ],
+    )
+    t = time.perf_counter()
+    result = embed.run(config)
+    job_wall = time.perf_counter() - t
+    job_rate, n_job = steady_rate(Path(result.directory))
+
+    torch.set_num_threads(threads)
+    embedder = embed.Embedder(asdict(model), num_threads=threads)
+    rng = np.random.default_rng(0)
+    pre = rng.integers(0, 255, size=(n_job, args.image_size, args.image_size, 3), dtype=np.uint8)
+    embedder.embed_images(pre[: args.batch_size])  # warm-up
+    t = time.perf_counter()
+    for i in range(0, n_job, args.batch_size):
+        embedder.embed_images(pre[i : i + args.batch_size])
+    bare_rate = n_job / (time.perf_counter() - t)
+
+    naive_files = files[: min(len(files), 24)]
+    t = time.perf_counter()
+    for f in naive_files:
+        with Image.open(f) as img:
+            rgb = img.convert("RGB")
+        arr = np.asarray(rgb.resize((args.image_size, args.image_size), Image.BILINEAR))
+        embedder.embed_images(arr[None])
+    naive_rate = len(naive_files) / (time.perf_counter() - t)
+
+    print(
+        f"\nmachine: {os.cpu_count()} CPUs; backbone {args.backbone} at {args.image_size}px, "
+        f"batch {args.batch_size}, {threads} torch thread(s) per embedding actor"
+    )
+    print(f"{'what':<44}{'images/s':>10}")
+    print(f"{'embed job, steady state':<44}{job_rate:>10.2f}")
+    print(f"{'embed job, whole run incl. start-up':<44}{n_job / job_wall:>10.2f}")
+    print(f"{'bare forward on pre-decoded batches':<44}{bare_rate:>10.2f}")
+    print(f"{'naive loop (full decode, batch 1)':<44}{naive_rate:>10.2f}")
+    print(f"job / bare forward: {job_rate / bare_rate:.2f}  (target >= 0.80)")
+    print(f"job / naive loop:   {job_rate / naive_rate:.2f}")
+    ray.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Search (one query, image file, filter, batch) and evaluate, on real jobs over tiny images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from drawmatch import catalogue as cat
+from drawmatch import embed, evaluate, index, search
+from drawmatch.config import load_config
+from drawmatch.pairs import PairsError
+from drawmatch.settings import EmbedConfig, EvaluateConfig, IndexConfig, SearchConfig
+from tests.conftest import hand_catalogue, make_image
+
+
+@pytest.fixture(scope="module")
+def searchable(ray_local, tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    drawings = [make_image(root / "d" / f"draw{i}.jpg", (64, 64), seed=i) for i in range(4)]
+    artworks = [make_image(root / "a" / f"art{i}.jpg", (64, 64), seed=20 + i) for i in range(8)]
+    out = root / "out"
+    catalogue = hand_catalogue(out, {"drawing": drawings, "artwork": artworks})
+    catalogue["artist"] = [None] * 4 + ["Monet", "Klimt"] * 4
+    catalogue.loc[catalogue["id"] == "draw3", "verso"] = True
+    cat.write_catalogue(catalogue, out)
+    result = embed.run(load_config(EmbedConfig, None, [
+        f"out={out}", "model.backbone=tiny", "model.pretrained=false", "model.image_size=48"]))
+    index.run(IndexConfig(out=str(out)))
+    return out, result.model_tag, root
+
+
+def _brute_force(out, tag, query_id, gallery):
+    _q, q = embed.read_embeddings(out, tag, ids=[query_id])
+    _g, g = embed.read_embeddings(out, tag, ids=gallery)
+    sims = g @ q[0]
+    order = np.argsort(-sims, kind="stable")
+    return [gallery[i] for i in order], 1 - sims[order]
+
+
+def test_search_one_drawing_matches_brute_force(searchable):
+    out, tag, _root = searchable
+    result = search.run(SearchConfig(out=str(out), query="draw0", k=3))
+    gallery = [f"art{i}" for i in range(8)]
+    ids, dist = _brute_force(out, tag, "draw0", gallery)
+    assert result["artwork_id"].tolist() == ids[:3]
+    np.testing.assert_allclose(result["distance"], dist[:3], atol=1e-5)
+    assert result["rank"].tolist() == [0, 1, 2]
+
+
+def test_search_an_image_file_and_filter_by_artist(searchable):
+    out, tag, root = searchable
+    by_file = search.run(SearchConfig(out=str(out), query=str(root / "d" / "draw1.jpg"), k=8))
+    by_id = search.run(SearchConfig(out=str(out), query="draw1", k=8))
+    assert by_file["artwork_id"].tolist() == by_id["artwork_id"].tolist()
+    monet = search.run(SearchConfig(out=str(out), query="draw1", k=8, where={"artist": "Monet"}))
+    assert set(monet["artist"]) == {"Monet"} and len(monet) == 4
+
+
+def test_search_refuses_versos_unknown_queries_and_other_models(searchable):
+    out, tag, root = searchable
+    with pytest.raises(ValueError, match="verso"):
+        search.run(SearchConfig(out=str(out), query="draw3"))
+    with pytest.raises(ValueError, match="neither a catalogue id nor an image file"):
+        search.run(SearchConfig(out=str(out), query="nope"))
+    info_path = embed.embeddings_dir(out, tag) / embed.MODEL_FILE
+    saved = info_path.read_text()
+    info = json.loads(saved)
+    info["weights_hash"] = "0" * 16
+    info_path.write_text(json.dumps(info))
+    try:
+        with pytest.raises(ValueError, match="refusing to mix models"):
+            search.embed_image_file(root / "d" / "draw1.jpg", out, tag)
+    finally:
+        info_path.write_text(saved)
+
+
+def test_batch_search_writes_top_k_for_every_drawing(searchable):
+    out, tag, _root = searchable
+    target = search.run(SearchConfig(out=str(out), batch=True, k=2))
+    table = pd.read_parquet(target)
+    assert sorted(table["drawing_id"].unique()) == ["draw0", "draw1", "draw2"]  # no verso
+    assert len(table) == 3 * 2
+    ids, _d = _brute_force(out, tag, "draw2", [f"art{i}" for i in range(8)])
+    assert table[table["drawing_id"] == "draw2"].sort_values("rank")["artwork_id"].tolist() == ids[:2]
+
+
+def test_evaluate_job_metrics_match_hand_ranks(searchable, tmp_path):
+    out, tag, _root = searchable
+    gallery = [f"art{i}" for i in range(8)]
+    ranked0, _ = _brute_force(out, tag, "draw0", gallery)
+    ranked1, _ = _brute_force(out, tag, "draw1", gallery)
+    # draw0 <-> its 2nd and 5th ranked artworks; draw1 <-> its 1st.
+    pairs = pd.DataFrame({"drawing_id": ["draw0", "draw0", "draw1"],
+                          "artwork_id": [ranked0[1], ranked0[4], ranked1[0]]})
+    pairs.to_csv(tmp_path / "pairs.csv", index=False)
+    result = evaluate.run(EvaluateConfig(out=str(out), pairs_csv=str(tmp_path / "pairs.csv")))
+    m = result.metrics
+    assert m["MP"] == pytest.approx((1 + 4 + 0) / 3)
+    assert m["MMP"] == pytest.approx((1 + 0) / 2)
+    assert m["R@1"] == pytest.approx(100 * (0 + 1) / 2)
+    assert m["R@5"] == pytest.approx(100.0)
+    ap0 = (1 / 2 + 2 / 5) / 2
+    assert m["MAP"] == pytest.approx(100 * (ap0 + 1.0) / 2)
+    saved = json.loads(open(result.path).read())
+    assert saved["metrics"]["MAP"] == pytest.approx(m["MAP"])
+
+
+def test_evaluate_reports_all_unknown_ids_at_once(searchable, tmp_path):
+    out, _tag, _root = searchable
+    pd.DataFrame({"drawing_id": ["draw0", "ghost1", "ghost2"],
+                  "artwork_id": ["art0", "art1", "nowhere"]}).to_csv(tmp_path / "p.csv", index=False)
+    with pytest.raises(PairsError) as err:
+        evaluate.run(EvaluateConfig(out=str(out), pairs_csv=str(tmp_path / "p.csv")))
+    assert "ghost1" in str(err.value) and "ghost2" in str(err.value) and "nowhere" in str(err.value)
