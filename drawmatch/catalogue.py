@@ -104,5 +104,6 @@ def resolve_paths(df: pd.DataFrame, roots: dict[str, str]) -> list[str]:
 
 
 def usable(df: pd.DataFrame) -> pd.Series:
-    """Rows that can be embedded and searched: status ok, not a verso, not a duplicate copy."""
+    """Rows that can be embedded and searched: status ok and not a verso. Content duplicates
+    (`duplicate_of`) stay usable: they are flagged for experts, never silently merged."""
     return (df["status"] == "ok") & ~df["verso"].fillna(False).astype(bool)

@@ -35,6 +35,18 @@ def demo_data_dir() -> Path:
     return Path(str(resources.files("drawmatch") / "demo_data"))
 
 
+def artwork_metadata(data: Path, out: Path) -> Path:
+    """The demo's artworks.csv in the ingest metadata format: file, title (its subject), source."""
+    source = pd.read_csv(data / "artworks.csv", dtype=str, keep_default_na=False)
+    target = out / "demo_artworks_metadata.csv"
+    pd.DataFrame({
+        "file": source["file"],
+        "title": source["subject"],
+        "source": source["source_package"] + ": " + source["source_path"],
+    }).to_csv(target, index=False)
+    return target
+
+
 @dataclass
 class DemoResult:
     out: str
@@ -54,7 +66,8 @@ def run(config: DemoConfig) -> DemoResult:
     print("== 1/5 ingest")
     ingest.run(IngestConfig(out=str(out), drawings_root=str(data / "drawings"),
                             artworks_root=str(data / "artworks"),
-                            artworks_metadata_csv=str(data / "artworks.csv"), ray=config.ray))
+                            artworks_metadata_csv=str(artwork_metadata(data, out)),
+                            ray=config.ray))
     print("== 2/5 augment (style copies of the paired drawings)")
     augment.run(AugmentConfig(out=str(out), styles=config.styles, select="paired",
                               pairs_csv=pairs_csv, ray=config.ray))

@@ -50,7 +50,7 @@ def model_tag(model: ModelConfig, weights_hash: str) -> str:
 def eval_transform(img: Image.Image, size: int) -> np.ndarray:
     """Thesis eval transform, geometric part: bilinear resize to (size, size) -> (size, size, 3) uint8.
     Normalisation (ImageNet mean/std) happens in the `Embedder`."""
-    return np.asarray(img.resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def decode_batch(
@@ -324,7 +324,7 @@ def run(config: EmbedConfig) -> EmbedResult:
     block_rows = max(config.decode_batch_size * 4, 1)
     chunks = [todo.iloc[i : i + block_rows] for i in range(0, len(todo), block_rows)]
     threads = max(1, int(config.cpus_per_actor))
-    ds = ray.data.from_pandas(chunks)
+    ds: Any = ray.data.from_pandas(chunks)
     ds = ds.map_batches(
         decode_batch,
         fn_kwargs={"roots": roots, "image_size": config.model.image_size,

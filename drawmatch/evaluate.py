@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from drawmatch import catalogue as cat
@@ -67,7 +68,7 @@ def evaluate_model(out: str | Path, tag: str, pairs: pd.DataFrame, catalogue: pd
     _q, query_emb = read_embeddings(out, tag, ids=queries)
     position = {a: i for i, a in enumerate(gallery)}
     grouped = pairs.groupby("drawing_id")["artwork_id"].apply(list)
-    relevant = [[position[a] for a in grouped[q]] for q in queries]
+    relevant = [np.array([position[a] for a in grouped[q]]) for q in queries]
     metrics = retrieval_metrics_from_embeddings(query_emb, gallery_emb, relevant, ks)
     return metrics, skipped
 

@@ -12,9 +12,9 @@ The IMAJ convention (thesis sec. 3.2) is `YEAR_AGEGROUP_UID_COUNTRY_SIDE_QUALITY
 - two quirks the thesis' own metadata reads: `..._0090_1_0091_2_RUS_R_C` (one scan for two numbers:
   the first is the uid) and `..._MEX_R_0004_C` (a stray number between side and quality).
 
-The year may be `Divers` (miscellaneous: year unknown). Age groups outside the six standard ones keep
-their raw value with a null normalised group. A name that does not fit these layouts is flagged:
-`parsed=False`, every field null, a warning saying why; it is never guessed at.
+The year may be `Divers` (miscellaneous: year unknown). Age groups outside the six standard ones
+keep their raw value with a null normalised group. A name that does not fit these layouts is
+flagged: `parsed=False`, every field null, a warning saying why; it is never guessed at.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ def build_faiss_index(emb: np.ndarray, kind: str = "flat", nlist: int = 1024, np
         raise ValueError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
     n, dim = emb.shape
     emb = np.ascontiguousarray(emb, dtype=np.float32)
+    index: Any
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "ivf":
@@ -127,16 +128,17 @@ class ArtworkIndex:
         import faiss
 
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        params = None
+        params: Any = None
         if allowed is not None:
             where = {a: i for i, a in enumerate(self.ids)}
             positions = np.array(sorted(where[a] for a in allowed if a in where), dtype=np.int64)
             selector = faiss.IDSelectorBatch(positions)
-            params = faiss.SearchParameters(sel=selector)
+            fa: Any = faiss
+            params = fa.SearchParameters(sel=selector)
             if isinstance(self.index, faiss.IndexIVF):
-                params = faiss.SearchParametersIVF(sel=selector, nprobe=self.index.nprobe)
+                params = fa.SearchParametersIVF(sel=selector, nprobe=self.index.nprobe)
             elif isinstance(self.index, faiss.IndexHNSW):
-                params = faiss.SearchParametersHNSW(sel=selector, efSearch=self.index.hnsw.efSearch)
+                params = fa.SearchParametersHNSW(sel=selector, efSearch=self.index.hnsw.efSearch)
         k = min(k, len(self.ids))
         scores, positions = self.index.search(queries, k, params=params)
         result_ids = [[self.ids[p] for p in row if p >= 0] for row in positions]

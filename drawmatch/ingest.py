@@ -204,7 +204,7 @@ def probe_file(path: str, max_pixels: int) -> dict[str, Any]:
 
 def _probe_batch(batch: pd.DataFrame, max_pixels: int) -> pd.DataFrame:
     rows = []
-    for idx, raw in zip(batch["idx"], batch["path"]):
+    for idx, raw in zip(batch["idx"], batch["path"], strict=True):
         path = os.fsdecode(bytes(raw))
         rows.append({"idx": int(idx), **probe_file(path, max_pixels)})
     return pd.DataFrame(rows, columns=["idx", "sha256", "width", "height", "error"])
@@ -490,7 +490,9 @@ def _summary(
         "errors_by_reason": dict(sorted(Counter(reasons).items())),
         "errors_list": [
             {"id": i, "path": f"{r}/{p}", "error": e}
-            for i, r, p, e in zip(errors["id"], errors["root"], errors["path"], errors["error"])
+            for i, r, p, e in zip(
+                errors["id"], errors["root"], errors["path"], errors["error"], strict=True
+            )
         ][:_LIST_LIMIT],
         "unparsed_names": len(unparsed),
         "unparsed_examples": unparsed[:_LIST_LIMIT],

@@ -104,7 +104,8 @@ def test_evaluate_job_metrics_match_hand_ranks(searchable, tmp_path):
     assert m["R@5"] == pytest.approx(100.0)
     ap0 = (1 / 2 + 2 / 5) / 2
     assert m["MAP"] == pytest.approx(100 * (ap0 + 1.0) / 2)
-    saved = json.loads(open(result.path).read())
+    with open(result.path) as fh:
+        saved = json.load(fh)
     assert saved["metrics"]["MAP"] == pytest.approx(m["MAP"])
 
 

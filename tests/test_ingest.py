@@ -1,0 +1,299 @@
+"""The ingest job end to end on a tiny tree of drawings and artworks, plus its helpers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from drawmatch import catalogue, ingest
+from drawmatch.config import load_config
+from drawmatch.settings import IngestConfig
+from tests.conftest import make_image
+
+DUERER = "Albrecht_Du╠êrer"  # as the folder is named in the real collection
+
+# --- artist names -----------------------------------------------------------------------------
+
+
+def test_artist_names():
+    assert ingest.artist_from_folder(DUERER) == "Albrecht Dürer"
+    assert ingest.artist_from_folder("Vincent_van_Gogh") == "Vincent van Gogh"
+    assert ingest.artist_from_folder("Henri_de_Toulouse-Lautrec") == "Henri de Toulouse-Lautrec"
+    assert ingest.artist_from_folder("others") is None
+    assert ingest.artist_from_folder(None) is None
+    # correct non-ASCII names are left alone
+    assert ingest.clean_artist_name("Joan_Miró") == "Joan Miró"
+    assert ingest.repair_mojibake("DÃ¼rer") == "Dürer"
+    assert ingest.repair_mojibake("plain") == "plain"
+
+
+def test_artist_names_of_the_real_catalogue(imaj_dir):
+    with open(imaj_dir / "artworks_catalogue.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 8577
+    artists = set()
+    for row in rows:
+        name = ingest.artist_from_folder(row["artist"])
+        if row["artist"] == "others":
+            assert name is None
+            continue
+        assert name, row
+        assert "_" not in name and "╠" not in name and name == name.strip(), name
+        artists.add(name)
+    assert len(artists) == 50  # 50 artists' folders, none lost or merged
+    assert "Albrecht Dürer" in artists
+    assert "Pierre-Auguste Renoir" in artists
+
+
+# --- end to end -------------------------------------------------------------------------------
+
+
+def _exif_rotated(path: Path) -> None:
+    img = Image.new("RGB", (60, 40), (0, 0, 255))
+    exif = img.getexif()
+    exif[0x0112] = 6
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, exif=exif)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """12 drawings (one in an unreadable folder), 6 artworks, user tables."""
+    d = tmp_path / "drawings"
+    a = tmp_path / "artworks"
+    make_image(d / "2004_14-17_1013_BLG_R_C.jpg", seed=1)
+    make_image(d / "2004_14-17_1013_BLG_V_C.jpg", seed=2)
+    make_image(d / "1999_6-9_47_0011_R-V_C.png", seed=3, fmt="PNG")
+    make_image(d / "batch" / "1998_18-25_3_0035 .jpg", seed=4)  # stray space
+    make_image(d / "2000_18-25_0054_UKR_b_B_C.jpg", seed=5)  # does not parse
+    make_image(d / "copy" / "2004_14-17_1013_BLG_R_C.jpg", seed=6)  # same id
+    shutil.copy(d / "2004_14-17_1013_BLG_R_C.jpg", d / "2001_14-17_0178_FRA_R_C.jpg")  # same bytes
+    (d / "zero.jpg").write_bytes(b"")
+    full = make_image(tmp_path / "full.jpg", size=(120, 90), seed=7).read_bytes()
+    (d / "2002_14-17_0644_ROU_R_C.jpg").write_bytes(full[: len(full) // 2])
+    (d / "notes.jpg").write_text("not an image")
+    (d / "readme.txt").write_text("ignored: not an image extension")
+    make_image(d / "UPPER.JPG", seed=8)
+    make_image(d / "locked" / "2004_14-17_9999_FRA_R_C.jpg", seed=9)
+
+    make_image(a / DUERER / f"{DUERER}_1.jpg", seed=10)
+    make_image(a / "Vincent_van_Gogh" / "Vincent_van_Gogh_368.jpg", seed=11)
+    _exif_rotated(a / "Edvard_Munch" / "Edvard_Munch_1.jpg")
+    make_image(a / "others" / "african-leopard.jpg", seed=12)
+    make_image(a / "loose_object.png", seed=13, fmt="PNG")
+    make_image(a / "big.png", size=(200, 200), seed=14, fmt="PNG")  # a bomb under the limit below
+
+    meta = tmp_path / "artworks.csv"
+    meta.write_text(
+        "file,title,source\n"
+        "image_data/Vincent_van_Gogh/Vincent_van_Gogh_368.jpg,The Starry Night,wikiart\n"
+        "not_here.jpg,Nothing,nowhere\n"
+    )
+    aliases = tmp_path / "aliases.csv"
+    aliases.write_text("collection_code,iso3166_alpha3,country\nBLG,BGR,Bulgaria\n")
+    overrides = tmp_path / "overrides.csv"
+    overrides.write_text(
+        "file_name,year,side,country_code\n"
+        "2000_18-25_0054_UKR_b_B_C.jpg,2000,V,UKR\n"
+        "nonexistent.jpg,1999,,\n"
+    )
+    return tmp_path
+
+
+def _config(tree: Path, out: str) -> IngestConfig:
+    return IngestConfig(
+        out=str(tree / out),
+        drawings_root=str(tree / "drawings"),
+        artworks_root=str(tree / "artworks"),
+        artworks_metadata_csv=str(tree / "artworks.csv"),
+        country_aliases_csv=str(tree / "aliases.csv"),
+        overrides_csv=str(tree / "overrides.csv"),
+        max_image_pixels=20_000,
+    )
+
+
+@pytest.fixture
+def locked_dir(monkeypatch, tree):
+    """Make `drawings/locked` unreadable (chmod does not stop root, so fail its listing)."""
+    locked = str(tree / "drawings" / "locked")
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    return locked
+
+
+def test_ingest_end_to_end(ray_local, tree, locked_dir, capsys):
+    config = _config(tree, "out")
+    result = ingest.run(config)
+    out = Path(config.out)
+    df = pd.read_parquet(out / "catalogue.parquet")
+
+    # every file found is a row; rows in = ok + errors
+    assert len(df) == 17 == result.rows
+    assert (result.drawings, result.artworks) == (11, 6)
+    assert result.ok + result.errors == result.rows
+    assert (result.ok, result.errors) == (12, 5)
+    assert list(df.columns[: len(catalogue.CORE_COLUMNS)]) == catalogue.CORE_COLUMNS
+    for col in catalogue.DRAWING_COLUMNS + catalogue.ARTWORK_COLUMNS:
+        assert col in df.columns
+    assert df["id"].is_unique
+    assert "readme" not in set(df["id"])
+    assert set(df["style"]) == {"original"} and df["parent_id"].isna().all()
+
+    by_id = df.set_index("id")
+    errors = df[df["status"] == "error"].set_index("path")["error"].to_dict()
+    assert errors["zero.jpg"] == "zero-byte file"
+    assert errors["2002_14-17_0644_ROU_R_C.jpg"] == "truncated"
+    assert errors["notes.jpg"] == "not an image"
+    assert errors["big.png"] == "decompression bomb"
+    assert errors["copy/2004_14-17_1013_BLG_R_C.jpg"].startswith("duplicate id")
+    assert by_id.loc["2004_14-17_1013_BLG_R_C~2", "path"] == "copy/2004_14-17_1013_BLG_R_C.jpg"
+    assert pd.isna(by_id.loc["zero", "width"]) and pd.isna(by_id.loc["big", "height"])
+    assert (df.loc[df["status"] == "ok", "width"] > 0).all()
+
+    # EXIF orientation 6: 60x40 stored, 40x60 upright
+    munch = by_id.loc["Edvard_Munch_1"]
+    assert (munch["width"], munch["height"]) == (40, 60)
+
+    # equal bytes: flagged on the later row in (collection, path) order, both stay ok
+    first, second = "2001_14-17_0178_FRA_R_C", "2004_14-17_1013_BLG_R_C"
+    assert by_id.loc[second, "duplicate_of"] == first
+    assert pd.isna(by_id.loc[first, "duplicate_of"])
+    assert by_id.loc[second, "status"] == "ok"
+    assert by_id.loc[first, "sha256"] == by_id.loc[second, "sha256"]
+
+    # drawings metadata from names, aliases and overrides
+    row = by_id.loc["2004_14-17_1013_BLG_R_C"]
+    assert (row["year"], row["age_group"], row["country_code"], row["country_iso3"]) == (
+        2004,
+        "14-17",
+        "BLG",
+        "BGR",
+    )
+    assert (row["side"], row["quality"], row["scan_uid"], row["verso"]) == ("R", "C", "1013", False)
+    assert by_id.loc["2004_14-17_1013_BLG_V_C", "verso"]
+    assert not by_id.loc["1999_6-9_47_0011_R-V_C", "verso"]
+    stray = by_id.loc["1998_18-25_3_0035"]
+    assert stray["path"] == "batch/1998_18-25_3_0035 .jpg" and stray["name_parsed"]
+    assert stray["scan_uid"] == "0035" and pd.isna(stray["country_code"])
+    fixed = by_id.loc["2000_18-25_0054_UKR_b_B_C"]  # unparsed name, corrected by an override
+    assert not fixed["name_parsed"]
+    assert (fixed["year"], fixed["side"], fixed["country_iso3"], fixed["verso"]) == (
+        2000,
+        "V",
+        "UKR",
+        True,
+    )
+    assert not by_id.loc["UPPER", "name_parsed"] and pd.isna(by_id.loc["UPPER", "side"])
+    assert int(df["verso"].sum()) == 2 == result.versos
+
+    # artworks
+    assert by_id.loc[f"{DUERER}_1", "artist"] == "Albrecht Dürer"
+    assert by_id.loc[f"{DUERER}_1", "path"] == f"{DUERER}/{DUERER}_1.jpg"
+    gogh = by_id.loc["Vincent_van_Gogh_368"]
+    assert (gogh["artist"], gogh["title"], gogh["source"]) == (
+        "Vincent van Gogh",
+        "The Starry Night",
+        "wikiart",
+    )
+    assert pd.isna(by_id.loc["african-leopard", "artist"])
+    assert pd.isna(by_id.loc["loose_object", "artist"])
+    artworks = df[df["collection"] == "artwork"]
+    assert set(artworks["root"]) == {"artworks"} and not artworks["verso"].any()
+    assert artworks["name_parsed"].isna().all() and artworks["year"].isna().all()
+    assert set(df.loc[df["collection"] == "drawing", "root"]) == {"drawings"}
+
+    # stable types
+    assert str(df["year"].dtype) == "Int64" and str(df["width"].dtype) == "Int64"
+    assert df["verso"].dtype == bool
+
+    # deterministic order
+    keys = list(zip(df["collection"], df["path"], strict=True))
+    assert keys == sorted(keys)
+
+    # side files
+    roots = json.loads((out / "roots.json").read_text())
+    assert roots == {
+        "drawings": str((tree / "drawings").resolve()),
+        "artworks": str((tree / "artworks").resolve()),
+    }
+    id_map = pd.read_csv(out / "id_to_path.csv", dtype=str, keep_default_na=False)
+    assert list(id_map.columns) == ["id", "path", "root"]
+    assert id_map["id"].tolist() == df["id"].tolist()
+    for rid, path, root in zip(id_map["id"], id_map["path"], id_map["root"], strict=True):
+        assert os.path.isfile(os.path.join(roots[root], path)), rid
+    assert load_config(IngestConfig, out / "ingest_config.yaml") == config
+
+    summary = json.loads((out / "ingest_summary.json").read_text())
+    assert summary["rows"] == 17 and summary["ok"] == 12 and summary["errors"] == 5
+    assert summary["by_collection"] == {"artwork": 6, "drawing": 11}
+    assert summary["errors_by_reason"] == {
+        "decompression bomb": 1,
+        "duplicate id": 1,
+        "not an image": 1,
+        "truncated": 1,
+        "zero-byte file": 1,
+    }
+    assert summary["by_side"] == {"R": 4, "R-V": 1, "V": 2, "null": 4}
+    assert summary["by_country_iso3"] == {"BGR": 3, "FRA": 1, "ROU": 1, "UKR": 1, "null": 5}
+    assert summary["by_year"]["2004"] == 3 and summary["by_year"]["null"] == 3
+    assert summary["versos"] == 2
+    assert summary["unparsed_names"] == 4  # UKR_b_B, UPPER, notes, zero
+    assert summary["duplicate_ids"] == 1 and summary["duplicate_content"] == 1
+    assert summary["unreadable_directories"] == [
+        {"root": "drawings", "path": "locked", "reason": "Permission denied"}
+    ]
+    assert summary["overrides"]["applied"] == 1
+    assert summary["overrides"]["unmatched"] == ["nonexistent.jpg"]
+    assert summary["artworks_metadata"]["matched"] == 1
+    assert summary["unknown_country_codes"] == {}
+
+    printed = capsys.readouterr().out
+    assert "17 files" in printed and "5 in error" in printed
+
+
+def test_ingest_is_deterministic(ray_local, tree, locked_dir):
+    first = pd.read_parquet(ingest.run(_config(tree, "out1")).catalogue_path)
+    second = pd.read_parquet(ingest.run(_config(tree, "out2")).catalogue_path)
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_ingest_drawings_only_unknown_country_counted(ray_local, tmp_path):
+    d = tmp_path / "d"
+    make_image(d / "2004_14-17_1013_QQQ_R_C.jpg", seed=1)
+    make_image(d / "2005_14-17_1014_FRA_V_C.jpg", seed=2)
+    result = ingest.run(IngestConfig(out=str(tmp_path / "out"), drawings_root=str(d)))
+    assert (result.rows, result.ok, result.artworks, result.versos) == (2, 2, 0, 1)
+    summary = json.loads(Path(result.summary_path).read_text())
+    assert summary["unknown_country_codes"] == {"QQQ": 1}
+    assert json.loads((tmp_path / "out" / "roots.json").read_text()) == {
+        "drawings": str(d.resolve())
+    }
+
+
+def test_ingest_rejects_bad_configs(tmp_path):
+    with pytest.raises(ValueError, match="drawings_root"):
+        ingest.run(IngestConfig(out=str(tmp_path / "out")))
+    with pytest.raises(FileNotFoundError, match="drawings_root"):
+        ingest.run(IngestConfig(out=str(tmp_path / "out"), drawings_root=str(tmp_path / "nope")))
+    d = tmp_path / "d"
+    d.mkdir()
+    bad = tmp_path / "overrides.csv"
+    bad.write_text("file_name,colour\na.jpg,red\n")
+    with pytest.raises(ValueError, match="colour"):
+        ingest.run(
+            IngestConfig(out=str(tmp_path / "out"), drawings_root=str(d), overrides_csv=str(bad))
+        )
+    assert not (tmp_path / "out" / "catalogue.parquet").exists()
