@@ -33,12 +33,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from make_scans import make_scans  # noqa: E402
+from make_scans import make_scans
 
-from drawmatch import augment, catalogue  # noqa: E402
-from drawmatch.images import open_image  # noqa: E402
-from drawmatch.settings import STYLES, AugmentConfig, RayConfig, StyleParams  # noqa: E402
-from drawmatch.styles import StyleAugmenter, apply_style, shrink  # noqa: E402
+from drawmatch import augment, catalogue
+from drawmatch.images import open_image
+from drawmatch.settings import STYLES, AugmentConfig, RayConfig, StyleParams
+from drawmatch.styles import StyleAugmenter, apply_style, shrink
 
 RESIZE = 330
 
@@ -201,12 +201,12 @@ def main(argv: list[str] | None = None) -> int:
             "(b) augment per core (one process; StyleAugmenter = reduced decode + shrink + "
             "effect + JPEG q92 + atomic write), images/s"
         )
-        print(f"    {'style':<12}{'max_side':>9}{'augmenter':>11}{'effect only':>13}")
+        print(f"    {'style':<16}{'max_side':>9}{'augmenter':>11}{'effect only':>13}")
         for max_side in (1024, 512):
             res = bench_augment(rectos, max_side, work)
             for style, (whole, effect) in res.items():
                 label = "all 5 (orig/s)" if style == "all5" else style
-                print(f"    {label:<12}{max_side:>9}{whole:>11.2f}{effect:>13.2f}")
+                print(f"    {label:<16}{max_side:>9}{whole:>11.2f}{effect:>13.2f}")
         print("    (all 5: originals/s with all five styles written, decode shared)\n")
 
         if not args.no_full_size:
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if not args.no_ray:
             cpus = os.cpu_count() or 2
-            n, written, secs = bench_ray_job(paths[: args.augment_count * 2], work, cpus)
+            n, written, secs = bench_ray_job(paths, work, cpus)
             print(
                 f"(c) augment job through Ray Data, {cpus} CPUs, 5 styles, max_side 1024: "
                 f"{n} originals -> {written} styled images in {secs:.1f} s "

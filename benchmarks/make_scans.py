@@ -102,7 +102,7 @@ def verso(size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
 
 
 def make_scans(
-    out_dir: str | Path, count: int, megapixels: float = 7.5, seed: int = 0
+    out_dir: str | Path, count: int, megapixels: float | None = None, seed: int = 0
 ) -> list[Path]:
     """Write `count` scan-like JPEGs (quality 90) to `out_dir`; returns their paths.
     Every sixth file is the verso of the preceding recto's sheet (same name but the side);

@@ -87,7 +87,7 @@ def done_ids(cat: pd.DataFrame, roots: dict[str, str]) -> set[str]:
     if styled.empty:
         return set()
     paths = catalogue.resolve_paths(styled, roots)
-    return {i for i, p in zip(styled["id"], paths) if os.path.exists(p)}
+    return {i for i, p in zip(styled["id"], paths, strict=True) if os.path.exists(p)}
 
 
 def _with_dtypes(new: pd.DataFrame, cat: pd.DataFrame) -> pd.DataFrame:

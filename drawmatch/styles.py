@@ -170,11 +170,11 @@ class StyleAugmenter:
     """Ray Data stage writing styled copies of catalogue images.
 
     `__call__` takes a batch of catalogue rows (columns `id`, `root`, `path`, `collection`, and
-    optionally `styles`, a comma-separated subset of styles to make for that row) and returns one row
-    per (input row, style) with the columns of `OUTPUT_COLUMNS`: id `<parent_id>__<style>`, root
-    `out`, path `styled/<style>/<id>.jpg`, the sha256, width and height of the written JPEG, and
-    status `ok`, or status `error` with the reason (an undecodable parent gives one error row per
-    style; nothing raises).
+    optionally `styles`, a comma-separated subset of styles to make for that row) and returns one
+    row per (input row, style) with the columns of `OUTPUT_COLUMNS`: id `<parent_id>__<style>`,
+    root `out`, path `styled/<style>/<id>.jpg`, the sha256, width and height of the written JPEG
+    and status `ok`, or status `error` with the reason (an undecodable parent gives one error row
+    per style; nothing raises).
 
     Each image is decoded at reduced size (`open_image(draft_size=max_side)`, JPEG DCT scaling) and
     shrunk so that its longer side is <= `max_side` before styling: the effects are slow on
