@@ -23,6 +23,8 @@ JOBS: dict[str, tuple[type, str, str]] = {
     "index": (settings.IndexConfig, "drawmatch.index", "build a FAISS index of artworks"),
     "search": (settings.SearchConfig, "drawmatch.search", "top-k artworks for a drawing"),
     "evaluate": (settings.EvaluateConfig, "drawmatch.evaluate", "retrieval metrics for pairs"),
+    "split": (settings.SplitConfig, "drawmatch.splits", "artwork-disjoint train/val/test folds"),
+    "train": (settings.TrainConfig, "drawmatch.train", "fine-tune a backbone on one fold (Ray Train)"),
     "demo": (settings.DemoConfig, "drawmatch.demo", "run the whole pipeline on bundled data"),
 }
 

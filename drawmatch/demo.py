@@ -109,7 +109,7 @@ def show_examples(out: Path, tag: str, pairs: pd.DataFrame, count: int, k: int =
         row = [Tile(paths[query], query)]
         copies = styled[styled["parent_id"] == query]
         row += [Tile(paths[i], f"style: {s}") for i, s in zip(copies["id"], copies["style"])]
-        row += [Tile(paths[a], f"{r + 1}. {a} {d:.3f}", a in relevant[query])
+        row += [Tile(paths[a], f"{r + 1}. distance {d:.3f}\n{a}", a in relevant[query])
                 for r, (a, d) in enumerate(zip(top[qi], dist[qi]))]
         rows.append(row)
     return contact_sheet(rows, out / CONTACT_SHEET)

@@ -19,7 +19,7 @@ OTHER = (200, 200, 200)
 @dataclass(frozen=True)
 class Tile:
     path: str
-    label: str
+    label: str  # up to two lines, split by "\n"
     relevant: bool = False
 
 
@@ -34,8 +34,8 @@ def _thumb(tile: Tile) -> Image.Image:
     draw = ImageDraw.Draw(canvas)
     colour = RELEVANT if tile.relevant else OTHER
     draw.rectangle([0, 0, THUMB - 1, THUMB - 1], outline=colour, width=4 if tile.relevant else 1)
-    for i, line in enumerate([tile.label[:24], tile.label[24:48]]):
-        draw.text((4, THUMB + 2 + 12 * i), line, fill="black")
+    for i, line in enumerate(tile.label.split("\n")[:2]):
+        draw.text((4, THUMB + 2 + 12 * i), line[:26], fill="black")
     return canvas
 
 

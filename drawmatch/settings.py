@@ -157,3 +157,69 @@ class DemoConfig:
     styles: tuple[str, ...] = STYLES
     examples: int = 4
     ray: RayConfig = field(default_factory=RayConfig)
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Artwork-disjoint folds: connected components of the pair graph, assigned train/val/test by
+    the fractions below (thesis sec. 5.1.1: 60/25/15, 11 folds); fold k uses seed `seed + k`."""
+
+    out: str = "drawmatch-out"
+    pairs_csv: str | None = None
+    n_folds: int = 11
+    seed: int = 0
+    train: float = 0.6
+    val: float = 0.25
+    test: float = 0.15
+    include_styled: bool = True
+
+    def __post_init__(self) -> None:
+        fractions = (self.train, self.val, self.test)
+        if any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+            raise ConfigError(
+                f"train, val, test: {self.train}, {self.val}, {self.test} must be >= 0 and sum to 1"
+            )
+        if self.n_folds < 1:
+            raise ConfigError(f"n_folds: {self.n_folds} must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Triplet fine-tuning on one fold (thesis sec. 5.1-5.4; report values as defaults)."""
+
+    out: str = "drawmatch-out"
+    fold_csv: str | None = None
+    run_name: str | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: str = "triplet"
+    margin: float = 0.7
+    lr: float = 1e-6
+    weight_decay: float = 1e-4
+    lr_step_epochs: int = 10
+    lr_gamma: float = 0.1
+    epochs: int = 10
+    batch_size: int = 4
+    n_hardest: int = 10
+    bank_refresh_steps: int = 0
+    use_styles: bool = True
+    train_resize: int = 330
+    train_crop: int = 280
+    batchnorm: str = "frozen"
+    patience: int = 3
+    max_steps_per_epoch: int | None = None
+    eval_batch_size: int = 16
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    max_failures: int = 2
+    seed: int = 0
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        _choice("loss", self.loss, ("triplet", "contrastive"))
+        _choice("batchnorm", self.batchnorm, ("frozen", "sync"))
+        if self.train_crop > self.train_resize:
+            raise ConfigError("train_crop must not exceed train_resize")
+        for key in ("epochs", "batch_size", "n_hardest", "num_workers"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1")
