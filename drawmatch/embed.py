@@ -345,7 +345,7 @@ def run(config: EmbedConfig) -> EmbedResult:
     )
     ds = ds.map_batches(
         write_part,
-        fn_kwargs={"out_dir": str(directory), "tag": tag, "weights_hash": whash},
+        fn_kwargs={"out_dir": str(directory.resolve()), "tag": tag, "weights_hash": whash},
         batch_size=config.rows_per_file,
         batch_format="numpy",
         num_cpus=0.1,

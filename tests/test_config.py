@@ -42,6 +42,14 @@ def test_bad_keys_and_types_are_clear_errors(overrides, message):
         assert message in str(err.value)
 
 
+def test_floats_in_exponent_form_are_floats():
+    from drawmatch.settings import TrainConfig
+
+    assert load_config(TrainConfig, None, ["lr=1e-4"]).lr == 1e-4
+    with pytest.raises(ConfigError, match="lr: expected float"):
+        load_config(TrainConfig, None, ["lr=fast"])
+
+
 def test_unknown_key_in_yaml_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("out: x\nnum_actor: 3\n")

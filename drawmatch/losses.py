@@ -1,0 +1,191 @@
+"""Retrieval losses for drawing (anchor) -> artwork (reference) training, built on
+pytorch-metric-learning (PML).
+
+Anchors are drawings, references are artworks; PML's ``ref_emb`` holds the artworks. Which pairs are
+positive is decided by gallery labels (see :mod:`drawmatch.mining`): a reference is a positive of an
+anchor when its gallery index is one of the anchor's positives, a negative otherwise. The losses
+receive an explicit ``indices_tuple`` built from that mask and no labels (PML needs labels only when
+it has to build the tuples itself).
+
+Loss semantics with ``CosineSimilarity`` (s = cosine similarity, d = 1 - s the cosine distance):
+
+- ``triplet``: per triplet ``max(0, s_an - s_ap + margin)`` = ``max(0, d_ap - d_an + margin)``,
+  averaged over the triplets with a non-zero loss (PML's ``AvgNonZeroReducer``; 0 when none).
+- ``contrastive``: positive pairs ``max(0, 1 - s_ap)`` = ``d_ap`` (``pos_margin=1``: pull to s=1),
+  negative pairs ``max(0, s_an - (1 - margin))`` = ``max(0, margin - d_an)`` (``neg_margin = 1 -
+  margin``, a *similarity* threshold: negatives are pushed until their cosine distance reaches
+  ``margin``, the same margin in distance units as the triplet loss). Each part is averaged over its
+  non-zero terms, and the two means are summed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from pytorch_metric_learning.distances import CosineSimilarity
+from pytorch_metric_learning.losses import (
+    BaseMetricLossFunction,
+    ContrastiveLoss,
+    TripletMarginLoss,
+)
+from torch import Tensor
+
+from drawmatch import distributed
+from drawmatch.mining import AnchorPositives, positive_mask
+
+LOSS_MODES: tuple[str, ...] = ("triplet", "contrastive")
+
+
+def make_loss(mode: str = "triplet", margin: float = 0.7) -> BaseMetricLossFunction:
+    """The PML loss for ``mode`` (``"triplet"`` | ``"contrastive"``), cosine similarity, ``margin``.
+
+    ``margin`` is in cosine-distance units for both modes (see the module docstring); contrastive
+    needs ``0 < margin <= 2``.
+    """
+    if mode == "triplet":
+        if margin < 0:
+            raise ValueError(f"triplet margin must be >= 0, got {margin}")
+        return TripletMarginLoss(margin=margin, distance=CosineSimilarity())
+    if mode == "contrastive":
+        if not 0 < margin <= 2:
+            raise ValueError(f"contrastive margin must be in (0, 2], got {margin}")
+        return ContrastiveLoss(pos_margin=1.0, neg_margin=1.0 - margin, distance=CosineSimilarity())
+    raise ValueError(f"unknown loss mode {mode!r}; choose one of {', '.join(LOSS_MODES)}")
+
+
+def batch_triplets(pos_mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Every (anchor, positive ref, negative ref) of ``pos_mask`` (B, R) bool -> three (T,) long.
+
+    Ordered by anchor, then positive, then negative (row-major over (B, R, R)).
+    """
+    pos = pos_mask.bool()
+    a, p, n = torch.where(pos[:, :, None] & ~pos[:, None, :])
+    return a, p, n
+
+
+def batch_pairs(pos_mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """PML pair tuple ``(a1, p, a2, n)`` of ``pos_mask`` (B, R) bool, each (P,) or (N,) long.
+
+    All positive pairs ``(a1[k], p[k])`` (mask True) and all negative pairs ``(a2[k], n[k])`` (mask
+    False), in row-major order.
+    """
+    pos = pos_mask.bool()
+    a1, p = torch.where(pos)
+    a2, n = torch.where(~pos)
+    return a1, p, a2, n
+
+
+def _indices_tuple(pos_mask: Tensor, mode: str) -> tuple[Tensor, ...]:
+    if mode == "triplet":
+        return batch_triplets(pos_mask)
+    if mode == "contrastive":
+        a1, p, a2, n = batch_pairs(pos_mask)
+        if len(a1) <= 1 and len(a2) <= 1 and len(a1) + len(a2) > 0:
+            # PML's pair losses return 0 when every tuple part has <= 1 element (it assumes such a
+            # tuple is degenerate). Listing each pair twice leaves both averaged parts unchanged.
+            a1, p, a2, n = (torch.cat([t, t]) for t in (a1, p, a2, n))
+        return a1, p, a2, n
+    raise ValueError(f"unknown loss mode {mode!r}; choose one of {', '.join(LOSS_MODES)}")
+
+
+def retrieval_step_loss(
+    loss_fn: BaseMetricLossFunction, anchors: Tensor, refs: Tensor, pos_mask: Tensor, mode: str
+) -> Tensor:
+    """Scalar loss of ``anchors`` (B, D) against ``refs`` (R, D) for ``pos_mask`` (B, R) bool.
+
+    Every triplet (``mode="triplet"``) or every pair (``mode="contrastive"``) of the mask is used;
+    ``loss_fn`` is usually :func:`make_loss` ``(mode, margin)``.
+    """
+    if pos_mask.shape != (anchors.shape[0], refs.shape[0]):
+        raise ValueError(f"pos_mask {tuple(pos_mask.shape)} does not match anchors "
+                         f"{anchors.shape[0]} x refs {refs.shape[0]}")
+    indices = tuple(t.to(anchors.device) for t in _indices_tuple(pos_mask, mode))
+    loss: Tensor = loss_fn(anchors, indices_tuple=indices, ref_emb=refs)
+    return loss
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What :func:`distributed_step_loss` saw, in global (gathered, rank-order) indexing.
+
+    ``loss``: the unscaled loss value (detached scalar), equal on every rank.
+    ``ref_labels`` (R,): gallery index of every gathered ref. ``pos_mask`` (B, R) bool.
+    ``anchor_offset``: index of this rank's first anchor in the gathered anchors (B in all).
+    ``triplets``: (a, p, n) every (anchor, positive ref, negative ref) of the gathered batch.
+    ``indices``: the tuple handed to PML (``triplets`` or the pair tuple ``(a1, p, a2, n)``).
+    """
+
+    loss: Tensor
+    ref_labels: Tensor
+    pos_mask: Tensor
+    anchor_offset: int
+    world_size: int
+    triplets: tuple[Tensor, Tensor, Tensor]
+    indices: tuple[Tensor, ...]
+
+
+def _gather_positive_sets(
+    local_anchor_positives: AnchorPositives, device: torch.device
+) -> tuple[list[set[int]], int]:
+    """All ranks' anchor positive sets in rank order, and this rank's first anchor index."""
+    rank, _ = distributed.world()
+    sizes = distributed.gather_sizes(len(local_anchor_positives), device=device)
+    offset = sum(sizes[:rank])
+    flat = [(offset + i, int(g)) for i, pos in enumerate(local_anchor_positives) for g in pos]
+    pairs = torch.tensor(flat, dtype=torch.long, device=device).reshape(-1, 2)
+    all_pairs = distributed.all_gather_no_grad(pairs).cpu().tolist()
+    sets: list[set[int]] = [set() for _ in range(sum(sizes))]
+    for anchor, label in all_pairs:
+        sets[anchor].add(label)
+    return sets, offset
+
+
+def distributed_step_loss(
+    loss_fn: BaseMetricLossFunction,
+    local_anchors: Tensor,
+    local_anchor_positives: AnchorPositives,
+    local_refs: Tensor,
+    local_ref_labels: Tensor,
+    mode: str,
+) -> tuple[Tensor, StepInfo]:
+    """The loss of one DDP training step over the batch gathered from all ranks.
+
+    On each rank: ``local_anchors`` (b, D) with their positive gallery indices, and
+    ``local_refs`` (r, D) (the anchors' positives and their mined negatives) with gallery labels
+    ``local_ref_labels`` (r,). Anchors, positive sets and refs of all ranks are gathered in rank
+    order, and the loss is computed over the whole gathered batch: every ref whose label is not
+    among an anchor's positives is a negative for it (other ranks' artworks become extra
+    negatives), while an artwork paired with the anchor is never its negative, whichever anchor it
+    came with. Every rank gets the same value.
+
+    Gradient scaling: only this rank's slices carry gradient, so DDP's averaging over W ranks would
+    give 1/W of the single-process gradient. The returned loss is therefore
+    ``L + (W - 1) * (L - L.detach())``: its value is exactly ``L`` (the single-process loss on the
+    concatenated batch) and its gradient is ``W * dL``, so after DDP's all-reduce mean the gradient
+    equals the single-process gradient. Do not rescale it again; without DDP averaging (manual
+    all-reduce sum) divide by W. Not distributed: equals :func:`retrieval_step_loss` on the local
+    batch.
+    """
+    if len(local_anchor_positives) != local_anchors.shape[0]:
+        raise ValueError(f"{len(local_anchor_positives)} positive sets for "
+                         f"{local_anchors.shape[0]} anchors")
+    if local_ref_labels.shape != (local_refs.shape[0],):
+        raise ValueError(f"local_ref_labels {tuple(local_ref_labels.shape)} does not match "
+                         f"{local_refs.shape[0]} refs")
+    _, world_size = distributed.world()
+    device = local_anchors.device
+    anchors = distributed.all_gather_with_grad(local_anchors)
+    refs = distributed.all_gather_with_grad(local_refs)
+    ref_labels = distributed.all_gather_no_grad(local_ref_labels.to(device).long())
+    positives, offset = _gather_positive_sets(local_anchor_positives, device)
+    pos_mask = positive_mask(positives, ref_labels)
+    loss = retrieval_step_loss(loss_fn, anchors, refs, pos_mask, mode)
+    triplets = batch_triplets(pos_mask)
+    indices = triplets if mode == "triplet" else _indices_tuple(pos_mask, mode)
+    info = StepInfo(loss=loss.detach(), ref_labels=ref_labels, pos_mask=pos_mask,
+                    anchor_offset=offset, world_size=world_size, triplets=triplets,
+                    indices=indices)
+    if world_size > 1:
+        loss = loss + (world_size - 1) * (loss - loss.detach())
+    return loss, info
