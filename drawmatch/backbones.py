@@ -130,20 +130,19 @@ def _efficientnet_lite0(pretrained: bool) -> tuple[nn.Module, int]:
 
 @register_backbone("tiny")
 def _tiny(pretrained: bool) -> tuple[nn.Module, int]:
-    """A 3-layer random CNN for tests: fast on CPU, never pretrained."""
-    gen = torch.Generator().manual_seed(0)
-    trunk = nn.Sequential(
-        nn.Conv2d(3, 8, 3, stride=2, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, 3, stride=2, padding=1),
-    )
-    with torch.no_grad():
-        for p in trunk.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.2)
+    """A 3-layer CNN for tests: fast on CPU, never pretrained, PyTorch's default initialisation
+    drawn from a fixed seed (the same weights every time)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        trunk = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, stride=2, padding=1),
+        )
     return trunk, 32
 
 
