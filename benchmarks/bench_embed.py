@@ -75,9 +75,13 @@ def main() -> int:
 
     threads = 1
     model = ModelConfig(backbone=args.backbone, image_size=args.image_size)
-    overrides = [f"model.backbone={args.backbone}", f"model.image_size={args.image_size}",
-                 f"batch_size={args.batch_size}", f"cpus_per_actor={threads}",
-                 "collections=[drawing]"]
+    overrides = [
+        f"model.backbone={args.backbone}",
+        f"model.image_size={args.image_size}",
+        f"batch_size={args.batch_size}",
+        f"cpus_per_actor={threads}",
+        "collections=[drawing]",
+    ]
     timed_embed(files[:8], work / "warm-up", overrides)  # Ray Data and worker start-up, once
     small = files[: len(files) // 4]
     t_small, n_small = timed_embed(small, work / "small", overrides)

@@ -10,7 +10,8 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from drawmatch import settings
 from drawmatch.config import ConfigError, load_config
@@ -24,7 +25,11 @@ JOBS: dict[str, tuple[type, str, str]] = {
     "search": (settings.SearchConfig, "drawmatch.search", "top-k artworks for a drawing"),
     "evaluate": (settings.EvaluateConfig, "drawmatch.evaluate", "retrieval metrics for pairs"),
     "split": (settings.SplitConfig, "drawmatch.splits", "artwork-disjoint train/val/test folds"),
-    "train": (settings.TrainConfig, "drawmatch.train", "fine-tune a backbone on one fold (Ray Train)"),
+    "train": (
+        settings.TrainConfig,
+        "drawmatch.train",
+        "fine-tune a backbone on one fold (Ray Train)",
+    ),
     "demo": (settings.DemoConfig, "drawmatch.demo", "run the whole pipeline on bundled data"),
 }
 
@@ -32,6 +37,10 @@ JOBS: dict[str, tuple[type, str, str]] = {
 FLAGS: dict[str, dict[str, str]] = {
     "embed": {"weights": "model.weights"},
     "search": {"query": "query", "k": "k"},
+}
+# convenience switches -> the boolean key they set
+SWITCHES: dict[str, dict[str, str]] = {
+    "evaluate": {"folds": "folds"},
 }
 
 
@@ -41,6 +50,8 @@ def build_parser(job: str) -> argparse.ArgumentParser:
     parser.add_argument("--config", help="YAML config file (keys of the job's config)")
     for flag, key in FLAGS.get(job, {}).items():
         parser.add_argument(f"--{flag}", help=f"same as {key}=VALUE")
+    for flag, key in SWITCHES.get(job, {}).items():
+        parser.add_argument(f"--{flag}", action="store_true", help=f"same as {key}=true")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return parser
 
@@ -48,12 +59,15 @@ def build_parser(job: str) -> argparse.ArgumentParser:
 def parse_job_config(job: str, argv: list[str]) -> Any:
     """Parse a job's command line into its checked config (raises ConfigError)."""
     cls, _module, _help = JOBS[job]
-    args = build_parser(job).parse_args(argv)
+    args = build_parser(job).parse_intermixed_args(argv)
     overrides = list(args.overrides)
     for flag, key in FLAGS.get(job, {}).items():
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
+    for flag, key in SWITCHES.get(job, {}).items():
+        if getattr(args, flag):
+            overrides.append(f"{key}=true")
     return load_config(cls, args.config, overrides)
 
 
@@ -66,7 +80,7 @@ def run_job(job: str, argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"drawmatch {job}: config error: {exc}", file=sys.stderr)
         return 2
-    run: Callable[[Any], Any] = getattr(importlib.import_module(JOBS[job][1]), "run")
+    run: Callable[[Any], Any] = importlib.import_module(JOBS[job][1]).run
     try:
         run(config)
     except (FileNotFoundError, ValueError) as exc:

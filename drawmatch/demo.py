@@ -39,11 +39,13 @@ def artwork_metadata(data: Path, out: Path) -> Path:
     """The demo's artworks.csv in the ingest metadata format: file, title (its subject), source."""
     source = pd.read_csv(data / "artworks.csv", dtype=str, keep_default_na=False)
     target = out / "demo_artworks_metadata.csv"
-    pd.DataFrame({
-        "file": source["file"],
-        "title": source["subject"],
-        "source": source["source_package"] + ": " + source["source_path"],
-    }).to_csv(target, index=False)
+    pd.DataFrame(
+        {
+            "file": source["file"],
+            "title": source["subject"],
+            "source": source["source_package"] + ": " + source["source_path"],
+        }
+    ).to_csv(target, index=False)
     return target
 
 
@@ -64,23 +66,33 @@ def run(config: DemoConfig) -> DemoResult:
     print(f"== drawmatch demo: data {data}, output {out.resolve()}")
 
     print("== 1/5 ingest")
-    ingest.run(IngestConfig(out=str(out), drawings_root=str(data / "drawings"),
-                            artworks_root=str(data / "artworks"),
-                            artworks_metadata_csv=str(artwork_metadata(data, out)),
-                            ray=config.ray))
+    ingest.run(
+        IngestConfig(
+            out=str(out),
+            drawings_root=str(data / "drawings"),
+            artworks_root=str(data / "artworks"),
+            artworks_metadata_csv=str(artwork_metadata(data, out)),
+            ray=config.ray,
+        )
+    )
     print("== 2/5 augment (style copies of the paired drawings)")
-    augment.run(AugmentConfig(out=str(out), styles=config.styles, select="paired",
-                              pairs_csv=pairs_csv, ray=config.ray))
+    augment.run(
+        AugmentConfig(
+            out=str(out), styles=config.styles, select="paired", pairs_csv=pairs_csv, ray=config.ray
+        )
+    )
     print("== 3/5 embed")
-    model = ModelConfig(backbone=config.backbone, pretrained=config.pretrained,
-                        image_size=config.image_size)
-    embedded = embed.run(EmbedConfig(out=str(out), model=model, batch_size=config.batch_size,
-                                     ray=config.ray))
+    model = ModelConfig(
+        backbone=config.backbone, pretrained=config.pretrained, image_size=config.image_size
+    )
+    embedded = embed.run(
+        EmbedConfig(out=str(out), model=model, batch_size=config.batch_size, ray=config.ray)
+    )
     tag = embedded.model_tag
     print("== 4/5 index")
     index.run(IndexConfig(out=str(out), model_tag=tag))
     print("== 5/5 evaluate")
-    evaluated = evaluate.run(EvaluateConfig(out=str(out), model_tag=tag, pairs_csv=pairs_csv))
+    evaluated = evaluate.run_pairs(EvaluateConfig(out=str(out), model_tag=tag, pairs_csv=pairs_csv))
 
     sheet = show_examples(out, tag, read_pairs(pairs_csv), config.examples)
     print(f"== done: metrics in {evaluated.path}, contact sheet {sheet}")
@@ -103,13 +115,19 @@ def show_examples(out: Path, tag: str, pairs: pd.DataFrame, count: int, k: int =
     styled = catalogue[catalogue["parent_id"].isin(chosen) & (catalogue["status"] == "ok")]
     rows = []
     for qi, query in enumerate(chosen):
-        print(f"{query}: " + ", ".join(
-            f"{a} ({d:.3f}{', relevant' if a in relevant[query] else ''})"
-            for a, d in zip(top[qi], dist[qi])))
+        print(
+            f"{query}: "
+            + ", ".join(
+                f"{a} ({d:.3f}{', relevant' if a in relevant[query] else ''})"
+                for a, d in zip(top[qi], dist[qi])
+            )
+        )
         row = [Tile(paths[query], query)]
         copies = styled[styled["parent_id"] == query]
         row += [Tile(paths[i], f"style: {s}") for i, s in zip(copies["id"], copies["style"])]
-        row += [Tile(paths[a], f"{r + 1}. distance {d:.3f}\n{a}", a in relevant[query])
-                for r, (a, d) in enumerate(zip(top[qi], dist[qi]))]
+        row += [
+            Tile(paths[a], f"{r + 1}. distance {d:.3f}\n{a}", a in relevant[query])
+            for r, (a, d) in enumerate(zip(top[qi], dist[qi]))
+        ]
         rows.append(row)
     return contact_sheet(rows, out / CONTACT_SHEET)

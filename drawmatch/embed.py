@@ -219,10 +219,14 @@ def read_embeddings(
     for part in part_files(embeddings_dir(out, tag)):
         table = pq.read_table(part)
         meta = table.schema.metadata or {}
-        got = (meta.get(b"drawmatch.model_tag", b"").decode(),
-               meta.get(b"drawmatch.weights_hash", b"").decode())
+        got = (
+            meta.get(b"drawmatch.model_tag", b"").decode(),
+            meta.get(b"drawmatch.weights_hash", b"").decode(),
+        )
         if got != (tag, info["weights_hash"]):
-            raise ValueError(f"{part} holds embeddings of model {got}, not {tag} {info['weights_hash']}")
+            raise ValueError(
+                f"{part} holds embeddings of model {got}, not {tag} {info['weights_hash']}"
+            )
         all_ids.extend(table.column("id").to_pylist())
         flat = table.column("embedding").combine_chunks().flatten().to_numpy()
         chunks.append(flat.reshape(len(table), -1))
@@ -303,7 +307,12 @@ def run(config: EmbedConfig) -> EmbedResult:
                 f"has weights {whash}; use another output root or remove that folder"
             )
     directory.mkdir(parents=True, exist_ok=True)
-    model_info = {"model_tag": tag, "weights_hash": whash, "dim": dim, "model": asdict(config.model)}
+    model_info = {
+        "model_tag": tag,
+        "weights_hash": whash,
+        "dim": dim,
+        "model": asdict(config.model),
+    }
     cat.write_atomic_bytes(info_path, json.dumps(model_info, indent=2).encode())
     save_config(config, directory / "embed_config.yaml")
 
@@ -315,8 +324,10 @@ def run(config: EmbedConfig) -> EmbedResult:
     done = set(existing["id"])
     todo = rows[~rows["id"].isin(done)][["id", "root", "path", "sha256"]].reset_index(drop=True)
     result.already_done = result.selected - len(todo)
-    print(f"embed {tag}: {len(rows)} selected, {result.already_done} already embedded, "
-          f"{len(todo)} to do")
+    print(
+        f"embed {tag}: {len(rows)} selected, {result.already_done} already embedded, "
+        f"{len(todo)} to do"
+    )
     if len(todo) == 0:
         return result
 
@@ -327,8 +338,11 @@ def run(config: EmbedConfig) -> EmbedResult:
     ds: Any = ray.data.from_pandas(chunks)
     ds = ds.map_batches(
         decode_batch,
-        fn_kwargs={"roots": roots, "image_size": config.model.image_size,
-                   "max_pixels": config.max_image_pixels},
+        fn_kwargs={
+            "roots": roots,
+            "image_size": config.model.image_size,
+            "max_pixels": config.max_image_pixels,
+        },
         batch_size=config.decode_batch_size,
         batch_format="numpy",
         num_cpus=1,
@@ -359,11 +373,15 @@ def run(config: EmbedConfig) -> EmbedResult:
     for _id, reason in error_rows:
         result.errors[reason] = result.errors.get(reason, 0) + 1
     if error_rows:
-        pd.DataFrame(error_rows, columns=["id", "error"]).to_csv(directory / ERRORS_FILE, index=False)
+        pd.DataFrame(error_rows, columns=["id", "error"]).to_csv(
+            directory / ERRORS_FILE, index=False
+        )
     if result.embedded + len(error_rows) != len(todo):
         raise RuntimeError(
             f"embed lost rows: {len(todo)} in, {result.embedded} embedded, {len(error_rows)} errors"
         )
-    print(f"embed {tag}: {result.embedded} embedded, {len(error_rows)} failed {result.errors}, "
-          f"written to {directory}")
+    print(
+        f"embed {tag}: {result.embedded} embedded, {len(error_rows)} failed {result.errors}, "
+        f"written to {directory}"
+    )
     return result

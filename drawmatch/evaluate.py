@@ -19,7 +19,7 @@ from drawmatch import catalogue as cat
 from drawmatch.config import save_config
 from drawmatch.embed import pick_model_tag, read_embeddings, read_model_info
 from drawmatch.index import gallery_ids
-from drawmatch.metrics import format_table, retrieval_metrics_from_embeddings
+from drawmatch.metrics import aggregate, format_table, retrieval_metrics_from_embeddings
 from drawmatch.pairs import check_known, read_pairs
 from drawmatch.settings import EvaluateConfig
 
@@ -54,8 +54,9 @@ def evaluation_pairs(config: EvaluateConfig, catalogue: pd.DataFrame) -> pd.Data
     return pairs[pairs["drawing_id"].isin(originals)].drop_duplicates().reset_index(drop=True)
 
 
-def evaluate_model(out: str | Path, tag: str, pairs: pd.DataFrame, catalogue: pd.DataFrame,
-                   ks: tuple[int, ...]) -> tuple[dict[str, float], pd.DataFrame]:
+def evaluate_model(
+    out: str | Path, tag: str, pairs: pd.DataFrame, catalogue: pd.DataFrame, ks: tuple[int, ...]
+) -> tuple[dict[str, float], pd.DataFrame]:
     """Metrics of `tag` on `pairs`; also returns the pairs left out (artwork not searchable)."""
     gallery = gallery_ids(catalogue)
     in_gallery = pairs["artwork_id"].isin(set(gallery))
@@ -73,7 +74,73 @@ def evaluate_model(out: str | Path, tag: str, pairs: pd.DataFrame, catalogue: pd
     return metrics, skipped
 
 
-def run(config: EvaluateConfig) -> EvaluateResult:
+SETS = ("val", "test")
+
+
+def fold_tables(run_dirs: list[Path]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Mean and std over fold runs (their `metrics.json`) of the pretrained and the fine-tuned
+    model's metrics, on val (the best epoch) and test: keys like `test/fine-tuned`."""
+    columns: dict[str, list[dict[str, float]]] = {}
+    for run_dir in run_dirs:
+        summary = json.loads((run_dir / "metrics.json").read_text())
+        best_val = {k[4:]: v for k, v in summary["best"]["val"].items() if k.startswith("val_")}
+        rows = {
+            "val/pretrained": summary["baseline"].get("val", {}),
+            "val/fine-tuned": best_val,
+            "test/pretrained": summary["baseline"].get("test", {}),
+            "test/fine-tuned": summary["best"]["test"],
+        }
+        for name, metrics in rows.items():
+            if metrics:
+                columns.setdefault(name, []).append(metrics)
+    return {name: aggregate(runs) for name, runs in columns.items()}
+
+
+def format_fold_tables(tables: dict[str, dict[str, tuple[float, float]]], n_runs: int) -> str:
+    names = list(tables)
+    keys = [k for k in next(iter(tables.values())) if not k.startswith("n_")]
+    lines = [
+        f"mean ± std over {n_runs} fold run(s)",
+        f"{'metric':<8}" + "".join(f"{n:>20}" for n in names),
+    ]
+    for key in keys:
+        cells = "".join(
+            f"{f'{tables[n][key][0]:.2f} ± {tables[n][key][1]:.2f}':>20}" for n in names
+        )
+        lines.append(f"{key:<8}{cells}")
+    return "\n".join(lines)
+
+
+def run_folds(config: EvaluateConfig) -> dict[str, Any]:
+    """`evaluate --folds`: aggregate the train runs under `out/runs/<runs glob>` over folds."""
+    run_dirs = sorted(
+        p.parent for p in (Path(config.out) / "runs").glob(f"{config.runs}/metrics.json")
+    )
+    if not run_dirs:
+        raise FileNotFoundError(
+            f"no finished train runs match {Path(config.out) / 'runs' / config.runs}"
+        )
+    tables = fold_tables(run_dirs)
+    report = {
+        "runs": [p.name for p in run_dirs],
+        "definitions": MAP_DEFINITION,
+        "tables": {name: {k: list(v) for k, v in t.items()} for name, t in tables.items()},
+    }
+    target = Path(config.output or Path(config.out) / "evaluation" / "folds.json")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    cat.write_atomic_bytes(target, json.dumps(report, indent=2).encode())
+    print(format_fold_tables(tables, len(run_dirs)))
+    print(f"written to {target}")
+    return report
+
+
+def run(config: EvaluateConfig) -> EvaluateResult | dict[str, Any]:
+    """`evaluate --folds` aggregates train runs; otherwise one model on a pairs or split file."""
+    return run_folds(config) if config.folds else run_pairs(config)
+
+
+def run_pairs(config: EvaluateConfig) -> EvaluateResult:
+    """Metrics of one embedding model on the pairs (or one set of a split file)."""
     tag = pick_model_tag(config.out, config.model_tag)
     catalogue = cat.read_catalogue(config.out)
     pairs = evaluation_pairs(config, catalogue)
@@ -93,11 +160,15 @@ def run(config: EvaluateConfig) -> EvaluateResult:
     target.parent.mkdir(parents=True, exist_ok=True)
     cat.write_atomic_bytes(target, json.dumps(report, indent=2).encode())
     save_config(config, target.with_name(f"evaluate_config{suffix}.yaml"))
-    print(f"evaluate {tag} on {int(metrics['n_queries'])} drawings, "
-          f"{int(metrics['n_pairs'])} pairs, gallery {report['gallery_size']}:")
+    print(
+        f"evaluate {tag} on {int(metrics['n_queries'])} drawings, "
+        f"{int(metrics['n_pairs'])} pairs, gallery {report['gallery_size']}:"
+    )
     print(format_table(metrics))
     if len(skipped):
-        print(f"warning: {len(skipped)} pair(s) left out, their artwork is not searchable: "
-              f"{skipped['artwork_id'].tolist()[:10]}")
+        print(
+            f"warning: {len(skipped)} pair(s) left out, their artwork is not searchable: "
+            f"{skipped['artwork_id'].tolist()[:10]}"
+        )
     print(f"written to {target}")
     return EvaluateResult(tag, metrics, str(target), skipped.to_dict("records"))

@@ -30,8 +30,14 @@ def index_dir(out: str | Path, tag: str) -> Path:
     return Path(out) / "index" / tag
 
 
-def build_faiss_index(emb: np.ndarray, kind: str = "flat", nlist: int = 1024, nprobe: int = 32,
-                      hnsw_m: int = 32, ef_search: int = 128) -> Any:
+def build_faiss_index(
+    emb: np.ndarray,
+    kind: str = "flat",
+    nlist: int = 1024,
+    nprobe: int = 32,
+    hnsw_m: int = 32,
+    ef_search: int = 128,
+) -> Any:
     """A FAISS inner-product index over `emb` (N, D) float32."""
     import faiss
 
@@ -83,19 +89,28 @@ def run(config: IndexConfig) -> IndexResult:
     missing = len(wanted) - len(keep)
     ids = [ids[i] for i in keep]
     emb = emb[keep]
-    index = build_faiss_index(emb, config.kind, config.nlist, config.nprobe, config.hnsw_m,
-                              config.ef_search)
+    index = build_faiss_index(
+        emb, config.kind, config.nlist, config.nprobe, config.hnsw_m, config.ef_search
+    )
     directory = index_dir(config.out, tag)
     directory.mkdir(parents=True, exist_ok=True)
     faiss.write_index(index, str(directory / INDEX_FILE))
-    cat.write_parquet_atomic(pd.DataFrame({"position": range(len(ids)), "id": ids}),
-                             directory / IDS_FILE)
-    meta = {"model_tag": tag, "weights_hash": info["weights_hash"], "kind": config.kind,
-            "size": len(ids), "dim": int(emb.shape[1])}
+    cat.write_parquet_atomic(
+        pd.DataFrame({"position": range(len(ids)), "id": ids}), directory / IDS_FILE
+    )
+    meta = {
+        "model_tag": tag,
+        "weights_hash": info["weights_hash"],
+        "kind": config.kind,
+        "size": len(ids),
+        "dim": int(emb.shape[1]),
+    }
     cat.write_atomic_bytes(directory / INFO_FILE, json.dumps(meta, indent=2).encode())
     save_config(config, directory / "index_config.yaml")
-    print(f"index {tag}: {config.kind} index of {len(ids)} artworks written to {directory}"
-          + (f" ({missing} catalogued artworks have no embedding yet)" if missing else ""))
+    print(
+        f"index {tag}: {config.kind} index of {len(ids)} artworks written to {directory}"
+        + (f" ({missing} catalogued artworks have no embedding yet)" if missing else "")
+    )
     return IndexResult(model_tag=tag, directory=str(directory), size=len(ids), kind=config.kind)
 
 
@@ -120,8 +135,9 @@ class ArtworkIndex:
         self.index = faiss.read_index(str(directory / INDEX_FILE))
         self.ids = pd.read_parquet(directory / IDS_FILE)["id"].tolist()
 
-    def search(self, queries: np.ndarray, k: int, allowed: list[str] | None = None
-               ) -> tuple[list[list[str]], np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: list[str] | None = None
+    ) -> tuple[list[list[str]], np.ndarray]:
         """Top-k artworks for (Q, D) queries: ids per query and cosine distances (Q, k').
 
         `allowed` restricts the result to those artwork ids (a metadata filter)."""

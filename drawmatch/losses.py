@@ -98,8 +98,10 @@ def retrieval_step_loss(
     ``loss_fn`` is usually :func:`make_loss` ``(mode, margin)``.
     """
     if pos_mask.shape != (anchors.shape[0], refs.shape[0]):
-        raise ValueError(f"pos_mask {tuple(pos_mask.shape)} does not match anchors "
-                         f"{anchors.shape[0]} x refs {refs.shape[0]}")
+        raise ValueError(
+            f"pos_mask {tuple(pos_mask.shape)} does not match anchors "
+            f"{anchors.shape[0]} x refs {refs.shape[0]}"
+        )
     indices = tuple(t.to(anchors.device) for t in _indices_tuple(pos_mask, mode))
     loss: Tensor = loss_fn(anchors, indices_tuple=indices, ref_emb=refs)
     return loss
@@ -168,11 +170,14 @@ def distributed_step_loss(
     batch.
     """
     if len(local_anchor_positives) != local_anchors.shape[0]:
-        raise ValueError(f"{len(local_anchor_positives)} positive sets for "
-                         f"{local_anchors.shape[0]} anchors")
+        raise ValueError(
+            f"{len(local_anchor_positives)} positive sets for {local_anchors.shape[0]} anchors"
+        )
     if local_ref_labels.shape != (local_refs.shape[0],):
-        raise ValueError(f"local_ref_labels {tuple(local_ref_labels.shape)} does not match "
-                         f"{local_refs.shape[0]} refs")
+        raise ValueError(
+            f"local_ref_labels {tuple(local_ref_labels.shape)} does not match "
+            f"{local_refs.shape[0]} refs"
+        )
     _, world_size = distributed.world()
     device = local_anchors.device
     anchors = distributed.all_gather_with_grad(local_anchors)
@@ -183,9 +188,15 @@ def distributed_step_loss(
     loss = retrieval_step_loss(loss_fn, anchors, refs, pos_mask, mode)
     triplets = batch_triplets(pos_mask)
     indices = triplets if mode == "triplet" else _indices_tuple(pos_mask, mode)
-    info = StepInfo(loss=loss.detach(), ref_labels=ref_labels, pos_mask=pos_mask,
-                    anchor_offset=offset, world_size=world_size, triplets=triplets,
-                    indices=indices)
+    info = StepInfo(
+        loss=loss.detach(),
+        ref_labels=ref_labels,
+        pos_mask=pos_mask,
+        anchor_offset=offset,
+        world_size=world_size,
+        triplets=triplets,
+        indices=indices,
+    )
     if world_size > 1:
         loss = loss + (world_size - 1) * (loss - loss.detach())
     return loss, info

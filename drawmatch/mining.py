@@ -26,11 +26,13 @@ _SIM_CHUNK = 65536
 def positive_mask(anchor_positives: AnchorPositives, ref_labels: Tensor) -> Tensor:
     """(B, R) bool: ``mask[i, j]`` is True when ``ref_labels[j]`` (R,) is a positive of anchor i."""
     labels = ref_labels.reshape(-1).long()
-    mask = torch.zeros((len(anchor_positives), labels.shape[0]), dtype=torch.bool,
-                       device=labels.device)
+    mask = torch.zeros(
+        (len(anchor_positives), labels.shape[0]), dtype=torch.bool, device=labels.device
+    )
     for i, pos in enumerate(anchor_positives):
-        pos_t = torch.as_tensor(sorted({int(p) for p in pos}), dtype=torch.long,
-                                device=labels.device)
+        pos_t = torch.as_tensor(
+            sorted({int(p) for p in pos}), dtype=torch.long, device=labels.device
+        )
         if pos_t.numel():
             mask[i] = torch.isin(labels, pos_t)
     return mask
@@ -44,8 +46,8 @@ def cosine_similarity(anchor_emb: Tensor, bank: Tensor) -> Tensor:
     a = F.normalize(anchor_emb.detach().float(), dim=1)
     out = torch.empty((a.shape[0], bank.shape[0]), dtype=torch.float32, device=a.device)
     for start in range(0, bank.shape[0], _SIM_CHUNK):
-        chunk = bank[start:start + _SIM_CHUNK].to(device=a.device, dtype=torch.float32)
-        out[:, start:start + chunk.shape[0]] = a @ F.normalize(chunk, dim=1).T
+        chunk = bank[start : start + _SIM_CHUNK].to(device=a.device, dtype=torch.float32)
+        out[:, start : start + chunk.shape[0]] = a @ F.normalize(chunk, dim=1).T
     return out
 
 
@@ -140,14 +142,21 @@ class GalleryBank:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         rank, world_size = distributed.world()
         shard = torch.arange(rank, self.size, world_size, dtype=torch.long)
-        parts = [embed_fn(shard[s:s + batch_size]).detach()
-                 for s in range(0, shard.shape[0], batch_size)]
+        parts = [
+            embed_fn(shard[s : s + batch_size]).detach()
+            for s in range(0, shard.shape[0], batch_size)
+        ]
         device, dtype = self.embeddings.device, self.embeddings.dtype
-        local = (torch.cat(parts, dim=0).to(device=device, dtype=dtype) if parts
-                 else torch.zeros((0, self.dim), dtype=dtype, device=device))
+        local = (
+            torch.cat(parts, dim=0).to(device=device, dtype=dtype)
+            if parts
+            else torch.zeros((0, self.dim), dtype=dtype, device=device)
+        )
         if local.shape != (shard.shape[0], self.dim):
-            raise ValueError(f"embed_fn returned {tuple(local.shape)} for {shard.shape[0]} indices "
-                             f"of dim {self.dim}")
+            raise ValueError(
+                f"embed_fn returned {tuple(local.shape)} for {shard.shape[0]} indices "
+                f"of dim {self.dim}"
+            )
         emb = distributed.all_gather_no_grad(local)
         idx = distributed.all_gather_no_grad(shard.to(device))
         bank = torch.empty_like(self.embeddings)

@@ -32,7 +32,16 @@ class IngestConfig:
     artworks_metadata_csv: str | None = None
     country_aliases_csv: str | None = None
     overrides_csv: str | None = None
-    extensions: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+    extensions: tuple[str, ...] = (
+        ".jpg",
+        ".jpeg",
+        ".png",
+        ".tif",
+        ".tiff",
+        ".bmp",
+        ".webp",
+        ".gif",
+    )
     max_image_pixels: int = 200_000_000
     ray: RayConfig = field(default_factory=RayConfig)
 
@@ -140,6 +149,8 @@ class EvaluateConfig:
     split_set: str | None = None
     ks: tuple[int, ...] = (1, 5, 10, 20, 50, 100, 200, 400)
     output: str | None = None
+    folds: bool = False
+    runs: str = "*"
 
     def __post_init__(self) -> None:
         if self.split_set is not None:

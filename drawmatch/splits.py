@@ -149,8 +149,15 @@ def _styled_pair_rows(pairs: pd.DataFrame, fold: pd.DataFrame) -> pd.DataFrame:
     for d, a, p in triples:
         parent = keyed.loc[(str(p), a)]
         if parent["set"] == "train":
-            rows.append(dict(pair_id=int(parent["pair_id"]), drawing_id=d, artwork_id=a,
-                             set="train", parent_id=str(p)))
+            rows.append(
+                dict(
+                    pair_id=int(parent["pair_id"]),
+                    drawing_id=d,
+                    artwork_id=a,
+                    set="train",
+                    parent_id=str(p),
+                )
+            )
     return pd.DataFrame(rows, columns=FOLD_COLUMNS)
 
 
@@ -172,13 +179,15 @@ def make_folds(
     folds = []
     for k in range(n_folds):
         sets = assign_components(len(components), seed + k, fractions)
-        fold = pd.DataFrame({
-            "pair_id": originals.index.astype(int),
-            "drawing_id": originals["drawing_id"].astype(str).to_numpy(),
-            "artwork_id": originals["artwork_id"].astype(str).to_numpy(),
-            "set": [sets[c] for c in comp_index],
-            "parent_id": None,
-        })[FOLD_COLUMNS]
+        fold = pd.DataFrame(
+            {
+                "pair_id": originals.index.astype(int),
+                "drawing_id": originals["drawing_id"].astype(str).to_numpy(),
+                "artwork_id": originals["artwork_id"].astype(str).to_numpy(),
+                "set": [sets[c] for c in comp_index],
+                "parent_id": None,
+            }
+        )[FOLD_COLUMNS]
         styled = _styled_pair_rows(pairs, fold)
         if not styled.empty:
             fold = pd.concat([fold, styled], ignore_index=True)
@@ -202,16 +211,24 @@ def add_styled_copies(fold: pd.DataFrame, catalogue: pd.DataFrame) -> pd.DataFra
     train = originals[originals["set"] == "train"]
     if copies.empty or train.empty:
         return fold
-    merged = copies[["id", "parent_id"]].astype(str).merge(
-        train[["pair_id", "drawing_id", "artwork_id"]], left_on="parent_id", right_on="drawing_id"
+    merged = (
+        copies[["id", "parent_id"]]
+        .astype(str)
+        .merge(
+            train[["pair_id", "drawing_id", "artwork_id"]],
+            left_on="parent_id",
+            right_on="drawing_id",
+        )
     )
-    added = pd.DataFrame({
-        "pair_id": merged["pair_id"].astype(int),
-        "drawing_id": merged["id"],
-        "artwork_id": merged["artwork_id"],
-        "set": "train",
-        "parent_id": merged["parent_id"],
-    })
+    added = pd.DataFrame(
+        {
+            "pair_id": merged["pair_id"].astype(int),
+            "drawing_id": merged["id"],
+            "artwork_id": merged["artwork_id"],
+            "set": "train",
+            "parent_id": merged["parent_id"],
+        }
+    )
     present = set(zip(fold["drawing_id"], fold["artwork_id"], strict=True))
     keys = zip(added["drawing_id"], added["artwork_id"], strict=True)
     added = added[[key not in present for key in keys]]
@@ -246,7 +263,9 @@ def _table(summary: list[dict[str, Any]]) -> str:
         cells = []
         for s in SETS:
             v = entry[s]
-            cells.append(f"{v['components']}/{v['pairs']}/{v['drawings']}/{v['artworks']}".rjust(18))
+            cells.append(
+                f"{v['components']}/{v['pairs']}/{v['drawings']}/{v['artworks']}".rjust(18)
+            )
         styled = sum(entry[s]["styled_pairs"] for s in SETS)
         lines.append(f"{entry['fold']:>4} " + " ".join(cells) + f"  {styled:>6}")
     return "\n".join(lines)
@@ -270,8 +289,10 @@ def run(config: SplitConfig) -> SplitResult:
         catalogue = read_catalogue(out)
         check_known(pairs, set(catalogue["id"].astype(str)), where=str(config.pairs_csv))
     else:
-        print(f"no catalogue at {catalogue_path(out)}: splitting the pairs alone (no id check, "
-              "no styled copies)")
+        print(
+            f"no catalogue at {catalogue_path(out)}: splitting the pairs alone (no id check, "
+            "no styled copies)"
+        )
     fractions = (config.train, config.val, config.test)
     folds = make_folds(pairs, config.n_folds, config.seed, fractions)
     folds_dir = out / FOLDS_DIR
@@ -292,8 +313,10 @@ def run(config: SplitConfig) -> SplitResult:
             stale.unlink()
     write_atomic_bytes(folds_dir / "summary.json", json.dumps(summary, indent=2).encode())
     save_config(config, folds_dir / "split_config.yaml")
-    print(f"{len(pairs)} pairs, {len(pair_components(pairs[_originals(pairs)]))} components, "
-          f"{len(folds)} folds -> {folds_dir}")
+    print(
+        f"{len(pairs)} pairs, {len(pair_components(pairs[_originals(pairs)]))} components, "
+        f"{len(folds)} folds -> {folds_dir}"
+    )
     print(_table(summary))
     log.info("wrote %d folds to %s", len(files), folds_dir)
     return SplitResult(folds_dir, files, summary, catalogue is not None, styled_rows)

@@ -67,7 +67,9 @@ class FoldData:
 def load_fold(config: TrainConfig) -> FoldData:
     """Read the catalogue and the fold file; check every id; map artworks to gallery indices."""
     if not config.fold_csv:
-        raise ValueError("train needs fold_csv=<folds/fold_XX.csv> (make folds with `drawmatch split`)")
+        raise ValueError(
+            "train needs fold_csv=<folds/fold_XX.csv> (make folds with `drawmatch split`)"
+        )
     catalogue = cat.read_catalogue(config.out)
     roots = cat.read_roots(config.out)
     fold = pd.read_csv(config.fold_csv, dtype=str, keep_default_na=False)
@@ -97,8 +99,10 @@ def load_fold(config: TrainConfig) -> FoldData:
     if train.empty:
         raise ValueError(f"{config.fold_csv} has no training pairs")
     originals = fold[fold["parent_id"] == ""]
-    queries = {s: sorted(originals.loc[originals["set"] == s, "drawing_id"].unique())
-               for s in ("train", "val", "test")}
+    queries = {
+        s: sorted(originals.loc[originals["set"] == s, "drawing_id"].unique())
+        for s in ("train", "val", "test")
+    }
     wanted = set(gallery) | set(fold["drawing_id"])
     rows = usable[usable["id"].isin(wanted)]
     paths = dict(zip(rows["id"], cat.resolve_paths(rows, roots)))
@@ -110,16 +114,18 @@ def train_transform(config: TrainConfig) -> Any:
     brightness/contrast/saturation 0.9-1.1, grayscale p=0.4, ImageNet normalisation."""
     from torchvision import transforms as T
 
-    return T.Compose([
-        T.Resize(config.train_resize),
-        T.RandomCrop(config.train_crop),
-        T.RandomHorizontalFlip(p=0.2),
-        T.RandomRotation(5, fill=255),
-        T.ColorJitter(brightness=(0.9, 1.1), contrast=(0.9, 1.1), saturation=(0.9, 1.1)),
-        T.RandomGrayscale(p=0.4),
-        T.ToTensor(),
-        T.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
-    ])
+    return T.Compose(
+        [
+            T.Resize(config.train_resize),
+            T.RandomCrop(config.train_crop),
+            T.RandomHorizontalFlip(p=0.2),
+            T.RandomRotation(5, fill=255),
+            T.ColorJitter(brightness=(0.9, 1.1), contrast=(0.9, 1.1), saturation=(0.9, 1.1)),
+            T.RandomGrayscale(p=0.4),
+            T.ToTensor(),
+            T.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
+        ]
+    )
 
 
 class ImageLoader:
@@ -137,9 +143,9 @@ class ImageLoader:
 
     def train_batch(self, ids: list[str]) -> torch.Tensor:
         """(n, 3, crop, crop) float tensors with the random train transform."""
-        return torch.stack([
-            self.transform(open_image(self.paths[i], draft_size=self.train_size)) for i in ids
-        ])
+        return torch.stack(
+            [self.transform(open_image(self.paths[i], draft_size=self.train_size)) for i in ids]
+        )
 
     def _eval_array(self, image_id: str) -> np.ndarray:
         if self.cache is not None and image_id in self.cache:
@@ -185,8 +191,9 @@ def set_train_mode(model: nn.Module, batchnorm: str) -> None:
                 module.eval()
 
 
-def embed_ids(net: nn.Module, loader: ImageLoader, ids: list[str], batch_size: int,
-              device: torch.device) -> torch.Tensor:
+def embed_ids(
+    net: nn.Module, loader: ImageLoader, ids: list[str], batch_size: int, device: torch.device
+) -> torch.Tensor:
     """L2-normalised eval embeddings (n, D) of catalogue ids, no gradient."""
     out = []
     was_training = net.training
@@ -199,8 +206,9 @@ def embed_ids(net: nn.Module, loader: ImageLoader, ids: list[str], batch_size: i
     return torch.cat(out) if out else torch.zeros((0, 1))
 
 
-def sharded_embed(net: nn.Module, loader: ImageLoader, ids: list[str], batch_size: int,
-                  device: torch.device) -> torch.Tensor:
+def sharded_embed(
+    net: nn.Module, loader: ImageLoader, ids: list[str], batch_size: int, device: torch.device
+) -> torch.Tensor:
     """Embeddings of `ids` (n, D), each worker embedding ids[rank::world], gathered in order."""
     from drawmatch.distributed import all_gather_no_grad, world
 
@@ -214,15 +222,22 @@ def sharded_embed(net: nn.Module, loader: ImageLoader, ids: list[str], batch_siz
     return result
 
 
-def evaluate_split(net: nn.Module, loader: ImageLoader, data: FoldData, split: str,
-                   gallery_emb: torch.Tensor, config: TrainConfig, device: torch.device
-                   ) -> dict[str, float]:
+def evaluate_split(
+    net: nn.Module,
+    loader: ImageLoader,
+    data: FoldData,
+    split: str,
+    gallery_emb: torch.Tensor,
+    config: TrainConfig,
+    device: torch.device,
+) -> dict[str, float]:
     queries = data.queries[split]
     if not queries:
         return {}
     query_emb = sharded_embed(net, loader, queries, config.eval_batch_size, device)
-    return retrieval_metrics_from_embeddings(query_emb.numpy(), gallery_emb.numpy(),
-                                             data.relevant(split))
+    return retrieval_metrics_from_embeddings(
+        query_emb.numpy(), gallery_emb.numpy(), data.relevant(split)
+    )
 
 
 def train_loop(config_dict: dict[str, Any]) -> None:
@@ -242,34 +257,49 @@ def train_loop(config_dict: dict[str, Any]) -> None:
     data = load_fold(config)
     loader = ImageLoader(data.paths, config)
 
-    net: nn.Module = create_backbone(config.model.backbone, config.model.pretrained,
-                                     config.model.pooling)
+    net: nn.Module = create_backbone(
+        config.model.backbone, config.model.pretrained, config.model.pooling
+    )
     if config.model.weights:
         load_weights(net, config.model.weights)  # type: ignore[arg-type]
     if config.batchnorm == "sync" and world_size > 1:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-    model = ray.train.torch.prepare_model(net)
-    module: nn.Module = model.module if hasattr(model, "module") else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr,
-                                 weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.lr_step_epochs,
-                                                gamma=config.lr_gamma)
+    model: nn.Module = ray.train.torch.prepare_model(net)
+    module: nn.Module = model.module if hasattr(model, "module") else model  # type: ignore[assignment]
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=config.lr_step_epochs, gamma=config.lr_gamma
+    )
     loss_fn = make_loss(config.loss, config.margin)
     bank = GalleryBank(len(data.gallery), module.dim)  # type: ignore[arg-type]
 
     def refresh_bank() -> None:
-        bank.refresh(lambda idx: embed_ids(module, loader, [data.gallery[i] for i in idx.tolist()],
-                                           config.eval_batch_size, device),
-                     batch_size=max(config.eval_batch_size * 4, 64))
+        bank.refresh(
+            lambda idx: embed_ids(
+                module,
+                loader,
+                [data.gallery[i] for i in idx.tolist()],
+                config.eval_batch_size,
+                device,
+            ),
+            batch_size=max(config.eval_batch_size * 4, 64),
+        )
 
-    state: dict[str, Any] = {"epoch": 0, "best_map": -1.0, "best_epoch": -1, "bad_epochs": 0,
-                             "history": [], "baseline": {}}
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "best_map": -1.0,
+        "best_epoch": -1,
+        "bad_epochs": 0,
+        "history": [],
+        "baseline": {},
+    }
     best_state = copy.deepcopy(module.state_dict())
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
-            saved = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu",
-                               weights_only=False)
+            saved = torch.load(
+                Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=False
+            )
         module.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -283,11 +313,18 @@ def train_loop(config_dict: dict[str, Any]) -> None:
             for s in ("val", "test")
         }
 
-    sampler = torch.utils.data.distributed.DistributedSampler(
-        PairDataset(len(data.train)), num_replicas=world_size, rank=rank, shuffle=True,
-        seed=config.seed)
-    pairs_loader = torch.utils.data.DataLoader(PairDataset(len(data.train)),
-                                               batch_size=config.batch_size, sampler=sampler)
+    sampler: torch.utils.data.distributed.DistributedSampler[int] = (
+        torch.utils.data.distributed.DistributedSampler(
+            PairDataset(len(data.train)),
+            num_replicas=world_size,
+            rank=rank,
+            shuffle=True,
+            seed=config.seed,
+        )
+    )
+    pairs_loader = torch.utils.data.DataLoader(
+        PairDataset(len(data.train)), batch_size=config.batch_size, sampler=sampler
+    )
     generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
     amp = device.type == "cuda"
 
@@ -311,18 +348,25 @@ def train_loop(config_dict: dict[str, Any]) -> None:
             tm = time.perf_counter()
             with torch.no_grad(), torch.autocast(device.type, enabled=amp):
                 probe = nn.functional.normalize(module(anchors).float(), dim=1)
-            negatives = hardest_negatives(probe.cpu(), bank.embeddings.float(), pos_sets,
-                                          config.n_hardest, generator)
+            negatives = hardest_negatives(
+                probe.cpu(), bank.embeddings.float(), pos_sets, config.n_hardest, generator
+            )
             t_mine += time.perf_counter() - tm
             neg_ids = [data.gallery[i] for i in negatives.tolist()]
-            images = torch.cat([anchors, loader.train_batch(rows["artwork_id"].tolist()).to(device),
-                                loader.train_batch(neg_ids).to(device)])
+            images = torch.cat(
+                [
+                    anchors,
+                    loader.train_batch(rows["artwork_id"].tolist()).to(device),
+                    loader.train_batch(neg_ids).to(device),
+                ]
+            )
             with torch.autocast(device.type, enabled=amp):
                 emb = nn.functional.normalize(model(images).float(), dim=1)
             b = len(anchor_ids)
             ref_labels = torch.cat([torch.tensor(rows["gallery_index"].tolist()), negatives])
-            loss, _info = distributed_step_loss(loss_fn, emb[:b], pos_sets, emb[b:],
-                                                ref_labels.to(device), config.loss)
+            loss, _info = distributed_step_loss(
+                loss_fn, emb[:b], pos_sets, emb[b:], ref_labels.to(device), config.loss
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -340,42 +384,70 @@ def train_loop(config_dict: dict[str, Any]) -> None:
             best_state = copy.deepcopy(module.state_dict())
         else:
             state["bad_epochs"] += 1
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
-                  "steps": len(losses), "mining_share": t_mine / t_step if t_step else 0.0,
-                  "lr": scheduler.get_last_lr()[0], **{f"val_{k}": v for k, v in val.items()}}
+        record = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "steps": len(losses),
+            "mining_share": t_mine / t_step if t_step else 0.0,
+            "lr": scheduler.get_last_lr()[0],
+            **{f"val_{k}": v for k, v in val.items()},
+        }
         state["history"].append(record)
         state["epoch"] = epoch + 1
         stop = state["bad_epochs"] >= config.patience
         with tempfile.TemporaryDirectory() as directory:
             report_checkpoint = None
             if rank == 0:
-                torch.save({"model": module.state_dict(), "best_model": best_state,
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "state": state,
-                            "config": config_dict}, Path(directory) / CHECKPOINT_FILE)
+                torch.save(
+                    {
+                        "model": module.state_dict(),
+                        "best_model": best_state,
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "state": state,
+                        "config": config_dict,
+                    },
+                    Path(directory) / CHECKPOINT_FILE,
+                )
                 report_checkpoint = ray.train.Checkpoint.from_directory(directory)
-            ray.train.report({**record, "val_MAP": val_map, "done": False},
-                             checkpoint=report_checkpoint)
+            ray.train.report(
+                {**record, "val_MAP": val_map, "done": False}, checkpoint=report_checkpoint
+            )
         if stop:
             break
 
     module.load_state_dict(best_state)
     refresh_bank()
     test = evaluate_split(module, loader, data, "test", bank.embeddings, config, device)
-    summary = {"best_epoch": state["best_epoch"], "best_val_MAP": state["best_map"],
-               "history": state["history"], "baseline": state["baseline"],
-               "best": {"val": state["history"][state["best_epoch"]] if state["history"] else {},
-                        "test": test}}
+    summary = {
+        "best_epoch": state["best_epoch"],
+        "best_val_MAP": state["best_map"],
+        "history": state["history"],
+        "baseline": state["baseline"],
+        "best": {
+            "val": state["history"][state["best_epoch"]] if state["history"] else {},
+            "test": test,
+        },
+    }
     with tempfile.TemporaryDirectory() as directory:
         final_checkpoint = None
         if rank == 0:
-            torch.save({"model": module.state_dict(), "best_model": best_state,
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "state": state, "config": config_dict}, Path(directory) / CHECKPOINT_FILE)
+            torch.save(
+                {
+                    "model": module.state_dict(),
+                    "best_model": best_state,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "state": state,
+                    "config": config_dict,
+                },
+                Path(directory) / CHECKPOINT_FILE,
+            )
             (Path(directory) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
             final_checkpoint = ray.train.Checkpoint.from_directory(directory)
-        ray.train.report({"done": True, **{f"test_{k}": v for k, v in test.items()}},
-                         checkpoint=final_checkpoint)
+        ray.train.report(
+            {"done": True, **{f"test_{k}": v for k, v in test.items()}}, checkpoint=final_checkpoint
+        )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -402,8 +474,9 @@ def with_absolute_paths(config: TrainConfig) -> TrainConfig:
 def default_run_name(config: TrainConfig) -> str:
     fold = Path(config.fold_csv or "fold").stem
     styles = "aug" if config.use_styles else "noaug"
-    return (f"{config.model.backbone}-{fold}-{config.loss}-m{config.margin:g}-lr{config.lr:g}"
-            f"-{styles}")
+    return (
+        f"{config.model.backbone}-{fold}-{config.loss}-m{config.margin:g}-lr{config.lr:g}-{styles}"
+    )
 
 
 def run(config: TrainConfig) -> TrainResult:
@@ -425,8 +498,9 @@ def run(config: TrainConfig) -> TrainResult:
     trainer = TorchTrainer(
         train_loop,
         train_loop_config=to_dict(config),
-        scaling_config=ScalingConfig(num_workers=config.num_workers, use_gpu=config.use_gpu,
-                                     resources_per_worker=resources),
+        scaling_config=ScalingConfig(
+            num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker=resources
+        ),
         run_config=RunConfig(
             name=name,
             storage_path=str(storage),
@@ -440,15 +514,24 @@ def run(config: TrainConfig) -> TrainResult:
     if result.checkpoint is None:
         raise RuntimeError(f"training run {name} reported no checkpoint")
     with result.checkpoint.as_directory() as directory:
-        saved = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu",
-                           weights_only=False)
+        saved = torch.load(
+            Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=False
+        )
         summary = json.loads((Path(directory) / SUMMARY_FILE).read_text())
     best_model = run_dir / BEST_MODEL_FILE
-    torch.save({"model": saved["best_model"], "model_config": to_dict(config.model),
-                "epoch": summary["best_epoch"]}, best_model)
+    torch.save(
+        {
+            "model": saved["best_model"],
+            "model_config": to_dict(config.model),
+            "epoch": summary["best_epoch"],
+        },
+        best_model,
+    )
     cat.write_atomic_bytes(run_dir / METRICS_FILE, json.dumps(summary, indent=2).encode())
-    print(f"train {name}: best epoch {summary['best_epoch']} (val MAP "
-          f"{summary['best_val_MAP']:.2f}); test metrics, pretrained vs fine-tuned:")
+    print(
+        f"train {name}: best epoch {summary['best_epoch']} (val MAP "
+        f"{summary['best_val_MAP']:.2f}); test metrics, pretrained vs fine-tuned:"
+    )
     print(side_by_side(summary["baseline"].get("test", {}), summary["best"]["test"]))
     print(f"best weights: {best_model} (use with `drawmatch embed --weights {best_model}`)")
     return TrainResult(str(run_dir), str(best_model), summary)

@@ -34,7 +34,9 @@ def imaj_dir() -> Path:
     return IMAJ
 
 
-def make_image(path: Path, size: tuple[int, int] = (64, 48), seed: int = 0, fmt: str = "JPEG") -> Path:
+def make_image(
+    path: Path, size: tuple[int, int] = (64, 48), seed: int = 0, fmt: str = "JPEG"
+) -> Path:
     """Write a small random-but-smooth RGB image (width, height) to `path`."""
     from PIL import Image
 
@@ -47,7 +49,7 @@ def make_image(path: Path, size: tuple[int, int] = (64, 48), seed: int = 0, fmt:
     return path
 
 
-def hand_catalogue(out: Path, files: dict[str, list[Path]]) -> "object":
+def hand_catalogue(out: Path, files: dict[str, list[Path]]) -> object:
     """Write a catalogue and roots.json for image files without the ingest job.
 
     `files` maps a collection (`drawing` / `artwork`) to files that all lie in one folder.
@@ -65,10 +67,23 @@ def hand_catalogue(out: Path, files: dict[str, list[Path]]) -> "object":
         roots[root] = str(paths[0].parent)
         for p in paths:
             rows.append(
-                dict(id=p.stem, collection=collection, root=root, path=p.name,
-                     sha256=hashlib.sha256(p.read_bytes()).hexdigest(), width=None, height=None,
-                     status="ok", error=None, parent_id=None, style="original",
-                     duplicate_of=None, verso=False, artist=None, title=None)
+                dict(
+                    id=p.stem,
+                    collection=collection,
+                    root=root,
+                    path=p.name,
+                    sha256=hashlib.sha256(p.read_bytes()).hexdigest(),
+                    width=None,
+                    height=None,
+                    status="ok",
+                    error=None,
+                    parent_id=None,
+                    style="original",
+                    duplicate_of=None,
+                    verso=False,
+                    artist=None,
+                    title=None,
+                )
             )
     df = pd.DataFrame(rows)
     cat.write_catalogue(df, out)

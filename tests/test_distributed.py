@@ -47,9 +47,10 @@ def _linear() -> torch.nn.Linear:
 def _step(model: torch.nn.Module, anchors_x, positives, refs_x, ref_labels, mode: str):
     """One training step: embed anchors and refs with `model`, loss, backward."""
     emb = model(torch.cat([anchors_x, refs_x]))
-    anchors, refs = emb[: len(anchors_x)], emb[len(anchors_x):]
-    loss, info = distributed_step_loss(make_loss(mode, 0.7), anchors, positives, refs, ref_labels,
-                                       mode)
+    anchors, refs = emb[: len(anchors_x)], emb[len(anchors_x) :]
+    loss, info = distributed_step_loss(
+        make_loss(mode, 0.7), anchors, positives, refs, ref_labels, mode
+    )
     loss.backward()
     return loss, info
 
@@ -57,8 +58,7 @@ def _step(model: torch.nn.Module, anchors_x, positives, refs_x, ref_labels, mode
 def _worker(rank: int, init_file: str, out_dir: str) -> None:
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=WORLD)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     try:
         out: dict[str, Any] = {"world": distributed.world()}
         # all_gather_with_grad: different sizes per rank, gradient only into the local slice
@@ -75,11 +75,15 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         r0, r1 = SPLIT_REFS[rank]
         for mode in ("triplet", "contrastive"):
             model = torch.nn.parallel.DistributedDataParallel(_linear())
-            loss, info = _step(model, ANCHOR_X[a0:a1], POSITIVES[a0:a1], REF_X[r0:r1],
-                               REF_LABELS[r0:r1], mode)
-            out[mode] = {"loss": loss.detach(), "info": info,
-                         "weight_grad": model.module.weight.grad.clone(),
-                         "bias_grad": model.module.bias.grad.clone()}
+            loss, info = _step(
+                model, ANCHOR_X[a0:a1], POSITIVES[a0:a1], REF_X[r0:r1], REF_LABELS[r0:r1], mode
+            )
+            out[mode] = {
+                "loss": loss.detach(),
+                "info": info,
+                "weight_grad": model.module.weight.grad.clone(),
+                "bias_grad": model.module.bias.grad.clone(),
+            }
 
         calls: list[list[int]] = []
 
@@ -98,8 +102,13 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
 
 def _spawn(tmp_path: Path) -> list[dict[str, Any]]:
     """Run `_worker` on WORLD processes; fail (and kill them) after TIMEOUT_S."""
-    ctx = mp.start_processes(_worker, args=(str(tmp_path / "rdzv"), str(tmp_path)),
-                             nprocs=WORLD, join=False, start_method="spawn")
+    ctx = mp.start_processes(
+        _worker,
+        args=(str(tmp_path / "rdzv"), str(tmp_path)),
+        nprocs=WORLD,
+        join=False,
+        start_method="spawn",
+    )
     deadline = time.monotonic() + TIMEOUT_S
     try:
         while not ctx.join(timeout=1.0):

@@ -44,17 +44,22 @@ def test_decode_batch_resizes_and_reports_bad_files(tmp_path):
     assert out["ok"].tolist() == [True, True, False, False]
     assert out["error"].tolist()[2:] == ["zero-byte file", "not an image"]
     # The small PNG is resized exactly like PIL's bilinear resize of the original.
-    expected = np.asarray(Image.open(tmp_path / "small.png").convert("RGB").resize((64, 64),
-                                                                                  Image.BILINEAR))
+    expected = np.asarray(
+        Image.open(tmp_path / "small.png").convert("RGB").resize((64, 64), Image.BILINEAR)
+    )
     np.testing.assert_array_equal(out["image"][1], expected)
 
 
 def test_embedder_matches_a_direct_forward_and_is_normalised():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, size=(3, 48, 48, 3), dtype=np.uint8)
-    batch = {"id": np.array(["a", "b", "c"], dtype=object), "sha256": np.array(["h"] * 3),
-             "image": images, "ok": np.array([True, False, True]),
-             "error": np.array(["", "truncated", ""], dtype=object)}
+    batch = {
+        "id": np.array(["a", "b", "c"], dtype=object),
+        "sha256": np.array(["h"] * 3),
+        "image": images,
+        "ok": np.array([True, False, True]),
+        "error": np.array(["", "truncated", ""], dtype=object),
+    }
     result = embed.Embedder(asdict(TINY))(batch)
     emb = result["embedding"]
     assert emb.shape == (3, 32) and emb.dtype == np.float32
@@ -75,8 +80,9 @@ def test_embedder_matches_a_direct_forward_and_is_normalised():
 @pytest.fixture
 def tiny_collection(tmp_path):
     drawings = [make_image(tmp_path / "d" / f"draw{i}.jpg", (90, 70), seed=i) for i in range(4)]
-    artworks = [make_image(tmp_path / "a" / f"art{i}.jpg", (80, 100), seed=10 + i)
-                for i in range(5)]
+    artworks = [
+        make_image(tmp_path / "a" / f"art{i}.jpg", (80, 100), seed=10 + i) for i in range(5)
+    ]
     (tmp_path / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     artworks.append(tmp_path / "a" / "broken.jpg")
     out = tmp_path / "out"
@@ -85,9 +91,19 @@ def tiny_collection(tmp_path):
 
 
 def _config(out, *overrides):
-    return load_config(EmbedConfig, None, [f"out={out}", "model.backbone=tiny",
-                                           "model.pretrained=false", "model.image_size=48",
-                                           "rows_per_file=3", "batch_size=2", *overrides])
+    return load_config(
+        EmbedConfig,
+        None,
+        [
+            f"out={out}",
+            "model.backbone=tiny",
+            "model.pretrained=false",
+            "model.image_size=48",
+            "rows_per_file=3",
+            "batch_size=2",
+            *overrides,
+        ],
+    )
 
 
 def test_embed_job_resumes_and_counts_every_row(ray_local, tiny_collection):
@@ -132,8 +148,9 @@ def test_embeddings_refuse_a_part_of_another_model(ray_local, tiny_collection):
     out = tiny_collection
     result = embed.run(_config(out, "collections=[artwork]"))
     directory = embed.embeddings_dir(out, result.model_tag)
-    foreign = embed.embeddings_table(["x"], ["h"], np.ones((1, 32), np.float32),
-                                     "resnet50-avg-224-imagenet", "ffff")
+    foreign = embed.embeddings_table(
+        ["x"], ["h"], np.ones((1, 32), np.float32), "resnet50-avg-224-imagenet", "ffff"
+    )
     embed.write_table_atomic(foreign, directory / "part-foreign.parquet")
     with pytest.raises(ValueError, match="holds embeddings of model"):
         embed.read_embeddings(out, result.model_tag)

@@ -38,8 +38,9 @@ def test_approximate_indexes_keep_recall(kind):
     queries = gallery[:50] + 0.05 * _unit(rng, 50, 32)
     exact = index.build_faiss_index(gallery, "flat").search(queries, 20)[1]
     defaults = IndexConfig()
-    approx = index.build_faiss_index(gallery, kind, defaults.nlist, defaults.nprobe, defaults.hnsw_m,
-                                     defaults.ef_search).search(queries, 20)[1]
+    approx = index.build_faiss_index(
+        gallery, kind, defaults.nlist, defaults.nprobe, defaults.hnsw_m, defaults.ef_search
+    ).search(queries, 20)[1]
     recall = np.mean([len(set(a) & set(e)) / 20 for a, e in zip(approx, exact)])
     assert recall >= 0.95
 
@@ -53,15 +54,22 @@ def test_index_job_search_filter_and_model_check(ray_local, tmp_path):
     from drawmatch import catalogue as cat
 
     cat.write_catalogue(catalogue, out)
-    result = embed.run(load_config(EmbedConfig, None, [
-        f"out={out}", "model.backbone=tiny", "model.pretrained=false", "model.image_size=48"]))
+    result = embed.run(
+        load_config(
+            EmbedConfig,
+            None,
+            [f"out={out}", "model.backbone=tiny", "model.pretrained=false", "model.image_size=48"],
+        )
+    )
     built = index.run(IndexConfig(out=str(out)))
     assert built.size == 6  # artworks only
 
     artwork_index = index.ArtworkIndex(out, result.model_tag)
     _ids, q = embed.read_embeddings(out, result.model_tag, ids=["draw0"])
     top, dist = artwork_index.search(q, 6)
-    all_ids, all_emb = embed.read_embeddings(out, result.model_tag, ids=[f"art{i}" for i in range(6)])
+    all_ids, all_emb = embed.read_embeddings(
+        out, result.model_tag, ids=[f"art{i}" for i in range(6)]
+    )
     expected = [all_ids[i] for i in np.argsort(-(all_emb @ q[0]), kind="stable")]
     assert top[0] == expected
     np.testing.assert_allclose(dist[0], np.sort(1 - all_emb @ q[0]), atol=1e-5)

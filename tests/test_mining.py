@@ -44,8 +44,9 @@ def test_hardest_one_is_most_similar_non_positive() -> None:
 def test_draws_cover_exactly_the_n_hardest_and_never_a_positive() -> None:
     anchor = torch.tensor([unit(0.0)])
     gen = torch.Generator().manual_seed(0)
-    draws = [int(hardest_negatives(anchor, BANK, [{0, 2}], 3, generator=gen)[0])
-             for _ in range(300)]
+    draws = [
+        int(hardest_negatives(anchor, BANK, [{0, 2}], 3, generator=gen)[0]) for _ in range(300)
+    ]
     # non-positives by similarity to 0 deg: 1 (20), 3 (90), 4 (135), 5 (180) -> 3 hardest: 1, 3, 4
     assert set(draws) == {1, 3, 4}
     counts = np.bincount(draws, minlength=6)
@@ -88,17 +89,30 @@ def test_positive_mask_and_index_tuples_by_hand() -> None:
     assert mask.tolist() == [[False, True, True, False], [True, False, False, False]]
     a, p, n = batch_triplets(mask)
     assert list(zip(a.tolist(), p.tolist(), n.tolist(), strict=True)) == [
-        (0, 1, 0), (0, 1, 3), (0, 2, 0), (0, 2, 3), (1, 0, 1), (1, 0, 2), (1, 0, 3)]
+        (0, 1, 0),
+        (0, 1, 3),
+        (0, 2, 0),
+        (0, 2, 3),
+        (1, 0, 1),
+        (1, 0, 2),
+        (1, 0, 3),
+    ]
     a1, p1, a2, n2 = batch_pairs(mask)
     assert list(zip(a1.tolist(), p1.tolist(), strict=True)) == [(0, 1), (0, 2), (1, 0)]
     assert list(zip(a2.tolist(), n2.tolist(), strict=True)) == [
-        (0, 0), (0, 3), (1, 1), (1, 2), (1, 3)]
+        (0, 0),
+        (0, 3),
+        (1, 1),
+        (1, 2),
+        (1, 3),
+    ]
 
 
 # Fixed tiny embeddings (not normalised; the cosine distance normalises them).
 ANCHORS = torch.tensor([[1.0, 0.2, 0.0], [0.1, 1.0, 0.3], [0.0, 0.4, 1.0]])
-REFS = torch.tensor([[0.9, 0.1, 0.1], [0.2, 1.0, 0.1], [0.1, 0.2, 1.0], [1.0, 1.0, 0.0],
-                     [-1.0, 0.1, 0.2]])
+REFS = torch.tensor(
+    [[0.9, 0.1, 0.1], [0.2, 1.0, 0.1], [0.1, 0.2, 1.0], [1.0, 1.0, 0.0], [-1.0, 0.1, 0.2]]
+)
 REF_LABELS = torch.tensor([10, 11, 12, 13, 14])
 POSITIVES = [{10}, {11}, {12, 13}]
 
@@ -177,8 +191,9 @@ def test_contrastive_single_pair_each_is_not_zeroed() -> None:
     # PML zeroes a pair tuple whose parts all have <= 1 element; ours lists them twice
     a = torch.tensor([unit(0.0)])
     r = torch.tensor([unit(60.0), unit(30.0)])
-    got = retrieval_step_loss(make_loss("contrastive", 0.7), a, r, torch.tensor([[True, False]]),
-                              "contrastive")
+    got = retrieval_step_loss(
+        make_loss("contrastive", 0.7), a, r, torch.tensor([[True, False]]), "contrastive"
+    )
     expected = (1 - 0.5) + max(0.0, math.cos(math.radians(30)) - 0.3)
     assert float(got) == pytest.approx(expected, rel=1e-6)
 

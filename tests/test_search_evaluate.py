@@ -26,8 +26,13 @@ def searchable(ray_local, tmp_path_factory):
     catalogue["artist"] = [None] * 4 + ["Monet", "Klimt"] * 4
     catalogue.loc[catalogue["id"] == "draw3", "verso"] = True
     cat.write_catalogue(catalogue, out)
-    result = embed.run(load_config(EmbedConfig, None, [
-        f"out={out}", "model.backbone=tiny", "model.pretrained=false", "model.image_size=48"]))
+    result = embed.run(
+        load_config(
+            EmbedConfig,
+            None,
+            [f"out={out}", "model.backbone=tiny", "model.pretrained=false", "model.image_size=48"],
+        )
+    )
     index.run(IndexConfig(out=str(out)))
     return out, result.model_tag, root
 
@@ -84,7 +89,9 @@ def test_batch_search_writes_top_k_for_every_drawing(searchable):
     assert sorted(table["drawing_id"].unique()) == ["draw0", "draw1", "draw2"]  # no verso
     assert len(table) == 3 * 2
     ids, _d = _brute_force(out, tag, "draw2", [f"art{i}" for i in range(8)])
-    assert table[table["drawing_id"] == "draw2"].sort_values("rank")["artwork_id"].tolist() == ids[:2]
+    assert (
+        table[table["drawing_id"] == "draw2"].sort_values("rank")["artwork_id"].tolist() == ids[:2]
+    )
 
 
 def test_evaluate_job_metrics_match_hand_ranks(searchable, tmp_path):
@@ -93,8 +100,12 @@ def test_evaluate_job_metrics_match_hand_ranks(searchable, tmp_path):
     ranked0, _ = _brute_force(out, tag, "draw0", gallery)
     ranked1, _ = _brute_force(out, tag, "draw1", gallery)
     # draw0 <-> its 2nd and 5th ranked artworks; draw1 <-> its 1st.
-    pairs = pd.DataFrame({"drawing_id": ["draw0", "draw0", "draw1"],
-                          "artwork_id": [ranked0[1], ranked0[4], ranked1[0]]})
+    pairs = pd.DataFrame(
+        {
+            "drawing_id": ["draw0", "draw0", "draw1"],
+            "artwork_id": [ranked0[1], ranked0[4], ranked1[0]],
+        }
+    )
     pairs.to_csv(tmp_path / "pairs.csv", index=False)
     result = evaluate.run(EvaluateConfig(out=str(out), pairs_csv=str(tmp_path / "pairs.csv")))
     m = result.metrics
@@ -111,8 +122,33 @@ def test_evaluate_job_metrics_match_hand_ranks(searchable, tmp_path):
 
 def test_evaluate_reports_all_unknown_ids_at_once(searchable, tmp_path):
     out, _tag, _root = searchable
-    pd.DataFrame({"drawing_id": ["draw0", "ghost1", "ghost2"],
-                  "artwork_id": ["art0", "art1", "nowhere"]}).to_csv(tmp_path / "p.csv", index=False)
+    pd.DataFrame(
+        {"drawing_id": ["draw0", "ghost1", "ghost2"], "artwork_id": ["art0", "art1", "nowhere"]}
+    ).to_csv(tmp_path / "p.csv", index=False)
     with pytest.raises(PairsError) as err:
         evaluate.run(EvaluateConfig(out=str(out), pairs_csv=str(tmp_path / "p.csv")))
     assert "ghost1" in str(err.value) and "ghost2" in str(err.value) and "nowhere" in str(err.value)
+
+
+def test_evaluate_folds_aggregates_runs_into_mean_and_std(tmp_path, capsys):
+    from drawmatch.cli import main
+
+    for fold, (base, tuned) in enumerate([(10.0, 20.0), (14.0, 30.0)]):
+        run_dir = tmp_path / "runs" / f"model-fold_{fold:02d}"
+        run_dir.mkdir(parents=True)
+        summary = {
+            "best_epoch": 0,
+            "baseline": {"val": {"MAP": base, "MP": 5.0}, "test": {"MAP": base + 1, "MP": 6.0}},
+            "best": {"val": {"epoch": 0, "train_loss": 0.3, "val_MAP": tuned, "val_MP": 4.0},
+                     "test": {"MAP": tuned + 1, "MP": 3.0}},
+        }
+        (run_dir / "metrics.json").write_text(json.dumps(summary))
+    assert main(["evaluate", f"out={tmp_path}", "--folds", "runs=model-fold_*"]) == 0
+    report = json.loads((tmp_path / "evaluation" / "folds.json").read_text())
+    tables = report["tables"]
+    # val MAP fine-tuned: mean(20, 30) = 25, sample std = sqrt(((20-25)^2 + (30-25)^2) / 1) = 7.07
+    assert tables["val/fine-tuned"]["MAP"] == pytest.approx([25.0, 50**0.5])
+    assert tables["test/pretrained"]["MAP"] == pytest.approx([13.0, 8**0.5])
+    assert tables["test/fine-tuned"]["MP"] == pytest.approx([3.0, 0.0])
+    assert "train_loss" not in tables["val/fine-tuned"]
+    assert "25.00 ± 7.07" in capsys.readouterr().out

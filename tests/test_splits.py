@@ -35,15 +35,18 @@ split_main = _entrypoint().main
 
 
 def _pairs(edges: list[tuple[str, str]], parents: list[str | None] | None = None) -> pd.DataFrame:
-    return pd.DataFrame({
-        "drawing_id": [d for d, _ in edges],
-        "artwork_id": [a for _, a in edges],
-        "keep": True,
-        "parent_id": parents if parents is not None else [None] * len(edges),
-    })
+    return pd.DataFrame(
+        {
+            "drawing_id": [d for d, _ in edges],
+            "artwork_id": [a for _, a in edges],
+            "keep": True,
+            "parent_id": parents if parents is not None else [None] * len(edges),
+        }
+    )
 
 
 # --- components ------------------------------------------------------------------------------
+
 
 def test_components_by_hand():
     pairs = _pairs([("d3", "a3"), ("d1", "a1"), ("d2", "a1"), ("d2", "a2")])
@@ -58,24 +61,40 @@ def test_drawing_and_artwork_with_same_id_do_not_merge():
 
 def test_components_chain_through_shared_artworks_and_drawings():
     # d1-a1-d2-a2-d3 is one chain; d4-a4 and d5-a4 share an artwork; d6-a6 stands alone
-    pairs = _pairs([("d1", "a1"), ("d2", "a1"), ("d2", "a2"), ("d3", "a2"),
-                    ("d5", "a4"), ("d4", "a4"), ("d6", "a6")])
+    pairs = _pairs(
+        [
+            ("d1", "a1"),
+            ("d2", "a1"),
+            ("d2", "a2"),
+            ("d3", "a2"),
+            ("d5", "a4"),
+            ("d4", "a4"),
+            ("d6", "a6"),
+        ]
+    )
     assert splits.pair_components(pairs) == [
-        (["d1", "d2", "d3"], ["a1", "a2"]), (["d4", "d5"], ["a4"]), (["d6"], ["a6"])]
+        (["d1", "d2", "d3"], ["a1", "a2"]),
+        (["d4", "d5"], ["a4"]),
+        (["d6"], ["a6"]),
+    ]
 
 
 # --- set sizes and assignment ----------------------------------------------------------------
 
-@pytest.mark.parametrize("n, expected", [
-    (0, (0, 0, 0)),
-    (1, (1, 0, 0)),
-    (2, (1, 1, 0)),    # floor(1.2+.5)=1, floor(0.5+.5)=1, rest 0
-    (3, (1, 1, 1)),    # 2, 1, 0 -> test takes one from train
-    (4, (2, 1, 1)),    # floor(2.9)=2, floor(1.5)=1, rest 1
-    (10, (6, 3, 1)),   # floor(6.5)=6, floor(3.0)=3, rest 1
-    (20, (12, 5, 3)),  # 12, floor(5.5)=5, rest 3
-    (61, (37, 15, 9)),  # floor(37.1)=37, floor(15.75)=15, rest 9
-])
+
+@pytest.mark.parametrize(
+    "n, expected",
+    [
+        (0, (0, 0, 0)),
+        (1, (1, 0, 0)),
+        (2, (1, 1, 0)),  # floor(1.2+.5)=1, floor(0.5+.5)=1, rest 0
+        (3, (1, 1, 1)),  # 2, 1, 0 -> test takes one from train
+        (4, (2, 1, 1)),  # floor(2.9)=2, floor(1.5)=1, rest 1
+        (10, (6, 3, 1)),  # floor(6.5)=6, floor(3.0)=3, rest 1
+        (20, (12, 5, 3)),  # 12, floor(5.5)=5, rest 3
+        (61, (37, 15, 9)),  # floor(37.1)=37, floor(15.75)=15, rest 9
+    ],
+)
 def test_set_sizes_rounding(n, expected):
     assert splits.set_sizes(n) == expected
 
@@ -96,6 +115,7 @@ def test_split_config_checks():
 
 
 # --- invariants on the real pairs ------------------------------------------------------------
+
 
 def _components_union_find(pairs: pd.DataFrame) -> dict[str, str]:
     """Independent oracle: drawing id -> root key of its component (plain union-find)."""
@@ -154,35 +174,44 @@ def test_real_pairs_folds_invariants(imaj_dir):
 
 # --- styled copies ---------------------------------------------------------------------------
 
+
 def _catalogue(rows: list[tuple[str, str, str | None, str]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["id", "collection", "parent_id", "status"])
 
 
 def test_styled_copies_only_for_train_parents():
-    fold = pd.DataFrame({
-        "pair_id": [0, 1, 2],
-        "drawing_id": ["d1", "d1", "d2"],
-        "artwork_id": ["a1", "a9", "a2"],
-        "set": ["train", "train", "test"],
-        "parent_id": [None, None, None],
-    })
-    catalogue = _catalogue([
-        ("d1", "drawing", None, "ok"), ("d2", "drawing", None, "ok"),
-        ("d1_oil", "drawing", "d1", "ok"), ("d1_gray", "drawing", "d1", "ok"),
-        ("d1_pencil", "drawing", "d1", "error"),  # failed copy: not used
-        ("d2_oil", "drawing", "d2", "ok"),        # parent in test: not used
-        ("a1", "artwork", None, "ok"),
-    ])
+    fold = pd.DataFrame(
+        {
+            "pair_id": [0, 1, 2],
+            "drawing_id": ["d1", "d1", "d2"],
+            "artwork_id": ["a1", "a9", "a2"],
+            "set": ["train", "train", "test"],
+            "parent_id": [None, None, None],
+        }
+    )
+    catalogue = _catalogue(
+        [
+            ("d1", "drawing", None, "ok"),
+            ("d2", "drawing", None, "ok"),
+            ("d1_oil", "drawing", "d1", "ok"),
+            ("d1_gray", "drawing", "d1", "ok"),
+            ("d1_pencil", "drawing", "d1", "error"),  # failed copy: not used
+            ("d2_oil", "drawing", "d2", "ok"),  # parent in test: not used
+            ("a1", "artwork", None, "ok"),
+        ]
+    )
     out = splits.add_styled_copies(fold, catalogue)
     assert out.iloc[:3].equals(fold)
     added = out.iloc[3:].reset_index(drop=True)
-    expected = pd.DataFrame({
-        "pair_id": [0, 0, 1, 1],
-        "drawing_id": ["d1_gray", "d1_oil", "d1_gray", "d1_oil"],
-        "artwork_id": ["a1", "a1", "a9", "a9"],
-        "set": ["train"] * 4,
-        "parent_id": ["d1"] * 4,
-    })
+    expected = pd.DataFrame(
+        {
+            "pair_id": [0, 0, 1, 1],
+            "drawing_id": ["d1_gray", "d1_oil", "d1_gray", "d1_oil"],
+            "artwork_id": ["a1", "a1", "a9", "a9"],
+            "set": ["train"] * 4,
+            "parent_id": ["d1"] * 4,
+        }
+    )
     pd.testing.assert_frame_equal(added, expected, check_dtype=False)
     # idempotent: adding again repeats nothing
     assert len(splits.add_styled_copies(out, catalogue)) == len(out)
@@ -190,9 +219,17 @@ def test_styled_copies_only_for_train_parents():
 
 def test_styled_pairs_in_pairs_file_follow_parent():
     # three components -> one per set; styled rows name their parent
-    pairs = _pairs([("d1", "a1"), ("d2", "a2"), ("d3", "a3"),
-                    ("d1_oil", "a1"), ("d2_oil", "a2"), ("d3_oil", "a3")],
-                   [None, None, None, "d1", "d2", "d3"])
+    pairs = _pairs(
+        [
+            ("d1", "a1"),
+            ("d2", "a2"),
+            ("d3", "a3"),
+            ("d1_oil", "a1"),
+            ("d2_oil", "a2"),
+            ("d3_oil", "a3"),
+        ],
+        [None, None, None, "d1", "d2", "d3"],
+    )
     for fold in splits.make_folds(pairs, n_folds=4, seed=3):
         originals = fold[fold["parent_id"].isna()]
         assert len(originals) == 3
@@ -208,22 +245,33 @@ def test_styled_pairs_in_pairs_file_follow_parent():
 
 # --- the job end to end ----------------------------------------------------------------------
 
+
 def _job_fixture(tmp_path):
     drawings = [make_image(tmp_path / "d" / f"d{i}.jpg", (16, 16), seed=i) for i in range(1, 5)]
     artworks = [make_image(tmp_path / "a" / f"a{i}.jpg", (16, 16), seed=9 + i) for i in range(1, 5)]
     out = tmp_path / "out"
     catalogue = hand_catalogue(out, {"drawing": drawings, "artwork": artworks})
-    styled = pd.DataFrame([
-        dict(catalogue.iloc[0].to_dict(), id=f"{p}_{s}", parent_id=p, style=s, root="out",
-             path=f"styled/{p}_{s}.jpg")
-        for p, s in [("d1", "oil"), ("d1", "gray"), ("d3", "oil"), ("d4", "pencil")]
-    ])
+    styled = pd.DataFrame(
+        [
+            dict(
+                catalogue.iloc[0].to_dict(),
+                id=f"{p}_{s}",
+                parent_id=p,
+                style=s,
+                root="out",
+                path=f"styled/{p}_{s}.jpg",
+            )
+            for p, s in [("d1", "oil"), ("d1", "gray"), ("d3", "oil"), ("d4", "pencil")]
+        ]
+    )
     cat.write_catalogue(pd.concat([catalogue, styled], ignore_index=True), out)
     pairs_csv = tmp_path / "pairs.csv"
     # components {d1,d2,a1,a2}, {d3,a3}, {d4,a4}; the keep=false row is dropped
-    pairs_csv.write_text("drawing_id,artwork_id,keep,parent_id\n"
-                         "d1,a1,true,\nd2,a1,true,\nd2,a2,true,\nd3,a3,true,\nd4,a4,true,\n"
-                         "d3,a1,false,\n")
+    pairs_csv.write_text(
+        "drawing_id,artwork_id,keep,parent_id\n"
+        "d1,a1,true,\nd2,a1,true,\nd2,a2,true,\nd3,a3,true,\nd4,a4,true,\n"
+        "d3,a1,false,\n"
+    )
     return out, pairs_csv
 
 
@@ -282,8 +330,10 @@ def test_split_job_without_catalogue(tmp_path, capsys):
 def test_split_job_unknown_ids(tmp_path, capsys):
     out, _ = _job_fixture(tmp_path)
     pairs_csv = tmp_path / "bad.csv"
-    pairs_csv.write_text("drawing_id,artwork_id,pair\nd1,a1,True\nghost_drawing,a2,True\n"
-                         "d3,ghost_artwork,True\nother_ghost,a4,True\n")
+    pairs_csv.write_text(
+        "drawing_id,artwork_id,pair\nd1,a1,True\nghost_drawing,a2,True\n"
+        "d3,ghost_artwork,True\nother_ghost,a4,True\n"
+    )
     assert split_main([f"out={out}", f"pairs_csv={pairs_csv}"]) == 1
     err = capsys.readouterr().err
     for name in ("ghost_drawing", "other_ghost", "ghost_artwork"):

@@ -30,7 +30,8 @@ def fold(tmp_path_factory):
     drawings, artworks = [], []
     for i in range(N_PAIRS):
         base = Image.fromarray(rng.integers(0, 255, (3, 3, 3), dtype=np.uint8)).resize(
-            (48, 48), Image.Resampling.BICUBIC)
+            (48, 48), Image.Resampling.BICUBIC
+        )
         (root / "a").mkdir(exist_ok=True)
         (root / "d").mkdir(exist_ok=True)
         base.save(root / "a" / f"art{i:02d}.png")
@@ -43,18 +44,39 @@ def fold(tmp_path_factory):
     sets = ["train"] * 8 + ["val"] * 2 + ["test"] * 2
     fold_csv = out / "folds" / "fold_00.csv"
     fold_csv.parent.mkdir(parents=True)
-    pd.DataFrame({"pair_id": range(N_PAIRS), "drawing_id": [p.stem for p in drawings],
-                  "artwork_id": [p.stem for p in artworks], "set": sets,
-                  "parent_id": [""] * N_PAIRS}).to_csv(fold_csv, index=False)
+    pd.DataFrame(
+        {
+            "pair_id": range(N_PAIRS),
+            "drawing_id": [p.stem for p in drawings],
+            "artwork_id": [p.stem for p in artworks],
+            "set": sets,
+            "parent_id": [""] * N_PAIRS,
+        }
+    ).to_csv(fold_csv, index=False)
     return out, fold_csv
 
 
 def _config(out, fold_csv, *overrides):
-    return load_config(TrainConfig, None, [
-        f"out={out}", f"fold_csv={fold_csv}", "model.backbone=tiny", "model.pretrained=false",
-        "model.image_size=32", "train_resize=36", "train_crop=32", "batch_size=2",
-        "n_hardest=3", "lr=0.01", "patience=10", "cpus_per_worker=0.5", "num_workers=2",
-        *overrides])
+    return load_config(
+        TrainConfig,
+        None,
+        [
+            f"out={out}",
+            f"fold_csv={fold_csv}",
+            "model.backbone=tiny",
+            "model.pretrained=false",
+            "model.image_size=32",
+            "train_resize=36",
+            "train_crop=32",
+            "batch_size=2",
+            "n_hardest=3",
+            "lr=0.01",
+            "patience=10",
+            "cpus_per_worker=0.5",
+            "num_workers=2",
+            *overrides,
+        ],
+    )
 
 
 def test_training_lowers_the_loss_and_writes_usable_checkpoints(ray_local, fold):
@@ -69,13 +91,25 @@ def test_training_lowers_the_loss_and_writes_usable_checkpoints(ray_local, fold)
     assert result.summary["best"]["test"]["n_queries"] == 2
     run_dir = Path(result.run_dir)
     assert len(list(run_dir.glob("checkpoint_*"))) >= 1
-    assert json.loads((run_dir / train.METRICS_FILE).read_text())["best_epoch"] == \
-        result.summary["best_epoch"]
+    assert (
+        json.loads((run_dir / train.METRICS_FILE).read_text())["best_epoch"]
+        == result.summary["best_epoch"]
+    )
 
     # The best weights plug into the embed job.
-    embedded = embed.run(load_config(EmbedConfig, None, [
-        f"out={out}", "model.backbone=tiny", "model.pretrained=false", "model.image_size=32",
-        f"model.weights={result.best_model}"]))
+    embedded = embed.run(
+        load_config(
+            EmbedConfig,
+            None,
+            [
+                f"out={out}",
+                "model.backbone=tiny",
+                "model.pretrained=false",
+                "model.image_size=32",
+                f"model.weights={result.best_model}",
+            ],
+        )
+    )
     assert "-ft-" in embedded.model_tag and embedded.embedded == 2 * N_PAIRS
     saved = torch.load(result.best_model, weights_only=True)
     assert saved["epoch"] == result.summary["best_epoch"]
