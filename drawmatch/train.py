@@ -346,7 +346,7 @@ def train_loop(config_dict: dict[str, Any]) -> None:
             pos_sets = [data.positives[a] for a in anchor_ids]
             anchors = loader.train_batch(anchor_ids).to(device)
             tm = time.perf_counter()
-            with torch.no_grad(), torch.autocast(device.type, enabled=amp):
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 probe = nn.functional.normalize(module(anchors).float(), dim=1)
             negatives = hardest_negatives(
                 probe.cpu(), bank.embeddings.float(), pos_sets, config.n_hardest, generator
@@ -360,7 +360,7 @@ def train_loop(config_dict: dict[str, Any]) -> None:
                     loader.train_batch(neg_ids).to(device),
                 ]
             )
-            with torch.autocast(device.type, enabled=amp):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 emb = nn.functional.normalize(model(images).float(), dim=1)
             b = len(anchor_ids)
             ref_labels = torch.cat([torch.tensor(rows["gallery_index"].tolist()), negatives])
