@@ -14,6 +14,7 @@ Target (DESIGN.md): job >= 80 % of the bare forward.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -43,6 +45,25 @@ def timed_embed(scans: list[Path], work: Path, overrides: list[str]) -> tuple[fl
     t = time.perf_counter()
     result = embed.run(config)
     return time.perf_counter() - t, result.embedded
+
+
+def _decode_forever(files: list[Path], size: int, stop: Any) -> None:
+    """Keep one core busy decoding scans, as the job's decode tasks do."""
+    from drawmatch.images import open_image
+
+    while not stop.is_set():
+        for f in files:
+            open_image(f, draft_size=size)
+            if stop.is_set():
+                return
+
+
+def bare_rate(embedder: embed.Embedder, pre: np.ndarray, batch_size: int) -> float:
+    embedder.embed_images(pre[:batch_size])  # warm-up
+    t = time.perf_counter()
+    for i in range(0, len(pre), batch_size):
+        embedder.embed_images(pre[i : i + batch_size])
+    return len(pre) / (time.perf_counter() - t)
 
 
 def main() -> int:
@@ -93,11 +114,15 @@ def main() -> int:
     embedder = embed.Embedder(asdict(model), num_threads=threads)
     rng = np.random.default_rng(0)
     pre = rng.integers(0, 255, size=(n_job, args.image_size, args.image_size, 3), dtype=np.uint8)
-    embedder.embed_images(pre[: args.batch_size])  # warm-up
-    t = time.perf_counter()
-    for i in range(0, n_job, args.batch_size):
-        embedder.embed_images(pre[i : i + args.batch_size])
-    bare_rate = n_job / (time.perf_counter() - t)
+    bare = bare_rate(embedder, pre, args.batch_size)
+    stop = multiprocessing.Event()
+    decoder = multiprocessing.Process(target=_decode_forever,
+                                      args=(files, args.image_size, stop), daemon=True)
+    decoder.start()
+    time.sleep(1.0)
+    bare_loaded = bare_rate(embedder, pre, args.batch_size)
+    stop.set()
+    decoder.join(timeout=10)
 
     naive_files = files[: min(len(files), 24)]
     t = time.perf_counter()
@@ -115,9 +140,11 @@ def main() -> int:
     print(f"{'what':<44}{'images/s':>10}")
     print(f"{'embed job, steady state (marginal)':<44}{job_rate:>10.2f}")
     print(f"{'embed job, whole run incl. start-up':<44}{n_large / t_large:>10.2f}")
-    print(f"{'bare forward on pre-decoded batches':<44}{bare_rate:>10.2f}")
+    print(f"{'bare forward on pre-decoded batches':<44}{bare:>10.2f}")
+    print(f"{'  same, while another process decodes scans':<44}{bare_loaded:>10.2f}")
     print(f"{'naive loop (full decode, batch 1)':<44}{naive_rate:>10.2f}")
-    print(f"job / bare forward: {job_rate / bare_rate:.2f}  (target >= 0.80)")
+    print(f"job / bare forward: {job_rate / bare:.2f}  (target >= 0.80)")
+    print(f"job / bare forward beside a decoding process: {job_rate / bare_loaded:.2f}")
     print(f"job / naive loop:   {job_rate / naive_rate:.2f}")
     ray.shutdown()
     return 0

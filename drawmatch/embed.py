@@ -345,7 +345,9 @@ def run(config: EmbedConfig) -> EmbedResult:
         },
         batch_size=config.decode_batch_size,
         batch_format="numpy",
-        num_cpus=1,
+        # A CPU reservation unlike the actors' keeps Ray Data from fusing decoding into the
+        # embedding actors: decode tasks and embedding actors then scale separately.
+        num_cpus=config.decode_cpus,
         concurrency=config.decode_concurrency,
     )
     ds = ds.map_batches(

@@ -108,6 +108,7 @@ class EmbedConfig:
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
     decode_batch_size: int = 8
+    decode_cpus: float = 0.5
     decode_concurrency: int | None = None
     rows_per_file: int = 256
     max_image_pixels: int = 200_000_000
