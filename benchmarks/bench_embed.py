@@ -116,8 +116,9 @@ def main() -> int:
     pre = rng.integers(0, 255, size=(n_job, args.image_size, args.image_size, 3), dtype=np.uint8)
     bare = bare_rate(embedder, pre, args.batch_size)
     stop = multiprocessing.Event()
-    decoder = multiprocessing.Process(target=_decode_forever,
-                                      args=(files, args.image_size, stop), daemon=True)
+    decoder = multiprocessing.Process(
+        target=_decode_forever, args=(files, args.image_size, stop), daemon=True
+    )
     decoder.start()
     time.sleep(1.0)
     bare_loaded = bare_rate(embedder, pre, args.batch_size)

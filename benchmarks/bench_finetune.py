@@ -77,9 +77,14 @@ def main() -> int:
     out = Path(args.work).resolve() / "out"
     out.mkdir(parents=True, exist_ok=True)
     if not cat.catalogue_path(out).exists():
-        ingest.run(IngestConfig(out=str(out), drawings_root=str(data / "drawings"),
-                                artworks_root=str(data / "artworks"),
-                                artworks_metadata_csv=str(artwork_metadata(data, out))))
+        ingest.run(
+            IngestConfig(
+                out=str(out),
+                drawings_root=str(data / "drawings"),
+                artworks_root=str(data / "artworks"),
+                artworks_metadata_csv=str(artwork_metadata(data, out)),
+            )
+        )
     augment.run(AugmentConfig(out=str(out), select="paired", pairs_csv=str(data / "pairs.csv")))
     catalogue = cat.read_catalogue(out)
     pairs = read_pairs(data / "pairs.csv")
@@ -94,20 +99,39 @@ def main() -> int:
             run_name = f"bench-{name}-fold{i:02d}"
             metrics_file = out / "runs" / run_name / train.METRICS_FILE
             if not metrics_file.exists():
-                train.run(load_config(TrainConfig, None, [
-                    f"out={out}", f"fold_csv={fold_csv}", f"run_name={run_name}",
-                    "model.backbone=efficientnet_lite0", f"model.image_size={args.image_size}",
-                    f"train_resize={resize}", f"train_crop={args.image_size}",
-                    f"epochs={args.epochs}", f"lr={args.lr}", f"margin={args.margin}",
-                    f"use_styles={str(styles).lower()}", "num_workers=2", "cpus_per_worker=1",
-                    "patience=2", "lr_step_epochs=10", f"seed={args.seed}"]))
+                train.run(
+                    load_config(
+                        TrainConfig,
+                        None,
+                        [
+                            f"out={out}",
+                            f"fold_csv={fold_csv}",
+                            f"run_name={run_name}",
+                            "model.backbone=efficientnet_lite0",
+                            f"model.image_size={args.image_size}",
+                            f"train_resize={resize}",
+                            f"train_crop={args.image_size}",
+                            f"epochs={args.epochs}",
+                            f"lr={args.lr}",
+                            f"margin={args.margin}",
+                            f"use_styles={str(styles).lower()}",
+                            "num_workers=2",
+                            "cpus_per_worker=1",
+                            "patience=2",
+                            "lr_step_epochs=10",
+                            f"seed={args.seed}",
+                        ],
+                    )
+                )
             summary = json.loads(metrics_file.read_text())
             results[name].append(summary["best"]["test"])
             if name == "no-aug":
                 results["pretrained"].append(summary["baseline"]["test"])
 
-    print(f"\n{args.folds}-fold grouped CV over components, EfficientNet-Lite0 at "
-          f"{args.image_size}px, {args.epochs} epochs max, lr {args.lr:g}, margin {args.margin}")
+    print(
+        f"\n{args.folds}-fold grouped CV over components, EfficientNet-Lite0 at "
+        f"{args.image_size}px, {args.epochs} epochs max, lr {args.lr:g}, margin {args.margin}"
+    )
     print(f"{'':<12}" + "".join(f"{k:>16}" for k in KEYS))
     table = {}
     for name, per_fold in results.items():

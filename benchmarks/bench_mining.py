@@ -84,14 +84,18 @@ def main() -> int:
         per_image = (time.perf_counter() - t) / n_refresh
 
     steps = args.steps
-    print(f"{args.backbone} at {s}px, {b} triplets per step, gallery bank {args.gallery} x "
-          f"{net.dim}, {args.threads} thread(s), {steps} steps")
+    print(
+        f"{args.backbone} at {s}px, {b} triplets per step, gallery bank {args.gallery} x "
+        f"{net.dim}, {args.threads} thread(s), {steps} steps"
+    )
     print(f"step (mining + forward/backward of {3 * b} images + Adam): {t_total / steps:.3f} s")
     print(f"mining (anchor forward without gradient + bank search): {t_mine / steps:.3f} s")
     print(f"mining share of a step: {100 * t_mine / t_total:.1f} %  (target <= 15 %)")
-    print(f"bank refresh: {per_image * 1000:.1f} ms per artwork without gradient (decode not "
-          f"included) -> {per_image * args.gallery:.0f} s for {args.gallery} artworks on this "
-          f"machine, i.e. {per_image * args.gallery / (t_total / steps):.0f} steps' worth")
+    print(
+        f"bank refresh: {per_image * 1000:.1f} ms per artwork without gradient (decode not "
+        f"included) -> {per_image * args.gallery:.0f} s for {args.gallery} artworks on this "
+        f"machine, i.e. {per_image * args.gallery / (t_total / steps):.0f} steps' worth"
+    )
     return 0
 
 

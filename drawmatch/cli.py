@@ -30,6 +30,7 @@ JOBS: dict[str, tuple[type, str, str]] = {
         "drawmatch.train",
         "fine-tune a backbone on one fold (Ray Train)",
     ),
+    "sweep": (settings.SweepConfig, "drawmatch.sweep", "two-stage Ray Tune sweep over folds"),
     "demo": (settings.DemoConfig, "drawmatch.demo", "run the whole pipeline on bundled data"),
 }
 

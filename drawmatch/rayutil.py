@@ -14,7 +14,9 @@ def init_ray(cfg: RayConfig) -> None:
 
     if ray.is_initialized():
         return
-    kwargs: dict[str, object] = {"log_to_driver": True, "include_dashboard": False}
+    # The dashboard stays on: Ray Train's placement-group cleaner asks its state API, and without
+    # it a stopped sweep trial's workers keep their CPUs and the next trial waits forever.
+    kwargs: dict[str, object] = {"log_to_driver": True}
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)

@@ -235,3 +235,33 @@ class TrainConfig:
         for key in ("epochs", "batch_size", "n_hardest", "num_workers"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A two-stage sweep (see `drawmatch.sweep`): the lists are the values searched, `base` the
+    train settings every trial shares (its fold_csv and run_name are set per trial)."""
+
+    out: str = "drawmatch-out"
+    name: str = "sweep"
+    base: TrainConfig = field(default_factory=TrainConfig)
+    margins: tuple[float, ...] = (0.7, 1.0)
+    lrs: tuple[float, ...] = (1e-6, 1e-4)
+    backbones: tuple[str, ...] = ("resnext101_32x8d",)
+    use_styles: tuple[bool, ...] = (True,)
+    n_hardest: tuple[int, ...] = (10,)
+    screen_fold: int = 0
+    max_folds: int | None = None
+    top_k: int = 2
+    grace_period: int = 1
+    reduction_factor: int = 2
+    max_concurrent_trials: int = 1
+    trial_cpus: float = 0.1
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        for key in ("margins", "lrs", "backbones", "use_styles", "n_hardest"):
+            if not getattr(self, key):
+                raise ConfigError(f"{key}: give at least one value")
+        if self.top_k < 1:
+            raise ConfigError("top_k must be >= 1")

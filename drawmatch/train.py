@@ -14,7 +14,8 @@ mode, their affine weights still train), because batches of 4 per worker give us
 
 Every epoch: validation metrics on the fold's val drawings against the whole gallery, a checkpoint
 and the metrics through `ray.train.report`, early stopping on validation MAP. At the end: test
-metrics of the best epoch's weights and of the pretrained model, side by side.
+metrics of the best weights and of the pretrained model, side by side. The starting weights are the
+first candidate for "best" (epoch -1): an epoch must beat them on validation MAP to be chosen.
 """
 
 from __future__ import annotations
@@ -240,6 +241,13 @@ def evaluate_split(
     )
 
 
+def best_val_record(state: dict[str, Any]) -> dict[str, Any]:
+    """Validation record of the best epoch; epoch -1 is the starting (pretrained) model."""
+    if state["best_epoch"] >= 0:
+        return dict(state["history"][state["best_epoch"]])
+    return {"epoch": -1, **{f"val_{k}": v for k, v in state["baseline"].get("val", {}).items()}}
+
+
 def train_loop(config_dict: dict[str, Any]) -> None:
     """One Ray Train worker: DDP triplet training with online mining, per-epoch validation,
     checkpoints, early stopping; final test metrics of the best epoch and the pretrained model."""
@@ -312,6 +320,8 @@ def train_loop(config_dict: dict[str, Any]) -> None:
             s: evaluate_split(module, loader, data, s, bank.embeddings, config, device)
             for s in ("val", "test")
         }
+        # The starting weights are the first candidate: a fine-tune must beat them on val.
+        state["best_map"] = state["baseline"]["val"].get("MAP", -1.0)
 
     sampler: torch.utils.data.distributed.DistributedSampler[int] = (
         torch.utils.data.distributed.DistributedSampler(
@@ -411,7 +421,7 @@ def train_loop(config_dict: dict[str, Any]) -> None:
                 )
                 report_checkpoint = ray.train.Checkpoint.from_directory(directory)
             ray.train.report(
-                {**record, "val_MAP": val_map, "done": False}, checkpoint=report_checkpoint
+                {**record, "val_MAP": val_map, "finished": False}, checkpoint=report_checkpoint
             )
         if stop:
             break
@@ -424,10 +434,7 @@ def train_loop(config_dict: dict[str, Any]) -> None:
         "best_val_MAP": state["best_map"],
         "history": state["history"],
         "baseline": state["baseline"],
-        "best": {
-            "val": state["history"][state["best_epoch"]] if state["history"] else {},
-            "test": test,
-        },
+        "best": {"val": best_val_record(state), "test": test},
     }
     with tempfile.TemporaryDirectory() as directory:
         final_checkpoint = None
@@ -445,8 +452,9 @@ def train_loop(config_dict: dict[str, Any]) -> None:
             )
             (Path(directory) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
             final_checkpoint = ray.train.Checkpoint.from_directory(directory)
+        final = {"finished": True, "epoch": state["epoch"] - 1, "val_MAP": state["best_map"]}
         ray.train.report(
-            {"done": True, **{f"test_{k}": v for k, v in test.items()}}, checkpoint=final_checkpoint
+            {**final, **{f"test_{k}": v for k, v in test.items()}}, checkpoint=final_checkpoint
         )
 
 
@@ -479,8 +487,11 @@ def default_run_name(config: TrainConfig) -> str:
     )
 
 
-def run(config: TrainConfig) -> TrainResult:
-    """Train on one fold with Ray Train; resumes the run of the same name if it exists."""
+def run(config: TrainConfig, callbacks: list[Any] | None = None) -> TrainResult:
+    """Train on one fold with Ray Train; resumes the run of the same name if it exists.
+
+    `callbacks`: Ray Train callbacks, e.g. Tune's `TuneReportCallback` when a sweep trial runs it.
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -506,6 +517,7 @@ def run(config: TrainConfig) -> TrainResult:
             storage_path=str(storage),
             failure_config=FailureConfig(max_failures=config.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
         ),
     )
     result = trainer.fit()

@@ -19,7 +19,8 @@ def ray_local():
 
     os.environ.pop("RAY_ADDRESS", None)
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # With the dashboard: Ray Train's placement-group cleaner needs its state API.
+        ray.init(num_cpus=2, log_to_driver=False)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     yield ray
@@ -89,3 +90,41 @@ def hand_catalogue(out: Path, files: dict[str, list[Path]]) -> object:
     cat.write_catalogue(df, out)
     cat.write_roots(out, roots)
     return df
+
+
+def tiny_training_set(root: Path, n_pairs: int = 12, n_folds: int = 1) -> tuple[Path, Path]:
+    """12 artworks (smooth random images) and 12 drawings (each a darker, flipped copy of its
+    artwork), catalogued under `root/out`; fold k trains on 8 pairs, validates on 2, tests on 2
+    (the sets rotate with k). Returns (out, first fold file)."""
+    import pandas as pd
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    drawings, artworks = [], []
+    (root / "a").mkdir(exist_ok=True)
+    (root / "d").mkdir(exist_ok=True)
+    for i in range(n_pairs):
+        base = Image.fromarray(rng.integers(0, 255, (3, 3, 3), dtype=np.uint8)).resize(
+            (48, 48), Image.Resampling.BICUBIC
+        )
+        base.save(root / "a" / f"art{i:02d}.png")
+        copy = base.transpose(Image.Transpose.FLIP_LEFT_RIGHT).point(lambda v: int(v * 0.7))
+        copy.save(root / "d" / f"draw{i:02d}.png")
+        artworks.append(root / "a" / f"art{i:02d}.png")
+        drawings.append(root / "d" / f"draw{i:02d}.png")
+    out = root / "out"
+    hand_catalogue(out, {"drawing": drawings, "artwork": artworks})
+    (out / "folds").mkdir(parents=True)
+    for k in range(n_folds):
+        sets = ["train"] * (n_pairs - 4) + ["val"] * 2 + ["test"] * 2
+        sets = sets[-2 * k :] + sets[: -2 * k] if k else sets
+        pd.DataFrame(
+            {
+                "pair_id": range(n_pairs),
+                "drawing_id": [p.stem for p in drawings],
+                "artwork_id": [p.stem for p in artworks],
+                "set": sets,
+                "parent_id": [""] * n_pairs,
+            }
+        ).to_csv(out / "folds" / f"fold_{k:02d}.csv", index=False)
+    return out, out / "folds" / "fold_00.csv"

@@ -80,3 +80,15 @@ def test_cli_config_error_exits_2_before_work(tmp_path, capsys):
 def test_cli_unknown_job(capsys):
     assert main(["nope"]) == 2
     assert "unknown job" in capsys.readouterr().err
+
+
+def test_every_example_config_loads():
+    from pathlib import Path
+
+    from drawmatch.cli import JOBS
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "jobs" / "configs").glob("*.yaml"))
+    assert len(configs) >= 10
+    for path in configs:
+        job = path.stem.removesuffix("-laptop")
+        load_config(JOBS[job][0], path)  # raises on any unknown key or wrong type

@@ -139,8 +139,10 @@ def test_evaluate_folds_aggregates_runs_into_mean_and_std(tmp_path, capsys):
         summary = {
             "best_epoch": 0,
             "baseline": {"val": {"MAP": base, "MP": 5.0}, "test": {"MAP": base + 1, "MP": 6.0}},
-            "best": {"val": {"epoch": 0, "train_loss": 0.3, "val_MAP": tuned, "val_MP": 4.0},
-                     "test": {"MAP": tuned + 1, "MP": 3.0}},
+            "best": {
+                "val": {"epoch": 0, "train_loss": 0.3, "val_MAP": tuned, "val_MP": 4.0},
+                "test": {"MAP": tuned + 1, "MP": 3.0},
+            },
         }
         (run_dir / "metrics.json").write_text(json.dumps(summary))
     assert main(["evaluate", f"out={tmp_path}", "--folds", "runs=model-fold_*"]) == 0

@@ -7,53 +7,20 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from drawmatch import embed, train
 from drawmatch.config import ConfigError, load_config
 from drawmatch.settings import EmbedConfig, TrainConfig
-from tests.conftest import hand_catalogue
+from tests.conftest import tiny_training_set
 
 N_PAIRS = 12
 
 
 @pytest.fixture(scope="module")
 def fold(tmp_path_factory):
-    """12 artworks (smooth random images) and 12 drawings (each a darker, blurred, flipped copy of
-    its artwork): 8 pairs train, 2 val, 2 test."""
-    root = tmp_path_factory.mktemp("train")
-    rng = np.random.default_rng(0)
-    drawings, artworks = [], []
-    for i in range(N_PAIRS):
-        base = Image.fromarray(rng.integers(0, 255, (3, 3, 3), dtype=np.uint8)).resize(
-            (48, 48), Image.Resampling.BICUBIC
-        )
-        (root / "a").mkdir(exist_ok=True)
-        (root / "d").mkdir(exist_ok=True)
-        base.save(root / "a" / f"art{i:02d}.png")
-        copy = base.transpose(Image.Transpose.FLIP_LEFT_RIGHT).point(lambda v: int(v * 0.7))
-        copy.save(root / "d" / f"draw{i:02d}.png")
-        artworks.append(root / "a" / f"art{i:02d}.png")
-        drawings.append(root / "d" / f"draw{i:02d}.png")
-    out = root / "out"
-    hand_catalogue(out, {"drawing": drawings, "artwork": artworks})
-    sets = ["train"] * 8 + ["val"] * 2 + ["test"] * 2
-    fold_csv = out / "folds" / "fold_00.csv"
-    fold_csv.parent.mkdir(parents=True)
-    pd.DataFrame(
-        {
-            "pair_id": range(N_PAIRS),
-            "drawing_id": [p.stem for p in drawings],
-            "artwork_id": [p.stem for p in artworks],
-            "set": sets,
-            "parent_id": [""] * N_PAIRS,
-        }
-    ).to_csv(fold_csv, index=False)
-    return out, fold_csv
+    return tiny_training_set(tmp_path_factory.mktemp("train"))
 
 
 def _config(out, fold_csv, *overrides):
