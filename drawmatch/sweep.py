@@ -159,10 +159,14 @@ def run(config: SweepConfig) -> SweepResult:
         }
         for c in combos
     ]
+    # A run reports once per epoch and once at the end: max_t lies beyond that, so ASHA only ever
+    # stops the trials it prunes. Stopping a run at its last report would kill its Train
+    # controller before the run has written its results.
     asha = ASHAScheduler(
-        max_t=base.epochs + 1,
+        max_t=base.epochs + 2,
         grace_period=config.grace_period,
         reduction_factor=config.reduction_factor,
+        stop_last_trials=False,
     )
     results1 = _run_stage("stage1", directory, stage1, config, asha)
     screened = []

@@ -27,6 +27,21 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def demo_out(ray_local, tmp_path_factory):
+    """The demo job run once through its Ray entrypoint (`jobs/demo.py`); its output root."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
+    try:
+        import demo as demo_entrypoint
+    finally:
+        sys.path.pop(0)
+    out = tmp_path_factory.mktemp("demo") / "run"
+    assert demo_entrypoint.main([f"out={out}", "examples=3"]) == 0
+    return out
+
+
 @pytest.fixture
 def imaj_dir() -> Path:
     """The real IMAJ metadata folder from shared data; tests using it skip where it is absent."""

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from PIL import Image
 
 from drawmatch import catalogue as cat
@@ -21,18 +19,6 @@ from drawmatch.demo import CONTACT_SHEET, demo_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CROSS_CHECK = {"MAP": 24.6, "R@20": 48.9, "MP": 63.8, "MMP": 42.1}
-
-
-@pytest.fixture(scope="module")
-def demo_out(ray_local, tmp_path_factory):
-    sys.path.insert(0, str(ROOT / "jobs"))
-    try:
-        import demo as demo_entrypoint
-    finally:
-        sys.path.pop(0)
-    out = tmp_path_factory.mktemp("demo") / "run"
-    assert demo_entrypoint.main([f"out={out}", "examples=3"]) == 0
-    return out
 
 
 def test_demo_reproduces_the_cross_check_figures(demo_out):
