@@ -323,6 +323,27 @@ def train_loop(config_dict: dict[str, Any]) -> None:
         # The starting weights are the first candidate: a fine-tune must beat them on val.
         state["best_map"] = state["baseline"]["val"].get("MAP", -1.0)
 
+    def report(
+        metrics: dict[str, Any], model_state: dict[str, Any], summary: dict[str, Any] | None = None
+    ) -> None:
+        """`ray.train.report` with a checkpoint written by rank 0 (and the summary at the end)."""
+        with tempfile.TemporaryDirectory() as directory:
+            checkpoint = None
+            if rank == 0:
+                saved = {
+                    "model": model_state,
+                    "best_model": best_state,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "state": state,
+                    "config": config_dict,
+                }
+                torch.save(saved, Path(directory) / CHECKPOINT_FILE)
+                if summary is not None:
+                    (Path(directory) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+                checkpoint = ray.train.Checkpoint.from_directory(directory)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
     sampler: torch.utils.data.distributed.DistributedSampler[int] = (
         torch.utils.data.distributed.DistributedSampler(
             PairDataset(len(data.train)),
@@ -405,27 +426,11 @@ def train_loop(config_dict: dict[str, Any]) -> None:
         state["history"].append(record)
         state["epoch"] = epoch + 1
         stop = state["bad_epochs"] >= config.patience
-        with tempfile.TemporaryDirectory() as directory:
-            report_checkpoint = None
-            if rank == 0:
-                torch.save(
-                    {
-                        "model": module.state_dict(),
-                        "best_model": best_state,
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "state": state,
-                        "config": config_dict,
-                    },
-                    Path(directory) / CHECKPOINT_FILE,
-                )
-                report_checkpoint = ray.train.Checkpoint.from_directory(directory)
-            ray.train.report(
-                {**record, "val_MAP": val_map, "finished": False}, checkpoint=report_checkpoint
-            )
+        report({**record, "val_MAP": val_map, "finished": False}, module.state_dict())
         if stop:
             break
 
+    latest_state = copy.deepcopy(module.state_dict())
     module.load_state_dict(best_state)
     refresh_bank()
     test = evaluate_split(module, loader, data, "test", bank.embeddings, config, device)
@@ -436,26 +441,8 @@ def train_loop(config_dict: dict[str, Any]) -> None:
         "baseline": state["baseline"],
         "best": {"val": best_val_record(state), "test": test},
     }
-    with tempfile.TemporaryDirectory() as directory:
-        final_checkpoint = None
-        if rank == 0:
-            torch.save(
-                {
-                    "model": module.state_dict(),
-                    "best_model": best_state,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "state": state,
-                    "config": config_dict,
-                },
-                Path(directory) / CHECKPOINT_FILE,
-            )
-            (Path(directory) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-            final_checkpoint = ray.train.Checkpoint.from_directory(directory)
-        final = {"finished": True, "epoch": state["epoch"] - 1, "val_MAP": state["best_map"]}
-        ray.train.report(
-            {**final, **{f"test_{k}": v for k, v in test.items()}}, checkpoint=final_checkpoint
-        )
+    final = {"finished": True, "epoch": state["epoch"] - 1, "val_MAP": state["best_map"]}
+    report({**final, **{f"test_{k}": v for k, v in test.items()}}, latest_state, summary)
 
 
 # ----------------------------------------------------------------------------------------------
