@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from drawmatch import augment, ingest, train
+from drawmatch import augment, train
 from drawmatch import catalogue as cat
 from drawmatch.config import load_config
-from drawmatch.demo import artwork_metadata, demo_data_dir
+from drawmatch.demo import demo_data_dir, ingest_data
 from drawmatch.metrics import aggregate
 from drawmatch.pairs import read_pairs
-from drawmatch.settings import AugmentConfig, IngestConfig, TrainConfig
+from drawmatch.settings import AugmentConfig, RayConfig, TrainConfig
 from drawmatch.splits import FOLD_COLUMNS, add_styled_copies, pair_components
 
 KEYS = ("MAP", "R@1", "R@5", "R@10", "R@20", "R@50", "R@100", "MP", "MMP")
@@ -77,14 +77,7 @@ def main() -> int:
     out = Path(args.work).resolve() / "out"
     out.mkdir(parents=True, exist_ok=True)
     if not cat.catalogue_path(out).exists():
-        ingest.run(
-            IngestConfig(
-                out=str(out),
-                drawings_root=str(data / "drawings"),
-                artworks_root=str(data / "artworks"),
-                artworks_metadata_csv=str(artwork_metadata(data, out)),
-            )
-        )
+        ingest_data(data, out, RayConfig())
     augment.run(AugmentConfig(out=str(out), select="paired", pairs_csv=str(data / "pairs.csv")))
     catalogue = cat.read_catalogue(out)
     pairs = read_pairs(data / "pairs.csv")

@@ -25,6 +25,7 @@ from drawmatch.settings import (
     IndexConfig,
     IngestConfig,
     ModelConfig,
+    RayConfig,
 )
 
 CONTACT_SHEET = "contact_sheet.jpg"
@@ -49,6 +50,19 @@ def artwork_metadata(data: Path, out: Path) -> Path:
     return target
 
 
+def ingest_data(data: Path, out: Path, ray: RayConfig) -> None:
+    """Ingest a folder laid out like the demo data (drawings/, artworks/, artworks.csv)."""
+    ingest.run(
+        IngestConfig(
+            out=str(out),
+            drawings_root=str(data / "drawings"),
+            artworks_root=str(data / "artworks"),
+            artworks_metadata_csv=str(artwork_metadata(data, out)),
+            ray=ray,
+        )
+    )
+
+
 @dataclass
 class DemoResult:
     out: str
@@ -66,15 +80,7 @@ def run(config: DemoConfig) -> DemoResult:
     print(f"== drawmatch demo: data {data}, output {out.resolve()}")
 
     print("== 1/5 ingest")
-    ingest.run(
-        IngestConfig(
-            out=str(out),
-            drawings_root=str(data / "drawings"),
-            artworks_root=str(data / "artworks"),
-            artworks_metadata_csv=str(artwork_metadata(data, out)),
-            ray=config.ray,
-        )
-    )
+    ingest_data(data, out, config.ray)
     print("== 2/5 augment (style copies of the paired drawings)")
     augment.run(
         AugmentConfig(

@@ -35,7 +35,7 @@ class EvaluateResult:
     model_tag: str
     metrics: dict[str, float]
     path: str
-    skipped_pairs: list[dict[str, str]] = field(default_factory=list)
+    skipped_pairs: list[dict[Any, Any]] = field(default_factory=list)
 
 
 def evaluation_pairs(config: EvaluateConfig, catalogue: pd.DataFrame) -> pd.DataFrame:
