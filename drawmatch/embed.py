@@ -254,7 +254,9 @@ def _drop_stale(directory: Path, existing: pd.DataFrame, current: pd.DataFrame) 
     stale = merged[merged["sha256"] != merged["sha256_now"]]
     for part, rows in stale.groupby("part"):
         table = pq.read_table(part)
-        keep = ~np.isin(np.asarray(table.column("id").to_pylist(), dtype=object), rows["id"].to_numpy())
+        keep = ~np.isin(
+            np.asarray(table.column("id").to_pylist(), dtype=object), rows["id"].to_numpy()
+        )
         if keep.any():
             write_table_atomic(table.filter(pa.array(keep)), Path(str(part)))
         else:

@@ -65,8 +65,8 @@ def evaluate_model(
     if pairs.empty:
         raise ValueError("no pair has a searchable artwork: nothing to evaluate")
     queries = sorted(pairs["drawing_id"].unique())
-    _g, gallery_emb = read_embeddings(out, tag, ids=gallery)
-    _q, query_emb = read_embeddings(out, tag, ids=queries)
+    _ids, emb = read_embeddings(out, tag, ids=gallery + queries)  # one pass over the parts
+    gallery_emb, query_emb = emb[: len(gallery)], emb[len(gallery) :]
     position = {a: i for i, a in enumerate(gallery)}
     grouped = pairs.groupby("drawing_id")["artwork_id"].apply(list)
     relevant = [np.array([position[a] for a in grouped[q]]) for q in queries]

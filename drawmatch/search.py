@@ -85,7 +85,8 @@ def search_one(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> pd.Da
 
 
 def search_batch(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> Path:
-    """Top-k artworks for every usable original drawing, streamed part by part into one Parquet."""
+    """Top-k artworks for every usable original drawing, searched and written to one Parquet file
+    in chunks of 1024 drawings."""
     index = ArtworkIndex(config.out, tag)
     drawings = catalogue[cat.usable(catalogue) & (catalogue["collection"] == "drawing")]
     wanted = set(drawings[drawings["parent_id"].isna()]["id"])
