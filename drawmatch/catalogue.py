@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 CATALOGUE_FILE = "catalogue.parquet"
 ROOTS_FILE = "roots.json"
@@ -55,12 +58,17 @@ def write_atomic_bytes(path: str | Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_parquet_atomic(df: pd.DataFrame, path: str | Path) -> None:
+def write_table_atomic(table: pa.Table, path: str | Path) -> None:
+    """Write an Arrow table as Parquet through a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    df.to_parquet(tmp, index=False)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    pq.write_table(table, tmp)
     os.replace(tmp, path)
+
+
+def write_parquet_atomic(df: pd.DataFrame, path: str | Path) -> None:
+    write_table_atomic(pa.Table.from_pandas(df, preserve_index=False), path)
 
 
 def catalogue_path(out: str | Path) -> Path:

@@ -152,13 +152,6 @@ def embeddings_table(
     return table.replace_schema_metadata(meta)
 
 
-def write_table_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
 def write_part(
     batch: dict[str, np.ndarray], out_dir: str, tag: str, weights_hash: str
 ) -> dict[str, np.ndarray]:
@@ -172,7 +165,7 @@ def write_part(
             tag,
             weights_hash,
         )
-        write_table_atomic(table, Path(out_dir) / f"part-{uuid.uuid4().hex}.parquet")
+        cat.write_table_atomic(table, Path(out_dir) / f"part-{uuid.uuid4().hex}.parquet")
     return {"id": batch["id"], "ok": ok, "error": batch["error"]}
 
 
@@ -258,7 +251,7 @@ def _drop_stale(directory: Path, existing: pd.DataFrame, current: pd.DataFrame) 
             np.asarray(table.column("id").to_pylist(), dtype=object), rows["id"].to_numpy()
         )
         if keep.any():
-            write_table_atomic(table.filter(pa.array(keep)), Path(str(part)))
+            cat.write_table_atomic(table.filter(pa.array(keep)), Path(str(part)))
         else:
             os.remove(str(part))
     return len(stale)

@@ -151,7 +151,7 @@ def test_embeddings_refuse_a_part_of_another_model(ray_local, tiny_collection):
     foreign = embed.embeddings_table(
         ["x"], ["h"], np.ones((1, 32), np.float32), "resnet50-avg-224-imagenet", "ffff"
     )
-    embed.write_table_atomic(foreign, directory / "part-foreign.parquet")
+    cat.write_table_atomic(foreign, directory / "part-foreign.parquet")
     with pytest.raises(ValueError, match="holds embeddings of model"):
         embed.read_embeddings(out, result.model_tag)
 
