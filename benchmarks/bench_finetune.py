@@ -76,7 +76,7 @@ def main() -> int:
     data = demo_data_dir()
     out = Path(args.work).resolve() / "out"
     out.mkdir(parents=True, exist_ok=True)
-    if not cat.catalogue_path(out).exists():
+    if not Path(cat.catalogue_path(out)).exists():
         ingest_data(data, out, RayConfig())
     augment.run(AugmentConfig(out=str(out), select="paired", pairs_csv=str(data / "pairs.csv")))
     catalogue = cat.read_catalogue(out)

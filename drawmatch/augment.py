@@ -9,15 +9,13 @@ and a killed run resumes where it stopped (its finished files are simply redone 
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from drawmatch import catalogue
+from drawmatch import catalogue, storage
 from drawmatch.config import save_config
 from drawmatch.pairs import read_pairs
 from drawmatch.rayutil import init_ray
@@ -87,7 +85,10 @@ def done_ids(cat: pd.DataFrame, roots: dict[str, str]) -> set[str]:
     if styled.empty:
         return set()
     paths = catalogue.resolve_paths(styled, roots)
-    return {i for i, p in zip(styled["id"], paths, strict=True) if os.path.exists(p)}
+    present: set[str] = set()
+    for folder in sorted({storage.parent(p) for p in paths}):  # one listing per style folder
+        present.update(storage.list_files(folder))
+    return {i for i, p in zip(styled["id"], paths, strict=True) if p in present}
 
 
 def _with_dtypes(new: pd.DataFrame, cat: pd.DataFrame) -> pd.DataFrame:
@@ -143,7 +144,7 @@ def _run_ray(todo: pd.DataFrame, config: AugmentConfig, roots: dict[str, str]) -
         config.styles,
         config.params,
         roots,
-        str(Path(config.out).resolve()),
+        storage.absolute(config.out),
         config.max_side,
         config.jpeg_quality,
         config.max_image_pixels,
@@ -175,7 +176,7 @@ def run(config: AugmentConfig) -> AugmentResult:
     styles = check_styles(config.styles)
     if config.batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {config.batch_size}")
-    out = Path(config.out)
+    out = config.out
     cat = catalogue.read_catalogue(out)
     roots = catalogue.read_roots(out)
     chosen, not_usable = select_originals(cat, config)
@@ -191,7 +192,7 @@ def run(config: AugmentConfig) -> AugmentResult:
     todo = todo[todo["styles"] != ""]
     tasks = sum(len(s.split(",")) for s in todo["styles"])
 
-    save_config(config, out / CONFIG_FILE)
+    save_config(config, storage.join(out, CONFIG_FILE))
     new = _run_ray(todo, config, roots) if tasks else pd.DataFrame(columns=list(OUTPUT_COLUMNS))
     if len(new) != tasks:
         raise RuntimeError(f"augment produced {len(new)} rows for {tasks} (original, style) tasks")

@@ -9,11 +9,14 @@ small random test backbone.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from drawmatch import storage
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -165,7 +168,8 @@ def _shape_of(value: object) -> tuple[int, ...] | str:
 
 def load_weights(model: Backbone, path: str | Path) -> None:
     """Load a fine-tuned checkpoint: a Backbone state dict, or a dict holding one under `model`."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    source = io.BytesIO(storage.read_bytes(path)) if storage.is_uri(path) else path
+    state = torch.load(source, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):

@@ -7,13 +7,12 @@ ingest, recorded in `roots.json`) or `out` (the output root itself, e.g. styled 
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from drawmatch import storage
 
 CATALOGUE_FILE = "catalogue.parquet"
 ROOTS_FILE = "roots.json"
@@ -50,39 +49,31 @@ ARTWORK_COLUMNS = ["artist", "title", "source"]
 
 
 def write_atomic_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file and a rename (no half-written files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    """Write `data` to `path` (a local path or a URI) as a whole file, never half-written."""
+    storage.write_bytes(path, data)
 
 
 def write_table_atomic(table: pa.Table, path: str | Path) -> None:
-    """Write an Arrow table as Parquet through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    """Write an Arrow table as Parquet, as a whole file (see `write_atomic_bytes`)."""
+    storage.write_parquet(table, path)
 
 
 def write_parquet_atomic(df: pd.DataFrame, path: str | Path) -> None:
     write_table_atomic(pa.Table.from_pandas(df, preserve_index=False), path)
 
 
-def catalogue_path(out: str | Path) -> Path:
-    return Path(out) / CATALOGUE_FILE
+def catalogue_path(out: str | Path) -> str:
+    return storage.join(out, CATALOGUE_FILE)
 
 
 def read_catalogue(out: str | Path) -> pd.DataFrame:
     path = catalogue_path(out)
-    if not path.exists():
+    if not storage.exists(path):
         raise FileNotFoundError(f"no catalogue at {path}: run `drawmatch ingest` first")
-    return pd.read_parquet(path)
+    return storage.read_parquet(path).to_pandas()
 
 
-def write_catalogue(df: pd.DataFrame, out: str | Path) -> Path:
+def write_catalogue(df: pd.DataFrame, out: str | Path) -> str:
     if df["id"].duplicated().any():
         dup = df.loc[df["id"].duplicated(), "id"].head(5).tolist()
         raise ValueError(f"catalogue ids must be unique; repeated: {dup}")
@@ -92,23 +83,23 @@ def write_catalogue(df: pd.DataFrame, out: str | Path) -> Path:
 
 
 def write_roots(out: str | Path, roots: dict[str, str]) -> None:
-    data = {k: str(Path(v).resolve()) for k, v in roots.items() if v is not None}
-    write_atomic_bytes(Path(out) / ROOTS_FILE, json.dumps(data, indent=2).encode())
+    data = {k: storage.absolute(v) for k, v in roots.items() if v is not None}
+    write_atomic_bytes(storage.join(out, ROOTS_FILE), json.dumps(data, indent=2).encode())
 
 
 def read_roots(out: str | Path) -> dict[str, str]:
-    path = Path(out) / ROOTS_FILE
-    roots = json.loads(path.read_text()) if path.exists() else {}
-    roots["out"] = str(Path(out).resolve())
+    path = storage.join(out, ROOTS_FILE)
+    roots = json.loads(storage.read_text(path)) if storage.exists(path) else {}
+    roots["out"] = storage.absolute(out)
     return dict(roots)
 
 
 def resolve_paths(df: pd.DataFrame, roots: dict[str, str]) -> list[str]:
-    """Absolute file paths of catalogue rows (columns `root`, `path`)."""
+    """Absolute file paths (or URIs) of catalogue rows (columns `root`, `path`)."""
     missing = sorted(set(df["root"]) - set(roots))
     if missing:
         raise ValueError(f"catalogue names root(s) {missing} that roots.json does not define")
-    return [os.path.join(roots[r], p) for r, p in zip(df["root"], df["path"])]
+    return [storage.join(roots[r], p) for r, p in zip(df["root"], df["path"])]
 
 
 def usable(df: pd.DataFrame) -> pd.Series:

@@ -16,6 +16,8 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
+from drawmatch import storage
+
 T = TypeVar("T")
 
 
@@ -152,7 +154,7 @@ def load_config(
     """Build a `cls` config from defaults, an optional `base` dict, a YAML file and overrides."""
     data: dict[str, Any] = dict(base or {})
     if path is not None:
-        text = Path(path).read_text(encoding="utf-8")
+        text = storage.read_text(path)
         loaded = yaml.safe_load(text) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
@@ -162,6 +164,5 @@ def load_config(
 
 
 def save_config(config: Any, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")
+    """Write the resolved config as YAML (a local path or a URI)."""
+    storage.write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))

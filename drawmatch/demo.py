@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from drawmatch import augment, embed, evaluate, index, ingest
+from drawmatch import augment, embed, evaluate, index, ingest, storage
 from drawmatch import catalogue as cat
 from drawmatch.config import save_config
 from drawmatch.pairs import read_pairs
@@ -36,28 +36,29 @@ def demo_data_dir() -> Path:
     return Path(str(resources.files("drawmatch") / "demo_data"))
 
 
-def artwork_metadata(data: Path, out: Path) -> Path:
+def artwork_metadata(data: Path, out: str) -> str:
     """The demo's artworks.csv in the ingest metadata format: file, title (its subject), source."""
     source = pd.read_csv(data / "artworks.csv", dtype=str, keep_default_na=False)
-    target = out / "demo_artworks_metadata.csv"
-    pd.DataFrame(
+    target = storage.join(out, "demo_artworks_metadata.csv")
+    table = pd.DataFrame(
         {
             "file": source["file"],
             "title": source["subject"],
             "source": source["source_package"] + ": " + source["source_path"],
         }
-    ).to_csv(target, index=False)
+    )
+    storage.write_bytes(target, table.to_csv(index=False).encode())
     return target
 
 
-def ingest_data(data: Path, out: Path, ray: RayConfig) -> None:
+def ingest_data(data: Path, out: str, ray: RayConfig) -> None:
     """Ingest a folder laid out like the demo data (drawings/, artworks/, artworks.csv)."""
     ingest.run(
         IngestConfig(
             out=str(out),
             drawings_root=str(data / "drawings"),
             artworks_root=str(data / "artworks"),
-            artworks_metadata_csv=str(artwork_metadata(data, out)),
+            artworks_metadata_csv=artwork_metadata(data, out),
             ray=ray,
         )
     )
@@ -73,11 +74,11 @@ class DemoResult:
 
 def run(config: DemoConfig) -> DemoResult:
     data = Path(config.data) if config.data else demo_data_dir()
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "demo_config.yaml")
+    out = storage.absolute(config.out)
+    storage.makedirs(out)
+    save_config(config, storage.join(out, "demo_config.yaml"))
     pairs_csv = str(data / "pairs.csv")
-    print(f"== drawmatch demo: data {data}, output {out.resolve()}")
+    print(f"== drawmatch demo: data {data}, output {out}")
 
     print("== 1/5 ingest")
     ingest_data(data, out, config.ray)
@@ -105,7 +106,7 @@ def run(config: DemoConfig) -> DemoResult:
     return DemoResult(str(out), tag, evaluated.metrics, str(sheet))
 
 
-def show_examples(out: Path, tag: str, pairs: pd.DataFrame, count: int, k: int = 5) -> Path:
+def show_examples(out: str, tag: str, pairs: pd.DataFrame, count: int, k: int = 5) -> str:
     """Print the top-k artworks of `count` drawings and draw them on a contact sheet: per drawing,
     a row with the drawing, its styled copies and its top-k (relevant ones framed green)."""
     catalogue = cat.read_catalogue(out)
@@ -136,4 +137,4 @@ def show_examples(out: Path, tag: str, pairs: pd.DataFrame, count: int, k: int =
             for r, (a, d) in enumerate(zip(top[qi], dist[qi]))
         ]
         rows.append(row)
-    return contact_sheet(rows, out / CONTACT_SHEET)
+    return contact_sheet(rows, storage.join(out, CONTACT_SHEET))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,10 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 
 from drawmatch import catalogue as cat
+from drawmatch import storage
 from drawmatch.config import save_config
 from drawmatch.images import ImageError, open_image
 from drawmatch.settings import EmbedConfig, ModelConfig
@@ -33,8 +32,8 @@ MODEL_FILE = "model.json"
 ERRORS_FILE = "errors.csv"
 
 
-def embeddings_dir(out: str | Path, tag: str) -> Path:
-    return Path(out) / "embeddings" / tag
+def embeddings_dir(out: str | Path, tag: str) -> str:
+    return storage.join(out, "embeddings", tag)
 
 
 def model_tag(model: ModelConfig, weights_hash: str) -> str:
@@ -66,7 +65,7 @@ def decode_batch(
     ok = np.ones(n, dtype=bool)
     errors = np.array([""] * n, dtype=object)
     for i in range(n):
-        path = os.path.join(roots[str(batch["root"][i])], str(batch["path"][i]))
+        path = storage.join(roots[str(batch["root"][i])], str(batch["path"][i]))
         try:
             img = open_image(path, draft_size=image_size, max_pixels=max_pixels)
             images[i] = eval_transform(img, image_size)
@@ -165,24 +164,26 @@ def write_part(
             tag,
             weights_hash,
         )
-        cat.write_table_atomic(table, Path(out_dir) / f"part-{uuid.uuid4().hex}.parquet")
+        cat.write_table_atomic(table, storage.join(out_dir, f"part-{uuid.uuid4().hex}.parquet"))
     return {"id": batch["id"], "ok": ok, "error": batch["error"]}
 
 
-def part_files(directory: str | Path) -> list[Path]:
-    return sorted(Path(directory).glob("part-*.parquet"))
+def part_files(directory: str | Path) -> list[str]:
+    return storage.list_files(directory, "part-*.parquet")
 
 
 def read_model_info(out: str | Path, tag: str) -> dict[str, Any]:
-    path = embeddings_dir(out, tag) / MODEL_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"no embeddings for model {tag!r} under {Path(out) / 'embeddings'}")
-    return dict(json.loads(path.read_text()))
+    path = storage.join(embeddings_dir(out, tag), MODEL_FILE)
+    if not storage.exists(path):
+        raise FileNotFoundError(
+            f"no embeddings for model {tag!r} under {storage.join(out, 'embeddings')}"
+        )
+    return dict(json.loads(storage.read_text(path)))
 
 
 def list_model_tags(out: str | Path) -> list[str]:
-    root = Path(out) / "embeddings"
-    return sorted(p.parent.name for p in root.glob(f"*/{MODEL_FILE}")) if root.is_dir() else []
+    found = storage.list_files(storage.join(out, "embeddings"), f"*/{MODEL_FILE}", recursive=True)
+    return sorted(storage.name(storage.parent(p)) for p in found)
 
 
 def pick_model_tag(out: str | Path, tag: str | None) -> str:
@@ -210,7 +211,7 @@ def read_embeddings(
     all_ids: list[str] = []
     chunks: list[np.ndarray] = []
     for part in part_files(embeddings_dir(out, tag)):
-        table = pq.read_table(part)
+        table = storage.read_parquet(part)
         meta = table.schema.metadata or {}
         got = (
             meta.get(b"drawmatch.model_tag", b"").decode(),
@@ -233,27 +234,27 @@ def read_embeddings(
     return list(ids), emb[[where[k] for k in ids]].astype(np.float32, copy=False)
 
 
-def _existing(directory: Path) -> pd.DataFrame:
+def _existing(directory: str) -> pd.DataFrame:
     frames = [
-        pq.read_table(p, columns=["id", "sha256"]).to_pandas().assign(part=str(p))
+        storage.read_parquet(p, columns=["id", "sha256"]).to_pandas().assign(part=str(p))
         for p in part_files(directory)
     ]
     return pd.concat(frames) if frames else pd.DataFrame(columns=["id", "sha256", "part"])
 
 
-def _drop_stale(directory: Path, existing: pd.DataFrame, current: pd.DataFrame) -> int:
+def _drop_stale(directory: str, existing: pd.DataFrame, current: pd.DataFrame) -> int:
     """Rewrite parts without rows whose image content changed since they were embedded."""
     merged = existing.merge(current[["id", "sha256"]], on="id", suffixes=("", "_now"))
     stale = merged[merged["sha256"] != merged["sha256_now"]]
     for part, rows in stale.groupby("part"):
-        table = pq.read_table(part)
+        table = storage.read_parquet(str(part))
         keep = ~np.isin(
             np.asarray(table.column("id").to_pylist(), dtype=object), rows["id"].to_numpy()
         )
         if keep.any():
-            cat.write_table_atomic(table.filter(pa.array(keep)), Path(str(part)))
+            cat.write_table_atomic(table.filter(pa.array(keep)), str(part))
         else:
-            os.remove(str(part))
+            storage.remove(str(part))
     return len(stale)
 
 
@@ -292,16 +293,16 @@ def run(config: EmbedConfig) -> EmbedResult:
     probe = Embedder(asdict(config.model), num_threads=None)
     tag, whash, dim = probe.tag, probe.weights_hash, probe.dim
     del probe
-    directory = embeddings_dir(config.out, tag)
-    info_path = directory / MODEL_FILE
-    if info_path.exists():
-        info = json.loads(info_path.read_text())
+    directory = embeddings_dir(storage.absolute(config.out), tag)
+    info_path = storage.join(directory, MODEL_FILE)
+    if storage.exists(info_path):
+        info = json.loads(storage.read_text(info_path))
         if info["weights_hash"] != whash:
             raise ValueError(
                 f"{directory} holds embeddings of weights {info['weights_hash']}, but this model "
                 f"has weights {whash}; use another output root or remove that folder"
             )
-    directory.mkdir(parents=True, exist_ok=True)
+    storage.makedirs(directory)
     model_info = {
         "model_tag": tag,
         "weights_hash": whash,
@@ -309,7 +310,7 @@ def run(config: EmbedConfig) -> EmbedResult:
         "model": asdict(config.model),
     }
     cat.write_atomic_bytes(info_path, json.dumps(model_info, indent=2).encode())
-    save_config(config, directory / "embed_config.yaml")
+    save_config(config, storage.join(directory, "embed_config.yaml"))
 
     existing = _existing(directory)
     result = EmbedResult(model_tag=tag, weights_hash=whash, directory=str(directory))
@@ -356,7 +357,7 @@ def run(config: EmbedConfig) -> EmbedResult:
     )
     ds = ds.map_batches(
         write_part,
-        fn_kwargs={"out_dir": str(directory.resolve()), "tag": tag, "weights_hash": whash},
+        fn_kwargs={"out_dir": directory, "tag": tag, "weights_hash": whash},
         batch_size=config.rows_per_file,
         batch_format="numpy",
         num_cpus=0.1,
@@ -370,8 +371,9 @@ def run(config: EmbedConfig) -> EmbedResult:
     for _id, reason in error_rows:
         result.errors[reason] = result.errors.get(reason, 0) + 1
     if error_rows:
-        pd.DataFrame(error_rows, columns=["id", "error"]).to_csv(
-            directory / ERRORS_FILE, index=False
+        cat.write_atomic_bytes(
+            storage.join(directory, ERRORS_FILE),
+            pd.DataFrame(error_rows, columns=["id", "error"]).to_csv(index=False).encode(),
         )
     if result.embedded + len(error_rows) != len(todo):
         raise RuntimeError(

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from drawmatch import catalogue as cat
+from drawmatch import storage
 from drawmatch.config import save_config
 from drawmatch.embed import pick_model_tag, read_embeddings, read_model_info
 from drawmatch.index import gallery_ids
@@ -41,7 +42,7 @@ class EvaluateResult:
 def evaluation_pairs(config: EvaluateConfig, catalogue: pd.DataFrame) -> pd.DataFrame:
     """The pairs to evaluate: checked against the catalogue, originals only, one split set."""
     if config.split_csv:
-        pairs = pd.read_csv(config.split_csv, dtype=str, keep_default_na=False)
+        pairs = storage.read_csv(config.split_csv, dtype=str, keep_default_na=False)
         if config.split_set is None:
             raise ValueError("split_csv needs split_set=train|val|test")
         pairs = pairs[pairs["set"] == config.split_set][["drawing_id", "artwork_id"]]
@@ -77,12 +78,12 @@ def evaluate_model(
 SETS = ("val", "test")
 
 
-def fold_tables(run_dirs: list[Path]) -> dict[str, dict[str, tuple[float, float]]]:
+def fold_tables(run_dirs: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
     """Mean and std over fold runs (their `metrics.json`) of the pretrained and the fine-tuned
     model's metrics, on val (the best epoch) and test: keys like `test/fine-tuned`."""
     columns: dict[str, list[dict[str, float]]] = {}
     for run_dir in run_dirs:
-        summary = json.loads((run_dir / "metrics.json").read_text())
+        summary = json.loads(storage.read_text(storage.join(run_dir, "metrics.json")))
         best_val = {k[4:]: v for k, v in summary["best"]["val"].items() if k.startswith("val_")}
         rows = {
             "val/pretrained": summary["baseline"].get("val", {}),
@@ -113,21 +114,18 @@ def format_fold_tables(tables: dict[str, dict[str, tuple[float, float]]], n_runs
 
 def run_folds(config: EvaluateConfig) -> dict[str, Any]:
     """`evaluate --folds`: aggregate the train runs under `out/runs/<runs glob>` over folds."""
-    run_dirs = sorted(
-        p.parent for p in (Path(config.out) / "runs").glob(f"{config.runs}/metrics.json")
-    )
+    runs = storage.join(config.out, "runs")
+    found = storage.list_files(runs, f"{config.runs}/metrics.json", recursive=True)
+    run_dirs = sorted(storage.parent(p) for p in found)
     if not run_dirs:
-        raise FileNotFoundError(
-            f"no finished train runs match {Path(config.out) / 'runs' / config.runs}"
-        )
+        raise FileNotFoundError(f"no finished train runs match {storage.join(runs, config.runs)}")
     tables = fold_tables(run_dirs)
     report = {
-        "runs": [p.name for p in run_dirs],
+        "runs": [storage.name(p) for p in run_dirs],
         "definitions": MAP_DEFINITION,
         "tables": {name: {k: list(v) for k, v in t.items()} for name, t in tables.items()},
     }
-    target = Path(config.output or Path(config.out) / "evaluation" / "folds.json")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = config.output or storage.join(config.out, "evaluation", "folds.json")
     cat.write_atomic_bytes(target, json.dumps(report, indent=2).encode())
     print(format_fold_tables(tables, len(run_dirs)))
     print(f"written to {target}")
@@ -146,7 +144,7 @@ def run_pairs(config: EvaluateConfig) -> EvaluateResult:
     pairs = evaluation_pairs(config, catalogue)
     metrics, skipped = evaluate_model(config.out, tag, pairs, catalogue, tuple(config.ks))
     suffix = f"_{config.split_set}" if config.split_set else ""
-    target = Path(config.output or Path(config.out) / "evaluation" / tag / f"metrics{suffix}.json")
+    target = config.output or storage.join(config.out, "evaluation", tag, f"metrics{suffix}.json")
     report: dict[str, Any] = {
         "model_tag": tag,
         "weights_hash": read_model_info(config.out, tag)["weights_hash"],
@@ -157,9 +155,8 @@ def run_pairs(config: EvaluateConfig) -> EvaluateResult:
         "definitions": MAP_DEFINITION,
         "skipped_pairs": skipped.to_dict("records"),
     }
-    target.parent.mkdir(parents=True, exist_ok=True)
     cat.write_atomic_bytes(target, json.dumps(report, indent=2).encode())
-    save_config(config, target.with_name(f"evaluate_config{suffix}.yaml"))
+    save_config(config, storage.join(storage.parent(target), f"evaluate_config{suffix}.yaml"))
     print(
         f"evaluate {tag} on {int(metrics['n_queries'])} drawings, "
         f"{int(metrics['n_pairs'])} pairs, gallery {report['gallery_size']}:"

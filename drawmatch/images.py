@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
+from drawmatch import storage
+
 DEFAULT_MAX_PIXELS = 200_000_000
 
 
@@ -62,9 +64,8 @@ def open_image(
     `draft_size`: for JPEGs, decode at the smallest DCT scale whose shorter side is still
     >= `draft_size` pixels (1/2, 1/4, 1/8), much faster than a full decode of a large scan.
     """
-    path = Path(path)
     try:
-        size = path.stat().st_size
+        size = storage.size(path)
     except OSError as exc:
         raise ImageError("unreadable file", str(exc)) from exc
     if size == 0:
@@ -75,7 +76,7 @@ def open_image(
         Image.MAX_IMAGE_PIXELS = max_pixels
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with storage.open_input(path) as fh, Image.open(fh) as img:
                 if draft_size is not None and img.format == "JPEG":
                     w, h = img.size
                     scale = max(1.0, min(w, h) / float(draft_size))

@@ -20,12 +20,15 @@ flagged: `parsed=False`, every field null, a warning saying why; it is never gue
 from __future__ import annotations
 
 import csv
+import io
 import re
 import unicodedata
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from drawmatch import storage
 
 AGE_GROUPS = ("3-5", "6-9", "10-13", "14-17", "18-25", "MS")
 SIDES = ("R", "V", "R-V")
@@ -242,12 +245,12 @@ def parse_imaj_name(stem: str) -> ParsedName:
 
 
 def _read_csv_rows(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        rows = []
-        for raw in reader:
-            rows.append({(k or "").strip(): (v or "").strip() for k, v in raw.items() if k})
+    text = storage.read_bytes(path).decode("utf-8-sig")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    rows = []
+    for raw in reader:
+        rows.append({(k or "").strip(): (v or "").strip() for k, v in raw.items() if k})
     return header, rows
 
 

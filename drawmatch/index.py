@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from drawmatch import catalogue as cat
+from drawmatch import storage
 from drawmatch.config import save_config
 from drawmatch.embed import pick_model_tag, read_embeddings, read_model_info
 from drawmatch.settings import IndexConfig
@@ -26,8 +27,8 @@ INFO_FILE = "index.json"
 KINDS = ("flat", "ivf", "hnsw")
 
 
-def index_dir(out: str | Path, tag: str) -> Path:
-    return Path(out) / "index" / tag
+def index_dir(out: str | Path, tag: str) -> str:
+    return storage.join(out, "index", tag)
 
 
 def build_faiss_index(
@@ -93,10 +94,11 @@ def run(config: IndexConfig) -> IndexResult:
         emb, config.kind, config.nlist, config.nprobe, config.hnsw_m, config.ef_search
     )
     directory = index_dir(config.out, tag)
-    directory.mkdir(parents=True, exist_ok=True)
-    faiss.write_index(index, str(directory / INDEX_FILE))
+    storage.makedirs(directory)
+    data = faiss.serialize_index(index)  # (bytes,) uint8: written whole, like every output
+    cat.write_atomic_bytes(storage.join(directory, INDEX_FILE), data.tobytes())
     cat.write_parquet_atomic(
-        pd.DataFrame({"position": range(len(ids)), "id": ids}), directory / IDS_FILE
+        pd.DataFrame({"position": range(len(ids)), "id": ids}), storage.join(directory, IDS_FILE)
     )
     meta = {
         "model_tag": tag,
@@ -105,8 +107,8 @@ def run(config: IndexConfig) -> IndexResult:
         "size": len(ids),
         "dim": int(emb.shape[1]),
     }
-    cat.write_atomic_bytes(directory / INFO_FILE, json.dumps(meta, indent=2).encode())
-    save_config(config, directory / "index_config.yaml")
+    cat.write_atomic_bytes(storage.join(directory, INFO_FILE), json.dumps(meta, indent=2).encode())
+    save_config(config, storage.join(directory, "index_config.yaml"))
     print(
         f"index {tag}: {config.kind} index of {len(ids)} artworks written to {directory}"
         + (f" ({missing} catalogued artworks have no embedding yet)" if missing else "")
@@ -121,9 +123,9 @@ class ArtworkIndex:
         import faiss
 
         directory = index_dir(out, tag)
-        if not (directory / INFO_FILE).exists():
+        if not storage.exists(storage.join(directory, INFO_FILE)):
             raise FileNotFoundError(f"no index for model {tag!r}: run `drawmatch index` first")
-        self.info = json.loads((directory / INFO_FILE).read_text())
+        self.info = json.loads(storage.read_text(storage.join(directory, INFO_FILE)))
         model = read_model_info(out, tag)
         if self.info["weights_hash"] != model["weights_hash"]:
             raise ValueError(
@@ -132,8 +134,9 @@ class ArtworkIndex:
             )
         self.tag = tag
         self.weights_hash = str(model["weights_hash"])
-        self.index = faiss.read_index(str(directory / INDEX_FILE))
-        self.ids = pd.read_parquet(directory / IDS_FILE)["id"].tolist()
+        data = storage.read_bytes(storage.join(directory, INDEX_FILE))
+        self.index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        self.ids = storage.read_parquet(storage.join(directory, IDS_FILE))["id"].to_pylist()
 
     def search(
         self, queries: np.ndarray, k: int, allowed: list[str] | None = None

@@ -23,7 +23,7 @@ from typing import Any
 
 import pandas as pd
 
-from drawmatch import catalogue
+from drawmatch import catalogue, storage
 from drawmatch.config import save_config
 from drawmatch.imaj import CountryNormaliser, normalise_age_group, parse_imaj_name, read_overrides
 from drawmatch.settings import IngestConfig
@@ -126,6 +126,23 @@ def _normalise_extensions(extensions: tuple[str, ...]) -> set[str]:
     return out
 
 
+def _walk_uri(
+    root: str, collection: str, root_name: str, extensions: set[str], skip: set[str]
+) -> list[_Entry]:
+    """`_walk` for an object-store root: every object under the prefix, minus those under `skip`."""
+    entries: list[_Entry] = []
+    for path in storage.list_files(root, recursive=True):
+        if any(path.startswith(s.rstrip("/") + "/") for s in skip):
+            continue
+        rel = path[len(root.rstrip("/")) + 1 :]
+        name = rel.rsplit("/", 1)[-1]
+        stem, ext = os.path.splitext(name.strip())
+        if ext.lower() not in extensions or not stem.strip():
+            continue
+        entries.append(_Entry(collection, root_name, path, rel, name, stem.strip()))
+    return entries
+
+
 def _walk(
     root: str,
     collection: str,
@@ -174,7 +191,7 @@ def _walk(
 
 def _sha256(path: str) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with storage.open_input(path) as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
@@ -254,7 +271,7 @@ class _ArtworkMetadata:
     FIELDS = ("artist", "title", "source")
 
     def __init__(self, path: str) -> None:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        df = storage.read_csv(path, dtype=str, keep_default_na=False)
         df.columns = [str(c).strip() for c in df.columns]
         keys = [c for c in ("file", "path", "id") if c in df.columns]
         if not keys:
@@ -550,15 +567,15 @@ def run(config: IngestConfig) -> IngestResult:
     roots: dict[str, str] = {}
     for name, root in (("drawings", config.drawings_root), ("artworks", config.artworks_root)):
         if root is not None:
-            if not os.path.isdir(root):
+            if not storage.is_dir(root):
                 raise FileNotFoundError(f"{name}_root {root!r} is not a directory")
-            roots[name] = root
+            roots[name] = storage.absolute(root)
     for name, value in (
         ("artworks_metadata_csv", config.artworks_metadata_csv),
         ("country_aliases_csv", config.country_aliases_csv),
         ("overrides_csv", config.overrides_csv),
     ):
-        if value is not None and not os.path.isfile(value):
+        if value is not None and not storage.is_file(value):
             raise FileNotFoundError(f"{name} {value!r} is not a file")
     # read user tables first: a bad table fails before any work
     normaliser = CountryNormaliser(config.country_aliases_csv)
@@ -568,13 +585,19 @@ def run(config: IngestConfig) -> IngestResult:
     )
 
     extensions = _normalise_extensions(config.extensions)
-    real_roots = {name: os.path.realpath(root) for name, root in roots.items()}
+    real_roots = {
+        name: root if storage.is_uri(root) else os.path.realpath(root)
+        for name, root in roots.items()
+    }
     unreadable: list[dict[str, str]] = []
     entries: list[_Entry] = []
     for name, collection in (("drawings", "drawing"), ("artworks", "artwork")):
         if name in roots:
             others = {r for n, r in real_roots.items() if n != name}
-            entries += _walk(roots[name], collection, name, extensions, others, unreadable)
+            if storage.is_uri(roots[name]):
+                entries += _walk_uri(roots[name], collection, name, extensions, others)
+            else:
+                entries += _walk(roots[name], collection, name, extensions, others, unreadable)
     entries.sort(key=lambda e: (e.collection, e.rel_path))
 
     probes = _probe_all(entries, config)
@@ -591,27 +614,29 @@ def run(config: IngestConfig) -> IngestResult:
             f"ingest lost rows: {len(entries)} files in, {n_ok} ok + {n_err} in error out"
         )
 
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = config.out
+    storage.makedirs(out)
     cat_path = catalogue.write_catalogue(df, out)
     catalogue.write_roots(out, roots)
     id_map = df[["id", "path", "root"]]
-    catalogue.write_atomic_bytes(out / ID_TO_PATH_FILE, id_map.to_csv(index=False).encode())
+    id_to_path = storage.join(out, ID_TO_PATH_FILE)
+    catalogue.write_atomic_bytes(id_to_path, id_map.to_csv(index=False).encode())
     summary = _summary(
         df, config, unparsed, unreadable, dup_ids, dup_content, applied, unmatched, metadata
     )
+    summary_path = storage.join(out, SUMMARY_FILE)
     catalogue.write_atomic_bytes(
-        out / SUMMARY_FILE, json.dumps(summary, indent=2, ensure_ascii=False).encode()
+        summary_path, json.dumps(summary, indent=2, ensure_ascii=False).encode()
     )
-    save_config(config, out / CONFIG_FILE)
+    save_config(config, storage.join(out, CONFIG_FILE))
     _print_summary(summary, str(out))
     return IngestResult(
         out=str(out),
         catalogue_path=str(cat_path),
-        roots_path=str(out / catalogue.ROOTS_FILE),
-        id_to_path_path=str(out / ID_TO_PATH_FILE),
-        summary_path=str(out / SUMMARY_FILE),
-        config_path=str(out / CONFIG_FILE),
+        roots_path=storage.join(out, catalogue.ROOTS_FILE),
+        id_to_path_path=id_to_path,
+        summary_path=summary_path,
+        config_path=storage.join(out, CONFIG_FILE),
         rows=len(df),
         ok=n_ok,
         errors=n_err,

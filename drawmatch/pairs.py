@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from drawmatch import storage
+
 _TRUE = {"true", "1", "yes", "y", "t"}
 _FALSE = {"false", "0", "no", "n", "f"}
 
@@ -31,7 +33,7 @@ def _parse_bool(value: object, where: str) -> bool:
 
 def read_pairs(path: str | Path, keep_only: bool = True) -> pd.DataFrame:
     """Pairs as a DataFrame with columns drawing_id, artwork_id, keep (bool), parent_id (str|None)."""
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    df = storage.read_csv(path, dtype=str, keep_default_na=False)
     df.columns = [c.strip() for c in df.columns]
     if "keep" not in df.columns and "pair" in df.columns:
         df = df.rename(columns={"pair": "keep"})

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageOps
 
+from drawmatch import storage
 from drawmatch.images import ImageError, open_image
 
 THUMB = 160
@@ -39,7 +41,7 @@ def _thumb(tile: Tile) -> Image.Image:
     return canvas
 
 
-def contact_sheet(rows: list[list[Tile]], target: str | Path) -> Path:
+def contact_sheet(rows: list[list[Tile]], target: str | Path) -> str:
     """Write one row of thumbnails per list of tiles (relevant tiles framed in green)."""
     if not rows:
         raise ValueError("a contact sheet needs at least one row")
@@ -49,7 +51,7 @@ def contact_sheet(rows: list[list[Tile]], target: str | Path) -> Path:
     for r, row in enumerate(rows):
         for c, tile in enumerate(row):
             sheet.paste(_thumb(tile), (GAP + c * (THUMB + GAP), GAP + r * (THUMB + LABEL + GAP)))
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(target, quality=90)
-    return target
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="JPEG", quality=90)
+    storage.write_bytes(target, buffer.getvalue())
+    return str(target)

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from drawmatch import catalogue as cat
+from drawmatch import storage
 from drawmatch.config import save_config
 from drawmatch.embed import (
     Embedder,
@@ -75,7 +76,7 @@ def search_one(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> pd.Da
         if bool(known["verso"].fillna(False).iloc[0]):
             raise ValueError(f"{query} is a verso (private data of a minor): not searchable")
         _ids, emb = read_embeddings(config.out, tag, ids=[query])
-    elif Path(query).is_file():
+    elif storage.is_file(query):
         emb = embed_image_file(query, config.out, tag)
     else:
         raise ValueError(f"{query!r} is neither a catalogue id nor an image file")
@@ -84,16 +85,15 @@ def search_one(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> pd.Da
     return _results(ids[0], dist[0], catalogue)
 
 
-def search_batch(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> Path:
+def search_batch(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> str:
     """Top-k artworks for every usable original drawing, searched and written to one Parquet file
     in chunks of 1024 drawings."""
     index = ArtworkIndex(config.out, tag)
     drawings = catalogue[cat.usable(catalogue) & (catalogue["collection"] == "drawing")]
     wanted = set(drawings[drawings["parent_id"].isna()]["id"])
     allowed = allowed_artworks(catalogue, dict(config.where))
-    target = Path(config.batch_output or Path(config.out) / "candidates" / tag / "topk.parquet")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
+    target = config.batch_output or storage.join(config.out, "candidates", tag, "topk.parquet")
+    buffer = pa.BufferOutputStream()
     writer: pq.ParquetWriter | None = None
     meta = catalogue.set_index("id")
     n_queries = 0
@@ -116,23 +116,23 @@ def search_batch(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> Pat
         frame["model"] = tag
         table = pa.Table.from_pandas(frame, preserve_index=False)
         if writer is None:
-            writer = pq.ParquetWriter(tmp, table.schema)
+            writer = pq.ParquetWriter(buffer, table.schema)
         writer.write_table(table)
         n_queries += len(keep)
     if writer is None:
         raise ValueError(f"no drawing has a {tag} embedding: run `drawmatch embed` first")
     writer.close()
-    tmp.replace(target)
+    cat.write_atomic_bytes(target, buffer.getvalue().to_pybytes())
     print(f"search: top-{config.k} artworks for {n_queries} drawings written to {target}")
     return target
 
 
-def run(config: SearchConfig) -> pd.DataFrame | Path:
+def run(config: SearchConfig) -> pd.DataFrame | str:
     tag = pick_model_tag(config.out, config.model_tag)
     catalogue = cat.read_catalogue(config.out)
     if config.batch:
         target = search_batch(config, catalogue, tag)
-        save_config(config, target.parent / "search_config.yaml")
+        save_config(config, storage.join(storage.parent(target), "search_config.yaml"))
         return target
     result = search_one(config, catalogue, tag)
     with pd.option_context("display.width", 160, "display.max_colwidth", 60):

@@ -21,13 +21,13 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import networkx as nx
 import numpy as np
 import pandas as pd
 
+from drawmatch import storage
 from drawmatch.catalogue import catalogue_path, read_catalogue, write_atomic_bytes
 from drawmatch.config import save_config
 from drawmatch.pairs import PairsError, check_known, read_pairs
@@ -46,8 +46,8 @@ Component = tuple[list[str], list[str]]
 class SplitResult:
     """What the split job wrote: fold files, the summary, and whether a catalogue was used."""
 
-    folds_dir: Path
-    fold_files: list[Path]
+    folds_dir: str
+    fold_files: list[str]
     summary: list[dict[str, Any]] = field(default_factory=list)
     used_catalogue: bool = False
     styled_rows: int = 0
@@ -283,9 +283,9 @@ def run(config: SplitConfig) -> SplitResult:
     pairs = read_pairs(config.pairs_csv)
     if pairs.empty:
         raise PairsError(f"{config.pairs_csv}: no kept pairs to split")
-    out = Path(config.out)
+    out = config.out
     catalogue = None
-    if catalogue_path(out).exists():
+    if storage.exists(catalogue_path(out)):
         catalogue = read_catalogue(out)
         check_known(pairs, set(catalogue["id"].astype(str)), where=str(config.pairs_csv))
     else:
@@ -295,24 +295,26 @@ def run(config: SplitConfig) -> SplitResult:
         )
     fractions = (config.train, config.val, config.test)
     folds = make_folds(pairs, config.n_folds, config.seed, fractions)
-    folds_dir = out / FOLDS_DIR
-    folds_dir.mkdir(parents=True, exist_ok=True)
-    files: list[Path] = []
+    folds_dir = storage.join(out, FOLDS_DIR)
+    storage.makedirs(folds_dir)
+    files: list[str] = []
     summary: list[dict[str, Any]] = []
     styled_rows = 0
     for k, fold in enumerate(folds):
         if catalogue is not None and config.include_styled:
             fold = add_styled_copies(fold, catalogue)
         styled_rows += int(sum(_is_set(p) for p in fold["parent_id"]))
-        path = folds_dir / f"fold_{k:02d}.csv"
+        path = storage.join(folds_dir, f"fold_{k:02d}.csv")
         write_atomic_bytes(path, fold.to_csv(index=False, na_rep="").encode())
         files.append(path)
         summary.append({"fold": k, "seed": config.seed + k, **fold_summary(fold)})
-    for stale in sorted(folds_dir.glob("fold_*.csv")):
-        if stale not in files:
-            stale.unlink()
-    write_atomic_bytes(folds_dir / "summary.json", json.dumps(summary, indent=2).encode())
-    save_config(config, folds_dir / "split_config.yaml")
+    for stale in storage.list_files(folds_dir, "fold_*.csv"):
+        if storage.name(stale) not in {storage.name(f) for f in files}:
+            storage.remove(stale)
+    write_atomic_bytes(
+        storage.join(folds_dir, "summary.json"), json.dumps(summary, indent=2).encode()
+    )
+    save_config(config, storage.join(folds_dir, "split_config.yaml"))
     print(
         f"{len(pairs)} pairs, {len(pair_components(pairs[_originals(pairs)]))} components, "
         f"{len(folds)} folds -> {folds_dir}"

@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import cv2
 import numpy as np
 from PIL import Image
 
+from drawmatch import storage
 from drawmatch.catalogue import write_atomic_bytes
 from drawmatch.images import DEFAULT_MAX_PIXELS, ImageError, open_image
 from drawmatch.settings import STYLES, StyleParams
@@ -195,7 +194,7 @@ class StyleAugmenter:
     ) -> None:
         self.styles = check_styles(tuple(styles))
         self.params = _params(params)
-        self.out_root = str(Path(out_root).resolve())
+        self.out_root = storage.absolute(out_root)
         self.roots = dict(roots or {})
         self.roots.setdefault("out", self.out_root)
         if max_side < 1:
@@ -219,7 +218,7 @@ class StyleAugmenter:
         if root not in self.roots:
             raise ImageError("unknown root", root)
         pil = open_image(
-            os.path.join(self.roots[root], path),
+            storage.join(self.roots[root], path),
             draft_size=self.max_side,
             max_pixels=self.max_pixels,
         )
@@ -227,7 +226,7 @@ class StyleAugmenter:
 
     def _write(self, img: np.ndarray, rel: str) -> tuple[str, int, int]:
         data = encode_jpeg(img, self.jpeg_quality)
-        write_atomic_bytes(os.path.join(self.out_root, rel), data)
+        write_atomic_bytes(storage.join(self.out_root, rel), data)
         return hashlib.sha256(data).hexdigest(), int(img.shape[1]), int(img.shape[0])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

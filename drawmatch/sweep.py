@@ -21,10 +21,10 @@ import hashlib
 import itertools
 import json
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from drawmatch import catalogue as cat
+from drawmatch import storage
 from drawmatch.config import _from_dict, save_config, to_dict
 from drawmatch.evaluate import fold_tables, format_fold_tables
 from drawmatch.settings import SweepConfig, TrainConfig
@@ -73,27 +73,27 @@ def train_trial(tune_config: dict[str, Any]) -> None:
     train.run(config, callbacks=[TuneReportCallback()])
 
 
-def fold_files(config: SweepConfig) -> list[Path]:
-    folds = sorted((Path(config.out) / "folds").glob("fold_*.csv"))
+def fold_files(config: SweepConfig) -> list[str]:
+    folds = storage.list_files(storage.join(config.out, "folds"), "fold_*.csv")
     if not folds:
         raise FileNotFoundError(
-            f"no folds under {Path(config.out) / 'folds'}: run `drawmatch split`"
+            f"no folds under {storage.join(config.out, 'folds')}: run `drawmatch split`"
         )
     return folds[: config.max_folds] if config.max_folds else folds
 
 
 def _run_stage(
-    name: str, storage: Path, trials: list[dict[str, Any]], config: SweepConfig, scheduler: Any
+    name: str, directory: str, trials: list[dict[str, Any]], config: SweepConfig, scheduler: Any
 ) -> Any:
     from ray import tune
 
     trainable = tune.with_resources(train_trial, {"CPU": config.trial_cpus})
-    path = storage / name
+    path = storage.join(directory, name)
     param_space = {"trial": tune.grid_search(trials)}
-    if tune.Tuner.can_restore(str(path)):
+    if tune.Tuner.can_restore(path):
         print(f"sweep: resuming {path}")
         tuner = tune.Tuner.restore(
-            str(path), trainable=trainable, resume_errored=True, param_space=param_space
+            path, trainable=trainable, resume_errored=True, param_space=param_space
         )
     else:
         tuner = tune.Tuner(
@@ -105,7 +105,7 @@ def _run_stage(
                 scheduler=scheduler,
                 max_concurrent_trials=config.max_concurrent_trials,
             ),
-            run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0),
+            run_config=tune.RunConfig(name=name, storage_path=directory, verbose=0),
         )
     return tuner.fit()
 
@@ -137,12 +137,12 @@ def run(config: SweepConfig) -> SweepResult:
 
     from drawmatch.rayutil import init_ray
 
-    out = Path(config.out).resolve()
-    base = replace(config.base, out=str(out))
-    folds = fold_files(replace(config, out=str(out)))
-    directory = out / "sweep" / config.name
-    directory.mkdir(parents=True, exist_ok=True)
-    save_config(config, directory / "sweep_config.yaml")
+    out = storage.absolute(config.out)
+    base = replace(config.base, out=out)
+    folds = fold_files(replace(config, out=out))
+    directory = storage.join(out, "sweep", config.name)
+    storage.makedirs(directory)
+    save_config(config, storage.join(directory, "sweep_config.yaml"))
     init_ray(config.ray)
     check_resources(config)
     combos = grid(config)
@@ -154,8 +154,8 @@ def run(config: SweepConfig) -> SweepResult:
         {
             "base": base_dict,
             "params": c,
-            "fold_csv": str(screen_fold),
-            "run_name": f"{config.name}-s1-{c['id']}-{screen_fold.stem}",
+            "fold_csv": screen_fold,
+            "run_name": f"{config.name}-s1-{c['id']}-{storage.stem(screen_fold)}",
         }
         for c in combos
     ]
@@ -194,8 +194,8 @@ def run(config: SweepConfig) -> SweepResult:
         {
             "base": base_dict,
             "params": by_id[r["id"]],
-            "fold_csv": str(f),
-            "run_name": f"{config.name}-s2-{r['id']}-{f.stem}",
+            "fold_csv": f,
+            "run_name": f"{config.name}-s2-{r['id']}-{storage.stem(f)}",
         }
         for r in top
         for f in folds
@@ -203,7 +203,10 @@ def run(config: SweepConfig) -> SweepResult:
     _run_stage("stage2", directory, stage2, config, None)
     table: dict[str, Any] = {}
     for r in top:
-        run_dirs = [out / "runs" / f"{config.name}-s2-{r['id']}-{f.stem}" for f in folds]
+        run_dirs = [
+            storage.join(out, "runs", f"{config.name}-s2-{r['id']}-{storage.stem(f)}")
+            for f in folds
+        ]
         tables = fold_tables(run_dirs)
         table[r["id"]] = {
             "params": {k: r[k] for k in SEARCH_KEYS},
@@ -212,15 +215,15 @@ def run(config: SweepConfig) -> SweepResult:
         print(f"sweep stage 2, configuration {r['id']} {json.dumps(table[r['id']]['params'])}:")
         print(format_fold_tables(tables, len(run_dirs)))
     best_id = max(table, key=lambda i: (table[i]["tables"]["val/fine-tuned"]["MAP"][0], i))
-    best_train = trial_train_config(base, by_id[best_id], str(folds[0]), f"{config.name}-best")
-    best_path = directory / "best_train_config.yaml"
+    best_train = trial_train_config(base, by_id[best_id], folds[0], f"{config.name}-best")
+    best_path = storage.join(directory, "best_train_config.yaml")
     save_config(best_train, best_path)
     cat.write_atomic_bytes(
-        directory / "table.json",
+        storage.join(directory, "table.json"),
         json.dumps({"screened": screened, "confirmed": table, "best": best_id}, indent=2).encode(),
     )
     print(
         f"best configuration {best_id}: {json.dumps(table[best_id]['params'])}; train config "
         f"written to {best_path} (set fold_csv per fold)"
     )
-    return SweepResult(str(directory), screened, table, table[best_id], str(best_path))
+    return SweepResult(directory, screened, table, table[best_id], best_path)

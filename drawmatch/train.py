@@ -21,6 +21,7 @@ first candidate for "best" (epoch -1): an epoch must beat them on validation MAP
 from __future__ import annotations
 
 import copy
+import io
 import json
 import tempfile
 import time
@@ -34,6 +35,7 @@ import torch
 from torch import nn
 
 from drawmatch import catalogue as cat
+from drawmatch import storage
 from drawmatch.backbones import create_backbone, load_weights
 from drawmatch.config import _from_dict, save_config, to_dict
 from drawmatch.images import open_image
@@ -73,7 +75,7 @@ def load_fold(config: TrainConfig) -> FoldData:
         )
     catalogue = cat.read_catalogue(config.out)
     roots = cat.read_roots(config.out)
-    fold = pd.read_csv(config.fold_csv, dtype=str, keep_default_na=False)
+    fold = storage.read_csv(config.fold_csv, dtype=str, keep_default_na=False)
     missing_cols = {"drawing_id", "artwork_id", "set", "parent_id"} - set(fold.columns)
     if missing_cols:
         raise ValueError(f"{config.fold_csv}: missing column(s) {sorted(missing_cols)}")
@@ -460,14 +462,14 @@ def with_absolute_paths(config: TrainConfig) -> TrainConfig:
     weights = config.model.weights
     return replace(
         config,
-        out=str(Path(config.out).resolve()),
-        fold_csv=str(Path(config.fold_csv).resolve()) if config.fold_csv else None,
-        model=replace(config.model, weights=str(Path(weights).resolve()) if weights else None),
+        out=storage.absolute(config.out),
+        fold_csv=storage.absolute(config.fold_csv) if config.fold_csv else None,
+        model=replace(config.model, weights=storage.absolute(weights) if weights else None),
     )
 
 
 def default_run_name(config: TrainConfig) -> str:
-    fold = Path(config.fold_csv or "fold").stem
+    fold = storage.stem(config.fold_csv or "fold")
     styles = "aug" if config.use_styles else "noaug"
     return (
         f"{config.model.backbone}-{fold}-{config.loss}-m{config.margin:g}-lr{config.lr:g}-{styles}"
@@ -487,10 +489,10 @@ def run(config: TrainConfig, callbacks: list[Any] | None = None) -> TrainResult:
     config = with_absolute_paths(config)  # workers do not share the driver's working directory
     load_fold(config)  # check the inputs before starting any worker
     name = config.run_name or default_run_name(config)
-    storage = Path(config.out).resolve() / "runs"
-    run_dir = storage / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "train_config.yaml")
+    runs = storage.join(config.out, "runs")  # Ray Train stores checkpoints here, URIs too
+    run_dir = storage.join(runs, name)
+    storage.makedirs(run_dir)
+    save_config(config, storage.join(run_dir, "train_config.yaml"))
     init_ray(config.ray)
     resources = {"CPU": config.cpus_per_worker}
     trainer = TorchTrainer(
@@ -501,7 +503,7 @@ def run(config: TrainConfig, callbacks: list[Any] | None = None) -> TrainResult:
         ),
         run_config=RunConfig(
             name=name,
-            storage_path=str(storage),
+            storage_path=runs,
             failure_config=FailureConfig(max_failures=config.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             callbacks=callbacks,
@@ -517,23 +519,27 @@ def run(config: TrainConfig, callbacks: list[Any] | None = None) -> TrainResult:
             Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=False
         )
         summary = json.loads((Path(directory) / SUMMARY_FILE).read_text())
-    best_model = run_dir / BEST_MODEL_FILE
+    best_model = storage.join(run_dir, BEST_MODEL_FILE)
+    buffer = io.BytesIO()
     torch.save(
         {
             "model": saved["best_model"],
             "model_config": to_dict(config.model),
             "epoch": summary["best_epoch"],
         },
-        best_model,
+        buffer,
     )
-    cat.write_atomic_bytes(run_dir / METRICS_FILE, json.dumps(summary, indent=2).encode())
+    cat.write_atomic_bytes(best_model, buffer.getvalue())
+    cat.write_atomic_bytes(
+        storage.join(run_dir, METRICS_FILE), json.dumps(summary, indent=2).encode()
+    )
     print(
         f"train {name}: best epoch {summary['best_epoch']} (val MAP "
         f"{summary['best_val_MAP']:.2f}); test metrics, pretrained vs fine-tuned:"
     )
     print(side_by_side(summary["baseline"].get("test", {}), summary["best"]["test"]))
     print(f"best weights: {best_model} (use with `drawmatch embed --weights {best_model}`)")
-    return TrainResult(str(run_dir), str(best_model), summary)
+    return TrainResult(run_dir, best_model, summary)
 
 
 def side_by_side(baseline: dict[str, float], tuned: dict[str, float]) -> str:

@@ -42,6 +42,40 @@ def demo_out(ray_local, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def s3_server():
+    """A local S3-compatible server (moto's server mode) on loopback, with the AWS environment
+    that points pyarrow and boto3 at it set for this process; yields that environment, which
+    submitted jobs pass on to their workers through their runtime_env."""
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()
+
+
+def make_bucket(name: str) -> str:
+    """Create a bucket on the `s3_server`; returns its URI."""
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
 @pytest.fixture
 def imaj_dir() -> Path:
     """The real IMAJ metadata folder from shared data; tests using it skip where it is absent."""

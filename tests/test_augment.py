@@ -119,11 +119,11 @@ def test_augment_paired_twice(ray_local, tiny_out: Path) -> None:
     assert (tiny_out / "augment_config.yaml").exists()
 
     mtimes = {p: p.stat().st_mtime_ns for p in paths}
-    cat_mtime = catalogue.catalogue_path(tiny_out).stat().st_mtime_ns
+    cat_mtime = Path(catalogue.catalogue_path(tiny_out)).stat().st_mtime_ns
     again = augment.run(_config(tiny_out))
     assert (again.inputs, again.tasks, again.written, again.skipped) == (2, 0, 0, 10)
     assert {p: p.stat().st_mtime_ns for p in paths} == mtimes
-    assert catalogue.catalogue_path(tiny_out).stat().st_mtime_ns == cat_mtime
+    assert Path(catalogue.catalogue_path(tiny_out)).stat().st_mtime_ns == cat_mtime
     assert len(catalogue.read_catalogue(tiny_out)) == len(cat)
 
     # a lost file is redone, the others are not

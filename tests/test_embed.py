@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -113,7 +114,7 @@ def test_embed_job_resumes_and_counts_every_row(ray_local, tiny_collection):
     assert first.selected == 10
     assert first.embedded == 9
     assert first.errors == {"truncated": 1}
-    directory = embed.embeddings_dir(out, first.model_tag)
+    directory = Path(embed.embeddings_dir(out, first.model_tag))
     ids, emb = embed.read_embeddings(out, first.model_tag)
     assert sorted(ids) == sorted([f"draw{i}" for i in range(4)] + [f"art{i}" for i in range(5)])
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
@@ -125,7 +126,7 @@ def test_embed_job_resumes_and_counts_every_row(ray_local, tiny_collection):
     assert again.embedded == 0 and again.already_done == 9
 
     # A job killed after some parts: remove one part; the rerun embeds exactly its rows, same values.
-    part = embed.part_files(directory)[0]
+    part = Path(embed.part_files(directory)[0])
     lost = pq.read_table(part).column("id").to_pylist()
     part.unlink()
     resumed = embed.run(config)
@@ -147,7 +148,7 @@ def test_embed_job_resumes_and_counts_every_row(ray_local, tiny_collection):
 def test_embeddings_refuse_a_part_of_another_model(ray_local, tiny_collection):
     out = tiny_collection
     result = embed.run(_config(out, "collections=[artwork]"))
-    directory = embed.embeddings_dir(out, result.model_tag)
+    directory = Path(embed.embeddings_dir(out, result.model_tag))
     foreign = embed.embeddings_table(
         ["x"], ["h"], np.ones((1, 32), np.float32), "resnet50-avg-224-imagenet", "ffff"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,7 +80,7 @@ def test_index_job_search_filter_and_model_check(ray_local, tmp_path):
     assert sorted(top_k[0]) == klimt
 
     # An index built from other weights is refused.
-    info_path = index.index_dir(out, result.model_tag) / index.INFO_FILE
+    info_path = Path(index.index_dir(out, result.model_tag)) / index.INFO_FILE
     info = json.loads(info_path.read_text())
     info["weights_hash"] = "0000"
     info_path.write_text(json.dumps(info))

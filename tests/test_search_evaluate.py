@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -70,7 +71,7 @@ def test_search_refuses_versos_unknown_queries_and_other_models(searchable):
         search.run(SearchConfig(out=str(out), query="draw3"))
     with pytest.raises(ValueError, match="neither a catalogue id nor an image file"):
         search.run(SearchConfig(out=str(out), query="nope"))
-    info_path = embed.embeddings_dir(out, tag) / embed.MODEL_FILE
+    info_path = Path(embed.embeddings_dir(out, tag)) / embed.MODEL_FILE
     saved = info_path.read_text()
     info = json.loads(saved)
     info["weights_hash"] = "0" * 16
