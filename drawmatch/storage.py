@@ -142,11 +142,12 @@ def read_text(path: str | Path) -> str:
 
 
 def open_input(path: str | Path) -> Any:
-    """A binary file object to read from (a random-access one: PIL and pyarrow seek in it)."""
+    """A binary file object to read from (a random-access one: PIL and pyarrow seek in it).
+    A remote file is fetched whole, in one request: a decoder's many small reads would each be
+    a ranged request to the object store."""
     if not is_uri(path):
         return open(path, "rb")
-    fs, inner = filesystem(path)
-    return fs.open_input_file(inner)
+    return io.BytesIO(read_bytes(path))
 
 
 def makedirs(path: str | Path) -> None:

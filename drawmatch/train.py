@@ -206,7 +206,9 @@ def embed_ids(
             x = loader.eval_batch(ids[i : i + batch_size]).to(device)
             out.append(nn.functional.normalize(net(x).float(), dim=1).cpu())
     net.train(was_training)
-    return torch.cat(out) if out else torch.zeros((0, 1))
+    if not out:  # an empty shard still has the embedding width: ranks gather it with the rest
+        return torch.zeros((0, net.dim))  # type: ignore[arg-type]
+    return torch.cat(out)
 
 
 def sharded_embed(

@@ -47,7 +47,10 @@ def s3_server():
     """A local S3-compatible server (moto's server mode) on loopback, with the AWS environment
     that points pyarrow and boto3 at it set for this process; yields that environment, which
     submitted jobs pass on to their workers through their runtime_env."""
+    import logging
+
     moto_server = pytest.importorskip("moto.server")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

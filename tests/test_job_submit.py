@@ -3,6 +3,7 @@ of the embed job and of a two-trial sweep on tiny data, then their outputs."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -11,10 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from drawmatch import embed
-from tests.conftest import hand_catalogue, make_image, tiny_training_set
+from drawmatch import catalogue as cat
+from drawmatch import embed, storage
+from tests.conftest import hand_catalogue, make_bucket, make_image, tiny_training_set
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,11 +94,24 @@ def ray_head(tmp_path_factory):
         head.kill()
 
 
-def _submit(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def _submit(
+    env: dict[str, str], *args: str, runtime_env: dict[str, object] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`ray job submit`, waiting for the job; retried while the head's job agent starts."""
+    extra = ["--runtime-env-json", json.dumps(runtime_env)] if runtime_env else []
     for _attempt in range(30):
         done = subprocess.run(
-            ["ray", "job", "submit", "--working-dir", str(ROOT), "--", sys.executable, *args],
+            [
+                "ray",
+                "job",
+                "submit",
+                "--working-dir",
+                str(ROOT),
+                *extra,
+                "--",
+                sys.executable,
+                *args,
+            ],
             env=env,
             cwd=ROOT,
             capture_output=True,
@@ -153,3 +169,62 @@ def test_submitted_two_trial_sweep(ray_head, tmp_path):
     sweep_dir = out / "sweep" / "submitted"
     assert (sweep_dir / "best_train_config.yaml").exists()
     assert len(list((out / "runs").glob("submitted-s2-*"))) == 2  # top 1 config x 2 folds
+
+
+def test_submitted_jobs_read_and_write_an_object_store(ray_head, s3_server, tmp_path):
+    """ingest -> augment -> embed -> index -> evaluate -> split -> train, each submitted with
+    `ray job submit`, with every input and output in a bucket of a local S3-compatible server:
+    the workers reach it through the job's runtime_env, as on a cluster without shared disks."""
+    bucket = make_bucket("submitted-jobs")
+    data, out = f"{bucket}/data", f"{bucket}/run"
+    for i in range(4):
+        for kind, name, seed in (("artworks", f"art{i}", i), ("drawings", f"draw{i}", 10 + i)):
+            local = make_image(tmp_path / kind / f"{name}.jpg", (60, 50), seed=seed)
+            storage.write_bytes(f"{data}/{kind}/{name}.jpg", local.read_bytes())
+    storage.write_bytes(f"{data}/drawings/empty.jpg", b"")
+    pairs = pd.DataFrame({"drawing_id": [f"draw{i}" for i in range(4)]})
+    pairs["artwork_id"] = [f"art{i}" for i in range(4)]
+    storage.write_bytes(f"{data}/pairs.csv", pairs.to_csv(index=False).encode())
+    tiny = ["model.backbone=tiny", "model.pretrained=false", "model.image_size=32"]
+    train = [
+        *tiny,
+        "train_resize=36",
+        "train_crop=32",
+        "batch_size=2",
+        "n_hardest=3",
+        "epochs=1",
+        "num_workers=2",
+        "cpus_per_worker=0.5",
+        "run_name=on-s3",
+    ]
+    steps = [
+        ["ingest", f"drawings_root={data}/drawings", f"artworks_root={data}/artworks"],
+        ["augment", f"pairs_csv={data}/pairs.csv", "styles=[gray,pencil]", "max_side=64"],
+        ["embed", *tiny],
+        ["index"],
+        ["evaluate", f"pairs_csv={data}/pairs.csv"],
+        ["split", f"pairs_csv={data}/pairs.csv", "n_folds=1"],
+        ["train", f"fold_csv={out}/folds/fold_00.csv", *train],
+    ]
+    for job, *args in steps:
+        done = _submit(
+            ray_head, f"jobs/{job}.py", f"out={out}", *args, runtime_env={"env_vars": s3_server}
+        )
+        assert done.returncode == 0, job + done.stdout[-3000:] + done.stderr[-3000:]
+
+    catalogue = cat.read_catalogue(out)
+    assert len(catalogue) == 9 + 4 * 2  # 8 images, 1 empty file, 2 styles of 4 paired drawings
+    assert catalogue.set_index("id").at["empty", "error"] == "zero-byte file"
+    styled = catalogue[catalogue["parent_id"].notna()]
+    assert all(storage.is_file(p) for p in cat.resolve_paths(styled, cat.read_roots(out)))
+    ids, emb = embed.read_embeddings(out, "tiny-avg-32-random")
+    assert sorted(ids) == sorted([f"art{i}" for i in range(4)] + [f"draw{i}" for i in range(4)])
+    assert storage.is_file(f"{out}/index/tiny-avg-32-random/index.faiss")
+    metrics = json.loads(storage.read_text(f"{out}/evaluation/tiny-avg-32-random/metrics.json"))
+    assert metrics["metrics"]["n_pairs"] == 4
+    assert storage.is_file(f"{out}/folds/fold_00.csv")
+    summary = json.loads(storage.read_text(f"{out}/runs/on-s3/metrics.json"))
+    assert [h["epoch"] for h in summary["history"]] == [0]
+    assert storage.list_files(f"{out}/runs/on-s3", "checkpoint_*/checkpoint.pt", recursive=True)
+    assert storage.is_file(f"{out}/runs/on-s3/best_model.pt")
+    assert not (ROOT / "s3:").exists()  # nothing went to a local folder named like the URI

@@ -140,3 +140,19 @@ def test_train_config_is_checked_before_any_work(tmp_path):
         load_config(TrainConfig, None, ["loss=hinge"])
     with pytest.raises(ValueError, match="fold_csv"):
         train.run(load_config(TrainConfig, None, [f"out={tmp_path}"]))
+
+
+def test_a_set_with_fewer_queries_than_workers_is_evaluated(ray_local, fold):
+    """One val query and two workers: one rank embeds nothing, and the gathered embeddings must
+    still line up (an empty shard keeps the embedding width)."""
+    import pandas as pd
+
+    out, fold_csv = fold
+    rows = pd.read_csv(fold_csv, dtype=str, keep_default_na=False)
+    val = rows.index[rows["set"] == "val"]
+    rows.loc[val[1:], "set"] = "train"  # 9 train pairs, 1 val, 2 test
+    odd = Path(fold_csv).with_name("fold_odd.csv")
+    rows.to_csv(odd, index=False)
+    result = train.run(_config(out, odd, "epochs=1", "run_name=odd"))
+    assert result.summary["baseline"]["val"]["n_queries"] == 1
+    assert result.summary["history"][0]["val_n_queries"] == 1
