@@ -172,9 +172,10 @@ def test_submitted_two_trial_sweep(ray_head, tmp_path):
 
 
 def test_submitted_jobs_read_and_write_an_object_store(ray_head, s3_server, tmp_path):
-    """ingest -> augment -> embed -> index -> evaluate -> split -> train, each submitted with
-    `ray job submit`, with every input and output in a bucket of a local S3-compatible server:
-    the workers reach it through the job's runtime_env, as on a cluster without shared disks."""
+    """ingest -> augment -> embed -> index -> search -> evaluate -> split -> train -> embed with
+    the fine-tuned weights -> sweep, each submitted with `ray job submit`, with every input and
+    output in a bucket of a local S3-compatible server: the workers reach it through the job's
+    runtime_env, as on a cluster without shared disks."""
     bucket = make_bucket("submitted-jobs")
     data, out = f"{bucket}/data", f"{bucket}/run"
     for i in range(4):
@@ -187,7 +188,6 @@ def test_submitted_jobs_read_and_write_an_object_store(ray_head, s3_server, tmp_
     storage.write_bytes(f"{data}/pairs.csv", pairs.to_csv(index=False).encode())
     tiny = ["model.backbone=tiny", "model.pretrained=false", "model.image_size=32"]
     train = [
-        *tiny,
         "train_resize=36",
         "train_crop=32",
         "batch_size=2",
@@ -195,16 +195,31 @@ def test_submitted_jobs_read_and_write_an_object_store(ray_head, s3_server, tmp_
         "epochs=1",
         "num_workers=2",
         "cpus_per_worker=0.5",
-        "run_name=on-s3",
     ]
     steps = [
         ["ingest", f"drawings_root={data}/drawings", f"artworks_root={data}/artworks"],
         ["augment", f"pairs_csv={data}/pairs.csv", "styles=[gray,pencil]", "max_side=64"],
         ["embed", *tiny],
         ["index"],
+        ["search", "batch=true", "k=2"],
         ["evaluate", f"pairs_csv={data}/pairs.csv"],
         ["split", f"pairs_csv={data}/pairs.csv", "n_folds=1"],
-        ["train", f"fold_csv={out}/folds/fold_00.csv", *train],
+        ["train", f"fold_csv={out}/folds/fold_00.csv", "run_name=on-s3", *tiny, *train],
+        ["embed", *tiny, f"model.weights={out}/runs/on-s3/best_model.pt", "collections=[drawing]"],
+        [
+            "sweep",
+            "name=s3",
+            "margins=[0.3, 0.7]",
+            "lrs=[0.01]",
+            "backbones=[tiny]",
+            "use_styles=[true]",
+            "n_hardest=[3]",
+            "top_k=1",
+            "trial_cpus=0.1",
+            "base.model.pretrained=false",
+            "base.model.image_size=32",
+            *[f"base.{t}" for t in train],
+        ],
     ]
     for job, *args in steps:
         done = _submit(
@@ -220,11 +235,21 @@ def test_submitted_jobs_read_and_write_an_object_store(ray_head, s3_server, tmp_
     ids, emb = embed.read_embeddings(out, "tiny-avg-32-random")
     assert sorted(ids) == sorted([f"art{i}" for i in range(4)] + [f"draw{i}" for i in range(4)])
     assert storage.is_file(f"{out}/index/tiny-avg-32-random/index.faiss")
+    topk = storage.read_parquet(f"{out}/candidates/tiny-avg-32-random/topk.parquet").to_pandas()
+    assert sorted(topk["drawing_id"].unique()) == [f"draw{i}" for i in range(4)]
+    assert len(topk) == 4 * 2
     metrics = json.loads(storage.read_text(f"{out}/evaluation/tiny-avg-32-random/metrics.json"))
     assert metrics["metrics"]["n_pairs"] == 4
     assert storage.is_file(f"{out}/folds/fold_00.csv")
     summary = json.loads(storage.read_text(f"{out}/runs/on-s3/metrics.json"))
     assert [h["epoch"] for h in summary["history"]] == [0]
     assert storage.list_files(f"{out}/runs/on-s3", "checkpoint_*/checkpoint.pt", recursive=True)
-    assert storage.is_file(f"{out}/runs/on-s3/best_model.pt")
+    (tuned,) = [t for t in embed.list_model_tags(out) if "-ft-" in t]
+    tuned_ids, _emb = embed.read_embeddings(out, tuned)
+    assert sorted(tuned_ids) == [f"draw{i}" for i in range(4)]
+    sweep = json.loads(storage.read_text(f"{out}/sweep/s3/table.json"))
+    assert len(sweep["screened"]) == 2 and list(sweep["confirmed"]) == [sweep["best"]]
+    assert storage.is_file(f"{out}/sweep/s3/best_train_config.yaml")
+    assert storage.list_files(f"{out}/sweep/s3/stage2", "*/*", recursive=True)  # Tune's state
+    assert storage.is_file(f"{out}/runs/s3-s2-{sweep['best']}-fold_00/metrics.json")
     assert not (ROOT / "s3:").exists()  # nothing went to a local folder named like the URI
