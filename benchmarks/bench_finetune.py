@@ -77,7 +77,7 @@ def main() -> int:
     out = Path(args.work).resolve() / "out"
     out.mkdir(parents=True, exist_ok=True)
     if not Path(cat.catalogue_path(out)).exists():
-        ingest_data(data, out, RayConfig())
+        ingest_data(data, str(out), RayConfig())
     augment.run(AugmentConfig(out=str(out), select="paired", pairs_csv=str(data / "pairs.csv")))
     catalogue = cat.read_catalogue(out)
     pairs = read_pairs(data / "pairs.csv")
