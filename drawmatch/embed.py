@@ -283,7 +283,7 @@ def run(config: EmbedConfig) -> EmbedResult:
     """Embed the selected catalogue rows that have no up-to-date embedding yet."""
     import ray
 
-    from drawmatch.rayutil import init_ray
+    from drawmatch.rayutil import check_resources, init_ray
 
     catalogue = cat.read_catalogue(config.out)
     roots = cat.read_roots(config.out)
@@ -328,6 +328,16 @@ def run(config: EmbedConfig) -> EmbedResult:
         return result
 
     init_ray(config.ray)
+    # Embedding actors hold their CPUs for the whole job: a decode task must still fit beside them.
+    check_resources(
+        config.ray,
+        {
+            "CPU": config.num_actors * config.cpus_per_actor + config.decode_cpus,
+            "GPU": config.num_actors * config.gpus_per_actor,
+        },
+        "the embed job (num_actors x cpus_per_actor + decode_cpus, num_actors x gpus_per_actor)",
+        "lower cpus_per_actor or decode_cpus (fractions are fine), or num_actors",
+    )
     block_rows = max(config.decode_batch_size * 4, 1)
     chunks = [todo.iloc[i : i + block_rows] for i in range(0, len(todo), block_rows)]
     threads = max(1, int(config.cpus_per_actor))

@@ -18,10 +18,14 @@ def _choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
 @dataclass(frozen=True)
 class RayConfig:
     """How a job reaches Ray. `address=None` joins a running cluster (RAY_ADDRESS, `ray start`) or
-    starts a local instance; `num_cpus` only applies to a local instance this job starts."""
+    starts a local instance; `num_cpus` only applies to a local instance this job starts.
+    `autoscaling`: the cluster adds nodes on demand (Ray autoscaler, KubeRay), so a job that asks
+    for more CPUs or GPUs than are up now waits for them; otherwise it is refused up front, since
+    it would wait forever."""
 
     address: str | None = None
     num_cpus: int | None = None
+    autoscaling: bool = False
 
 
 @dataclass(frozen=True)

@@ -112,15 +112,18 @@ def _run_stage(
 
 def check_resources(config: SweepConfig) -> None:
     """A trial that can never be scheduled makes a sweep wait forever: refuse it up front."""
-    import ray
+    from drawmatch.rayutil import check_resources as check
 
-    need = config.trial_cpus + config.base.num_workers * config.base.cpus_per_worker
-    have = float(ray.cluster_resources().get("CPU", 0.0))
-    if need > have:
-        raise ValueError(
-            f"a trial needs {need:g} CPUs (trial_cpus + base.num_workers x base.cpus_per_worker) "
-            f"but the cluster has {have:g}: lower base.cpus_per_worker (fractions are fine)"
-        )
+    base = config.base
+    need = {"CPU": config.trial_cpus + base.num_workers * base.cpus_per_worker}
+    if base.use_gpu:
+        need["GPU"] = float(base.num_workers)
+    check(
+        config.ray,
+        need,
+        "a sweep trial (trial_cpus + base.num_workers x base.cpus_per_worker)",
+        "lower base.cpus_per_worker (fractions are fine)",
+    )
 
 
 @dataclass

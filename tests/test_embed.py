@@ -171,3 +171,17 @@ def test_fine_tuned_weights_give_their_own_model(ray_local, tiny_collection, tmp
     _i, a = embed.read_embeddings(out, base.model_tag, ids=["draw1"])
     _i, b = embed.read_embeddings(out, tuned.model_tag, ids=["draw1"])
     assert not np.allclose(a, b)
+
+
+def test_embed_that_leaves_no_cpu_for_decoding_is_refused(ray_local, tiny_collection, capsys):
+    """Two 1-CPU embedding actors on 2 CPUs leave nothing for a decode task: Ray would wait
+    forever, so the job refuses before any work; an autoscaling cluster waits for nodes instead."""
+    from drawmatch.rayutil import check_resources
+    from drawmatch.settings import RayConfig
+
+    out = tiny_collection
+    with pytest.raises(ValueError, match="lower cpus_per_actor or decode_cpus"):
+        embed.run(_config(out, "num_actors=2", "cpus_per_actor=1"))
+    assert not list((Path(out) / "embeddings").glob("*/part-*.parquet"))
+    check_resources(RayConfig(autoscaling=True), {"CPU": 99.0}, "a big job", "-")
+    assert "waiting for the autoscaler" in capsys.readouterr().out
