@@ -48,18 +48,9 @@ DRAWING_COLUMNS = [
 ARTWORK_COLUMNS = ["artist", "title", "source"]
 
 
-def write_atomic_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` (a local path or a URI) as a whole file, never half-written."""
-    storage.write_bytes(path, data)
-
-
-def write_table_atomic(table: pa.Table, path: str | Path) -> None:
-    """Write an Arrow table as Parquet, as a whole file (see `write_atomic_bytes`)."""
-    storage.write_parquet(table, path)
-
-
 def write_parquet_atomic(df: pd.DataFrame, path: str | Path) -> None:
-    write_table_atomic(pa.Table.from_pandas(df, preserve_index=False), path)
+    """Write a DataFrame as Parquet, as a whole file (`storage.write_bytes`)."""
+    storage.write_parquet(pa.Table.from_pandas(df, preserve_index=False), path)
 
 
 def catalogue_path(out: str | Path) -> str:
@@ -84,7 +75,7 @@ def write_catalogue(df: pd.DataFrame, out: str | Path) -> str:
 
 def write_roots(out: str | Path, roots: dict[str, str]) -> None:
     data = {k: storage.absolute(v) for k, v in roots.items() if v is not None}
-    write_atomic_bytes(storage.join(out, ROOTS_FILE), json.dumps(data, indent=2).encode())
+    storage.write_bytes(storage.join(out, ROOTS_FILE), json.dumps(data, indent=2).encode())
 
 
 def read_roots(out: str | Path) -> dict[str, str]:

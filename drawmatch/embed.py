@@ -164,7 +164,7 @@ def write_part(
             tag,
             weights_hash,
         )
-        cat.write_table_atomic(table, storage.join(out_dir, f"part-{uuid.uuid4().hex}.parquet"))
+        storage.write_parquet(table, storage.join(out_dir, f"part-{uuid.uuid4().hex}.parquet"))
     return {"id": batch["id"], "ok": ok, "error": batch["error"]}
 
 
@@ -252,7 +252,7 @@ def _drop_stale(directory: str, existing: pd.DataFrame, current: pd.DataFrame) -
             np.asarray(table.column("id").to_pylist(), dtype=object), rows["id"].to_numpy()
         )
         if keep.any():
-            cat.write_table_atomic(table.filter(pa.array(keep)), str(part))
+            storage.write_parquet(table.filter(pa.array(keep)), str(part))
         else:
             storage.remove(str(part))
     return len(stale)
@@ -309,7 +309,7 @@ def run(config: EmbedConfig) -> EmbedResult:
         "dim": dim,
         "model": asdict(config.model),
     }
-    cat.write_atomic_bytes(info_path, json.dumps(model_info, indent=2).encode())
+    storage.write_bytes(info_path, json.dumps(model_info, indent=2).encode())
     save_config(config, storage.join(directory, "embed_config.yaml"))
 
     existing = _existing(directory)
@@ -381,7 +381,7 @@ def run(config: EmbedConfig) -> EmbedResult:
     for _id, reason in error_rows:
         result.errors[reason] = result.errors.get(reason, 0) + 1
     if error_rows:
-        cat.write_atomic_bytes(
+        storage.write_bytes(
             storage.join(directory, ERRORS_FILE),
             pd.DataFrame(error_rows, columns=["id", "error"]).to_csv(index=False).encode(),
         )

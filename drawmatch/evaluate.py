@@ -126,7 +126,7 @@ def run_folds(config: EvaluateConfig) -> dict[str, Any]:
         "tables": {name: {k: list(v) for k, v in t.items()} for name, t in tables.items()},
     }
     target = config.output or storage.join(config.out, "evaluation", "folds.json")
-    cat.write_atomic_bytes(target, json.dumps(report, indent=2).encode())
+    storage.write_bytes(target, json.dumps(report, indent=2).encode())
     print(format_fold_tables(tables, len(run_dirs)))
     print(f"written to {target}")
     return report
@@ -155,7 +155,7 @@ def run_pairs(config: EvaluateConfig) -> EvaluateResult:
         "definitions": MAP_DEFINITION,
         "skipped_pairs": skipped.to_dict("records"),
     }
-    cat.write_atomic_bytes(target, json.dumps(report, indent=2).encode())
+    storage.write_bytes(target, json.dumps(report, indent=2).encode())
     save_config(config, storage.join(storage.parent(target), f"evaluate_config{suffix}.yaml"))
     print(
         f"evaluate {tag} on {int(metrics['n_queries'])} drawings, "

@@ -96,7 +96,7 @@ def run(config: IndexConfig) -> IndexResult:
     directory = index_dir(config.out, tag)
     storage.makedirs(directory)
     data = faiss.serialize_index(index)  # (bytes,) uint8: written whole, like every output
-    cat.write_atomic_bytes(storage.join(directory, INDEX_FILE), data.tobytes())
+    storage.write_bytes(storage.join(directory, INDEX_FILE), data.tobytes())
     cat.write_parquet_atomic(
         pd.DataFrame({"position": range(len(ids)), "id": ids}), storage.join(directory, IDS_FILE)
     )
@@ -107,7 +107,7 @@ def run(config: IndexConfig) -> IndexResult:
         "size": len(ids),
         "dim": int(emb.shape[1]),
     }
-    cat.write_atomic_bytes(storage.join(directory, INFO_FILE), json.dumps(meta, indent=2).encode())
+    storage.write_bytes(storage.join(directory, INFO_FILE), json.dumps(meta, indent=2).encode())
     save_config(config, storage.join(directory, "index_config.yaml"))
     print(
         f"index {tag}: {config.kind} index of {len(ids)} artworks written to {directory}"

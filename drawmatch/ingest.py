@@ -620,14 +620,12 @@ def run(config: IngestConfig) -> IngestResult:
     catalogue.write_roots(out, roots)
     id_map = df[["id", "path", "root"]]
     id_to_path = storage.join(out, ID_TO_PATH_FILE)
-    catalogue.write_atomic_bytes(id_to_path, id_map.to_csv(index=False).encode())
+    storage.write_bytes(id_to_path, id_map.to_csv(index=False).encode())
     summary = _summary(
         df, config, unparsed, unreadable, dup_ids, dup_content, applied, unmatched, metadata
     )
     summary_path = storage.join(out, SUMMARY_FILE)
-    catalogue.write_atomic_bytes(
-        summary_path, json.dumps(summary, indent=2, ensure_ascii=False).encode()
-    )
+    storage.write_bytes(summary_path, json.dumps(summary, indent=2, ensure_ascii=False).encode())
     save_config(config, storage.join(out, CONFIG_FILE))
     _print_summary(summary, str(out))
     return IngestResult(

@@ -122,7 +122,7 @@ def search_batch(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> str
     if writer is None:
         raise ValueError(f"no drawing has a {tag} embedding: run `drawmatch embed` first")
     writer.close()
-    cat.write_atomic_bytes(target, buffer.getvalue().to_pybytes())
+    storage.write_bytes(target, buffer.getvalue().to_pybytes())
     print(f"search: top-{config.k} artworks for {n_queries} drawings written to {target}")
     return target
 

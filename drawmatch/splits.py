@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from drawmatch import storage
-from drawmatch.catalogue import catalogue_path, read_catalogue, write_atomic_bytes
+from drawmatch.catalogue import catalogue_path, read_catalogue
 from drawmatch.config import save_config
 from drawmatch.pairs import PairsError, check_known, read_pairs
 from drawmatch.settings import SplitConfig
@@ -305,13 +305,13 @@ def run(config: SplitConfig) -> SplitResult:
             fold = add_styled_copies(fold, catalogue)
         styled_rows += int(sum(_is_set(p) for p in fold["parent_id"]))
         path = storage.join(folds_dir, f"fold_{k:02d}.csv")
-        write_atomic_bytes(path, fold.to_csv(index=False, na_rep="").encode())
+        storage.write_bytes(path, fold.to_csv(index=False, na_rep="").encode())
         files.append(path)
         summary.append({"fold": k, "seed": config.seed + k, **fold_summary(fold)})
     for stale in storage.list_files(folds_dir, "fold_*.csv"):
         if storage.name(stale) not in {storage.name(f) for f in files}:
             storage.remove(stale)
-    write_atomic_bytes(
+    storage.write_bytes(
         storage.join(folds_dir, "summary.json"), json.dumps(summary, indent=2).encode()
     )
     save_config(config, storage.join(folds_dir, "split_config.yaml"))

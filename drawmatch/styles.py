@@ -27,7 +27,6 @@ import numpy as np
 from PIL import Image
 
 from drawmatch import storage
-from drawmatch.catalogue import write_atomic_bytes
 from drawmatch.images import DEFAULT_MAX_PIXELS, ImageError, open_image
 from drawmatch.settings import STYLES, StyleParams
 
@@ -226,7 +225,7 @@ class StyleAugmenter:
 
     def _write(self, img: np.ndarray, rel: str) -> tuple[str, int, int]:
         data = encode_jpeg(img, self.jpeg_quality)
-        write_atomic_bytes(storage.join(self.out_root, rel), data)
+        storage.write_bytes(storage.join(self.out_root, rel), data)
         return hashlib.sha256(data).hexdigest(), int(img.shape[1]), int(img.shape[0])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -23,7 +23,6 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from drawmatch import catalogue as cat
 from drawmatch import storage
 from drawmatch.config import _from_dict, save_config, to_dict
 from drawmatch.evaluate import fold_tables, format_fold_tables
@@ -221,7 +220,7 @@ def run(config: SweepConfig) -> SweepResult:
     best_train = trial_train_config(base, by_id[best_id], folds[0], f"{config.name}-best")
     best_path = storage.join(directory, "best_train_config.yaml")
     save_config(best_train, best_path)
-    cat.write_atomic_bytes(
+    storage.write_bytes(
         storage.join(directory, "table.json"),
         json.dumps({"screened": screened, "confirmed": table, "best": best_id}, indent=2).encode(),
     )

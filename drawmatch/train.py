@@ -531,10 +531,8 @@ def run(config: TrainConfig, callbacks: list[Any] | None = None) -> TrainResult:
         },
         buffer,
     )
-    cat.write_atomic_bytes(best_model, buffer.getvalue())
-    cat.write_atomic_bytes(
-        storage.join(run_dir, METRICS_FILE), json.dumps(summary, indent=2).encode()
-    )
+    storage.write_bytes(best_model, buffer.getvalue())
+    storage.write_bytes(storage.join(run_dir, METRICS_FILE), json.dumps(summary, indent=2).encode())
     print(
         f"train {name}: best epoch {summary['best_epoch']} (val MAP "
         f"{summary['best_val_MAP']:.2f}); test metrics, pretrained vs fine-tuned:"

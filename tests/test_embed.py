@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from drawmatch import catalogue as cat
-from drawmatch import embed
+from drawmatch import embed, storage
 from drawmatch.backbones import create_backbone
 from drawmatch.config import load_config
 from drawmatch.settings import EmbedConfig, ModelConfig
@@ -152,7 +152,7 @@ def test_embeddings_refuse_a_part_of_another_model(ray_local, tiny_collection):
     foreign = embed.embeddings_table(
         ["x"], ["h"], np.ones((1, 32), np.float32), "resnet50-avg-224-imagenet", "ffff"
     )
-    cat.write_table_atomic(foreign, directory / "part-foreign.parquet")
+    storage.write_parquet(foreign, directory / "part-foreign.parquet")
     with pytest.raises(ValueError, match="holds embeddings of model"):
         embed.read_embeddings(out, result.model_tag)
 
