@@ -7,6 +7,7 @@ can record the reason in the catalogue and carry on.
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -58,14 +59,16 @@ def open_image(
     path: str | Path,
     draft_size: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    data: bytes | None = None,
 ) -> Image.Image:
     """Open, fully decode and normalise one image file to an upright RGB PIL image.
 
     `draft_size`: for JPEGs, decode at the smallest DCT scale whose shorter side is still
     >= `draft_size` pixels (1/2, 1/4, 1/8), much faster than a full decode of a large scan.
+    `data`: the file's contents when the caller has read them already (not read again).
     """
     try:
-        size = storage.size(path)
+        size = len(data) if data is not None else storage.size(path)
     except OSError as exc:
         raise ImageError("unreadable file", str(exc)) from exc
     if size == 0:
@@ -76,7 +79,8 @@ def open_image(
         Image.MAX_IMAGE_PIXELS = max_pixels
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with storage.open_input(path) as fh, Image.open(fh) as img:
+            source = io.BytesIO(data) if data is not None else storage.open_input(path)
+            with source as fh, Image.open(fh) as img:
                 if draft_size is not None and img.format == "JPEG":
                     w, h = img.size
                     scale = max(1.0, min(w, h) / float(draft_size))

@@ -189,14 +189,6 @@ def _walk(
 # probing (runs in Ray workers)
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with storage.open_input(path) as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def probe_file(path: str, max_pixels: int) -> dict[str, Any]:
     """sha256, width, height and error reason of one file; never raises.
 
@@ -205,11 +197,12 @@ def probe_file(path: str, max_pixels: int) -> dict[str, Any]:
 
     sha, width, height, error = "", -1, -1, ""
     try:
-        sha = _sha256(path)
+        data = storage.read_bytes(path)  # read once: hashed and decoded from memory
     except OSError as exc:
         return {"sha256": "", "width": -1, "height": -1, "error": f"unreadable file: {exc}"}
+    sha = hashlib.sha256(data).hexdigest()
     try:
-        img = open_image(path, max_pixels=max_pixels)
+        img = open_image(path, max_pixels=max_pixels, data=data)
         width, height = img.size
         img.close()
     except ImageError as exc:
