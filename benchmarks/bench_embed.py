@@ -33,14 +33,20 @@ from drawmatch.settings import EmbedConfig, IngestConfig, ModelConfig
 HERE = Path(__file__).resolve().parent
 
 
-def timed_embed(scans: list[Path], work: Path, overrides: list[str]) -> tuple[float, int]:
-    """Ingest `scans` (linked into their own folder) and time the embed job alone."""
+def ingest_scans(scans: list[Path], work: Path) -> Path:
+    """Link `scans` into their own folder under `work` and ingest them; returns the output root."""
     folder = work / "scans"
     folder.mkdir(parents=True)
     for f in scans:
         (folder / f.name).symlink_to(f)
     out = work / "out"
     ingest.run(IngestConfig(out=str(out), drawings_root=str(folder)))
+    return out
+
+
+def timed_embed(scans: list[Path], work: Path, overrides: list[str]) -> tuple[float, int]:
+    """Ingest `scans` (linked into their own folder) and time the embed job alone."""
+    out = ingest_scans(scans, work)
     config = load_config(EmbedConfig, None, [f"out={out}", *overrides])
     t = time.perf_counter()
     result = embed.run(config)

@@ -52,12 +52,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_decode_augment import machine
-from bench_embed import bare_rate, timed_embed
+from bench_embed import bare_rate, ingest_scans, timed_embed
 from make_scans import make_scans
 
-from drawmatch import augment, ingest
+from drawmatch import augment
 from drawmatch.config import load_config
-from drawmatch.settings import STYLES, AugmentConfig, IngestConfig, StyleParams
+from drawmatch.settings import STYLES, AugmentConfig, StyleParams
 
 WORKERS = (1, 2)
 NODE_VCPUS = (8, 16)
@@ -74,12 +74,7 @@ def cpu_jiffies() -> tuple[int, int]:
 def timed_augment(scans: list[Path], work: Path, overrides: list[str]) -> tuple[float, int]:
     """Ingest `scans` (linked into their own folder) and time the augment job alone:
     (seconds, originals augmented)."""
-    folder = work / "scans"
-    folder.mkdir(parents=True)
-    for f in scans:
-        (folder / f.name).symlink_to(f)
-    out = work / "out"
-    ingest.run(IngestConfig(out=str(out), drawings_root=str(folder)))
+    out = ingest_scans(scans, work)
     config = load_config(AugmentConfig, None, [f"out={out}", *overrides])
     t = time.perf_counter()
     result = augment.run(config)
