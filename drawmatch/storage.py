@@ -208,14 +208,6 @@ def list_files(directory: str | Path, pattern: str = "*", recursive: bool = Fals
     return sorted(found)
 
 
-def list_dirs(directory: str | Path) -> list[str]:
-    """Sorted names of the sub-folders of `directory` (prefixes in an object store)."""
-    fs, inner = filesystem(directory)
-    selector = pafs.FileSelector(inner, allow_not_found=True, recursive=False)
-    infos = fs.get_file_info(selector)
-    return sorted(posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.Directory)
-
-
 def read_parquet(path: str | Path, columns: list[str] | None = None) -> pa.Table:
     fs, inner = filesystem(path)
     return pq.read_table(inner, columns=columns, filesystem=fs)

@@ -64,7 +64,6 @@ def test_write_read_list_and_remove(root):
     assert storage.list_files(root, "*/*/model.json", recursive=True) == [
         storage.join(root, "d", "e", "model.json")
     ]
-    assert storage.list_dirs(root) == ["a", "d"]
     assert storage.list_files(storage.join(root, "nothing-here")) == []
     assert storage.read_csv(storage.join(root, "a", "c.csv")).to_dict("list") == {
         "x": [1],
