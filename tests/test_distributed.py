@@ -96,6 +96,8 @@ def _worker(rank: int, init_file: str, out_dir: str) -> None:
         out["bank"] = bank.embeddings
         out["bank_calls"] = calls
         torch.save(out, Path(out_dir) / f"rank{rank}.pt")
+        # No rank tears its connections down while the other may still be reading from them.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
