@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from drawmatch import embed, ingest
-from drawmatch.config import load_config
+from drawmatch.settings import load_config
 from drawmatch.settings import EmbedConfig, IngestConfig, ModelConfig
 
 HERE = Path(__file__).resolve().parent

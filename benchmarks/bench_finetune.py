@@ -23,7 +23,7 @@ import pandas as pd
 
 from drawmatch import augment, train
 from drawmatch import catalogue as cat
-from drawmatch.config import load_config
+from drawmatch.settings import load_config
 from drawmatch.demo import demo_data_dir, ingest_data
 from drawmatch.metrics import aggregate
 from drawmatch.pairs import read_pairs

@@ -56,7 +56,7 @@ from bench_embed import bare_rate, ingest_scans, timed_embed
 from make_scans import make_scans
 
 from drawmatch import augment
-from drawmatch.config import load_config
+from drawmatch.settings import load_config
 from drawmatch.settings import STYLES, AugmentConfig, StyleParams
 
 WORKERS = (1, 2)

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from drawmatch import catalogue, storage
-from drawmatch.config import save_config
+from drawmatch.settings import save_config
 from drawmatch.pairs import read_pairs
 from drawmatch.rayutil import init_ray
 from drawmatch.settings import AugmentConfig

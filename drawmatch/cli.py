@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drawmatch import settings
-from drawmatch.config import ConfigError, load_config
+from drawmatch.settings import ConfigError, load_config
 
 # job name -> (config class, module holding `run(config)`, one-line help)
 JOBS: dict[str, tuple[type, str, str]] = {

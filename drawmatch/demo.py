@@ -14,7 +14,7 @@ import pandas as pd
 
 from drawmatch import augment, embed, evaluate, index, ingest, storage
 from drawmatch import catalogue as cat
-from drawmatch.config import save_config
+from drawmatch.settings import save_config
 from drawmatch.pairs import read_pairs
 from drawmatch.report import Tile, contact_sheet
 from drawmatch.settings import (

@@ -22,7 +22,7 @@ from PIL import Image
 
 from drawmatch import catalogue as cat
 from drawmatch import storage
-from drawmatch.config import save_config
+from drawmatch.settings import save_config
 from drawmatch.images import ImageError, open_image
 from drawmatch.settings import EmbedConfig, ModelConfig
 

@@ -17,7 +17,7 @@ import pandas as pd
 
 from drawmatch import catalogue as cat
 from drawmatch import storage
-from drawmatch.config import save_config
+from drawmatch.settings import save_config
 from drawmatch.embed import pick_model_tag, read_embeddings, read_model_info
 from drawmatch.index import gallery_ids
 from drawmatch.metrics import aggregate, format_table, retrieval_metrics_from_embeddings

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from drawmatch import catalogue, storage
-from drawmatch.config import save_config
+from drawmatch.settings import save_config
 from drawmatch.imaj import CountryNormaliser, normalise_age_group, parse_imaj_name, read_overrides
 from drawmatch.settings import IngestConfig
 

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from drawmatch import catalogue as cat
 from drawmatch import storage
-from drawmatch.config import save_config
+from drawmatch.settings import save_config
 from drawmatch.embed import (
     Embedder,
     eval_transform,

@@ -29,7 +29,7 @@ import pandas as pd
 
 from drawmatch import storage
 from drawmatch.catalogue import catalogue_path, read_catalogue
-from drawmatch.config import save_config
+from drawmatch.settings import save_config
 from drawmatch.pairs import PairsError, check_known, read_pairs
 from drawmatch.settings import SplitConfig
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from drawmatch import storage
-from drawmatch.config import _from_dict, save_config, to_dict
+from drawmatch.settings import from_dict, save_config, to_dict
 from drawmatch.evaluate import fold_tables, format_fold_tables
 from drawmatch.settings import SweepConfig, TrainConfig
 
@@ -66,7 +66,7 @@ def train_trial(tune_config: dict[str, Any]) -> None:
     from drawmatch import train
 
     trial = tune_config["trial"]
-    base = _from_dict(TrainConfig, trial["base"])
+    base = from_dict(TrainConfig, trial["base"])
     params = trial["params"]
     config = trial_train_config(base, params, trial["fold_csv"], trial["run_name"])
     train.run(config, callbacks=[TuneReportCallback()])

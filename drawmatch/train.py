@@ -37,7 +37,7 @@ from torch import nn
 from drawmatch import catalogue as cat
 from drawmatch import storage
 from drawmatch.backbones import create_backbone, load_weights
-from drawmatch.config import _from_dict, save_config, to_dict
+from drawmatch.settings import from_dict, save_config, to_dict
 from drawmatch.images import open_image
 from drawmatch.index import gallery_ids
 from drawmatch.metrics import retrieval_metrics_from_embeddings
@@ -262,7 +262,7 @@ def train_loop(config_dict: dict[str, Any]) -> None:
     from drawmatch.losses import distributed_step_loss, make_loss
     from drawmatch.mining import GalleryBank, hardest_negatives
 
-    config = _from_dict(TrainConfig, config_dict)
+    config = from_dict(TrainConfig, config_dict)
     rank, world_size = world()
     torch.manual_seed(config.seed)
     device = ray.train.torch.get_device()

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from drawmatch.cli import main, parse_job_config
-from drawmatch.config import ConfigError, load_config, save_config, to_dict
+from drawmatch.settings import ConfigError, load_config, save_config, to_dict
 from drawmatch.settings import EmbedConfig, IndexConfig
 
 

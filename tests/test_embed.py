@@ -14,7 +14,7 @@ from PIL import Image
 from drawmatch import catalogue as cat
 from drawmatch import embed, storage
 from drawmatch.backbones import create_backbone
-from drawmatch.config import load_config
+from drawmatch.settings import load_config
 from drawmatch.settings import EmbedConfig, ModelConfig
 from tests.conftest import hand_catalogue, make_image
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from drawmatch import embed, index
-from drawmatch.config import load_config
+from drawmatch.settings import load_config
 from drawmatch.settings import EmbedConfig, IndexConfig
 from tests.conftest import hand_catalogue, make_image
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from drawmatch import catalogue, ingest
-from drawmatch.config import load_config
+from drawmatch.settings import load_config
 from drawmatch.settings import IngestConfig
 from tests.conftest import make_image
 

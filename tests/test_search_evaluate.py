@@ -11,7 +11,7 @@ import pytest
 
 from drawmatch import catalogue as cat
 from drawmatch import embed, evaluate, index, search
-from drawmatch.config import load_config
+from drawmatch.settings import load_config
 from drawmatch.pairs import PairsError
 from drawmatch.settings import EmbedConfig, EvaluateConfig, IndexConfig, SearchConfig
 from tests.conftest import hand_catalogue, make_image

@@ -13,7 +13,7 @@ import pytest
 
 from drawmatch import catalogue as cat
 from drawmatch import splits
-from drawmatch.config import ConfigError
+from drawmatch.settings import ConfigError
 from drawmatch.pairs import PairsError, read_pairs
 from drawmatch.settings import SplitConfig
 from tests.conftest import hand_catalogue, make_image

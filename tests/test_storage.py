@@ -14,7 +14,7 @@ import pytest
 
 from drawmatch import catalogue as cat
 from drawmatch import embed, evaluate, index, ingest, search, splits, storage
-from drawmatch.config import load_config, save_config
+from drawmatch.settings import load_config, save_config
 from drawmatch.settings import (
     EmbedConfig,
     EvaluateConfig,

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from drawmatch import sweep
-from drawmatch.config import ConfigError, load_config
+from drawmatch.settings import ConfigError, load_config
 from drawmatch.settings import SweepConfig, TrainConfig
 from tests.conftest import tiny_training_set
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from drawmatch import embed, train
-from drawmatch.config import ConfigError, load_config
+from drawmatch.settings import ConfigError, load_config
 from drawmatch.settings import EmbedConfig, TrainConfig
 from tests.conftest import tiny_training_set
 
