@@ -26,9 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from drawmatch import embed, ingest
-from drawmatch.settings import load_config
-from drawmatch.settings import EmbedConfig, IngestConfig, ModelConfig
+from drawmatch import embed, embedder, ingest
+from drawmatch.settings import EmbedConfig, IngestConfig, ModelConfig, load_config
 
 HERE = Path(__file__).resolve().parent
 
@@ -64,7 +63,7 @@ def _decode_forever(files: list[Path], size: int, stop: Any) -> None:
                 return
 
 
-def bare_rate(embedder: embed.Embedder, pre: np.ndarray, batch_size: int) -> float:
+def bare_rate(embedder: embedder.Embedder, pre: np.ndarray, batch_size: int) -> float:
     embedder.embed_images(pre[:batch_size])  # warm-up
     t = time.perf_counter()
     for i in range(0, len(pre), batch_size):
@@ -117,17 +116,17 @@ def main() -> int:
     n_job = n_large
 
     torch.set_num_threads(threads)
-    embedder = embed.Embedder(asdict(model), num_threads=threads)
+    model_embedder = embedder.Embedder(asdict(model), num_threads=threads)
     rng = np.random.default_rng(0)
     pre = rng.integers(0, 255, size=(n_job, args.image_size, args.image_size, 3), dtype=np.uint8)
-    bare = bare_rate(embedder, pre, args.batch_size)
+    bare = bare_rate(model_embedder, pre, args.batch_size)
     stop = multiprocessing.Event()
     decoder = multiprocessing.Process(
         target=_decode_forever, args=(files, args.image_size, stop), daemon=True
     )
     decoder.start()
     time.sleep(1.0)
-    bare_loaded = bare_rate(embedder, pre, args.batch_size)
+    bare_loaded = bare_rate(model_embedder, pre, args.batch_size)
     stop.set()
     decoder.join(timeout=10)
 
@@ -137,7 +136,7 @@ def main() -> int:
         with Image.open(f) as img:
             rgb = img.convert("RGB")
         arr = np.asarray(rgb.resize((args.image_size, args.image_size), Image.BILINEAR))
-        embedder.embed_images(arr[None])
+        model_embedder.embed_images(arr[None])
     naive_rate = len(naive_files) / (time.perf_counter() - t)
 
     print(

@@ -23,11 +23,10 @@ import pandas as pd
 
 from drawmatch import augment, train
 from drawmatch import catalogue as cat
-from drawmatch.settings import load_config
 from drawmatch.demo import demo_data_dir, ingest_data
 from drawmatch.metrics import aggregate
 from drawmatch.pairs import read_pairs
-from drawmatch.settings import AugmentConfig, RayConfig, TrainConfig
+from drawmatch.settings import AugmentConfig, RayConfig, TrainConfig, load_config
 from drawmatch.splits import FOLD_COLUMNS, add_styled_copies, pair_components
 
 KEYS = ("MAP", "R@1", "R@5", "R@10", "R@20", "R@50", "R@100", "MP", "MMP")

@@ -56,8 +56,7 @@ from bench_embed import bare_rate, ingest_scans, timed_embed
 from make_scans import make_scans
 
 from drawmatch import augment
-from drawmatch.settings import load_config
-from drawmatch.settings import STYLES, AugmentConfig, StyleParams
+from drawmatch.settings import STYLES, AugmentConfig, StyleParams, load_config
 
 WORKERS = (1, 2)
 NODE_VCPUS = (8, 16)
@@ -136,7 +135,7 @@ def _plain_worker(kind: str, arg: Any, out_dir: str, queue: Any) -> None:
 
     cv2.setNumThreads(1)
     if kind == "embed":
-        from drawmatch.embed import Embedder
+        from drawmatch.embedder import Embedder
         from drawmatch.settings import ModelConfig
 
         embedder = Embedder(asdict(ModelConfig()), num_threads=1)

@@ -16,10 +16,9 @@ from typing import Any
 import pandas as pd
 
 from drawmatch import catalogue, storage
-from drawmatch.settings import save_config
 from drawmatch.pairs import read_pairs
 from drawmatch.rayutil import init_ray
-from drawmatch.settings import AugmentConfig
+from drawmatch.settings import AugmentConfig, save_config
 from drawmatch.styles import (
     OUTPUT_COLUMNS,
     StyleAugmenter,

@@ -17,9 +17,8 @@ import torch
 from torch import nn
 
 from drawmatch import storage
+from drawmatch.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 POOLINGS = ("avg", "max", "gem")
 
 
@@ -29,7 +28,9 @@ class Backbone(nn.Module):
     Features are not L2-normalised here; `drawmatch.embed` and training normalise them.
     """
 
-    def __init__(self, name: str, trunk: nn.Module, dim: int, pooling: str = "avg") -> None:
+    def __init__(
+        self, name: str, trunk: nn.Module, dim: int, pooling: str = "avg", weights: str = "random"
+    ) -> None:
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
@@ -37,6 +38,7 @@ class Backbone(nn.Module):
         self.trunk = trunk
         self.dim = dim
         self.pooling = pooling
+        self.weights = weights  # what the starting weights are: "imagenet" or "random"
         self.mean = IMAGENET_MEAN
         self.std = IMAGENET_STD
 
@@ -51,15 +53,20 @@ class Backbone(nn.Module):
 
 BackboneFactory = Callable[[bool], tuple[nn.Module, int]]
 _REGISTRY: dict[str, BackboneFactory] = {}
+_PRETRAINED: dict[str, str | None] = {}
 
 
-def register_backbone(name: str) -> Callable[[BackboneFactory], BackboneFactory]:
-    """Decorator: register `fn(pretrained) -> (trunk, dim)` under `name`."""
+def register_backbone(
+    name: str, pretrained_weights: str | None = "imagenet"
+) -> Callable[[BackboneFactory], BackboneFactory]:
+    """Decorator: register `fn(pretrained) -> (trunk, dim)` under `name`. `pretrained_weights`
+    names what `pretrained=True` loads (None: the backbone has no pretrained weights)."""
 
     def wrap(fn: BackboneFactory) -> BackboneFactory:
         if name in _REGISTRY:
             raise ValueError(f"backbone {name!r} is already registered")
         _REGISTRY[name] = fn
+        _PRETRAINED[name] = pretrained_weights
         return fn
 
     return wrap
@@ -73,7 +80,8 @@ def create_backbone(name: str, pretrained: bool = True, pooling: str = "avg") ->
     if name not in _REGISTRY:
         raise ValueError(f"unknown backbone {name!r}; known: {', '.join(list_backbones())}")
     trunk, dim = _REGISTRY[name](pretrained)
-    return Backbone(name, trunk, dim, pooling)
+    weights = (_PRETRAINED[name] or "random") if pretrained else "random"
+    return Backbone(name, trunk, dim, pooling, weights)
 
 
 class _TorchvisionTrunk(nn.Module):
@@ -131,7 +139,7 @@ def _efficientnet_lite0(pretrained: bool) -> tuple[nn.Module, int]:
     return _EfficientNetTrunk(model), 1280
 
 
-@register_backbone("tiny")
+@register_backbone("tiny", pretrained_weights=None)
 def _tiny(pretrained: bool) -> tuple[nn.Module, int]:
     """A 3-layer CNN for tests: fast on CPU, never pretrained, PyTorch's default initialisation
     drawn from a fixed seed (the same weights every time)."""

@@ -1,5 +1,9 @@
 """The catalogue: one row per image (`catalogue.parquet` under the output root).
 
+The selections every job shares live here, once: `usable` (embeddable and searchable rows),
+`originals` (usable rows that are not style copies), `gallery_ids` (the searchable artworks) and
+`query_ids` (the drawings that are searched).
+
 Paths in the table are relative to a named root: `drawings`, `artworks` (the folders given to
 ingest, recorded in `roots.json`) or `out` (the output root itself, e.g. styled copies).
 """
@@ -48,11 +52,6 @@ DRAWING_COLUMNS = [
 ARTWORK_COLUMNS = ["artist", "title", "source"]
 
 
-def write_parquet_atomic(df: pd.DataFrame, path: str | Path) -> None:
-    """Write a DataFrame as Parquet, as a whole file (`storage.write_bytes`)."""
-    storage.write_parquet(pa.Table.from_pandas(df, preserve_index=False), path)
-
-
 def catalogue_path(out: str | Path) -> str:
     return storage.join(out, CATALOGUE_FILE)
 
@@ -69,7 +68,9 @@ def write_catalogue(df: pd.DataFrame, out: str | Path) -> str:
         dup = df.loc[df["id"].duplicated(), "id"].head(5).tolist()
         raise ValueError(f"catalogue ids must be unique; repeated: {dup}")
     path = catalogue_path(out)
-    write_parquet_atomic(df.reset_index(drop=True), path)
+    storage.write_parquet(
+        pa.Table.from_pandas(df.reset_index(drop=True), preserve_index=False), path
+    )
     return path
 
 
@@ -97,3 +98,18 @@ def usable(df: pd.DataFrame) -> pd.Series:
     """Rows that can be embedded and searched: status ok and not a verso. Content duplicates
     (`duplicate_of`) stay usable: they are flagged for experts, never silently merged."""
     return (df["status"] == "ok") & ~df["verso"].fillna(False).astype(bool)
+
+
+def originals(df: pd.DataFrame) -> pd.Series:
+    """Usable rows that are originals, not style copies (`parent_id` null)."""
+    return usable(df) & df["parent_id"].isna()
+
+
+def gallery_ids(df: pd.DataFrame) -> list[str]:
+    """The searchable artworks: usable originals of the artwork collection, catalogue order."""
+    return df.loc[originals(df) & (df["collection"] == "artwork"), "id"].tolist()
+
+
+def query_ids(df: pd.DataFrame) -> list[str]:
+    """The drawings that are searched: usable originals of the drawing collection, catalogue order."""
+    return df.loc[originals(df) & (df["collection"] == "drawing"), "id"].tolist()

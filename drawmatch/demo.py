@@ -14,7 +14,8 @@ import pandas as pd
 
 from drawmatch import augment, embed, evaluate, index, ingest, storage
 from drawmatch import catalogue as cat
-from drawmatch.settings import save_config
+from drawmatch.artwork_index import ArtworkIndex
+from drawmatch.embeddings import read_embeddings
 from drawmatch.pairs import read_pairs
 from drawmatch.report import Tile, contact_sheet
 from drawmatch.settings import (
@@ -26,6 +27,7 @@ from drawmatch.settings import (
     IngestConfig,
     ModelConfig,
     RayConfig,
+    save_config,
 )
 
 CONTACT_SHEET = "contact_sheet.jpg"
@@ -116,8 +118,8 @@ def show_examples(out: str, tag: str, pairs: pd.DataFrame, count: int, k: int = 
     step = max(1, len(queries) // max(count, 1))
     chosen = queries[::step][:count]
     relevant = pairs.groupby("drawing_id")["artwork_id"].apply(set)
-    artwork_index = index.ArtworkIndex(out, tag)
-    _ids, emb = embed.read_embeddings(out, tag, ids=chosen)
+    artwork_index = ArtworkIndex(out, tag)
+    _ids, emb = read_embeddings(out, tag, ids=chosen)
     top, dist = artwork_index.search(emb, k)
     styled = catalogue[catalogue["parent_id"].isin(chosen) & (catalogue["status"] == "ok")]
     rows = []

@@ -10,46 +10,30 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-from PIL import Image
 
 from drawmatch import catalogue as cat
 from drawmatch import storage
-from drawmatch.settings import save_config
-from drawmatch.images import ImageError, open_image
-from drawmatch.settings import EmbedConfig, ModelConfig
+from drawmatch.embedder import Embedder
+from drawmatch.embeddings import (
+    ERRORS_FILE,
+    MODEL_FILE,
+    drop_rows,
+    embeddings_dir,
+    embeddings_table,
+    stored_ids,
+    write_model_info,
+)
+from drawmatch.embeddings import write_part as write_part_file
+from drawmatch.images import ImageError
+from drawmatch.preprocess import load_eval_array
+from drawmatch.settings import EmbedConfig, save_config
 
 log = logging.getLogger("drawmatch.embed")
-
-MODEL_FILE = "model.json"
-ERRORS_FILE = "errors.csv"
-
-
-def embeddings_dir(out: str | Path, tag: str) -> str:
-    return storage.join(out, "embeddings", tag)
-
-
-def model_tag(model: ModelConfig, weights_hash: str) -> str:
-    """Name of an embedding model: backbone, pooling, input size and weights, e.g.
-    `efficientnet_lite0-avg-280-imagenet` or `...-280-ft-<first 8 digits of the weights hash>`."""
-    if model.weights:
-        weights = f"ft-{weights_hash[:8]}"
-    else:
-        weights = "imagenet" if model.pretrained else "random"
-    return f"{model.backbone}-{model.pooling}-{model.image_size}-{weights}"
-
-
-def eval_transform(img: Image.Image, size: int) -> np.ndarray:
-    """Thesis eval transform, geometric part: bilinear resize to (size, size) -> (size, size, 3) uint8.
-    Normalisation (ImageNet mean/std) happens in the `Embedder`."""
-    return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def decode_batch(
@@ -67,8 +51,7 @@ def decode_batch(
     for i in range(n):
         path = storage.join(roots[str(batch["root"][i])], str(batch["path"][i]))
         try:
-            img = open_image(path, draft_size=image_size, max_pixels=max_pixels)
-            images[i] = eval_transform(img, image_size)
+            images[i] = load_eval_array(path, image_size, max_pixels)
         except ImageError as exc:
             ok[i] = False
             errors[i] = exc.reason
@@ -79,76 +62,6 @@ def decode_batch(
         "ok": ok,
         "error": errors,
     }
-
-
-class Embedder:
-    """Callable Ray Data stage: image batches -> L2-normalised embeddings.
-
-    `__call__` takes `image` (B, S, S, 3) uint8 plus `id`, `sha256`, `ok`, `error`, and returns them
-    with `embedding` (B, D) float32 (zeros where ok is False) instead of `image`.
-    """
-
-    def __init__(self, model: dict[str, Any], num_threads: int | None = None) -> None:
-        import torch
-
-        from drawmatch.backbones import create_backbone, load_weights, weights_hash
-
-        if num_threads:
-            torch.set_num_threads(num_threads)
-        cfg = ModelConfig(**model)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        net = create_backbone(cfg.backbone, pretrained=cfg.pretrained, pooling=cfg.pooling)
-        if cfg.weights:
-            load_weights(net, cfg.weights)
-        self.weights_hash = weights_hash(net)
-        self.tag = model_tag(cfg, self.weights_hash)
-        self.net = net.eval().to(self.device)
-        self.dim = net.dim
-        self.mean = torch.tensor(net.mean, device=self.device).view(1, 3, 1, 1)
-        self.std = torch.tensor(net.std, device=self.device).view(1, 3, 1, 1)
-
-    def embed_images(self, images: np.ndarray) -> np.ndarray:
-        """(B, S, S, 3) uint8 -> (B, D) float32, L2-normalised."""
-        import torch
-
-        with torch.inference_mode():
-            x = torch.from_numpy(np.array(images, dtype=np.uint8)).to(self.device)
-            x = x.permute(0, 3, 1, 2).float().div_(255.0)
-            x = (x - self.mean) / self.std
-            feats = self.net(x)
-            feats = torch.nn.functional.normalize(feats.float(), dim=1)
-        return feats.cpu().numpy().astype(np.float32)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ok = np.asarray(batch["ok"], dtype=bool)
-        emb = np.zeros((len(ok), self.dim), dtype=np.float32)
-        if ok.any():
-            emb[ok] = self.embed_images(batch["image"][ok])
-        return {
-            "id": batch["id"],
-            "sha256": batch["sha256"],
-            "ok": ok,
-            "error": batch["error"],
-            "embedding": emb,
-        }
-
-
-def embeddings_table(
-    ids: list[str], sha256: list[str], emb: np.ndarray, tag: str, weights_hash: str
-) -> pa.Table:
-    """Arrow table of the embeddings contract: id, model, sha256, embedding (fixed-size float32)."""
-    dim = emb.shape[1]
-    values = pa.array(np.ascontiguousarray(emb, dtype=np.float32).reshape(-1))
-    table = pa.table(
-        {
-            "id": pa.array(ids, pa.string()),
-            "model": pa.array([tag] * len(ids), pa.string()),
-            "sha256": pa.array(sha256, pa.string()),
-            "embedding": pa.FixedSizeListArray.from_arrays(values, dim),
-        }
-    )
-    meta = {b"drawmatch.model_tag": tag.encode(), b"drawmatch.weights_hash": weights_hash.encode()}
-    return table.replace_schema_metadata(meta)
 
 
 def write_part(
@@ -164,98 +77,8 @@ def write_part(
             tag,
             weights_hash,
         )
-        storage.write_parquet(table, storage.join(out_dir, f"part-{uuid.uuid4().hex}.parquet"))
+        write_part_file(out_dir, table)
     return {"id": batch["id"], "ok": ok, "error": batch["error"]}
-
-
-def part_files(directory: str | Path) -> list[str]:
-    return storage.list_files(directory, "part-*.parquet")
-
-
-def read_model_info(out: str | Path, tag: str) -> dict[str, Any]:
-    path = storage.join(embeddings_dir(out, tag), MODEL_FILE)
-    if not storage.exists(path):
-        raise FileNotFoundError(
-            f"no embeddings for model {tag!r} under {storage.join(out, 'embeddings')}"
-        )
-    return dict(json.loads(storage.read_text(path)))
-
-
-def list_model_tags(out: str | Path) -> list[str]:
-    found = storage.list_files(storage.join(out, "embeddings"), f"*/{MODEL_FILE}", recursive=True)
-    return sorted(storage.name(storage.parent(p)) for p in found)
-
-
-def pick_model_tag(out: str | Path, tag: str | None) -> str:
-    """`tag` if given, else the only model under `out/embeddings` (an error if there are several)."""
-    tags = list_model_tags(out)
-    if tag is not None:
-        if tag not in tags:
-            raise FileNotFoundError(f"no embeddings for model {tag!r}; available: {tags or 'none'}")
-        return tag
-    if len(tags) != 1:
-        raise ValueError(
-            f"{len(tags)} embedding models under {out}: {tags or 'none'}; choose one with model_tag="
-        )
-    return tags[0]
-
-
-def read_embeddings(
-    out: str | Path, tag: str, ids: list[str] | None = None
-) -> tuple[list[str], np.ndarray]:
-    """Embeddings of one model as (ids, (N, D) float32); optionally only `ids`, in that order.
-
-    Every part must carry the same model tag and weights hash as `model.json` (provenance check).
-    """
-    info = read_model_info(out, tag)
-    all_ids: list[str] = []
-    chunks: list[np.ndarray] = []
-    for part in part_files(embeddings_dir(out, tag)):
-        table = storage.read_parquet(part)
-        meta = table.schema.metadata or {}
-        got = (
-            meta.get(b"drawmatch.model_tag", b"").decode(),
-            meta.get(b"drawmatch.weights_hash", b"").decode(),
-        )
-        if got != (tag, info["weights_hash"]):
-            raise ValueError(
-                f"{part} holds embeddings of model {got}, not {tag} {info['weights_hash']}"
-            )
-        all_ids.extend(table.column("id").to_pylist())
-        flat = table.column("embedding").combine_chunks().flatten().to_numpy()
-        chunks.append(flat.reshape(len(table), -1))
-    emb = np.concatenate(chunks) if chunks else np.zeros((0, int(info["dim"])), np.float32)
-    if ids is None:
-        return all_ids, emb.astype(np.float32, copy=False)
-    where = {k: i for i, k in enumerate(all_ids)}
-    missing = [k for k in ids if k not in where]
-    if missing:
-        raise ValueError(f"{len(missing)} id(s) have no {tag} embedding: {missing[:10]}")
-    return list(ids), emb[[where[k] for k in ids]].astype(np.float32, copy=False)
-
-
-def _existing(directory: str) -> pd.DataFrame:
-    frames = [
-        storage.read_parquet(p, columns=["id", "sha256"]).to_pandas().assign(part=str(p))
-        for p in part_files(directory)
-    ]
-    return pd.concat(frames) if frames else pd.DataFrame(columns=["id", "sha256", "part"])
-
-
-def _drop_stale(directory: str, existing: pd.DataFrame, current: pd.DataFrame) -> int:
-    """Rewrite parts without rows whose image content changed since they were embedded."""
-    merged = existing.merge(current[["id", "sha256"]], on="id", suffixes=("", "_now"))
-    stale = merged[merged["sha256"] != merged["sha256_now"]]
-    for part, rows in stale.groupby("part"):
-        table = storage.read_parquet(str(part))
-        keep = ~np.isin(
-            np.asarray(table.column("id").to_pylist(), dtype=object), rows["id"].to_numpy()
-        )
-        if keep.any():
-            storage.write_parquet(table.filter(pa.array(keep)), str(part))
-        else:
-            storage.remove(str(part))
-    return len(stale)
 
 
 @dataclass
@@ -273,10 +96,8 @@ class EmbedResult:
 def select_rows(catalogue: pd.DataFrame, config: EmbedConfig) -> pd.DataFrame:
     """Catalogue rows to embed: usable rows of the chosen collections, originals unless
     `include_styled`."""
-    rows = catalogue[cat.usable(catalogue) & catalogue["collection"].isin(config.collections)]
-    if not config.include_styled:
-        rows = rows[rows["parent_id"].isna()]
-    return rows
+    chosen = cat.usable(catalogue) if config.include_styled else cat.originals(catalogue)
+    return catalogue[chosen & catalogue["collection"].isin(config.collections)]
 
 
 def run(config: EmbedConfig) -> EmbedResult:
@@ -309,15 +130,13 @@ def run(config: EmbedConfig) -> EmbedResult:
         "dim": dim,
         "model": asdict(config.model),
     }
-    storage.write_bytes(info_path, json.dumps(model_info, indent=2).encode())
+    write_model_info(directory, model_info)
     save_config(config, storage.join(directory, "embed_config.yaml"))
 
-    existing = _existing(directory)
     result = EmbedResult(model_tag=tag, weights_hash=whash, directory=str(directory))
     result.selected = len(rows)
-    result.stale_replaced = _drop_stale(directory, existing, rows)
-    existing = _existing(directory)
-    done = set(existing["id"])
+    result.stale_replaced = drop_rows(directory, stored_ids(directory), rows)
+    done = set(stored_ids(directory)["id"])
     todo = rows[~rows["id"].isin(done)][["id", "root", "path", "sha256"]].reset_index(drop=True)
     result.already_done = result.selected - len(todo)
     print(

@@ -17,12 +17,10 @@ import pandas as pd
 
 from drawmatch import catalogue as cat
 from drawmatch import storage
-from drawmatch.settings import save_config
-from drawmatch.embed import pick_model_tag, read_embeddings, read_model_info
-from drawmatch.index import gallery_ids
+from drawmatch.embeddings import pick_model_tag, read_embeddings, read_model_info
 from drawmatch.metrics import aggregate, format_table, retrieval_metrics_from_embeddings
 from drawmatch.pairs import check_known, read_pairs
-from drawmatch.settings import EvaluateConfig
+from drawmatch.settings import EvaluateConfig, save_config
 
 MAP_DEFINITION = (
     "MAP: standard average precision over the full ranking, (1/|R|) * sum of precision at the "
@@ -59,7 +57,7 @@ def evaluate_model(
     out: str | Path, tag: str, pairs: pd.DataFrame, catalogue: pd.DataFrame, ks: tuple[int, ...]
 ) -> tuple[dict[str, float], pd.DataFrame]:
     """Metrics of `tag` on `pairs`; also returns the pairs left out (artwork not searchable)."""
-    gallery = gallery_ids(catalogue)
+    gallery = cat.gallery_ids(catalogue)
     in_gallery = pairs["artwork_id"].isin(set(gallery))
     skipped = pairs[~in_gallery]
     pairs = pairs[in_gallery]
@@ -150,7 +148,7 @@ def run_pairs(config: EvaluateConfig) -> EvaluateResult:
         "weights_hash": read_model_info(config.out, tag)["weights_hash"],
         "pairs": str(config.split_csv or config.pairs_csv),
         "set": config.split_set,
-        "gallery_size": len(gallery_ids(catalogue)),
+        "gallery_size": len(cat.gallery_ids(catalogue)),
         "metrics": metrics,
         "definitions": MAP_DEFINITION,
         "skipped_pairs": skipped.to_dict("records"),

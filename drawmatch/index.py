@@ -1,65 +1,16 @@
-"""The index job: a FAISS index over artwork embeddings, saved with its id map and provenance.
-
-Embeddings are L2-normalised, so inner product = cosine similarity and distance = 1 - score.
-`flat` is exact; `ivf` (IndexIVFFlat) and `hnsw` (IndexHNSWFlat) are approximate, for large
-galleries.
-"""
+"""The index job: a FAISS index over one model's artwork embeddings, saved with its id map and
+provenance (see `drawmatch.artwork_index`): `flat` is exact; `ivf` and `hnsw` are approximate, for
+large galleries."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import numpy as np
-import pandas as pd
 
 from drawmatch import catalogue as cat
 from drawmatch import storage
-from drawmatch.settings import save_config
-from drawmatch.embed import pick_model_tag, read_embeddings, read_model_info
-from drawmatch.settings import IndexConfig
-
-INDEX_FILE = "index.faiss"
-IDS_FILE = "ids.parquet"
-INFO_FILE = "index.json"
-KINDS = ("flat", "ivf", "hnsw")
-
-
-def index_dir(out: str | Path, tag: str) -> str:
-    return storage.join(out, "index", tag)
-
-
-def build_faiss_index(
-    emb: np.ndarray,
-    kind: str = "flat",
-    nlist: int = 1024,
-    nprobe: int = 32,
-    hnsw_m: int = 32,
-    ef_search: int = 128,
-) -> Any:
-    """A FAISS inner-product index over `emb` (N, D) float32."""
-    import faiss
-
-    if kind not in KINDS:
-        raise ValueError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
-    n, dim = emb.shape
-    emb = np.ascontiguousarray(emb, dtype=np.float32)
-    index: Any
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "ivf":
-        nlist = max(1, min(nlist, n // 39))  # FAISS wants >= 39 training points per list
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(emb)
-        index.nprobe = min(nprobe, nlist)
-    else:
-        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = ef_search
-    index.add(emb)
-    return index
+from drawmatch.artwork_index import build_faiss_index, index_dir, write_index
+from drawmatch.embeddings import pick_model_tag, read_embeddings, read_model_info
+from drawmatch.settings import IndexConfig, save_config
 
 
 @dataclass
@@ -70,20 +21,12 @@ class IndexResult:
     kind: str
 
 
-def gallery_ids(catalogue: pd.DataFrame) -> list[str]:
-    """The searchable artworks: usable originals of the artwork collection, catalogue order."""
-    rows = catalogue[cat.usable(catalogue) & (catalogue["collection"] == "artwork")]
-    return rows[rows["parent_id"].isna()]["id"].tolist()
-
-
 def run(config: IndexConfig) -> IndexResult:
-    import faiss
-
     tag = pick_model_tag(config.out, config.model_tag)
     info = read_model_info(config.out, tag)
     catalogue = cat.read_catalogue(config.out)
     ids, emb = read_embeddings(config.out, tag)
-    wanted = set(gallery_ids(catalogue))
+    wanted = set(cat.gallery_ids(catalogue))
     keep = [i for i, k in enumerate(ids) if k in wanted]
     if not keep:
         raise ValueError(f"no artwork embeddings for model {tag}: run `drawmatch embed` first")
@@ -94,12 +37,6 @@ def run(config: IndexConfig) -> IndexResult:
         emb, config.kind, config.nlist, config.nprobe, config.hnsw_m, config.ef_search
     )
     directory = index_dir(config.out, tag)
-    storage.makedirs(directory)
-    data = faiss.serialize_index(index)  # (bytes,) uint8: written whole, like every output
-    storage.write_bytes(storage.join(directory, INDEX_FILE), data.tobytes())
-    cat.write_parquet_atomic(
-        pd.DataFrame({"position": range(len(ids)), "id": ids}), storage.join(directory, IDS_FILE)
-    )
     meta = {
         "model_tag": tag,
         "weights_hash": info["weights_hash"],
@@ -107,59 +44,10 @@ def run(config: IndexConfig) -> IndexResult:
         "size": len(ids),
         "dim": int(emb.shape[1]),
     }
-    storage.write_bytes(storage.join(directory, INFO_FILE), json.dumps(meta, indent=2).encode())
+    write_index(directory, index, ids, meta)
     save_config(config, storage.join(directory, "index_config.yaml"))
     print(
         f"index {tag}: {config.kind} index of {len(ids)} artworks written to {directory}"
         + (f" ({missing} catalogued artworks have no embedding yet)" if missing else "")
     )
     return IndexResult(model_tag=tag, directory=str(directory), size=len(ids), kind=config.kind)
-
-
-class ArtworkIndex:
-    """A saved index, checked against the embeddings' model: `search(queries, k)` -> ids, distances."""
-
-    def __init__(self, out: str | Path, tag: str) -> None:
-        import faiss
-
-        directory = index_dir(out, tag)
-        if not storage.exists(storage.join(directory, INFO_FILE)):
-            raise FileNotFoundError(f"no index for model {tag!r}: run `drawmatch index` first")
-        self.info = json.loads(storage.read_text(storage.join(directory, INFO_FILE)))
-        model = read_model_info(out, tag)
-        if self.info["weights_hash"] != model["weights_hash"]:
-            raise ValueError(
-                f"index {directory} was built from weights {self.info['weights_hash']} but the "
-                f"embeddings of {tag} are from {model['weights_hash']}: rebuild the index"
-            )
-        self.tag = tag
-        self.weights_hash = str(model["weights_hash"])
-        data = storage.read_bytes(storage.join(directory, INDEX_FILE))
-        self.index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-        self.ids = storage.read_parquet(storage.join(directory, IDS_FILE))["id"].to_pylist()
-
-    def search(
-        self, queries: np.ndarray, k: int, allowed: list[str] | None = None
-    ) -> tuple[list[list[str]], np.ndarray]:
-        """Top-k artworks for (Q, D) queries: ids per query and cosine distances (Q, k').
-
-        `allowed` restricts the result to those artwork ids (a metadata filter)."""
-        import faiss
-
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        params: Any = None
-        if allowed is not None:
-            where = {a: i for i, a in enumerate(self.ids)}
-            positions = np.array(sorted(where[a] for a in allowed if a in where), dtype=np.int64)
-            selector = faiss.IDSelectorBatch(positions)
-            fa: Any = faiss
-            params = fa.SearchParameters(sel=selector)
-            if isinstance(self.index, faiss.IndexIVF):
-                params = fa.SearchParametersIVF(sel=selector, nprobe=self.index.nprobe)
-            elif isinstance(self.index, faiss.IndexHNSW):
-                params = fa.SearchParametersHNSW(sel=selector, efSearch=self.index.hnsw.efSearch)
-        k = min(k, len(self.ids))
-        scores, positions = self.index.search(queries, k, params=params)
-        result_ids = [[self.ids[p] for p in row if p >= 0] for row in positions]
-        distances = 1.0 - scores
-        return result_ids, distances

@@ -24,9 +24,8 @@ from typing import Any
 import pandas as pd
 
 from drawmatch import catalogue, storage
-from drawmatch.settings import save_config
 from drawmatch.imaj import CountryNormaliser, normalise_age_group, parse_imaj_name, read_overrides
-from drawmatch.settings import IngestConfig
+from drawmatch.settings import IngestConfig, save_config
 
 SUMMARY_FILE = "ingest_summary.json"
 ID_TO_PATH_FILE = "id_to_path.csv"

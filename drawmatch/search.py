@@ -6,8 +6,6 @@ stored embeddings and a freshly embedded query image must carry the same weights
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -15,17 +13,10 @@ import pyarrow.parquet as pq
 
 from drawmatch import catalogue as cat
 from drawmatch import storage
-from drawmatch.settings import save_config
-from drawmatch.embed import (
-    Embedder,
-    eval_transform,
-    pick_model_tag,
-    read_embeddings,
-    read_model_info,
-)
-from drawmatch.images import open_image
-from drawmatch.index import ArtworkIndex
-from drawmatch.settings import ModelConfig, SearchConfig
+from drawmatch.artwork_index import ArtworkIndex
+from drawmatch.embedder import embed_image_file
+from drawmatch.embeddings import pick_model_tag, read_embeddings
+from drawmatch.settings import SearchConfig, save_config
 
 RESULT_COLUMNS = ["rank", "artwork_id", "distance", "artist", "title"]
 
@@ -40,20 +31,6 @@ def allowed_artworks(catalogue: pd.DataFrame, where: dict[str, str]) -> list[str
             raise ValueError(f"cannot filter on {column!r}: the catalogue has no such column")
         rows = rows[rows[column].astype(str) == str(value)]
     return rows["id"].tolist()
-
-
-def embed_image_file(path: str | Path, out: str | Path, tag: str) -> np.ndarray:
-    """Embed any image file with the model of `tag`, after checking it is the same model."""
-    info = read_model_info(out, tag)
-    embedder = Embedder(info["model"])
-    if embedder.weights_hash != info["weights_hash"]:
-        raise ValueError(
-            f"the model rebuilt for {tag} has weights {embedder.weights_hash}, but its embeddings "
-            f"were made with {info['weights_hash']}: refusing to mix models"
-        )
-    size = ModelConfig(**info["model"]).image_size
-    img = eval_transform(open_image(path, draft_size=size), size)
-    return embedder.embed_images(img[None])
 
 
 def _results(ids: list[str], distances: np.ndarray, catalogue: pd.DataFrame) -> pd.DataFrame:
@@ -89,8 +66,7 @@ def search_batch(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> str
     """Top-k artworks for every usable original drawing, searched and written to one Parquet file
     in chunks of 1024 drawings."""
     index = ArtworkIndex(config.out, tag)
-    drawings = catalogue[cat.usable(catalogue) & (catalogue["collection"] == "drawing")]
-    wanted = set(drawings[drawings["parent_id"].isna()]["id"])
+    wanted = set(cat.query_ids(catalogue))
     allowed = allowed_artworks(catalogue, dict(config.where))
     target = config.batch_output or storage.join(config.out, "candidates", tag, "topk.parquet")
     buffer = pa.BufferOutputStream()

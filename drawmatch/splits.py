@@ -29,9 +29,8 @@ import pandas as pd
 
 from drawmatch import storage
 from drawmatch.catalogue import catalogue_path, read_catalogue
-from drawmatch.settings import save_config
 from drawmatch.pairs import PairsError, check_known, read_pairs
-from drawmatch.settings import SplitConfig
+from drawmatch.settings import SplitConfig, save_config
 
 log = logging.getLogger(__name__)
 

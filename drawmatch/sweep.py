@@ -24,9 +24,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from drawmatch import storage
-from drawmatch.settings import from_dict, save_config, to_dict
 from drawmatch.evaluate import fold_tables, format_fold_tables
-from drawmatch.settings import SweepConfig, TrainConfig
+from drawmatch.settings import SweepConfig, TrainConfig, from_dict, save_config, to_dict
 
 SEARCH_KEYS = ("margin", "lr", "backbone", "use_styles", "n_hardest")
 

@@ -37,11 +37,16 @@ from torch import nn
 from drawmatch import catalogue as cat
 from drawmatch import storage
 from drawmatch.backbones import create_backbone, load_weights
-from drawmatch.settings import from_dict, save_config, to_dict
 from drawmatch.images import open_image
-from drawmatch.index import gallery_ids
 from drawmatch.metrics import retrieval_metrics_from_embeddings
-from drawmatch.settings import TrainConfig
+from drawmatch.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    load_eval_array,
+    normalise,
+    train_transform,
+)
+from drawmatch.settings import TrainConfig, from_dict, save_config, to_dict
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_MODEL_FILE = "best_model.pt"
@@ -89,7 +94,7 @@ def load_fold(config: TrainConfig) -> FoldData:
             f"{config.fold_csv} names {len(unknown)} id(s) that are not usable catalogue images: "
             f"{unknown[:20]}"
         )
-    gallery = gallery_ids(catalogue)
+    gallery = cat.gallery_ids(catalogue)
     position = {a: i for i, a in enumerate(gallery)}
     fold = fold[fold["artwork_id"].isin(position)]
     positives: dict[str, set[int]] = {}
@@ -112,37 +117,24 @@ def load_fold(config: TrainConfig) -> FoldData:
     return FoldData(paths, gallery, train.reset_index(drop=True), positives, queries)
 
 
-def train_transform(config: TrainConfig) -> Any:
-    """Thesis train transform (sec. 5.2.1): resize, random crop, h-flip p=0.2, rotation +-5 deg,
-    brightness/contrast/saturation 0.9-1.1, grayscale p=0.4, ImageNet normalisation."""
-    from torchvision import transforms as T
-
-    return T.Compose(
-        [
-            T.Resize(config.train_resize),
-            T.RandomCrop(config.train_crop),
-            T.RandomHorizontalFlip(p=0.2),
-            T.RandomRotation(5, fill=255),
-            T.ColorJitter(brightness=(0.9, 1.1), contrast=(0.9, 1.1), saturation=(0.9, 1.1)),
-            T.RandomGrayscale(p=0.4),
-            T.ToTensor(),
-            T.Normalize(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),
-        ]
-    )
-
-
 class ImageLoader:
     """Loads catalogue images as tensors: train-transformed, or eval-resized (size x size) with a
     per-worker cache of the uint8 arrays (the gallery is embedded again at every bank refresh)."""
 
-    def __init__(self, paths: dict[str, str], config: TrainConfig, cache: bool = True) -> None:
+    def __init__(
+        self,
+        paths: dict[str, str],
+        config: TrainConfig,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+        cache: bool = True,
+    ) -> None:
         self.paths = paths
         self.size = config.model.image_size
         self.train_size = config.train_resize
-        self.transform = train_transform(config)
+        self.transform = train_transform(config.train_resize, config.train_crop, mean, std)
         self.cache: dict[str, np.ndarray] | None = {} if cache else None
-        self.mean = torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)
-        self.std = torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1)
+        self.mean, self.std = mean, std
 
     def train_batch(self, ids: list[str]) -> torch.Tensor:
         """(n, 3, crop, crop) float tensors with the random train transform."""
@@ -153,19 +145,14 @@ class ImageLoader:
     def _eval_array(self, image_id: str) -> np.ndarray:
         if self.cache is not None and image_id in self.cache:
             return self.cache[image_id]
-        from PIL import Image
-
-        img = open_image(self.paths[image_id], draft_size=self.size)
-        arr = np.asarray(img.resize((self.size, self.size), Image.Resampling.BILINEAR))
+        arr = load_eval_array(self.paths[image_id], self.size)
         if self.cache is not None:
             self.cache[image_id] = arr
         return arr
 
     def eval_batch(self, ids: list[str]) -> torch.Tensor:
         """(n, 3, size, size) normalised tensors, as the embed job feeds them."""
-        arr = np.stack([self._eval_array(i) for i in ids])
-        x = torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
-        return (x - self.mean) / self.std
+        return normalise(np.stack([self._eval_array(i) for i in ids]), self.mean, self.std)
 
 
 class PairDataset(torch.utils.data.Dataset[int]):
@@ -267,13 +254,12 @@ def train_loop(config_dict: dict[str, Any]) -> None:
     torch.manual_seed(config.seed)
     device = ray.train.torch.get_device()
     data = load_fold(config)
-    loader = ImageLoader(data.paths, config)
 
-    net: nn.Module = create_backbone(
-        config.model.backbone, config.model.pretrained, config.model.pooling
-    )
+    backbone = create_backbone(config.model.backbone, config.model.pretrained, config.model.pooling)
     if config.model.weights:
-        load_weights(net, config.model.weights)  # type: ignore[arg-type]
+        load_weights(backbone, config.model.weights)
+    loader = ImageLoader(data.paths, config, backbone.mean, backbone.std)
+    net: nn.Module = backbone
     if config.batchnorm == "sync" and world_size > 1:
         net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     model: nn.Module = ray.train.torch.prepare_model(net)

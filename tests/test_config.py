@@ -6,8 +6,14 @@ import pytest
 import yaml
 
 from drawmatch.cli import main, parse_job_config
-from drawmatch.settings import ConfigError, load_config, save_config, to_dict
-from drawmatch.settings import EmbedConfig, IndexConfig
+from drawmatch.settings import (
+    ConfigError,
+    EmbedConfig,
+    IndexConfig,
+    load_config,
+    save_config,
+    to_dict,
+)
 
 
 def test_yaml_then_overrides_win(tmp_path):

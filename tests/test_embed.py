@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,20 +12,35 @@ import torch
 from PIL import Image
 
 from drawmatch import catalogue as cat
-from drawmatch import embed, storage
+from drawmatch import embed, embedder, embeddings, storage
 from drawmatch.backbones import create_backbone
-from drawmatch.settings import load_config
-from drawmatch.settings import EmbedConfig, ModelConfig
+from drawmatch.settings import EmbedConfig, ModelConfig, load_config
 from tests.conftest import hand_catalogue, make_image
 
 TINY = ModelConfig(backbone="tiny", pretrained=False, image_size=48)
 
 
 def test_model_tag_names_backbone_pooling_size_and_weights():
-    assert embed.model_tag(ModelConfig(), "abc") == "efficientnet_lite0-avg-280-imagenet"
-    assert embed.model_tag(TINY, "abc") == "tiny-avg-48-random"
-    ft = ModelConfig(backbone="resnet50", image_size=224, weights="x.pt")
-    assert embed.model_tag(ft, "0123456789abcdef") == "resnet50-avg-224-ft-01234567"
+    assert embeddings.model_tag("resnet50", "gem", 224, "imagenet") == "resnet50-gem-224-imagenet"
+    assert embedder.Embedder(asdict(TINY)).tag == "tiny-avg-48-random"
+    # the tiny test backbone has no pretrained weights: asking for them does not make it "imagenet"
+    assert embedder.Embedder(asdict(replace(TINY, pretrained=True))).tag == "tiny-avg-48-random"
+
+
+def test_model_tag_says_what_the_weights_are(tmp_path):
+    """Same weights hash, same tag: a checkpoint holding the starting weights (a run whose best
+    epoch was the pretrained model) is not labelled fine-tuned; changed weights are `ft-<hash>`."""
+    net = create_backbone("tiny", pretrained=False)
+    torch.save({"model": net.state_dict()}, tmp_path / "same.pt")
+    with torch.no_grad():
+        net.trunk[0].weight.add_(0.01)
+    torch.save({"model": net.state_dict()}, tmp_path / "tuned.pt")
+    base = embedder.Embedder(asdict(TINY))
+    same = embedder.Embedder(asdict(replace(TINY, weights=str(tmp_path / "same.pt"))))
+    tuned = embedder.Embedder(asdict(replace(TINY, weights=str(tmp_path / "tuned.pt"))))
+    assert same.tag == base.tag and same.weights_hash == base.weights_hash
+    assert tuned.weights_hash != base.weights_hash
+    assert tuned.tag == f"tiny-avg-48-ft-{tuned.weights_hash[:8]}"
 
 
 def test_decode_batch_resizes_and_reports_bad_files(tmp_path):
@@ -61,7 +76,7 @@ def test_embedder_matches_a_direct_forward_and_is_normalised():
         "ok": np.array([True, False, True]),
         "error": np.array(["", "truncated", ""], dtype=object),
     }
-    result = embed.Embedder(asdict(TINY))(batch)
+    result = embedder.Embedder(asdict(TINY))(batch)
     emb = result["embedding"]
     assert emb.shape == (3, 32) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(emb[[0, 2]], axis=1), 1.0, rtol=1e-5)
@@ -114,11 +129,11 @@ def test_embed_job_resumes_and_counts_every_row(ray_local, tiny_collection):
     assert first.selected == 10
     assert first.embedded == 9
     assert first.errors == {"truncated": 1}
-    directory = Path(embed.embeddings_dir(out, first.model_tag))
-    ids, emb = embed.read_embeddings(out, first.model_tag)
+    directory = Path(embeddings.embeddings_dir(out, first.model_tag))
+    ids, emb = embeddings.read_embeddings(out, first.model_tag)
     assert sorted(ids) == sorted([f"draw{i}" for i in range(4)] + [f"art{i}" for i in range(5)])
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, rtol=1e-5)
-    assert (directory / embed.ERRORS_FILE).read_text().count("broken") == 1
+    assert (directory / embeddings.ERRORS_FILE).read_text().count("broken") == 1
     assert (directory / "embed_config.yaml").exists()
 
     # A rerun does no work.
@@ -126,12 +141,12 @@ def test_embed_job_resumes_and_counts_every_row(ray_local, tiny_collection):
     assert again.embedded == 0 and again.already_done == 9
 
     # A job killed after some parts: remove one part; the rerun embeds exactly its rows, same values.
-    part = Path(embed.part_files(directory)[0])
+    part = Path(embeddings.part_files(directory)[0])
     lost = pq.read_table(part).column("id").to_pylist()
     part.unlink()
     resumed = embed.run(config)
     assert resumed.embedded == len(lost)
-    ids2, emb2 = embed.read_embeddings(out, first.model_tag, ids=ids)
+    ids2, emb2 = embeddings.read_embeddings(out, first.model_tag, ids=ids)
     np.testing.assert_allclose(emb2, emb, atol=1e-6)
 
     # Changed content: only that id is embedded again, and it is stored once.
@@ -141,20 +156,20 @@ def test_embed_job_resumes_and_counts_every_row(ray_local, tiny_collection):
     cat.write_catalogue(catalogue, out)
     changed = embed.run(config)
     assert changed.stale_replaced == 1 and changed.embedded == 1
-    ids3, _ = embed.read_embeddings(out, first.model_tag)
+    ids3, _ = embeddings.read_embeddings(out, first.model_tag)
     assert sorted(ids3) == sorted(ids)
 
 
 def test_embeddings_refuse_a_part_of_another_model(ray_local, tiny_collection):
     out = tiny_collection
     result = embed.run(_config(out, "collections=[artwork]"))
-    directory = Path(embed.embeddings_dir(out, result.model_tag))
-    foreign = embed.embeddings_table(
+    directory = Path(embeddings.embeddings_dir(out, result.model_tag))
+    foreign = embeddings.embeddings_table(
         ["x"], ["h"], np.ones((1, 32), np.float32), "resnet50-avg-224-imagenet", "ffff"
     )
     storage.write_parquet(foreign, directory / "part-foreign.parquet")
     with pytest.raises(ValueError, match="holds embeddings of model"):
-        embed.read_embeddings(out, result.model_tag)
+        embeddings.read_embeddings(out, result.model_tag)
 
 
 def test_fine_tuned_weights_give_their_own_model(ray_local, tiny_collection, tmp_path):
@@ -168,8 +183,8 @@ def test_fine_tuned_weights_give_their_own_model(ray_local, tiny_collection, tmp
     tuned = embed.run(_config(out, "collections=[drawing]", f"model.weights={tmp_path / 'ft.pt'}"))
     assert tuned.model_tag.startswith("tiny-avg-48-ft-")
     assert tuned.weights_hash != base.weights_hash and tuned.embedded == 4
-    _i, a = embed.read_embeddings(out, base.model_tag, ids=["draw1"])
-    _i, b = embed.read_embeddings(out, tuned.model_tag, ids=["draw1"])
+    _i, a = embeddings.read_embeddings(out, base.model_tag, ids=["draw1"])
+    _i, b = embeddings.read_embeddings(out, tuned.model_tag, ids=["draw1"])
     assert not np.allclose(a, b)
 
 

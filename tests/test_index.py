@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drawmatch import embed, index
-from drawmatch.settings import load_config
-from drawmatch.settings import EmbedConfig, IndexConfig
+from drawmatch import artwork_index, embed, embeddings, index
+from drawmatch.settings import EmbedConfig, IndexConfig, load_config
 from tests.conftest import hand_catalogue, make_image
 
 
@@ -22,7 +21,7 @@ def _unit(rng, n, d):
 def test_flat_index_equals_brute_force_cosine():
     rng = np.random.default_rng(1)
     gallery, queries = _unit(rng, 200, 16), _unit(rng, 5, 16)
-    idx = index.build_faiss_index(gallery, "flat")
+    idx = artwork_index.build_faiss_index(gallery, "flat")
     scores, positions = idx.search(queries, 10)
     sims = queries @ gallery.T
     expected = np.argsort(-sims, axis=1, kind="stable")[:, :10]
@@ -37,9 +36,9 @@ def test_approximate_indexes_keep_recall(kind):
     gallery = centres[rng.integers(0, 20, 4000)] + 0.1 * rng.normal(size=(4000, 32))
     gallery = (gallery / np.linalg.norm(gallery, axis=1, keepdims=True)).astype(np.float32)
     queries = gallery[:50] + 0.05 * _unit(rng, 50, 32)
-    exact = index.build_faiss_index(gallery, "flat").search(queries, 20)[1]
+    exact = artwork_index.build_faiss_index(gallery, "flat").search(queries, 20)[1]
     defaults = IndexConfig()
-    approx = index.build_faiss_index(
+    approx = artwork_index.build_faiss_index(
         gallery, kind, defaults.nlist, defaults.nprobe, defaults.hnsw_m, defaults.ef_search
     ).search(queries, 20)[1]
     recall = np.mean([len(set(a) & set(e)) / 20 for a, e in zip(approx, exact)])
@@ -65,10 +64,10 @@ def test_index_job_search_filter_and_model_check(ray_local, tmp_path):
     built = index.run(IndexConfig(out=str(out)))
     assert built.size == 6  # artworks only
 
-    artwork_index = index.ArtworkIndex(out, result.model_tag)
-    _ids, q = embed.read_embeddings(out, result.model_tag, ids=["draw0"])
-    top, dist = artwork_index.search(q, 6)
-    all_ids, all_emb = embed.read_embeddings(
+    built_index = artwork_index.ArtworkIndex(out, result.model_tag)
+    _ids, q = embeddings.read_embeddings(out, result.model_tag, ids=["draw0"])
+    top, dist = built_index.search(q, 6)
+    all_ids, all_emb = embeddings.read_embeddings(
         out, result.model_tag, ids=[f"art{i}" for i in range(6)]
     )
     expected = [all_ids[i] for i in np.argsort(-(all_emb @ q[0]), kind="stable")]
@@ -76,13 +75,13 @@ def test_index_job_search_filter_and_model_check(ray_local, tmp_path):
     np.testing.assert_allclose(dist[0], np.sort(1 - all_emb @ q[0]), atol=1e-5)
 
     klimt = ["art2", "art3", "art4"]
-    top_k, _d = artwork_index.search(q, 5, allowed=klimt)
+    top_k, _d = built_index.search(q, 5, allowed=klimt)
     assert sorted(top_k[0]) == klimt
 
     # An index built from other weights is refused.
-    info_path = Path(index.index_dir(out, result.model_tag)) / index.INFO_FILE
+    info_path = Path(artwork_index.index_dir(out, result.model_tag)) / artwork_index.INFO_FILE
     info = json.loads(info_path.read_text())
     info["weights_hash"] = "0000"
     info_path.write_text(json.dumps(info))
     with pytest.raises(ValueError, match="rebuild the index"):
-        index.ArtworkIndex(out, result.model_tag)
+        artwork_index.ArtworkIndex(out, result.model_tag)

@@ -13,8 +13,7 @@ import pytest
 from PIL import Image
 
 from drawmatch import catalogue, ingest
-from drawmatch.settings import load_config
-from drawmatch.settings import IngestConfig
+from drawmatch.settings import IngestConfig, load_config
 from tests.conftest import make_image
 
 DUERER = "Albrecht_Du╠êrer"  # as the folder is named in the real collection

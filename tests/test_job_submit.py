@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from drawmatch import catalogue as cat
-from drawmatch import embed, storage
+from drawmatch import embeddings, storage
 from tests.conftest import hand_catalogue, make_bucket, make_image, tiny_training_set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,7 +138,7 @@ def test_submitted_embed_job(ray_head, tmp_path):
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in done.stdout
-    ids, emb = embed.read_embeddings(out, "tiny-avg-32-random")
+    ids, emb = embeddings.read_embeddings(out, "tiny-avg-32-random")
     assert sorted(ids) == [f"art{i}" for i in range(5)] and emb.shape == (5, 32)
 
 
@@ -232,7 +232,7 @@ def test_submitted_jobs_read_and_write_an_object_store(ray_head, s3_server, tmp_
     assert catalogue.set_index("id").at["empty", "error"] == "zero-byte file"
     styled = catalogue[catalogue["parent_id"].notna()]
     assert all(storage.is_file(p) for p in cat.resolve_paths(styled, cat.read_roots(out)))
-    ids, emb = embed.read_embeddings(out, "tiny-avg-32-random")
+    ids, emb = embeddings.read_embeddings(out, "tiny-avg-32-random")
     assert sorted(ids) == sorted([f"art{i}" for i in range(4)] + [f"draw{i}" for i in range(4)])
     assert storage.is_file(f"{out}/index/tiny-avg-32-random/index.faiss")
     topk = storage.read_parquet(f"{out}/candidates/tiny-avg-32-random/topk.parquet").to_pandas()
@@ -244,8 +244,8 @@ def test_submitted_jobs_read_and_write_an_object_store(ray_head, s3_server, tmp_
     summary = json.loads(storage.read_text(f"{out}/runs/on-s3/metrics.json"))
     assert [h["epoch"] for h in summary["history"]] == [0]
     assert storage.list_files(f"{out}/runs/on-s3", "checkpoint_*/checkpoint.pt", recursive=True)
-    (tuned,) = [t for t in embed.list_model_tags(out) if "-ft-" in t]
-    tuned_ids, _emb = embed.read_embeddings(out, tuned)
+    (tuned,) = [t for t in embeddings.list_model_tags(out) if "-ft-" in t]
+    tuned_ids, _emb = embeddings.read_embeddings(out, tuned)
     assert sorted(tuned_ids) == [f"draw{i}" for i in range(4)]
     sweep = json.loads(storage.read_text(f"{out}/sweep/s3/table.json"))
     assert len(sweep["screened"]) == 2 and list(sweep["confirmed"]) == [sweep["best"]]

@@ -10,10 +10,9 @@ import pandas as pd
 import pytest
 
 from drawmatch import catalogue as cat
-from drawmatch import embed, evaluate, index, search
-from drawmatch.settings import load_config
+from drawmatch import embed, embedder, embeddings, evaluate, index, search
 from drawmatch.pairs import PairsError
-from drawmatch.settings import EmbedConfig, EvaluateConfig, IndexConfig, SearchConfig
+from drawmatch.settings import EmbedConfig, EvaluateConfig, IndexConfig, SearchConfig, load_config
 from tests.conftest import hand_catalogue, make_image
 
 
@@ -39,8 +38,8 @@ def searchable(ray_local, tmp_path_factory):
 
 
 def _brute_force(out, tag, query_id, gallery):
-    _q, q = embed.read_embeddings(out, tag, ids=[query_id])
-    _g, g = embed.read_embeddings(out, tag, ids=gallery)
+    _q, q = embeddings.read_embeddings(out, tag, ids=[query_id])
+    _g, g = embeddings.read_embeddings(out, tag, ids=gallery)
     sims = g @ q[0]
     order = np.argsort(-sims, kind="stable")
     return [gallery[i] for i in order], 1 - sims[order]
@@ -71,14 +70,14 @@ def test_search_refuses_versos_unknown_queries_and_other_models(searchable):
         search.run(SearchConfig(out=str(out), query="draw3"))
     with pytest.raises(ValueError, match="neither a catalogue id nor an image file"):
         search.run(SearchConfig(out=str(out), query="nope"))
-    info_path = Path(embed.embeddings_dir(out, tag)) / embed.MODEL_FILE
+    info_path = Path(embeddings.embeddings_dir(out, tag)) / embeddings.MODEL_FILE
     saved = info_path.read_text()
     info = json.loads(saved)
     info["weights_hash"] = "0" * 16
     info_path.write_text(json.dumps(info))
     try:
         with pytest.raises(ValueError, match="refusing to mix models"):
-            search.embed_image_file(root / "d" / "draw1.jpg", out, tag)
+            embedder.embed_image_file(root / "d" / "draw1.jpg", out, tag)
     finally:
         info_path.write_text(saved)
 

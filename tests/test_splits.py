@@ -13,9 +13,8 @@ import pytest
 
 from drawmatch import catalogue as cat
 from drawmatch import splits
-from drawmatch.settings import ConfigError
 from drawmatch.pairs import PairsError, read_pairs
-from drawmatch.settings import SplitConfig
+from drawmatch.settings import ConfigError, SplitConfig
 from tests.conftest import hand_catalogue, make_image
 
 FOLD_HEADER = "pair_id,drawing_id,artwork_id,set,parent_id"

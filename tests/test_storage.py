@@ -13,8 +13,7 @@ import pyarrow as pa
 import pytest
 
 from drawmatch import catalogue as cat
-from drawmatch import embed, evaluate, index, ingest, search, splits, storage
-from drawmatch.settings import load_config, save_config
+from drawmatch import embed, embeddings, evaluate, index, ingest, search, splits, storage
 from drawmatch.settings import (
     EmbedConfig,
     EvaluateConfig,
@@ -22,6 +21,8 @@ from drawmatch.settings import (
     IngestConfig,
     SearchConfig,
     SplitConfig,
+    load_config,
+    save_config,
 )
 from tests.conftest import make_bucket, make_image
 
@@ -131,7 +132,7 @@ def _pipeline(out: str, data: str, ray_local) -> dict[str, object]:
     pairs = storage.join(data, "pairs.csv")
     metrics = evaluate.run_pairs(EvaluateConfig(out=out, pairs_csv=pairs))
     split = splits.run(SplitConfig(out=out, pairs_csv=pairs, n_folds=2))
-    ids, emb = embed.read_embeddings(out, embedded.model_tag)
+    ids, emb = embeddings.read_embeddings(out, embedded.model_tag)
     order = np.argsort(ids)
     return {
         "ingest": (result.rows, result.ok, result.errors, result.errors_by_reason),

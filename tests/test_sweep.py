@@ -8,8 +8,7 @@ import pytest
 import yaml
 
 from drawmatch import sweep
-from drawmatch.settings import ConfigError, load_config
-from drawmatch.settings import SweepConfig, TrainConfig
+from drawmatch.settings import ConfigError, SweepConfig, TrainConfig, load_config
 from tests.conftest import tiny_training_set
 
 BASE = [

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from drawmatch import embed, train
-from drawmatch.settings import ConfigError, load_config
-from drawmatch.settings import EmbedConfig, TrainConfig
+from drawmatch.settings import ConfigError, EmbedConfig, TrainConfig, load_config
 from tests.conftest import tiny_training_set
 
 N_PAIRS = 12

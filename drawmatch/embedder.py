@@ -1,0 +1,90 @@
+"""The embedding model: a registry backbone, optionally with fine-tuned weights, that turns
+eval-resized uint8 images into L2-normalised vectors. Used by the embed job's Ray Data actors and by
+search for query images; its model tag and weights hash are the provenance of every vector.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drawmatch.embeddings import model_tag, read_model_info
+from drawmatch.preprocess import load_eval_array, normalise
+from drawmatch.settings import ModelConfig
+
+
+class Embedder:
+    """Callable Ray Data stage: image batches -> L2-normalised embeddings.
+
+    `__call__` takes `image` (B, S, S, 3) uint8 plus `id`, `sha256`, `ok`, `error`, and returns them
+    with `embedding` (B, D) float32 (zeros where ok is False) instead of `image`.
+
+    The model tag says what the weights are: fine-tuned weights that equal the starting weights
+    (a run whose best epoch was the pretrained model) get the starting weights' tag, not `ft-...`.
+    """
+
+    def __init__(self, model: dict[str, Any], num_threads: int | None = None) -> None:
+        import torch
+
+        from drawmatch.backbones import create_backbone, load_weights, weights_hash
+
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        cfg = ModelConfig(**model)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        net = create_backbone(cfg.backbone, pretrained=cfg.pretrained, pooling=cfg.pooling)
+        weights = net.weights
+        self.weights_hash = weights_hash(net)
+        if cfg.weights:
+            load_weights(net, cfg.weights)
+            loaded = weights_hash(net)
+            if loaded != self.weights_hash:
+                weights = f"ft-{loaded[:8]}"
+            self.weights_hash = loaded
+        self.tag = model_tag(cfg.backbone, cfg.pooling, cfg.image_size, weights)
+        self.image_size = cfg.image_size
+        self.net = net.eval().to(self.device)
+        self.dim = net.dim
+        self.mean, self.std = net.mean, net.std
+
+    def embed_images(self, images: np.ndarray) -> np.ndarray:
+        """(B, S, S, 3) uint8 -> (B, D) float32, L2-normalised."""
+        import torch
+
+        with torch.inference_mode():
+            x = normalise(images, self.mean, self.std, self.device)
+            feats = torch.nn.functional.normalize(self.net(x).float(), dim=1)
+        return feats.cpu().numpy().astype(np.float32)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok = np.asarray(batch["ok"], dtype=bool)
+        emb = np.zeros((len(ok), self.dim), dtype=np.float32)
+        if ok.any():
+            emb[ok] = self.embed_images(batch["image"][ok])
+        return {
+            "id": batch["id"],
+            "sha256": batch["sha256"],
+            "ok": ok,
+            "error": batch["error"],
+            "embedding": emb,
+        }
+
+
+def embedder_for(out: str | Path, tag: str) -> Embedder:
+    """The model of stored embeddings `tag`, rebuilt and checked to have the same weights."""
+    info = read_model_info(out, tag)
+    embedder = Embedder(info["model"])
+    if embedder.weights_hash != info["weights_hash"]:
+        raise ValueError(
+            f"the model rebuilt for {tag} has weights {embedder.weights_hash}, but its embeddings "
+            f"were made with {info['weights_hash']}: refusing to mix models"
+        )
+    return embedder
+
+
+def embed_image_file(path: str | Path, out: str | Path, tag: str) -> np.ndarray:
+    """Embed any image file with the model of `tag`: (1, D) float32."""
+    embedder = embedder_for(out, tag)
+    return embedder.embed_images(load_eval_array(path, embedder.image_size)[None])
