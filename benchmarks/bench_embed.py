@@ -8,7 +8,7 @@
 
     python benchmarks/bench_embed.py [--count 120] [--batch-size 4] [--backbone efficientnet_lite0]
 
-Target (DESIGN.md): job >= 80 % of the bare forward.
+Target (docs/design.md): job >= 80 % of the bare forward.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ measured and scaled to the gallery size.
     python benchmarks/bench_mining.py [--backbone efficientnet_lite0] [--image-size 224]
         [--batch-size 4] [--gallery 8577] [--steps 6]
 
-Target (DESIGN.md): mining <= 15 % of a step.
+Target (docs/design.md): mining <= 15 % of a step.
 """
 
 from __future__ import annotations

@@ -44,8 +44,8 @@ DEFAULT_SIZE = (3750, 2500)
 
 
 def canvas_size(megapixels: float | None, portrait: bool) -> tuple[int, int]:
-    """(width, height) of a 3:2 canvas: 3750x2500 (9.4 MP, the size DESIGN.md's decode figures
-    use) when `megapixels` is None, else about `megapixels` (7.5 -> 3354x2236)."""
+    """(width, height) of a 3:2 canvas: 3750x2500 (9.4 MP, the size of the decode figures in
+    docs/design.md) when `megapixels` is None, else about `megapixels` (7.5 -> 3354x2236)."""
     if megapixels is None:
         w, h = DEFAULT_SIZE
     else:

@@ -79,15 +79,28 @@ def select_originals(cat: pd.DataFrame, config: AugmentConfig) -> tuple[pd.DataF
 
 
 def done_ids(cat: pd.DataFrame, roots: dict[str, str]) -> set[str]:
-    """Ids of styled rows with status ok whose file exists."""
+    """Ids of styled rows with status ok whose file exists and whose parent has not changed since
+    (its sha256 equals the row's `parent_sha256`; rows of older catalogues without it count)."""
     styled = cat[cat["parent_id"].notna() & (cat["status"] == "ok")]
     if styled.empty:
         return set()
+    parent_sha = cat.drop_duplicates("id").set_index("id")["sha256"]
+    recorded = styled["parent_sha256"] if "parent_sha256" in styled else None
+    current = parent_sha.reindex(styled["parent_id"]).to_numpy()
+    unchanged = (
+        [True] * len(styled)
+        if recorded is None
+        else [pd.isna(r) or r == c for r, c in zip(recorded, current)]
+    )
     paths = catalogue.resolve_paths(styled, roots)
     present: set[str] = set()
     for folder in sorted({storage.parent(p) for p in paths}):  # one listing per style folder
         present.update(storage.list_files(folder))
-    return {i for i, p in zip(styled["id"], paths, strict=True) if p in present}
+    return {
+        i
+        for i, p, same in zip(styled["id"], paths, unchanged, strict=True)
+        if p in present and same
+    }
 
 
 def _with_dtypes(new: pd.DataFrame, cat: pd.DataFrame) -> pd.DataFrame:
@@ -107,7 +120,8 @@ def _with_dtypes(new: pd.DataFrame, cat: pd.DataFrame) -> pd.DataFrame:
 def merge_rows(cat: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     """Catalogue with `new` styled rows added (replacing rows of the same id); every column of
     the catalogue that the augmenter does not produce is copied from the parent row, except
-    `duplicate_of` (null) and `verso` (false)."""
+    `duplicate_of` (null), `verso` (false) and `parent_sha256` (the parent's sha256, so that a
+    later run redoes the copies of a parent whose content changed)."""
     if new.empty:
         return cat
     new = new.reset_index(drop=True).copy()
@@ -117,6 +131,8 @@ def merge_rows(cat: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
             continue
         if col == "duplicate_of":
             new[col] = None
+        elif col == "parent_sha256":
+            new[col] = parents["sha256"].reindex(new["parent_id"]).to_numpy()
         elif col == "verso":
             new[col] = False
         else:

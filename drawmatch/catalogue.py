@@ -34,6 +34,7 @@ CORE_COLUMNS = [
     "error",
     "parent_id",
     "style",
+    "parent_sha256",
     "duplicate_of",
     "verso",
 ]

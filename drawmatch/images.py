@@ -106,10 +106,3 @@ def open_image(
         raise ImageError("unreadable image", f"{type(exc).__name__}: {exc}") from exc
     finally:
         Image.MAX_IMAGE_PIXELS = previous
-
-
-def load_rgb(
-    path: str | Path, draft_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
-) -> np.ndarray:
-    """RGB uint8 array (H, W, 3) of an image file; see `open_image`."""
-    return np.asarray(open_image(path, draft_size=draft_size, max_pixels=max_pixels))

@@ -552,6 +552,22 @@ def _print_summary(summary: dict[str, Any], out: str) -> None:
     print(f"  catalogue and summary written to {out}")
 
 
+def _styled_copies_to_keep(out: str, df: pd.DataFrame) -> pd.DataFrame:
+    """Style copies that augment wrote under `out` (root `out`) in the previous catalogue, whose
+    parent is in the new catalogue, ok and unchanged (same sha256): a re-ingest keeps them, so
+    augment does not make them again."""
+    if not storage.exists(catalogue.catalogue_path(out)):
+        return df.iloc[:0]
+    previous = catalogue.read_catalogue(out)
+    if "parent_sha256" not in previous.columns:
+        return df.iloc[:0]
+    styled = previous[(previous["root"] == "out") & previous["parent_id"].notna()]
+    parents = df[df["status"] == "ok"].drop_duplicates("id").set_index("id")["sha256"]
+    same = parents.reindex(styled["parent_id"]).to_numpy() == styled["parent_sha256"].to_numpy()
+    kept = styled[same & ~styled["id"].isin(set(df["id"]))]
+    return kept.reindex(columns=df.columns).astype(df.dtypes.to_dict(), errors="ignore")
+
+
 def run(config: IngestConfig) -> IngestResult:
     """Catalogue the drawings and artworks named by `config`; see the module docstring."""
     if config.drawings_root is None and config.artworks_root is None:
@@ -608,7 +624,9 @@ def run(config: IngestConfig) -> IngestResult:
 
     out = config.out
     storage.makedirs(out)
-    cat_path = catalogue.write_catalogue(df, out)
+    kept = _styled_copies_to_keep(out, df)
+    full = pd.concat([df, kept], ignore_index=True) if len(kept) else df
+    cat_path = catalogue.write_catalogue(full, out)
     catalogue.write_roots(out, roots)
     id_map = df[["id", "path", "root"]]
     id_to_path = storage.join(out, ID_TO_PATH_FILE)
@@ -620,6 +638,8 @@ def run(config: IngestConfig) -> IngestResult:
     storage.write_bytes(summary_path, json.dumps(summary, indent=2, ensure_ascii=False).encode())
     save_config(config, storage.join(out, CONFIG_FILE))
     _print_summary(summary, str(out))
+    if len(kept):
+        print(f"  style copies kept from the previous catalogue (parents unchanged): {len(kept)}")
     return IngestResult(
         out=str(out),
         catalogue_path=str(cat_path),

@@ -1,6 +1,6 @@
 """Retrieval metrics: rank every artwork for each drawing and score where the relevant ones land.
 
-Definitions (thesis sec. 4.5 and table 6.1; see DESIGN.md "Method", Metrics):
+Definitions (thesis sec. 4.5 and table 6.1; see docs/design.md, "Method"):
 
 - Ranking: artworks in descending similarity (ascending cosine distance). Ties are broken by gallery
   index ascending, i.e. what a stable sort of ``-score`` gives. Ranks are 0-based, in [0, G-1].

@@ -163,3 +163,39 @@ def test_select_checks(tiny_out: Path) -> None:
     cat = catalogue.read_catalogue(tiny_out)
     chosen, not_usable = augment.select_originals(cat, AugmentConfig(select="drawings"))
     assert sorted(chosen["id"]) == sorted(DRAWINGS[:3]) and not_usable == 0
+
+
+def test_a_re_ingest_keeps_the_copies_and_augment_does_no_work_twice(ray_local, tmp_path: Path):
+    """ingest -> augment -> ingest again -> augment: the second augment writes nothing, as the demo
+    does when it is run twice; a parent whose content changed gets new copies."""
+    from drawmatch import ingest
+    from drawmatch.settings import IngestConfig
+
+    scans = tmp_path / "scans"
+    names = DRAWINGS[:3]
+    for i, name in enumerate(names):
+        make_image(scans / f"{name}.jpg", size=(80, 60), seed=i)
+    pairs = tmp_path / "pairs.csv"
+    pd.DataFrame({"drawing_id": names, "artwork_id": ["a"] * 3}).to_csv(pairs, index=False)
+    out = tmp_path / "out"
+    ingest_cfg = IngestConfig(out=str(out), drawings_root=str(scans))
+    augment_cfg = AugmentConfig(out=str(out), styles=("gray", "pencil"), pairs_csv=str(pairs))
+
+    ingest.run(ingest_cfg)
+    first = augment.run(augment_cfg)
+    assert (first.written, first.skipped) == (6, 0)
+
+    ingest.run(ingest_cfg)
+    cat = catalogue.read_catalogue(out)
+    assert (cat["parent_id"].notna()).sum() == 6  # the copies are still catalogued
+    second = augment.run(augment_cfg)
+    assert (second.tasks, second.written, second.skipped) == (0, 0, 6)
+
+    make_image(scans / f"{names[0]}.jpg", size=(80, 60), seed=99)  # new content
+    ingest.run(ingest_cfg)
+    third = augment.run(augment_cfg)
+    assert (third.written, third.skipped) == (2, 4)
+    cat = catalogue.read_catalogue(out)
+    redone = cat[cat["parent_id"] == names[0]]
+    parent_sha = cat.loc[cat["id"] == names[0], "sha256"].iloc[0]
+    assert len(redone) == 2 and (redone["parent_sha256"] == parent_sha).all()

@@ -1,6 +1,6 @@
 """End to end: the demo job through its Ray entrypoint, on the bundled real data.
 
-The expected figures come from an independent script (DESIGN.md cross-check: pretrained
+The expected figures come from an independent script (docs/design.md cross-check: pretrained
 EfficientNet-Lite0, mean over the last feature map, PIL bilinear 280x280, ImageNet mean/std, all
 30 drawings against all 337 artworks): MAP 24.6, R@20 48.9, MP 63.8, MMP 42.1.
 """

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drawmatch.images import ImageError, load_rgb, open_image
+from drawmatch.images import ImageError, open_image
 from tests.conftest import make_image
 
 
@@ -20,7 +20,7 @@ def test_plain_jpeg_is_rgb_of_its_size(tmp_path):
     path = make_image(tmp_path / "a.jpg", size=(64, 48))
     img = open_image(path)
     assert img.mode == "RGB" and img.size == (64, 48)
-    arr = load_rgb(path)
+    arr = np.asarray(open_image(path))
     assert arr.shape == (48, 64, 3) and arr.dtype == np.uint8
 
 
@@ -61,7 +61,7 @@ def test_cmyk_jpeg_becomes_rgb(tmp_path):
     path = tmp_path / "cmyk.jpg"
     Image.new("CMYK", (30, 20), (0, 255, 255, 0)).save(path, quality=95)  # pure red in CMYK
     assert Image.open(path).mode == "CMYK"
-    arr = load_rgb(path)
+    arr = np.asarray(open_image(path))
     assert arr.shape == (20, 30, 3)
     r, g, b = arr[10, 15].astype(int)
     assert r > 200 and g < 60 and b < 60
@@ -72,7 +72,7 @@ def test_16bit_png_is_scaled_to_8bit(tmp_path):
     values = np.array([[0, 32768, 65535]], dtype=np.uint16)
     Image.fromarray(values).save(path)
     assert Image.open(path).mode == "I;16"
-    arr = load_rgb(path)
+    arr = np.asarray(open_image(path))
     assert arr.shape == (1, 3, 3)
     # 0 -> 0, half -> 128, full -> 255, grey in all three channels
     assert arr[0, :, 0].tolist() == [0, 128, 255]
@@ -86,7 +86,7 @@ def test_palette_png_with_transparency_is_composited_on_white(tmp_path):
     img.putpixel((0, 0), 0)  # index 0 is the transparent one
     img.save(path, transparency=0)
     assert Image.open(path).mode == "P"
-    arr = load_rgb(path)
+    arr = np.asarray(open_image(path))
     assert arr[0, 0].tolist() == [255, 255, 255]
     assert arr[1, 3].tolist() == [200, 10, 10]
 
@@ -98,7 +98,7 @@ def test_rgba_png_is_composited_on_white(tmp_path):
     rgba[0, 0, 3] = 0  # fully transparent
     rgba[1, 1, 3] = 255  # opaque
     Image.fromarray(rgba, mode="RGBA").save(path)
-    arr = load_rgb(path)
+    arr = np.asarray(open_image(path))
     assert arr[0, 0].tolist() == [255, 255, 255]
     assert arr[1, 1].tolist() == [255, 0, 0]
 
