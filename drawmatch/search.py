@@ -24,6 +24,7 @@ from drawmatch.embed import (
     read_model_info,
 )
 from drawmatch.images import open_image
+from drawmatch.imaj import is_verso_name
 from drawmatch.index import ArtworkIndex
 from drawmatch.settings import ModelConfig, SearchConfig
 
@@ -69,8 +70,13 @@ def _results(ids: list[str], distances: np.ndarray, catalogue: pd.DataFrame) -> 
 def search_one(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> pd.DataFrame:
     if not config.query:
         raise ValueError("search needs query=<drawing id or image file>, or batch=true")
-    index = ArtworkIndex(config.out, tag)
     query = config.query
+    if is_verso_name(query):  # before anything is read or embedded
+        raise ValueError(
+            f"{query!r}: the name states a verso (private data of a minor): refused as a query; "
+            "rename the file if it is not a verso"
+        )
+    index = ArtworkIndex(config.out, tag)
     known = catalogue[catalogue["id"] == query]
     if len(known):
         if bool(known["verso"].fillna(False).iloc[0]):
