@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -399,3 +400,75 @@ def test_ingest_styled_copies_and_verso_names(ray_local, tmp_path):
     assert summary["styled_copies"] == 5
     assert summary["flagged_names"] == len(df) - len(standard)
     assert summary["versos"] == len(VERSO_FILES)
+
+
+# --- end to end: no verso reaches an embedding, an index or a top-k file ------------------------
+
+# a verso in any spelling, written independently of the parser (as in tests/test_imaj.py)
+_VERSO_FIELD = re.compile(r"(?:^|_)\s*(?:[A-Za-z0-9]*-[Vv]|[Rr]-?[Vv]|[Vv])\s*(?:_|$)")
+
+
+def _one_name_per_shape(imaj_dir: Path) -> list[str]:
+    """One real raw file name for each shape of name (digits masked) in the variants list."""
+    seen: dict[str, str] = {}
+    for line in (imaj_dir / "raw_filename_variants.txt").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            seen.setdefault(re.sub(r"\d", "9", line), line)
+    return sorted(seen.values())
+
+
+@pytest.mark.slow
+def test_no_verso_reaches_embeddings_index_or_top_k(
+    ray_local, tmp_path, imaj_dir, capsys, monkeypatch
+):
+    from drawmatch import embed, index, search
+    from drawmatch.cli import main
+    from drawmatch.settings import EmbedConfig, IndexConfig, SearchConfig
+
+    names = sorted(set(_one_name_per_shape(imaj_dir) + VERSO_FILES + RECTO_FILES))
+    d, a = tmp_path / "drawings", tmp_path / "artworks"
+    for i, name in enumerate(names):
+        make_image(d / name, size=(40, 40), seed=i)
+    for i in range(4):
+        make_image(a / "Claude_Monet" / f"Claude_Monet_{i}.jpg", size=(40, 40), seed=1000 + i)
+    out = tmp_path / "out"
+    result = ingest.run(IngestConfig(out=str(out), drawings_root=str(d), artworks_root=str(a)))
+    assert result.errors == 0
+    df = pd.read_parquet(result.catalogue_path)
+    drawings = df[df["collection"] == "drawing"]
+    versos = set(drawings.loc[drawings["verso"], "id"])
+    by_name = {_stem(n).strip() for n in names if _VERSO_FIELD.search(_stem(n))}
+    assert versos == by_name and len(versos) >= len(VERSO_FILES) + 3
+
+    model = ["model.backbone=tiny", "model.pretrained=false", "model.image_size=32"]
+    tag = embed.run(load_config(EmbedConfig, None, [f"out={out}", *model])).model_tag
+    index.run(IndexConfig(out=str(out)))
+    topk = pd.read_parquet(search.run(SearchConfig(out=str(out), batch=True, k=2)))
+
+    embedded: set[str] = set()
+    for part in embed.part_files(embed.embeddings_dir(out, tag)):
+        embedded |= set(pd.read_parquet(part, columns=["id"])["id"])
+    indexed = set(pd.read_parquet(Path(index.index_dir(out, tag)) / index.IDS_FILE)["id"])
+    queried = set(topk["drawing_id"]) | set(topk["artwork_id"])
+    assert not versos & embedded and not versos & indexed and not versos & queried
+    originals = set(drawings.loc[~drawings["verso"] & drawings["parent_id"].isna(), "id"])
+    assert originals <= embedded and set(topk["drawing_id"]) == originals  # rectos do go through
+    assert f"{PARENT}_oil" not in set(topk["drawing_id"])  # a styled copy is not a query
+
+    # a file whose name states a verso is refused before it is embedded, by file or by id
+    calls: list[str] = []
+    real_embed = search.embed_image_file
+    monkeypatch.setattr(
+        search, "embed_image_file", lambda *args: calls.append("embed") or real_embed(*args)
+    )
+    for name in VERSO_FILES:
+        with pytest.raises(ValueError, match="states a verso"):
+            search.run(SearchConfig(out=str(out), query=str(d / name)))
+    with pytest.raises(ValueError, match="verso"):
+        search.run(SearchConfig(out=str(out), query="2004_14-17_1016_BLG_a-V_C"))
+    assert calls == []
+    capsys.readouterr()
+    assert main(["search", f"out={out}", "--query", str(d / VERSO_FILES[2])]) == 1
+    assert "states a verso" in capsys.readouterr().err
+    recto = search.run(SearchConfig(out=str(out), query=str(d / f"{PARENT}.jpg"), k=2))
+    assert len(recto) == 2 and calls == ["embed"]
