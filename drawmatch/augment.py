@@ -48,15 +48,11 @@ class AugmentResult:
     catalogue_rows: int = 0
 
 
-def _originals(cat: pd.DataFrame) -> pd.Series:
-    return cat["parent_id"].isna() & catalogue.usable(cat)
-
-
 def select_originals(cat: pd.DataFrame, config: AugmentConfig) -> tuple[pd.DataFrame, int]:
     """The catalogue rows to augment and the number of paired ids that are not usable originals."""
     if config.select not in SELECTIONS:
         raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got {config.select!r}")
-    originals = _originals(cat)
+    originals = catalogue.originals(cat)
     not_duplicate = cat["duplicate_of"].isna() if "duplicate_of" in cat else True
     if config.select == "all":
         return cat[originals & not_duplicate], 0

@@ -24,14 +24,24 @@ from typing import Any
 import pandas as pd
 
 from drawmatch import catalogue, storage
-from drawmatch.imaj import CountryNormaliser, normalise_age_group, parse_imaj_name, read_overrides
+from drawmatch.imaj import (
+    VERSO_SIDES,
+    CountryNormaliser,
+    ParsedName,
+    clean_stem,
+    is_verso_name,
+    normalise_age_group,
+    parse_imaj_name,
+    read_overrides,
+)
 from drawmatch.settings import IngestConfig, save_config
 
 SUMMARY_FILE = "ingest_summary.json"
 ID_TO_PATH_FILE = "id_to_path.csv"
 CONFIG_FILE = "ingest_config.yaml"
 
-EXTRA_COLUMNS = ["file_name"]
+# name_flags: every deviation of a drawing's file name from the IMAJ convention, with its reason
+EXTRA_COLUMNS = ["file_name", "name_flags"]
 COLUMNS = (
     catalogue.CORE_COLUMNS + catalogue.DRAWING_COLUMNS + catalogue.ARTWORK_COLUMNS + EXTRA_COLUMNS
 )
@@ -318,6 +328,53 @@ class _ArtworkMetadata:
 # the job
 
 
+def _parent_ids(entries: list[_Entry]) -> dict[str, str]:
+    """Drawing ids by the stem the name parser reads (`x.jpg` of `x.jpg.jpg` -> `x`)."""
+    out: dict[str, str] = {}
+    for e in entries:
+        if e.collection == "drawing":
+            out.setdefault(clean_stem(e.stem), e.stem)
+    for e in entries:
+        if e.collection == "drawing":
+            out[e.stem] = e.stem  # an exact id wins
+    return out
+
+
+def _drawing_metadata(
+    e: _Entry, normaliser: CountryNormaliser, parents: dict[str, str]
+) -> tuple[dict[str, Any], ParsedName]:
+    """Catalogue values a drawing's file name states, and the parsed name.
+
+    A styled copy of the collection (`<parent>_oil`) takes its metadata from the parent's part of
+    the name, its style, and `parent_id` when the parent is catalogued (else null, flagged)."""
+    parsed = parse_imaj_name(e.stem)
+    flags = list(parsed.warnings)
+    values: dict[str, Any] = dict(
+        year=parsed.year,
+        age_group_raw=parsed.age_group_raw,
+        age_group=parsed.age_group,
+        country_code=parsed.country_code,
+        country_iso3=normaliser.iso3(parsed.country_code),
+        side=parsed.side,
+        quality=parsed.quality,
+        scan_uid=parsed.scan_uid,
+        sub_drawing=parsed.sub_drawing,
+        name_parsed=parsed.parsed,
+    )
+    if parsed.style is not None and parsed.parent_stem is not None:
+        values["style"] = parsed.style
+        parent = parents.get(parsed.parent_stem)
+        if parent is not None and parent != e.stem:
+            values["parent_id"] = parent
+        else:
+            flags.append(
+                f"styled copy of {parsed.parent_stem!r}, which is not in the catalogue: "
+                "no parent_id"
+            )
+    values["name_flags"] = "; ".join(flags) if flags else None
+    return values, parsed
+
+
 def _build_rows(
     entries: list[_Entry],
     probes: dict[int, dict[str, Any]],
@@ -326,6 +383,7 @@ def _build_rows(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     rows: list[dict[str, Any]] = []
     unparsed: list[dict[str, Any]] = []
+    parents = _parent_ids(entries)
     for i, e in enumerate(entries):
         row: dict[str, Any] = {c: None for c in COLUMNS}
         row.update(
@@ -353,19 +411,8 @@ def _build_rows(
             row["status"] = "error"
 
         if e.collection == "drawing":
-            parsed = parse_imaj_name(e.stem)
-            row.update(
-                year=parsed.year,
-                age_group_raw=parsed.age_group_raw,
-                age_group=parsed.age_group,
-                country_code=parsed.country_code,
-                country_iso3=normaliser.iso3(parsed.country_code),
-                side=parsed.side,
-                quality=parsed.quality,
-                scan_uid=parsed.scan_uid,
-                sub_drawing=parsed.sub_drawing,
-                name_parsed=parsed.parsed,
-            )
+            values, parsed = _drawing_metadata(e, normaliser, parents)
+            row.update(values)
             if not parsed.parsed:
                 unparsed.append({"path": e.rel_path, "warnings": list(parsed.warnings)})
         else:
@@ -378,6 +425,14 @@ def _build_rows(
                 row.update({k: v for k, v in found.items() if v})
         rows.append(row)
     return rows, unparsed
+
+
+def is_verso_row(row: dict[str, Any]) -> bool:
+    """A drawing whose side (as named or overridden) is `V` or `R-V`, or whose file name states a
+    verso in any spelling: private. An override cannot make a file named as a verso public."""
+    if row["collection"] != "drawing":
+        return False
+    return row["side"] in VERSO_SIDES or is_verso_name(row["file_name"])
 
 
 def _apply_overrides(
@@ -504,6 +559,8 @@ def _summary(
             )
         ][:_LIST_LIMIT],
         "unparsed_names": len(unparsed),
+        "flagged_names": int(drawings["name_flags"].notna().sum()),
+        "styled_copies": int((drawings["style"] != "original").sum()),
         "unparsed_examples": unparsed[:_LIST_LIMIT],
         "unknown_country_codes": _counts(unknown["country_code"]),
         "non_standard_age_groups": _counts(nonstandard["age_group_raw"]),
@@ -612,7 +669,7 @@ def run(config: IngestConfig) -> IngestResult:
     rows, unparsed = _build_rows(entries, probes, normaliser, metadata)
     applied, unmatched = _apply_overrides(rows, overrides, normaliser)
     for row in rows:
-        row["verso"] = row["collection"] == "drawing" and row["side"] == "V"
+        row["verso"] = is_verso_row(row)
     dup_ids, dup_content = _mark_duplicates(rows)
     df = _to_frame(rows)
 
