@@ -183,6 +183,7 @@ def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (a local path or a URI)."""
     storage.write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
+
 STYLES = ("oil", "watercolor", "texture", "gray", "pencil")
 
 
