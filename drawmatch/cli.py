@@ -55,6 +55,8 @@ SWITCHES: dict[str, dict[str, str]] = {
 # jobs that create their output root; every other job reads one that `ingest` made (`split`
 # also works on a pairs file alone, without a catalogue)
 CREATES_OUT = ("ingest", "demo", "split")
+# jobs that read `embeddings/<model_tag>/` under the output root
+NEEDS_EMBEDDINGS = ("index", "search", "evaluate")
 # dotted keys naming inputs that must exist when given: "file" or "dir"
 INPUTS: dict[str, dict[str, str]] = {
     "ingest": {
@@ -232,11 +234,12 @@ def _kind(path: str, key: str) -> str:
 
 
 def _required(job: str, config: Any) -> None:
-    """Keys a job cannot run without, and keys that only make sense together."""
+    """Keys a job cannot run without (ValueError), and keys that only make sense together
+    (ConfigError)."""
     needs: str | None = None
     if job == "ingest" and config.drawings_root is None and config.artworks_root is None:
         needs = "drawings_root=DIR and/or artworks_root=DIR"
-    elif job in ("split",) and not config.pairs_csv:
+    elif job == "split" and not config.pairs_csv:
         needs = "pairs_csv=FILE"
     elif job == "augment" and config.select == "paired" and not config.pairs_csv:
         needs = "pairs_csv=FILE (or select=drawings|all)"
@@ -246,8 +249,8 @@ def _required(job: str, config: Any) -> None:
         needs = "pairs_csv=FILE, or split_csv=FILE with split_set=train|val|test, or --folds"
     elif job == "train" and not config.fold_csv:
         needs = "fold_csv=FILE (make folds with `drawmatch split`)"
-    if needs:
-        raise ConfigError(f"{job} needs {needs}")
+    if needs:  # exit code 1, as when the job itself found the key missing
+        raise ValueError(f"{job} needs {needs}")
     if job == "evaluate" and config.split_csv and config.split_set is None:
         raise ConfigError("split_csv needs split_set=train|val|test")
     if job == "evaluate" and config.split_set is not None and not config.split_csv:
@@ -272,7 +275,7 @@ def _check_backbones(job: str, config: Any) -> None:
 def preflight(job: str, config: Any) -> None:
     """Check what a config names outside itself before the job starts: the output root, input
     files and folders, output files, backbone names. Raises ConfigError for a value that cannot
-    be right, FileNotFoundError for something missing."""
+    be right, FileNotFoundError for something missing, ValueError for a required key left out."""
     _required(job, config)
     out = str(config.out)
     out_kind = _kind(out, "out")
@@ -290,6 +293,12 @@ def preflight(job: str, config: Any) -> None:
             raise FileNotFoundError(
                 f"{out} holds no catalogue (run `drawmatch ingest out={out}` first)"
             )
+        if job in NEEDS_EMBEDDINGS and not (job == "evaluate" and config.folds):
+            models = storage.list_files(storage.join(out, "embeddings"), "*/model.json", True)
+            if not models:
+                raise FileNotFoundError(
+                    f"no embeddings under {out} (run `drawmatch embed out={out}` first)"
+                )
     for key, kind in INPUTS.get(job, {}).items():
         value = _get(config, key)
         if value is None:
@@ -324,7 +333,7 @@ def run_job(job: str, argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"drawmatch {job}: config error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         print(f"drawmatch {job}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     run: Callable[[Any], Any] = importlib.import_module(JOBS[job][1]).run

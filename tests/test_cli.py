@@ -30,6 +30,7 @@ def earlier_run(tmp_path: Path) -> Path:
     emb = out / "embeddings" / "efficientnet_lite0-avg-280-imagenet"
     emb.mkdir(parents=True)
     (emb / "embed_config.yaml").write_text(PREVIOUS)
+    (emb / "model.json").write_text("{}")
     return out
 
 
@@ -59,22 +60,22 @@ BAD_COMMANDS = [
     (["embed", "model.image_size=8"], 2, ["model.image_size: 8"]),
     (["search", "k=0", "query=a"], 2, ["k: 0"]),
     (["search", "--k", "-2", "--query", "a"], 2, ["k: -2"]),
-    (["search"], 2, ["needs query="]),
+    (["search"], 1, ["needs query="]),
     (["evaluate", "ks=[0, 5]", "pairs_csv=p.csv"], 2, ["ks[0]: 0"]),
     (["evaluate", "split_set=dev"], 2, ["split_set"]),
-    (["evaluate"], 2, ["needs pairs_csv"]),
+    (["evaluate"], 1, ["needs pairs_csv"]),
     (["augment", "jpeg_quality=0"], 2, ["jpeg_quality: 0", "1 to 100"]),
-    (["augment"], 2, ["needs pairs_csv"]),
+    (["augment"], 1, ["needs pairs_csv"]),
     (["train", "lr=0", "fold_csv=f.csv"], 2, ["lr: 0"]),
     (["train", "margin=-1", "fold_csv=f.csv"], 2, ["margin: -1"]),
-    (["train"], 2, ["needs fold_csv"]),
+    (["train"], 1, ["needs fold_csv"]),
     (["sweep", "base.epochs=0"], 2, ["base.epochs: 0"]),
     (["sweep", "trial_cpus=-1"], 2, ["trial_cpus: -1"]),
     (["index", "nlist=0"], 2, ["nlist: 0"]),
     (["split", "n_folds=0", "pairs_csv=p.csv"], 2, ["n_folds: 0"]),
     (["demo", "examples=0"], 2, ["examples: 0"]),
     (["ingest", "extensions=[]"], 2, ["extensions"]),
-    (["ingest"], 2, ["needs drawings_root"]),
+    (["ingest"], 1, ["needs drawings_root"]),
     (["embed", "batchsize=4"], 2, ["unknown config key(s) batchsize"]),
     (["embed", "--no-such-flag"], 2, ["unrecognized arguments"]),
 ]
@@ -229,3 +230,16 @@ def test_top_level_help_lists_jobs(capsys):
     out = capsys.readouterr().out
     for job in JOBS:
         assert f"  {job} " in out
+
+
+@pytest.mark.parametrize("job", ["index", "search", "evaluate"])
+def test_jobs_reading_embeddings_say_when_there_are_none(capsys, tmp_path, job):
+    import pandas as pd
+
+    out = tmp_path / "run"
+    out.mkdir()
+    pd.DataFrame({"id": ["a"]}).to_parquet(out / "catalogue.parquet")
+    (tmp_path / "p.csv").write_text("drawing_id,artwork_id\n")
+    extra = {"search": ["query=a"], "evaluate": [f"pairs_csv={tmp_path / 'p.csv'}"]}
+    line = _refused(capsys, [job, f"out={out}", *extra.get(job, [])], 1, tmp_path)
+    assert "no embeddings" in line and "drawmatch embed" in line
