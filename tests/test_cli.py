@@ -243,3 +243,20 @@ def test_jobs_reading_embeddings_say_when_there_are_none(capsys, tmp_path, job):
     extra = {"search": ["query=a"], "evaluate": [f"pairs_csv={tmp_path / 'p.csv'}"]}
     line = _refused(capsys, [job, f"out={out}", *extra.get(job, [])], 1, tmp_path)
     assert "no embeddings" in line and "drawmatch embed" in line
+
+
+def test_object_store_output_root_is_checked(capsys, tmp_path, s3_server):
+    """The same checks on an S3 output root (a local S3-compatible server)."""
+    import boto3
+
+    from tests.conftest import make_bucket
+
+    bucket = make_bucket("cli-checks")
+    line = _refused(capsys, ["embed", f"out={bucket}/run"], 1, tmp_path, "no drawmatch output")
+    assert f"{bucket}/run" in line
+    boto3.client("s3").put_object(Bucket="cli-checks", Key="run/catalogue.parquet", Body=b"x")
+    _refused(capsys, ["index", f"out={bucket}/run"], 1, tmp_path, "no embeddings")
+    _refused(
+        capsys, ["search", f"out={bucket}/run/catalogue.parquet", "k=3", "batch=true"], 2, tmp_path
+    )
+    _refused(capsys, ["augment", f"out={bucket}/other", "select=all"], 1, tmp_path, "no drawmatch")
