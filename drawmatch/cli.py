@@ -129,7 +129,8 @@ def _show(value: Any) -> str:
 
 
 def config_keys(cls: type, prefix: str = "") -> Iterator[tuple[str, str, str]]:
-    """(dotted key, type, default) of every leaf key of a config dataclass, nested ones walked."""
+    """(dotted key, type, default) of every leaf key of a config dataclass, nested ones walked;
+    the default also says which values a choice key allows."""
     hints = typing.get_type_hints(cls)
     defaults = cls()
     for f in dataclasses.fields(cls):
@@ -137,7 +138,10 @@ def config_keys(cls: type, prefix: str = "") -> Iterator[tuple[str, str, str]]:
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             yield from config_keys(tp, f"{prefix}{f.name}.")
         else:
-            yield f"{prefix}{f.name}", _type_name(tp), _show(getattr(defaults, f.name))
+            default = _show(getattr(defaults, f.name))
+            if "choices" in f.metadata:
+                default += f"; one of {', '.join(f.metadata['choices'])}"
+            yield f"{prefix}{f.name}", _type_name(tp), default
 
 
 def _sections(cls: type, prefix: str = "") -> Iterator[tuple[str, str]]:

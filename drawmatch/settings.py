@@ -192,6 +192,24 @@ def _choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
 
 
+def choice(default: Any, *allowed: str) -> Any:
+    """A field whose value (each value, for a list) must be one of `allowed`; `--help` lists
+    them. A null value of an optional field passes."""
+    return field(default=default, metadata={"choices": allowed})
+
+
+def _check_choices(config: Any) -> None:
+    for f in dataclasses.fields(config):
+        allowed = f.metadata.get("choices")
+        value = getattr(config, f.name)
+        if allowed is None or value is None:
+            continue
+        if isinstance(value, tuple):
+            _each(f.name, value, _choice, allowed)
+        else:
+            _choice(f.name, value, allowed)
+
+
 def _at_least(key: str, value: float | None, minimum: float) -> None:
     """`value >= minimum` (None, where a key allows it, means "not set" and passes)."""
     if value is not None and not value >= minimum:  # `not >=` also refuses NaN
@@ -328,9 +346,9 @@ class AugmentConfig:
     `pairs_csv`, `drawings` every usable drawing, `all` drawings and artworks."""
 
     out: str = "drawmatch-out"
-    styles: tuple[str, ...] = STYLES
+    styles: tuple[str, ...] = choice(STYLES, *STYLES)
     params: StyleParams = field(default_factory=StyleParams)
-    select: str = "paired"
+    select: str = choice("paired", "paired", "drawings", "all")
     pairs_csv: str | None = None
     max_side: int = 1024
     jpeg_quality: int = 92
@@ -341,8 +359,7 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         _names(self, "out", "pairs_csv")
-        _choice("select", self.select, ("paired", "drawings", "all"))
-        _each("styles", self.styles, _choice, STYLES)
+        _check_choices(self)
         _at_least("max_side", self.max_side, MIN_IMAGE_SIZE)
         _between("jpeg_quality", self.jpeg_quality, 1, 100)
         _at_least("batch_size", self.batch_size, 1)
@@ -357,12 +374,12 @@ class ModelConfig:
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True
     image_size: int = 280
-    pooling: str = "avg"
+    pooling: str = choice("avg", "avg", "max", "gem")
     weights: str | None = None
 
     def __post_init__(self) -> None:
         _names(self, "backbone", "weights")
-        _choice("pooling", self.pooling, ("avg", "max", "gem"))
+        _check_choices(self)
         _at_least("image_size", self.image_size, MIN_IMAGE_SIZE)
 
 
@@ -373,7 +390,7 @@ class EmbedConfig:
 
     out: str = "drawmatch-out"
     model: ModelConfig = field(default_factory=ModelConfig)
-    collections: tuple[str, ...] = ("drawing", "artwork")
+    collections: tuple[str, ...] = choice(("drawing", "artwork"), "drawing", "artwork")
     include_styled: bool = False
     batch_size: int = 4
     num_actors: int = 1
@@ -388,7 +405,7 @@ class EmbedConfig:
 
     def __post_init__(self) -> None:
         _names(self, "out")
-        _each("collections", self.collections, _choice, ("drawing", "artwork"))
+        _check_choices(self)
         for key in ("batch_size", "num_actors", "decode_batch_size", "rows_per_file"):
             _at_least(key, getattr(self, key), 1)
         # a task or actor without CPUs is never limited by Ray: it would oversubscribe the node
@@ -406,7 +423,7 @@ class IndexConfig:
 
     out: str = "drawmatch-out"
     model_tag: str | None = None
-    kind: str = "flat"
+    kind: str = choice("flat", "flat", "ivf", "hnsw")
     nlist: int = 1024
     nprobe: int = 32
     hnsw_m: int = 32
@@ -414,7 +431,7 @@ class IndexConfig:
 
     def __post_init__(self) -> None:
         _names(self, "out", "model_tag")
-        _choice("kind", self.kind, ("flat", "ivf", "hnsw"))
+        _check_choices(self)
         _at_least("nlist", self.nlist, 1)
         _at_least("nprobe", self.nprobe, 1)
         _at_least("hnsw_m", self.hnsw_m, 2)
@@ -449,7 +466,7 @@ class EvaluateConfig:
     model_tag: str | None = None
     pairs_csv: str | None = None
     split_csv: str | None = None
-    split_set: str | None = None
+    split_set: str | None = choice(None, "train", "val", "test")
     ks: tuple[int, ...] = (1, 5, 10, 20, 50, 100, 200, 400)
     output: str | None = None
     folds: bool = False
@@ -457,8 +474,7 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         _names(self, "out", "model_tag", "pairs_csv", "split_csv", "output", "runs")
-        if self.split_set is not None:
-            _choice("split_set", self.split_set, ("train", "val", "test"))
+        _check_choices(self)
         _each("ks", self.ks, _at_least, 1)
 
 
@@ -473,7 +489,7 @@ class DemoConfig:
     pretrained: bool = True
     image_size: int = 280
     batch_size: int = 4
-    styles: tuple[str, ...] = STYLES
+    styles: tuple[str, ...] = choice(STYLES, *STYLES)
     examples: int = 4
     ray: RayConfig = field(default_factory=RayConfig)
 
@@ -481,7 +497,7 @@ class DemoConfig:
         _names(self, "out", "data", "backbone")
         _at_least("image_size", self.image_size, MIN_IMAGE_SIZE)
         _at_least("batch_size", self.batch_size, 1)
-        _each("styles", self.styles, _choice, STYLES)
+        _check_choices(self)
         _at_least("examples", self.examples, 1)
 
 
@@ -519,7 +535,7 @@ class TrainConfig:
     fold_csv: str | None = None
     run_name: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss: str = "triplet"
+    loss: str = choice("triplet", "triplet", "contrastive")
     margin: float = 0.7
     lr: float = 1e-6
     weight_decay: float = 1e-4
@@ -532,7 +548,7 @@ class TrainConfig:
     use_styles: bool = True
     train_resize: int = 330
     train_crop: int = 280
-    batchnorm: str = "frozen"
+    batchnorm: str = choice("frozen", "frozen", "sync")
     patience: int = 3
     max_steps_per_epoch: int | None = None
     eval_batch_size: int = 16
@@ -546,8 +562,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _names(self, "out", "fold_csv")
         _folder_name("run_name", self.run_name)
-        _choice("loss", self.loss, ("triplet", "contrastive"))
-        _choice("batchnorm", self.batchnorm, ("frozen", "sync"))
+        _check_choices(self)
         _above("margin", self.margin, 0)
         _above("lr", self.lr, 0)
         _at_least("weight_decay", self.weight_decay, 0)

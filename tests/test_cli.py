@@ -193,8 +193,9 @@ def test_uri_output_root_is_checked_through_storage(capsys, tmp_path):
     _refused(capsys, ["index", f"out=file://{tmp_path}/f"], 2, tmp_path, "existing file")
 
 
-def _walk_keys(cls: type, prefix: str = "") -> list[tuple[str, object]]:
-    """Every leaf key of a config dataclass with its default, walked here independently."""
+def _walk_keys(cls: type, prefix: str = "") -> list[tuple[str, object, tuple[str, ...]]]:
+    """Every leaf key of a config dataclass with its default and allowed values, walked here
+    independently."""
     keys = []
     hints = typing.get_type_hints(cls)
     instance = cls()
@@ -202,7 +203,9 @@ def _walk_keys(cls: type, prefix: str = "") -> list[tuple[str, object]]:
         if dataclasses.is_dataclass(hints[f.name]):
             keys += _walk_keys(hints[f.name], f"{prefix}{f.name}.")
         else:
-            keys.append((f"{prefix}{f.name}", getattr(instance, f.name)))
+            keys.append(
+                (f"{prefix}{f.name}", getattr(instance, f.name), f.metadata.get("choices", ()))
+            )
     return keys
 
 
@@ -212,9 +215,11 @@ def test_help_lists_every_key_with_type_and_default(capsys, job):
     text = capsys.readouterr().out
     cls = JOBS[job][0]
     lines = {line.split()[0]: line for line in text.splitlines() if line.startswith("  ")}
-    for key, default in _walk_keys(cls):
+    for key, default, allowed in _walk_keys(cls):
         assert key in lines, f"{key} missing from `drawmatch {job} --help`"
         shown = lines[key]
+        for value in allowed:
+            assert value in shown.split("one of", 1)[1], (key, value, shown)
         if isinstance(default, bool):
             assert f"default: {str(default).lower()}" in shown
         elif default is None:
@@ -223,6 +228,8 @@ def test_help_lists_every_key_with_type_and_default(capsys, job):
             assert f"default: {default}" in shown
     assert " ".join(cls.__doc__.split())[:40] in " ".join(text.split())
     assert "int" in text and "str" in text
+    if job == "index":
+        assert "one of flat, ivf, hnsw" in lines["kind"]
 
 
 def test_top_level_help_lists_jobs(capsys):
