@@ -21,7 +21,7 @@ import typing
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
-from drawmatch import settings, storage
+from drawmatch import settings
 from drawmatch.settings import ConfigError, load_config
 
 # job name -> (config class, module holding `run(config)`, one-line help)
@@ -229,6 +229,8 @@ def _get(config: Any, dotted: str) -> Any:
 def _kind(path: str, key: str) -> str:
     """The kind of `path` (a local path or a URI): "file", "dir" or "missing"; a URI pyarrow
     cannot use is a ConfigError naming `key`."""
+    from drawmatch import storage  # pandas and pyarrow: not needed to refuse a bad value
+
     try:
         if storage.is_file(path):
             return "file"
@@ -298,6 +300,8 @@ def preflight(job: str, config: Any) -> None:
                 f"{out} holds no catalogue (run `drawmatch ingest out={out}` first)"
             )
         if job in NEEDS_EMBEDDINGS and not (job == "evaluate" and config.folds):
+            from drawmatch import storage
+
             models = storage.list_files(storage.join(out, "embeddings"), "*/model.json", True)
             if not models:
                 raise FileNotFoundError(

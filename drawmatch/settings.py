@@ -17,8 +17,6 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
-from drawmatch import storage
-
 T = TypeVar("T")
 
 
@@ -158,6 +156,8 @@ def load_config(
     """Build a `cls` config from defaults, an optional `base` dict, a YAML file and overrides."""
     data: dict[str, Any] = dict(base or {})
     if path is not None:
+        from drawmatch import storage  # pyarrow and pandas: only when a file is read
+
         try:
             text = storage.read_text(path)
         except FileNotFoundError:
@@ -181,6 +181,8 @@ def load_config(
 
 def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (a local path or a URI)."""
+    from drawmatch import storage
+
     storage.write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
