@@ -173,7 +173,7 @@ def _run_ray(todo: pd.DataFrame, config: AugmentConfig, roots: dict[str, str]) -
         fn_constructor_kwargs=kwargs,
         batch_size=config.batch_size,
         batch_format="numpy",
-        concurrency=concurrency,
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=1,
     )
     frames = [b for b in ds.iter_batches(batch_format="pandas", batch_size=None) if len(b)]

@@ -76,6 +76,8 @@ class IngestResult:
     duplicate_content: int = 0
     unreadable_dirs: int = 0
     errors_by_reason: dict[str, int] = field(default_factory=dict)
+    skipped_by_extension: dict[str, int] = field(default_factory=dict)
+    empty_roots: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,8 +137,23 @@ def _normalise_extensions(extensions: tuple[str, ...]) -> set[str]:
     return out
 
 
+def _skip_reason(stem: str, ext: str, extensions: set[str]) -> str | None:
+    """Why a file is not an image to catalogue: its extension (`.txt`, `(none)`), or a name that
+    is only an extension (`(no name)`); None for a file to catalogue."""
+    if ext.lower() not in extensions:
+        return ext.lower() or "(none)"
+    if not stem.strip():
+        return "(no name)"
+    return None
+
+
 def _walk_uri(
-    root: str, collection: str, root_name: str, extensions: set[str], skip: set[str]
+    root: str,
+    collection: str,
+    root_name: str,
+    extensions: set[str],
+    skip: set[str],
+    skipped: Counter[str],
 ) -> list[_Entry]:
     """`_walk` for an object-store root: every object under the prefix, minus those under `skip`."""
     entries: list[_Entry] = []
@@ -146,7 +163,9 @@ def _walk_uri(
         rel = path[len(root.rstrip("/")) + 1 :]
         name = rel.rsplit("/", 1)[-1]
         stem, ext = os.path.splitext(name.strip())
-        if ext.lower() not in extensions or not stem.strip():
+        reason = _skip_reason(stem, ext, extensions)
+        if reason is not None:
+            skipped[reason] += 1
             continue
         entries.append(_Entry(collection, root_name, path, rel, name, stem.strip()))
     return entries
@@ -159,7 +178,10 @@ def _walk(
     extensions: set[str],
     skip_dirs: set[str],
     unreadable: list[dict[str, str]],
+    skipped: Counter[str],
 ) -> list[_Entry]:
+    """Files under a local root whose extension is in `extensions`, sorted; the files left out
+    are counted in `skipped` by extension, unreadable folders listed in `unreadable`."""
     entries: list[_Entry] = []
 
     def onerror(exc: OSError) -> None:
@@ -176,7 +198,9 @@ def _walk(
         for name in sorted(filenames):
             clean = name.strip()
             stem, ext = os.path.splitext(clean)
-            if ext.lower() not in extensions or not stem.strip():
+            reason = _skip_reason(stem, ext, extensions)
+            if reason is not None:
+                skipped[reason] += 1
                 continue
             abs_path = os.path.join(dirpath, name)
             rel = Path(os.path.relpath(abs_path, root)).as_posix()
@@ -602,6 +626,13 @@ def _print_summary(summary: dict[str, Any], out: str) -> None:
             f"  {summary['duplicate_ids']} repeated ids, "
             f"{summary['duplicate_content']} files with the same content as another"
         )
+    if summary["skipped_files"]:
+        print(
+            f"  {summary['skipped_files']} files skipped for their extension: "
+            f"{summary['skipped_by_extension']}"
+        )
+    if summary["empty_roots"]:
+        print(f"  no image files under {', '.join(summary['empty_roots'])}")
     if summary["unreadable_directories"]:
         print(f"  {len(summary['unreadable_directories'])} unreadable directories (see summary)")
     if summary["overrides"]["unmatched"]:
@@ -655,14 +686,25 @@ def run(config: IngestConfig) -> IngestResult:
         for name, root in roots.items()
     }
     unreadable: list[dict[str, str]] = []
+    skipped: Counter[str] = Counter()
+    empty_roots: list[str] = []
     entries: list[_Entry] = []
     for name, collection in (("drawings", "drawing"), ("artworks", "artwork")):
         if name in roots:
             others = {r for n, r in real_roots.items() if n != name}
             if storage.is_uri(roots[name]):
-                entries += _walk_uri(roots[name], collection, name, extensions, others)
+                found = _walk_uri(roots[name], collection, name, extensions, others, skipped)
             else:
-                entries += _walk(roots[name], collection, name, extensions, others, unreadable)
+                found = _walk(
+                    roots[name], collection, name, extensions, others, unreadable, skipped
+                )
+            if not found:
+                empty_roots.append(f"{name}_root")
+                print(
+                    f"warning: no image files under {name}_root {roots[name]} "
+                    f"(extensions {', '.join(sorted(extensions))}): its catalogue part is empty"
+                )
+            entries += found
     entries.sort(key=lambda e: (e.collection, e.rel_path))
 
     probes = _probe_all(entries, config)
@@ -691,6 +733,9 @@ def run(config: IngestConfig) -> IngestResult:
     summary = _summary(
         df, config, unparsed, unreadable, dup_ids, dup_content, applied, unmatched, metadata
     )
+    summary["skipped_by_extension"] = dict(sorted(skipped.items()))
+    summary["skipped_files"] = sum(skipped.values())
+    summary["empty_roots"] = empty_roots
     summary_path = storage.join(out, SUMMARY_FILE)
     storage.write_bytes(summary_path, json.dumps(summary, indent=2, ensure_ascii=False).encode())
     save_config(config, storage.join(out, CONFIG_FILE))
@@ -715,4 +760,6 @@ def run(config: IngestConfig) -> IngestResult:
         duplicate_content=len(dup_content),
         unreadable_dirs=len(unreadable),
         errors_by_reason=dict(summary["errors_by_reason"]),
+        skipped_by_extension=dict(summary["skipped_by_extension"]),
+        empty_roots=list(empty_roots),
     )
