@@ -36,14 +36,13 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _check_value(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                pass
         raise ConfigError(f"{where}: {value!r} does not match {tp}")
     if _is_dataclass_type(tp):
         if isinstance(value, tp):
@@ -452,7 +451,6 @@ class SearchConfig:
     where: dict[str, str] = field(default_factory=dict)
     batch: bool = False
     batch_output: str | None = None
-    ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
         _names(self, "out", "model_tag", "query", "batch_output")

@@ -447,7 +447,9 @@ def test_no_verso_reaches_embeddings_index_or_top_k(
     embedded: set[str] = set()
     for part in embeddings.part_files(embeddings.embeddings_dir(out, tag)):
         embedded |= set(pd.read_parquet(part, columns=["id"])["id"])
-    indexed = set(pd.read_parquet(Path(artwork_index.index_dir(out, tag)) / artwork_index.IDS_FILE)["id"])
+    indexed = set(
+        pd.read_parquet(Path(artwork_index.index_dir(out, tag)) / artwork_index.IDS_FILE)["id"]
+    )
     queried = set(topk["drawing_id"]) | set(topk["artwork_id"])
     assert not versos & embedded and not versos & indexed and not versos & queried
     originals = set(
