@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from drawmatch import catalogue, storage
+from drawmatch.locks import catalogue_lock
 from drawmatch.pairs import read_pairs
 from drawmatch.rayutil import init_ray
 from drawmatch.settings import AugmentConfig, save_config
@@ -182,6 +183,7 @@ def _run_ray(todo: pd.DataFrame, config: AugmentConfig, roots: dict[str, str]) -
     return pd.concat(frames, ignore_index=True)[list(OUTPUT_COLUMNS)]
 
 
+@catalogue_lock("augment")  # one writer of catalogue.parquet per output root (drawmatch.locks)
 def run(config: AugmentConfig) -> AugmentResult:
     """Write styled copies of the selected originals and add them to the catalogue."""
     styles = check_styles(config.styles)

@@ -34,6 +34,7 @@ from drawmatch.imaj import (
     parse_imaj_name,
     read_overrides,
 )
+from drawmatch.locks import catalogue_lock
 from drawmatch.settings import IngestConfig, save_config
 
 SUMMARY_FILE = "ingest_summary.json"
@@ -486,11 +487,22 @@ def _apply_overrides(
     return applied, unmatched
 
 
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # the content hash of a zero-byte file
+
+
 def _mark_duplicates(
     rows: list[dict[str, Any]],
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """Rename repeated ids (`<id>~2`, ...; status error) and flag equal content (`duplicate_of`)."""
-    first_path: dict[str, str] = {}
+    """Rename repeated ids and flag equal content.
+
+    Ids are unique across the whole catalogue: a repeated id (in one collection, or a drawing and
+    an artwork with the same file stem) keeps its first row (rows come in a fixed order: artworks
+    first) and every other file becomes `<id>~2`, ... with status error and a reason naming both
+    files. Zero-byte files are errors (`zero-byte file`), never content duplicates. Among ok rows
+    with equal content, every id but the first in sorted id order gets `duplicate_of` = that
+    first id, whatever the order of the files on disk.
+    """
+    first: dict[str, dict[str, Any]] = {}
     taken = {row["id"] for row in rows}
     counts: Counter[str] = Counter()
     dup_ids = []
@@ -498,7 +510,7 @@ def _mark_duplicates(
         stem = row["id"]
         counts[stem] += 1
         if counts[stem] == 1:
-            first_path[stem] = f"{row['root']}/{row['path']}"
+            first[stem] = row
             continue
         n = counts[stem]
         new_id = f"{stem}~{n}"
@@ -506,23 +518,34 @@ def _mark_duplicates(
             n += 1
             new_id = f"{stem}~{n}"
         taken.add(new_id)
+        original = first[stem]
+        first_path = f"{original['root']}/{original['path']}"
+        path = f"{row['root']}/{row['path']}"
         row["id"] = new_id
         row["status"] = "error"
-        row["error"] = f"duplicate id: {stem!r} is also {first_path[stem]}"
-        dup_ids.append(
-            {"id": new_id, "path": f"{row['root']}/{row['path']}", "first": first_path[stem]}
-        )
-    first_by_hash: dict[str, str] = {}
-    dup_content = []
-    for row in rows:
-        sha = row["sha256"]
-        if not sha:
-            continue
-        if sha in first_by_hash:
-            row["duplicate_of"] = first_by_hash[sha]
-            dup_content.append({"id": row["id"], "duplicate_of": first_by_hash[sha]})
+        if row["collection"] == original["collection"]:
+            row["error"] = f"duplicate id: {stem!r} is also {first_path}"
         else:
-            first_by_hash[sha] = row["id"]
+            row["error"] = (
+                f"id in both collections: {stem!r} names the {row['collection']} {path} and the "
+                f"{original['collection']} {first_path}; rename one of them"
+            )
+        dup_ids.append({"id": new_id, "path": path, "first": first_path})
+    for row in rows:
+        if row["sha256"] == _EMPTY_SHA256 and row["status"] == "ok":
+            row["status"], row["error"] = "error", "zero-byte file"
+    by_hash: dict[str, list[str]] = {}
+    by_id = {row["id"]: row for row in rows}
+    for row in rows:
+        if row["sha256"] and row["status"] == "ok":
+            by_hash.setdefault(row["sha256"], []).append(row["id"])
+    dup_content = []
+    for ids in by_hash.values():
+        head, *rest = sorted(ids)
+        for other in rest:
+            by_id[other]["duplicate_of"] = head
+            dup_content.append({"id": other, "duplicate_of": head})
+    dup_content.sort(key=lambda d: d["id"])
     return dup_ids, dup_content
 
 
@@ -656,6 +679,7 @@ def _styled_copies_to_keep(out: str, df: pd.DataFrame) -> pd.DataFrame:
     return kept.reindex(columns=df.columns).astype(df.dtypes.to_dict(), errors="ignore")
 
 
+@catalogue_lock("ingest")  # one writer of catalogue.parquet per output root (drawmatch.locks)
 def run(config: IngestConfig) -> IngestResult:
     """Catalogue the drawings and artworks named by `config`; see the module docstring."""
     if config.drawings_root is None and config.artworks_root is None:

@@ -1,7 +1,8 @@
 """The search job: top-k artworks for one drawing id or image file, or for every drawing (batch).
 
 Search uses the index and the embeddings of one model and refuses to mix models: the index, the
-stored embeddings and a freshly embedded query image must carry the same weights hash.
+stored embeddings and a freshly embedded query image must carry the same weights hash. It refuses
+a stale index too (an artwork removed, added or re-embedded since the index was built).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ def search_one(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> pd.Da
 def search_batch(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> str:
     """Top-k artworks for every usable original drawing, searched and written to one Parquet file
     in chunks of 1024 drawings."""
-    index = ArtworkIndex(config.out, tag)
+    index = ArtworkIndex(config.out, tag, catalogue)
     wanted = set(cat.query_ids(catalogue))
     allowed = allowed_artworks(catalogue, dict(config.where))
     target = config.batch_output or storage.join(config.out, "candidates", tag, "topk.parquet")

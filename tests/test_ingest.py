@@ -478,3 +478,71 @@ def test_no_verso_reaches_embeddings_index_or_top_k(
     assert "states a verso" in capsys.readouterr().err
     recto = search.run(SearchConfig(out=str(out), query=str(d / f"{PARENT}.jpg"), k=2))
     assert len(recto) == 2 and calls == ["embed"]
+
+
+# --- duplicates: zero-byte files, content order, ids shared by both collections -----------------
+
+
+def test_duplicates_are_deterministic_and_ids_are_unique_across_collections(ray_local, tmp_path):
+    """Zero-byte files are errors, never content duplicates of each other; `duplicate_of` points
+    to the first id in sorted order whatever the paths; an id shared by a drawing and an artwork
+    keeps the artwork and makes the drawing an error row naming both files, and evaluate then
+    refuses a pair that uses the artwork as a drawing."""
+    from drawmatch import evaluate
+    from drawmatch.pairs import PairsError
+    from drawmatch.settings import EvaluateConfig
+
+    d, a = tmp_path / "drawings", tmp_path / "artworks"
+    (d / "aa").mkdir(parents=True)
+    (d / "aa" / "empty1.jpg").write_bytes(b"")
+    (d / "empty2.jpg").write_bytes(b"")
+    make_image(d / "aa" / "zz_copy.jpg", seed=1)  # first by path, last by id
+    shutil.copy(d / "aa" / "zz_copy.jpg", d / "mm_original.jpg")
+    make_image(d / "shared.jpg", seed=2)
+    make_image(a / "shared.jpg", seed=3)
+    make_image(a / "art.jpg", seed=4)
+    out = tmp_path / "out"
+    result = ingest.run(IngestConfig(out=str(out), drawings_root=str(d), artworks_root=str(a)))
+    df = catalogue.read_catalogue(out).set_index("id")
+
+    for zero in ("empty1", "empty2"):
+        assert df.loc[zero, "status"] == "error" and df.loc[zero, "error"] == "zero-byte file"
+        assert pd.isna(df.loc[zero, "duplicate_of"])
+    assert df.loc["zz_copy", "duplicate_of"] == "mm_original"
+    assert pd.isna(df.loc["mm_original", "duplicate_of"])
+    assert result.duplicate_content == 1
+
+    assert df.loc["shared", "collection"] == "artwork" and df.loc["shared", "status"] == "ok"
+    clash = df.loc["shared~2"]
+    assert clash["collection"] == "drawing" and clash["status"] == "error"
+    assert clash["error"] == (
+        "id in both collections: 'shared' names the drawing drawings/shared.jpg and the "
+        "artwork artworks/shared.jpg; rename one of them"
+    )
+    summary = json.loads((out / ingest.SUMMARY_FILE).read_text())
+    assert summary["errors_by_reason"]["id in both collections"] == 1
+
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("drawing_id,artwork_id\nshared,art\nmm_original,art\nmm_original,zz_copy\n")
+    config = EvaluateConfig(out=str(out), pairs_csv=str(pairs))
+    with pytest.raises(PairsError) as err:
+        evaluate.evaluation_pairs(config, catalogue.read_catalogue(out))
+    message = str(err.value)
+    assert "1 drawing_id(s) that are artworks: shared" in message
+    assert "1 artwork_id(s) that are drawings: zz_copy" in message
+
+
+def test_mark_duplicates_ignores_error_rows_and_file_order():
+    def row(id_, sha, status="ok", collection="drawing"):
+        return dict(
+            id=id_, sha256=sha, status=status, error=None, collection=collection,
+            root="drawings", path=f"{id_}.jpg", duplicate_of=None,
+        )  # fmt: skip
+
+    rows = [row("c", "h1"), row("b", "h1"), row("x", "h2", "error"), row("y", "h2", "error")]
+    rows.append(row("a", "h1"))
+    _ids, content = ingest._mark_duplicates(rows)
+    by_id = {r["id"]: r for r in rows}
+    assert content == [{"id": "b", "duplicate_of": "a"}, {"id": "c", "duplicate_of": "a"}]
+    assert by_id["a"]["duplicate_of"] is None
+    assert by_id["x"]["duplicate_of"] is None and by_id["y"]["duplicate_of"] is None
