@@ -76,9 +76,12 @@ def test_training_lowers_the_loss_and_writes_usable_checkpoints(ray_local, fold)
             ],
         )
     )
-    assert "-ft-" in embedded.model_tag and embedded.embedded == 2 * N_PAIRS
+    assert embedded.embedded == 2 * N_PAIRS
     saved = torch.load(result.best_model, weights_only=True)
     assert saved["epoch"] == result.summary["best_epoch"]
+    # Its tag says what the weights are: fine-tuned ones only if an epoch beat the starting
+    # weights (the other case has its own test below).
+    assert ("-ft-" in embedded.model_tag) == (result.summary["best_epoch"] >= 0)
 
 
 def test_a_run_resumes_from_its_last_checkpoint(ray_local, fold):
@@ -197,6 +200,28 @@ def test_a_killed_worker_does_not_lose_the_run(ray_local, fold):
     # The worker that replaced the killed one recorded itself, starting at the resumed epoch.
     info = json.loads((run_dir / train.WORKERS_DIR / "rank-001.json").read_text())
     assert info["pid"] != killed[0] and info["start_epoch"] == resume["epoch"]
+
+
+def test_a_run_that_keeps_its_starting_weights_embeds_as_the_starting_model(ray_local, fold):
+    """Best epoch -1 (no epoch beat the starting weights): best_model.pt holds the starting
+    weights, and embedding with it gives the starting model's tag and weights hash, not `-ft-`."""
+    out, fold_csv = fold
+    result = train.run(
+        _config(out, fold_csv, "epochs=1", "patience=1", "lr=1e-12", "run_name=kept")
+    )
+    assert result.summary["best_epoch"] == -1
+    assert torch.load(result.best_model, weights_only=True)["epoch"] == -1
+
+    def embedded(*weights: str) -> embed.EmbedResult:
+        model = ["model.backbone=tiny", "model.pretrained=false", "model.image_size=32"]
+        return embed.run(load_config(EmbedConfig, None, [f"out={out}", *model, *weights]))
+
+    start = embedded()
+    kept = embedded(f"model.weights={result.best_model}")
+    assert kept.model_tag == start.model_tag and start.model_tag.endswith("-random")
+    assert kept.weights_hash == start.weights_hash
+    info = json.loads((Path(kept.directory) / "model.json").read_text())
+    assert info["model_tag"] == start.model_tag and info["weights_hash"] == start.weights_hash
 
 
 def test_train_config_is_checked_before_any_work(tmp_path):
