@@ -490,6 +490,7 @@ class Trainer:
             self.refresh_bank()
         set_train_mode(self.model, config.batchnorm)
         losses: list[float] = []
+        triplets: list[int] = []
         t_mine = t_step = 0.0
         for step, idx in enumerate(self.pairs):
             if config.max_steps_per_epoch is not None and step >= config.max_steps_per_epoch:
@@ -497,23 +498,25 @@ class Trainer:
             if config.bank_refresh_steps and self.bank.due(config.bank_refresh_steps):
                 self.refresh_bank()
             t0 = time.perf_counter()
-            loss, mining = self.train_step(idx.tolist())
+            loss, mining, n_triplets = self.train_step(idx.tolist())
             losses.append(loss)
+            triplets.append(n_triplets)
             t_mine += mining
             t_step += time.perf_counter() - t0
         self.scheduler.step()
         return {
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
             "steps": len(losses),
+            "triplets_per_step": float(np.mean(triplets)) if triplets else 0.0,
             "global_step": self.state.step,
             "mining_share": t_mine / t_step if t_step else 0.0,
             "lr": self.scheduler.get_last_lr()[0],
         }
 
-    def train_step(self, pair_indices: list[int]) -> tuple[float, float]:
+    def train_step(self, pair_indices: list[int]) -> tuple[float, float, int]:
         """One optimiser step on training pairs `pair_indices`: mine a hard negative per anchor
         in the bank, forward anchors, positives and negatives with gradient, distributed loss.
-        Returns (loss, seconds spent mining)."""
+        Returns (loss, seconds spent mining, triplets in the batch gathered from all ranks)."""
         from drawmatch.losses import distributed_step_loss
         from drawmatch.mining import hardest_negatives
 
@@ -541,7 +544,7 @@ class Trainer:
             emb = nn.functional.normalize(self.model(images).float(), dim=1)
         b = len(anchor_ids)
         ref_labels = torch.cat([torch.tensor(rows["gallery_index"].tolist()), negatives])
-        loss, _info = distributed_step_loss(
+        loss, info = distributed_step_loss(
             self.loss_fn, emb[:b], pos_sets, emb[b:], ref_labels.to(device), config.loss
         )
         self.optimizer.zero_grad()
@@ -549,7 +552,7 @@ class Trainer:
         self.optimizer.step()
         self.bank.step()
         self.state.step += 1
-        return float(loss.detach()), mining
+        return float(loss.detach()), mining, int(info.triplets[0].numel())
 
     def validate(self) -> dict[str, float]:
         """Refresh the bank with the current weights (for validation now, mining next epoch) and

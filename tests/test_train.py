@@ -53,6 +53,9 @@ def test_training_lowers_the_loss_and_writes_usable_checkpoints(ray_local, fold)
     assert all(h["steps"] == 2 for h in history)  # 8 pairs / (2 workers x 2 per step)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert 0.0 <= history[0]["mining_share"] < 1.0
+    # 4 anchors gathered from 2 workers, 8 refs (their positives and mined negatives): each anchor
+    # has >= 1 positive and >= 1 negative ref, and p * n <= 4 * 4 with p + n = 8
+    assert all(4 <= h["triplets_per_step"] <= 4 * 16 for h in history)
     assert result.summary["baseline"]["test"]["n_queries"] == 2
     assert result.summary["best"]["test"]["n_queries"] == 2
     run_dir = Path(result.run_dir)
