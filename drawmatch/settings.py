@@ -431,3 +431,39 @@ class SweepConfig:
                 raise ConfigError(f"{key}: give at least one value")
         if self.top_k < 1:
             raise ConfigError("top_k must be >= 1")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """A static HTML report of what the jobs wrote under `out`: `output/index.html` with its
+    images beside it (default `output`: `out/report`).
+
+    `model_tags`: the models compared (empty: every model with embeddings); `drawings`: the
+    drawings of the qualitative sheets (empty: `examples` annotated drawings drawn with `seed`);
+    `pairs_csv`: the annotations shown (default: the pairs file of the models' evaluations);
+    `review_model`: the model whose closest unannotated pairs are listed for review (default:
+    the best by MAP)."""
+
+    out: str = "drawmatch-out"
+    output: str | None = None
+    model_tags: tuple[str, ...] = ()
+    drawings: tuple[str, ...] = ()
+    pairs_csv: str | None = None
+    examples: int = 6
+    seed: int = 0
+    top_k: int = 10
+    samples_per_age_group: int = 6
+    top_countries: int = 30
+    review_candidates: int = 24
+    review_model: str | None = None
+    thumb_size: int = 220
+
+    def __post_init__(self) -> None:
+        for key in ("examples", "samples_per_age_group", "review_candidates"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key}: {getattr(self, key)} must be >= 0")
+        for key in ("top_k", "top_countries"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: {getattr(self, key)} must be >= 1")
+        if not 32 <= self.thumb_size <= 1024:
+            raise ConfigError(f"thumb_size: {self.thumb_size} must be in 32..1024")
