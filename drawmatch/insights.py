@@ -163,3 +163,16 @@ def country_names(codes: list[str]) -> dict[str, str]:
         country = pycountry.countries.get(alpha_3=code) if len(code) == 3 else None
         names[code] = str(getattr(country, "name", code)) if country is not None else code
     return names
+
+
+def sample_thumbnails(
+    out: str | Path, df: pd.DataFrame, per_group: int, seed: int = 0, size: int = 160
+) -> dict[str, list[tuple[str, Any]]]:
+    """`sample_drawings` with their thumbnails: age group -> (id, PIL image) pairs."""
+    from drawmatch.sheets import thumbnail
+
+    paths = dict(zip(df["id"], cat.resolve_paths(df, cat.read_roots(out))))
+    return {
+        group: [(i, thumbnail(paths[i], size)) for i in ids]
+        for group, ids in sample_drawings(df, per_group, seed).items()
+    }

@@ -128,3 +128,27 @@ def training_curves(histories: Mapping[str, Sequence[Mapping[str, float]]]) -> A
 def _wrap(text: str, width: int) -> str:
     """Break a long name (ids have no spaces) into lines of at most `width` characters."""
     return "\n".join(text[i : i + width] for i in range(0, len(text), width)) or text
+
+
+def image_grid(rows: Mapping[str, Sequence[tuple[str, Any]]], size: float = 1.7) -> Any:
+    """Rows of images, each row titled (e.g. an age group) and each image captioned (its id):
+    `rows` maps a row title to (caption, PIL image) pairs."""
+    plt = _pyplot()
+    columns = max([len(r) for r in rows.values()] + [1])
+    fig, axes = plt.subplots(
+        max(len(rows), 1), columns, figsize=(size * columns, (size + 0.5) * max(len(rows), 1))
+    )
+    grid = np.atleast_2d(np.asarray(axes, dtype=object).reshape(max(len(rows), 1), columns))
+    for r, (title, items) in enumerate(rows.items()):
+        for c in range(columns):
+            ax = grid[r, c]
+            ax.axis("off")
+            if c < len(items):
+                caption, image = items[c]
+                ax.imshow(image)
+                ax.set_title(_wrap(caption, 22), fontsize=7)
+        grid[r, 0].text(
+            -0.08, 0.5, title, transform=grid[r, 0].transAxes, rotation=90, va="center", ha="right"
+        )
+    fig.tight_layout()
+    return fig
