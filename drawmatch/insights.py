@@ -90,7 +90,10 @@ def year_age_table(df: pd.DataFrame) -> pd.DataFrame:
     d = drawings(df)
     years, ages = _column(d, "year"), _column(d, "age_group")
     table = pd.crosstab(years, ages)
-    table = table.loc[_year_order(table.index.tolist()), _age_order(table.columns.tolist())]
+    columns = _age_order(table.columns.tolist())
+    if set(columns) - {UNKNOWN}:  # every standard group shown: an empty one is a finding
+        columns = _age_order(sorted(set(columns) | set(AGE_GROUPS)))
+    table = table.reindex(index=_year_order(table.index.tolist()), columns=columns, fill_value=0)
     table = table.astype(int)
     table["total"] = table.sum(axis=1)
     table.loc["total"] = table.sum(axis=0)

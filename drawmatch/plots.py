@@ -62,6 +62,7 @@ def bar_chart(
         for xi, v in zip(x, values):
             ax.text(xi, v, f"{v:g}", ha="center", va="bottom", fontsize=8)
         ax.margins(y=0.12)
+    (ax.xaxis if horizontal else ax.yaxis).get_major_locator().set_params(integer=True)
     ax.set_title(title)
     ax.spines[["top", "right"]].set_visible(False)
     return fig
@@ -127,7 +128,10 @@ def training_curves(histories: Mapping[str, Sequence[Mapping[str, float]]]) -> A
 
 def _wrap(text: str, width: int) -> str:
     """Break a long name (ids have no spaces) into lines of at most `width` characters."""
-    return "\n".join(text[i : i + width] for i in range(0, len(text), width)) or text
+    lines = [
+        line[i : i + width] for line in text.split("\n") for i in range(0, max(len(line), 1), width)
+    ]
+    return "\n".join(lines)
 
 
 def image_grid(rows: Mapping[str, Sequence[tuple[str, Any]]], size: float = 1.7) -> Any:

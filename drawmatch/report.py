@@ -413,6 +413,12 @@ def comparison_section(
             )
             if not columns:
                 continue
+            if folds is not None and sorted(group.runs) == sorted(folds.get("runs", [])):
+                section.body.append(
+                    f"<p>Training runs {html.escape(group.name)}: the {len(group.runs)} runs of the "
+                    f"table above (same figures).</p>"
+                )
+                continue
             keys = metric_keys(group.tables[columns[0]])
             table = Table(
                 f"runs-{group.name}",
@@ -674,7 +680,7 @@ figure{margin:12px 0} img.plot{max-width:100%;height:auto} figcaption{font-size:
 .side{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}.side img.plot{max-width:62%}
 .topk{display:grid;grid-template-columns:repeat(var(--k),minmax(0,1fr));gap:6px}
 .topk .tile{width:auto}.topk .tile img{width:100%;height:auto;aspect-ratio:1;box-sizing:border-box}
-.topk .tile.annotated img{width:100%}
+.topk .tile.annotated img,.topk .tile.query img{width:100%;height:auto}
 .tile{width:170px;font-family:'DejaVu Sans',Arial,sans-serif;font-size:12px}
 .tile img{width:166px;height:166px;object-fit:contain;background:#fafafa;border:2px solid #ccc}
 .tile.query img{border:4px solid #28509f;width:162px;height:162px}

@@ -109,10 +109,12 @@ def evaluation_pairs(evaluation: Evaluation, catalogue: pd.DataFrame) -> pd.Data
 
 
 def annotated(pairs: pd.DataFrame) -> dict[str, list[str]]:
-    """drawing id -> its annotated artwork ids (in file order)."""
+    """drawing id -> its annotated artwork ids (in file order, each once)."""
     out: dict[str, list[str]] = {}
     for drawing, artwork in zip(pairs["drawing_id"], pairs["artwork_id"]):
-        out.setdefault(str(drawing), []).append(str(artwork))
+        artworks = out.setdefault(str(drawing), [])
+        if str(artwork) not in artworks:
+            artworks.append(str(artwork))
     return dict(sorted(out.items()))
 
 
@@ -259,7 +261,7 @@ def rankings(
             drawing = drawing_ids[start + i]
             order = np.argsort(-row, kind="stable")[:k]
             top = [(gallery[j], float(1.0 - row[j]), r + 1) for r, j in enumerate(order)]
-            known = [a for a in relevant.get(drawing, []) if a in where]
+            known = list(dict.fromkeys(a for a in relevant.get(drawing, []) if a in where))
             ann: dict[str, tuple[int, float]] = {}
             if known:
                 idx = np.array([where[a] for a in known], dtype=np.int64)
