@@ -689,6 +689,7 @@ figure{margin:12px 0} img.plot{max-width:100%;height:auto} figcaption{font-size:
 .sheet{display:flex;gap:20px;border-top:1px solid #ddd;padding:14px 0}
 .sheet .left{display:flex;flex-direction:column;gap:10px;flex:0 0 175px}
 .sheet .right{flex:1}
+.model{margin-bottom:14px}
 .model h4{margin:0 0 6px;font-family:'DejaVu Sans',Arial,sans-serif;overflow-wrap:anywhere}
 .missed{font-size:13px;color:#1e6c2c;overflow-wrap:anywhere}
 .legend{background:#f4f7fa;border:1px solid #c8d6e2;padding:10px;font-size:14px}
