@@ -49,7 +49,7 @@ def evaluation_pairs(config: EvaluateConfig, catalogue: pd.DataFrame) -> pd.Data
     else:
         raise ValueError("evaluate needs pairs_csv=<file> (or split_csv= with split_set=)")
     check_known(pairs, set(catalogue["id"]), where=str(config.split_csv or config.pairs_csv))
-    originals = set(catalogue.loc[catalogue["parent_id"].isna(), "id"])
+    originals = set(catalogue.loc[cat.is_original(catalogue), "id"])
     return pairs[pairs["drawing_id"].isin(originals)].drop_duplicates().reset_index(drop=True)
 
 

@@ -16,6 +16,7 @@ from drawmatch import storage
 from drawmatch.artwork_index import ArtworkIndex
 from drawmatch.embedder import embed_image_file
 from drawmatch.embeddings import pick_model_tag, read_embeddings
+from drawmatch.imaj import is_verso_name
 from drawmatch.settings import SearchConfig, save_config
 
 RESULT_COLUMNS = ["rank", "artwork_id", "distance", "artist", "title"]
@@ -46,8 +47,13 @@ def _results(ids: list[str], distances: np.ndarray, catalogue: pd.DataFrame) -> 
 def search_one(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> pd.DataFrame:
     if not config.query:
         raise ValueError("search needs query=<drawing id or image file>, or batch=true")
-    index = ArtworkIndex(config.out, tag)
     query = config.query
+    if is_verso_name(query):  # before anything is read or embedded
+        raise ValueError(
+            f"{query!r}: the name states a verso (private data of a minor): refused as a query; "
+            "rename the file if it is not a verso"
+        )
+    index = ArtworkIndex(config.out, tag)
     known = catalogue[catalogue["id"] == query]
     if len(known):
         if bool(known["verso"].fillna(False).iloc[0]):
