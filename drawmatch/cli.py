@@ -40,6 +40,7 @@ JOBS: dict[str, tuple[type, str, str]] = {
     ),
     "sweep": (settings.SweepConfig, "drawmatch.sweep", "two-stage Ray Tune sweep over folds"),
     "demo": (settings.DemoConfig, "drawmatch.demo", "run the whole pipeline on bundled data"),
+    "report": (settings.ReportConfig, "drawmatch.report", "static HTML report of the outputs"),
 }
 
 # convenience flags -> the override they stand for

@@ -629,3 +629,37 @@ class SweepConfig:
             )
         _at_least("reduction_factor", self.reduction_factor, 2)
         _at_least("trial_cpus", self.trial_cpus, 0)  # 0: a trial's driver holds no CPU
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """A static HTML report of what the jobs wrote under `out`: `output/index.html` with its
+    images beside it (default `output`: `out/report`).
+
+    `model_tags`: the models compared (empty: every model with embeddings); `drawings`: the
+    drawings of the qualitative sheets (empty: `examples` annotated drawings drawn with `seed`);
+    `pairs_csv`: the annotations shown (default: the pairs file of the models' evaluations);
+    `review_model`: the model whose closest unannotated pairs are listed for review (default:
+    the best by MAP)."""
+
+    out: str = "drawmatch-out"
+    output: str | None = None
+    model_tags: tuple[str, ...] = ()
+    drawings: tuple[str, ...] = ()
+    pairs_csv: str | None = None
+    examples: int = 6
+    seed: int = 0
+    top_k: int = 10
+    samples_per_age_group: int = 6
+    top_countries: int = 30
+    review_candidates: int = 24
+    review_model: str | None = None
+    thumb_size: int = 220
+
+    def __post_init__(self) -> None:
+        _names(self, "out", "output", "pairs_csv", "review_model")
+        for key in ("examples", "samples_per_age_group", "review_candidates"):
+            _at_least(key, getattr(self, key), 0)
+        for key in ("top_k", "top_countries"):
+            _at_least(key, getattr(self, key), 1)
+        _between("thumb_size", self.thumb_size, MIN_IMAGE_SIZE, 1024)
