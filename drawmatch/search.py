@@ -38,7 +38,7 @@ def allowed_artworks(catalogue: pd.DataFrame, where: dict[str, str]) -> list[str
 def _results(ids: list[str], distances: np.ndarray, catalogue: pd.DataFrame) -> pd.DataFrame:
     meta = catalogue.set_index("id")
     rows = []
-    for rank, (artwork, dist) in enumerate(zip(ids, distances)):
+    for rank, (artwork, dist) in enumerate(zip(ids, distances), start=1):
         artist = meta.at[artwork, "artist"] if "artist" in meta.columns else None
         title = meta.at[artwork, "title"] if "title" in meta.columns else None
         rows.append((rank, artwork, float(dist), artist, title))
@@ -90,7 +90,7 @@ def search_batch(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> str
         top, dist = index.search(emb[start : start + chunk][keep], config.k, allowed=allowed)
         rows = []
         for qi, q in enumerate(part_ids[i] for i in keep):
-            for rank, (a, d) in enumerate(zip(top[qi], dist[qi])):
+            for rank, (a, d) in enumerate(zip(top[qi], dist[qi]), start=1):
                 rows.append((q, rank, a, float(d)))
         frame = pd.DataFrame(rows, columns=["drawing_id", "rank", "artwork_id", "distance"])
         for column in ("artist", "title"):

@@ -52,7 +52,7 @@ def test_search_one_drawing_matches_brute_force(searchable):
     ids, dist = _brute_force(out, tag, "draw0", gallery)
     assert result["artwork_id"].tolist() == ids[:3]
     np.testing.assert_allclose(result["distance"], dist[:3], atol=1e-5)
-    assert result["rank"].tolist() == [0, 1, 2]
+    assert result["rank"].tolist() == [1, 2, 3]  # 1-based, as people read ranks
 
 
 def test_search_an_image_file_and_filter_by_artist(searchable):
