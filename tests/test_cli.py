@@ -34,9 +34,33 @@ def earlier_run(tmp_path: Path) -> Path:
     return out
 
 
+@pytest.fixture(autouse=True)
+def no_job_runs(monkeypatch):
+    """Every test here is refused before the job's `run` (so before Ray starts): reaching a job
+    module's `run` fails the test, whether or not an earlier test left Ray running."""
+    import importlib
+    import types
+
+    real = importlib.import_module
+    job_modules = {module for _cls, module, _help in JOBS.values()}
+
+    def guarded(name: str, *args: object) -> object:
+        module = real(name, *args)  # type: ignore[arg-type]
+        if name not in job_modules:
+            return module
+
+        def run(_config: object) -> None:
+            raise AssertionError(f"{name}.run was reached")
+
+        return types.SimpleNamespace(run=run)
+
+    monkeypatch.setattr(importlib, "import_module", guarded)
+
+
 def _refused(capsys, argv: list[str], code: int, root: Path, *needles: str) -> str:
     import ray
 
+    ray_was_up = ray.is_initialized()
     before = _snapshot(root)
     assert main(argv) == code
     captured = capsys.readouterr()
@@ -46,7 +70,7 @@ def _refused(capsys, argv: list[str], code: int, root: Path, *needles: str) -> s
     for needle in needles:
         assert needle in lines[0], lines[0]
     assert _snapshot(root) == before  # nothing written, earlier resolved configs untouched
-    assert not ray.is_initialized()
+    assert ray.is_initialized() == ray_was_up
     return lines[0]
 
 
