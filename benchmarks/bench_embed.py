@@ -67,15 +67,6 @@ def ingest_scans(scans: list[Path], work: Path) -> Path:
     return out
 
 
-def timed_embed(scans: list[Path], work: Path, overrides: list[str]) -> tuple[float, int]:
-    """Ingest `scans` (linked into their own folder) and time the embed job alone."""
-    out = ingest_scans(scans, work)
-    config = load_config(EmbedConfig, None, [f"out={out}", *overrides])
-    t = time.perf_counter()
-    result = embed.run(config)
-    return time.perf_counter() - t, result.embedded
-
-
 def bare_rate(embedder: Embedder, pre: np.ndarray, batch_size: int) -> float:
     embedder.embed_images(pre[:batch_size])  # warm-up
     t = time.perf_counter()

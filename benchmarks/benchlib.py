@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -157,12 +156,24 @@ class Sample:
 Arm = Callable[[], float]
 
 
-def run_interleaved(arms: dict[str, Arm], rounds: int, verbose: bool = True) -> list[Sample]:
-    """Each round runs every arm once (returning its rate), the order rotated by one per round."""
+def run_interleaved(
+    arms: dict[str, Arm], rounds: int, verbose: bool = True, deadline: float | None = None
+) -> list[Sample]:
+    """Each round runs every arm once (returning its rate), the order rotated by one per round.
+    `deadline` (a `time.perf_counter()` value): no round starts that would, at the pace of the
+    rounds so far, end after it (the first round always runs)."""
     names = list(arms)
     samples: list[Sample] = []
     nice_seen: dict[str, set[int]] = {}
+    t0 = time.perf_counter()
     for r in range(rounds):
+        if (
+            deadline is not None
+            and r
+            and time.perf_counter() + (time.perf_counter() - t0) / r > deadline
+        ):
+            print(f"  stopping after {r} round(s): the time budget is spent", flush=True)
+            break
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             load1 = os.getloadavg()[0]
@@ -278,14 +289,15 @@ def print_cpu_breakdown(samples: list[Sample], arm: str, top: int = 8) -> None:
 def copies(files: list[Path], folder: Path, n: int) -> list[Path]:
     """`n` links to each IMAJ-named file under distinct names (a digit appended to the uid), in
     `n` rounds over `files`: distinct ids, same content (the embed job decodes every copy)."""
-    if not 1 <= n <= 10:
-        raise ValueError("copies: 1 to 10")
+    if not 1 <= n <= 1000:
+        raise ValueError("copies: 1 to 1000")
+    width = len(str(n - 1))
     folder.mkdir(parents=True, exist_ok=True)
     out = []
     for k in range(n):
         for f in files:
             parts = f.name.split("_")
-            parts[2] += str(k)
+            parts[2] += f"{k:0{width}d}"
             link = folder / "_".join(parts)
             if not link.exists():
                 link.symlink_to(f)
