@@ -15,8 +15,8 @@ Arms, each run once per round, the order rotated every round (`benchlib.run_inte
 - `naive loop`: PIL open, full decode, resize, torch forward one image at a time.
 
 `--candidates` adds the arms that isolate the causes of a job/bare gap (see BENCHMARKS.md):
-the bare forward inside a Ray actor with Ray's defaults (nice 15, 2 inter-op threads) and with
-the job's settings (nice 0, 1 inter-op thread), the job with Ray's nice 15, with 32-row Parquet
+the bare forward inside a Ray actor with Ray's defaults (nice 15, torch's default inter-op
+pool), at nice 0 with that pool, and with the job's settings (nice 0, 1 inter-op thread), the job with Ray's nice 15, with 32-row Parquet
 parts and with 32-row blocks.
 
 Prints median, min-max and IQR per arm, the ratios of medians (and per round), the load average
@@ -201,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
             arms["bare torch in Ray actor, nice 15"] = lambda: ray.get(
                 ray_default.rate.remote(pre_ref, args.batch_size, 15)
             )
+            arms["bare torch in Ray actor, nice 0, interop 2"] = lambda: ray.get(
+                ray_default.rate.remote(pre_ref, args.batch_size, 0)
+            )
             arms["bare torch in Ray actor, nice 0"] = lambda: ray.get(
                 ray_fixed.rate.remote(pre_ref, args.batch_size, 0)
             )
@@ -248,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
                 "bare in Ray actor nice 15 / nice 0",
                 "bare torch in Ray actor, nice 15",
                 "bare torch in Ray actor, nice 0",
+            ),
+            (
+                "bare in Ray actor interop 1 / interop 2, nice 0",
+                "bare torch in Ray actor, nice 0",
+                "bare torch in Ray actor, nice 0, interop 2",
             ),
             (
                 "bare in Ray actor nice 0 / bare in driver",

@@ -53,6 +53,7 @@ class GpuBusy:
     def __init__(self) -> None:
         self.samples: list[float] = []
         self.smi = shutil.which("nvidia-smi")
+        self.enabled = True
 
     def _read(self) -> float | None:
         if self.smi:
@@ -76,7 +77,7 @@ class GpuBusy:
 
     def _loop(self) -> None:
         while not self._stop.wait(0.2):
-            value = self._read()
+            value = self._read() if self.enabled else None
             if value is not None:
                 self.samples.append(value)
 
@@ -106,11 +107,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decode-batch-size", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--budget-s", type=float, default=480, help="stop adding rounds after")
+    parser.add_argument(
+        "--plumbing-check-on-cpu",
+        action="store_true",
+        help="run every step on CPU (tiny settings advised) to check the script; no GPU figures",
+    )
     args = parser.parse_args(argv)
 
     import torch
 
-    if not torch.cuda.is_available():
+    on_cpu = args.plumbing_check_on_cpu
+    if not torch.cuda.is_available() and not on_cpu:
         print(
             "bench_gpu.py needs a CUDA GPU and found none (torch.cuda.is_available() is False): "
             "run it on a GPU node of the cluster; for CPUs use bench_embed.py",
@@ -126,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     from drawmatch.settings import EmbedConfig, ModelConfig, load_config
 
     t_start = time.perf_counter()
-    n_gpus = torch.cuda.device_count()
+    n_gpus = 0 if on_cpu else torch.cuda.device_count()
+    device = "cpu" if on_cpu else "cuda"
+    sync = (lambda: None) if on_cpu else torch.cuda.synchronize
     n_cpus = os.cpu_count() or 1
     load_before = loadavg()
     work = Path(tempfile.mkdtemp(prefix="drawmatch-bench-gpu-"))
@@ -146,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         out = ingest_scans(linked, work)
         print(
             f"{len(rectos)} generated rectos (3750x2500) x {n_copies} names: {len(linked)} images "
-            f"per job run; {n_gpus} GPU(s) {torch.cuda.get_device_name(0)}, {n_cpus} CPUs; "
+            f"per job run; {n_gpus} GPU(s) {'' if on_cpu else torch.cuda.get_device_name(0)}, "
+            f"{n_cpus} CPUs; "
             f"set-up {time.perf_counter() - t_start:.0f} s",
             flush=True,
         )
@@ -157,8 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             "model.pretrained=false",
             f"model.image_size={args.image_size}",
             f"batch_size={args.batch_size}",
-            f"num_actors={n_gpus}",
-            "gpus_per_actor=1",
+            f"num_actors={max(1, n_gpus)}",
+            f"gpus_per_actor={0 if on_cpu else 1}",
             "cpus_per_actor=1",
             f"decode_cpus={args.decode_cpus}",
             f"decode_batch_size={args.decode_batch_size}",
@@ -171,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         def job() -> float:
             shutil.rmtree(out / "embeddings", ignore_errors=True)
             with GpuBusy() as gpu:
+                gpu.enabled = not on_cpu
                 result = embed.run(config)
             if result.embedded != len(linked):
                 raise RuntimeError(f"job embedded {result.embedded} of {len(linked)}")
@@ -178,13 +189,14 @@ def main(argv: list[str] | None = None) -> int:
                 busy.append(gpu.share)
             return parts_rate(out / "embeddings")
 
+        n_pre = min(256, len(linked))
         pre = np.stack(
             decode_batch(
                 {
-                    "id": np.array([p.stem for p in linked[:256]], dtype=object),
-                    "root": np.array(["drawings"] * 256, dtype=object),
-                    "path": np.array([p.name for p in linked[:256]], dtype=object),
-                    "sha256": np.array([""] * 256, dtype=object),
+                    "id": np.array([p.stem for p in linked[:n_pre]], dtype=object),
+                    "root": np.array(["drawings"] * n_pre, dtype=object),
+                    "path": np.array([p.name for p in linked[:n_pre]], dtype=object),
+                    "sha256": np.array([""] * n_pre, dtype=object),
                 },
                 {"drawings": str(work / "scans")},
                 args.image_size,
@@ -196,24 +208,26 @@ def main(argv: list[str] | None = None) -> int:
 
         def bare(bf16: bool) -> float:
             steps = max(8, 1024 // args.batch_size)
-            batches = [pre[(i * args.batch_size) % 256 :][: args.batch_size] for i in range(steps)]
+            batches = [
+                pre[(i * args.batch_size) % n_pre :][: args.batch_size] for i in range(steps)
+            ]
             batches = [b for b in batches if len(b) == args.batch_size] or [pre[: args.batch_size]]
 
             def one(b: np.ndarray) -> None:
                 if not bf16:
                     embedder.embed_images(b)
                     return
-                with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
-                    x = normalise(b, embedder.mean, embedder.std, "cuda")
+                with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16):
+                    x = normalise(b, embedder.mean, embedder.std, device)
                     x = x.contiguous(memory_format=torch.channels_last)
                     torch.nn.functional.normalize(net_cl(x).float(), dim=1).cpu()
 
             one(batches[0])
-            torch.cuda.synchronize()
+            sync()
             t = time.perf_counter()
             for b in batches:
                 one(b)
-            torch.cuda.synchronize()
+            sync()
             return len(batches) * args.batch_size / (time.perf_counter() - t)
 
         roots = {"drawings": str(work / "scans")}
@@ -265,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     bare16 = summary["bare bf16 channels_last (per GPU)"]["median"]
     decode = summary["decode, one core"]["median"]
     print(
-        f"  job / (bare fp32 x {n_gpus} GPUs): {job_rate / (bare32 * n_gpus):.2f} (target >= 0.80)"
+        f"  job / (bare fp32 x {max(1, n_gpus)} GPUs): {job_rate / (bare32 * max(1, n_gpus)):.2f} (target >= 0.80)"
     )
     if busy:
         print(f"  GPU busy share during the job: {np.median(busy):.0%} (median of runs)")
