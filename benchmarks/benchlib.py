@@ -58,7 +58,9 @@ def _proc_stat() -> tuple[int, int, int]:
 def _group(title: str) -> str:
     """A readable group name for a process of the tree."""
     if title.startswith("ray::"):
-        return title.split(" ")[0]
+        name = title.split(" ")[0]
+        head, close, _ = name.rpartition(")")
+        return head + close if close else name.split(".")[0]
     for key in ("raylet", "gcs_server", "dashboard", "log_monitor", "runtime_env", "monitor.py"):
         if key in title:
             return key
@@ -71,7 +73,7 @@ class Watch:
 
     interval: float = 0.25
     cpu: dict[int, tuple[float, float]] = field(default_factory=dict)  # pid -> (first, last) secs
-    titles: dict[int, str] = field(default_factory=dict)
+    titles: dict[int, dict[str, int]] = field(default_factory=dict)  # pid -> group -> samples
     nice: dict[str, set[int]] = field(default_factory=dict)
     busy_cores: float = 0.0
     steal_cores: float = 0.0
@@ -92,7 +94,8 @@ class Watch:
                 continue
             first = self.cpu.get(p.pid, (0.0 if self._started else secs, secs))[0]
             self.cpu[p.pid] = (first, secs)
-            self.titles[p.pid] = title
+            seen = self.titles.setdefault(p.pid, {})
+            seen[_group(title)] = seen.get(_group(title), 0) + 1
             self.nice.setdefault(_group(title), set()).add(level)
 
     def _loop(self) -> None:
@@ -124,7 +127,10 @@ class Watch:
         """Cores used per process group of the tree over the watched span."""
         out: dict[str, float] = {}
         for pid, (first, last) in self.cpu.items():
-            group = _group(self.titles[pid])
+            # a Ray worker changes its title with its work: count it under its busiest one
+            seen = self.titles[pid]
+            busy = {k: v for k, v in seen.items() if k != "ray::IDLE"} or seen
+            group = max(busy, key=lambda k: busy[k])
             out[group] = out.get(group, 0.0) + (last - first) / max(self.seconds, 1e-9)
         return out
 
