@@ -16,8 +16,10 @@ Arms, each run once per round, the order rotated every round (`benchlib.run_inte
 
 `--candidates` adds the arms that isolate the causes of a job/bare gap (see BENCHMARKS.md):
 the bare forward inside a Ray actor with Ray's defaults (nice 15, torch's default inter-op
-pool), at nice 0 with that pool, and with the job's settings (nice 0, 1 inter-op thread), the job with Ray's nice 15, with 32-row Parquet
-parts and with 32-row blocks.
+pool), at nice 0 with that pool, and with the job's settings (nice 0, 1 inter-op thread), the job with Ray's nice 15, with 8-row Parquet
+parts and with 8-row blocks (the defaults here: 32-row blocks, the job's own default, and
+32-row parts, so that a run of ~200 images gives the steady state enough points; the job's
+default of 256 rows per part writes less often still).
 
 Prints median, min-max and IQR per arm, the ratios of medians (and per round), the load average
 before and after, the cores used by this benchmark and by other processes, and the nice level of
@@ -107,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="CPUs (threads) per actor")
     parser.add_argument("--runtimes", default="torch,onnx")
     parser.add_argument("--nice", default="0", help="the job's nice level, or 'none' for Ray's")
-    parser.add_argument("--rows-per-file", type=int, default=8)
-    parser.add_argument("--decode-batch-size", type=int, default=2, help="blocks of 4x this")
+    parser.add_argument("--rows-per-file", type=int, default=32)
+    parser.add_argument("--decode-batch-size", type=int, default=8, help="blocks of 4x this")
     parser.add_argument("--bare-images", type=int, default=96)
     parser.add_argument("--naive-images", type=int, default=12)
     parser.add_argument("--backbone", default="efficientnet_lite0")
@@ -210,11 +212,11 @@ def main(argv: list[str] | None = None) -> int:
             arms["job torch, nice 15 (Ray's)"] = job_arm(
                 "nice15", ["model.runtime=torch", "nice=15"]
             )
-            arms["job torch, 32-row parts"] = job_arm(
-                "parts32", ["model.runtime=torch", "rows_per_file=32"]
+            arms["job torch, 8-row parts"] = job_arm(
+                "parts8", ["model.runtime=torch", "rows_per_file=8"]
             )
-            arms["job torch, 32-row blocks"] = job_arm(
-                "blocks32", ["model.runtime=torch", "decode_batch_size=8", "rows_per_file=32"]
+            arms["job torch, 8-row blocks"] = job_arm(
+                "blocks8", ["model.runtime=torch", "decode_batch_size=2"]
             )
 
         print("warm-up: one job run per runtime (worker start-up, ONNX export)", flush=True)
@@ -263,8 +265,8 @@ def main(argv: list[str] | None = None) -> int:
                 "bare torch",
             ),
             ("job nice 15 / job nice 0", "job torch, nice 15 (Ray's)", "job torch"),
-            ("job 32-row parts / 8-row parts", "job torch, 32-row parts", "job torch"),
-            ("job 32-row blocks / 8-row blocks", "job torch, 32-row blocks", "job torch"),
+            ("job 8-row parts / 32-row parts", "job torch, 8-row parts", "job torch"),
+            ("job 8-row blocks / 32-row blocks", "job torch, 8-row blocks", "job torch"),
         ],
         load_before,
         load_after,
