@@ -16,10 +16,10 @@ Arms, each run once per round, the order rotated every round (`benchlib.run_inte
 
 `--candidates` adds the arms that isolate the causes of a job/bare gap (see BENCHMARKS.md):
 the bare forward inside a Ray actor with Ray's defaults (nice 15, torch's default inter-op
-pool), at nice 0 with that pool, and with the job's settings (nice 0, 1 inter-op thread), the job with Ray's nice 15, with 8-row Parquet
-parts and with 8-row blocks (the defaults here: 32-row blocks, the job's own default, and
-32-row parts, so that a run of ~200 images gives the steady state enough points; the job's
-default of 256 rows per part writes less often still).
+pool), at nice 0 with that pool, and with the job's settings (nice 0, 1 inter-op thread); the
+job at Ray's nice 15, with 8-row Parquet parts and with 8-row blocks. The defaults here are
+32-row blocks (the job's own default) and 32-row parts, so that a run of ~200 images gives the
+steady state enough points (the job's default of 256 rows per part writes less often still).
 
 Prints median, min-max and IQR per arm, the ratios of medians (and per round), the load average
 before and after, the cores used by this benchmark and by other processes, and the nice level of
