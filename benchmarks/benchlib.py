@@ -223,6 +223,8 @@ def summarise(samples: list[Sample]) -> dict[str, dict[str, float]]:
     for arm, ss in arms.items():
         st = stats([s.rate for s in ss])
         st["ours"] = float(np.median([s.ours for s in ss]))
+        # per CPU-second this benchmark got: robust to how much of the machine others left
+        st["per_cpu"] = float(np.median([s.rate / max(s.ours, 1e-3) for s in ss]))
         st["others"] = float(np.median([s.others for s in ss]))
         st["disturbed"] = sum(s.disturbed for s in ss)
         out[arm] = st
@@ -252,17 +254,18 @@ def print_report(
     print(f"load average (1/5/15 min) before {load_before}, after {load_after}")
     print(
         f"\n  {'arm':<36}{unit + ' median':>16}{'min-max':>16}{'IQR':>16}"
-        f"{'ours':>7}{'others':>8}{'disturbed':>11}"
+        f"{'ours':>7}{'others':>8}{'disturbed':>11}{'per CPU-s':>11}"
     )
     for arm, st in summary.items():
         print(
             f"  {arm:<36}{st['median']:>16.2f}{st['min']:>8.2f}-{st['max']:<7.2f}"
             f"{st['q1']:>8.2f}-{st['q3']:<7.2f}{st['ours']:>7.2f}{st['others']:>8.2f}"
-            f"{int(st['disturbed']):>6}/{int(st['n'])}"
+            f"{int(st['disturbed']):>6}/{int(st['n'])}{st['per_cpu']:>11.2f}"
         )
     print(
         "  ('ours': cores used by this benchmark's process tree, 'others': by every other process "
-        f"of the machine, medians; 'disturbed': rounds where others used > {BUSY_OTHERS} cores)"
+        f"of the machine, medians; 'disturbed': rounds where others used > {BUSY_OTHERS} cores; "
+        "'per CPU-s': rate / our cores, per round, median: work per CPU-second we got)"
     )
     for label, num, den in ratios:
         if num not in summary or den not in summary:
