@@ -2,7 +2,7 @@
 
     python benchmarks/bench_scaling.py [--count 96] [--copies 6] [--augment-count 32]
                                        [--cpus-per-actor 0.75] [--decode-batch-size 2]
-                                       [--no-reference]
+                                       [--rounds 3] [--no-reference]
 
 Both jobs run for real (`drawmatch.embed.run`, `drawmatch.augment.run`) on a local Ray instance
 with 2 CPUs, on scan-sized JPEGs made with `make_scans.py` (3750x2500, JPEG q90):
@@ -28,103 +28,57 @@ with 2 CPUs, on scan-sized JPEGs made with `make_scans.py` (3750x2500, JPEG q90)
   Ray, one thread each: the bare forward on pre-decoded (280, 280, 3) batches of 4, and the
   `StyleAugmenter` stage (5 styles) called directly; what 2 workers could give on this machine.
 
-Each rate is a steady-state marginal rate, as in `bench_embed.py`: every configuration runs on a
-quarter of the images and on all of them, and (N_large - N_small) / (T_large - T_small) cancels
-start-up (Ray Data planning, actor start, model load). A warm-up run of each configuration first
-starts Ray's worker processes. Prints images/s (embed) and originals/s (augment) per
-configuration, the 2-worker / 1-worker ratio, the scaling efficiency (ratio / 2) and what the
-figures imply for 8- and 16-vCPU CPU nodes.
+Every configuration is an arm of `benchlib.run_interleaved`: each round runs every arm once, in
+an order rotated every round, for `--rounds` rounds, so that the machine's busy moments (it is
+shared) hit all arms alike. A job's rate is the steady state of one run on a fresh copy of the
+ingested output root: the outputs written after the first one, over the time from the first
+output file to the last (file times: embed's Parquet parts of 8 rows, augment's styled images),
+so start-up (Ray Data planning, actor start, model load) is left out. Prints, per arm, the
+median, min-max and IQR, the cores this benchmark and other processes used, the nice level of
+every process involved, the load average before and after, the 2-worker / 1-worker ratio of
+medians (with its per-round spread), and what the figures imply for 8- and 16-vCPU CPU nodes.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
+import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_decode_augment import machine
-from bench_embed import bare_rate, ingest_scans, timed_embed
+from bench_embed import bare_rate, ingest_scans
+from benchlib import (
+    copies,
+    loadavg,
+    print_cpu_breakdown,
+    print_report,
+    run_interleaved,
+    steady_rate_from_parts,
+)
 from make_scans import make_scans
 
-from drawmatch import augment
-from drawmatch.settings import STYLES, AugmentConfig, StyleParams, load_config
+from drawmatch import augment, embed
+from drawmatch.settings import STYLES, AugmentConfig, EmbedConfig, StyleParams, load_config
 
 WORKERS = (1, 2)
 NODE_VCPUS = (8, 16)
 
 
-def cpu_jiffies() -> tuple[int, int]:
-    """(busy, total) CPU time of the whole machine from /proc/stat, in clock ticks."""
-    with open("/proc/stat") as f:
-        fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-def timed_augment(scans: list[Path], work: Path, overrides: list[str]) -> tuple[float, int]:
-    """Ingest `scans` (linked into their own folder) and time the augment job alone:
-    (seconds, originals augmented)."""
-    out = ingest_scans(scans, work)
-    config = load_config(AugmentConfig, None, [f"out={out}", *overrides])
-    t = time.perf_counter()
-    result = augment.run(config)
-    elapsed = time.perf_counter() - t
-    if result.errors or result.written != result.inputs * len(config.styles):
-        raise RuntimeError(f"augment wrote {result.written} of {result.inputs} x 5: {result}")
-    return elapsed, result.inputs
-
-
-Timer = Callable[[list[Path], Path, list[str]], tuple[float, int]]
-
-
-def marginal_rates(
-    name: str,
-    timer: Timer,
-    files: list[Path],
-    n_small: int,
-    work: Path,
-    configs: dict[int, list[str]],
-) -> dict[int, dict[str, float]]:
-    """Per number of workers: the steady-state marginal rate, the whole-run rate of the large run
-    and the machine's busy cores during the large run. Small and large runs of the
-    configurations are interleaved so that a change in the machine's load hits all of them."""
-    for w, overrides in configs.items():  # warm-up: Ray Data, worker processes
-        timer(files[: max(2, len(files) // 8)], work / f"{name}-warm-{w}", overrides)
-    if n_small >= len(files):
-        raise SystemExit(f"{name}: {len(files)} images are too few for a small and a large run")
-    small = files[:n_small]
-    runs: dict[tuple[int, str], tuple[float, int, float]] = {}
-    for label, subset in (("small", small), ("large", files)):
-        for w, overrides in configs.items():
-            busy0, total0 = cpu_jiffies()
-            secs, n = timer(subset, work / f"{name}-{label}-{w}", overrides)
-            busy1, total1 = cpu_jiffies()
-            cores = (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0)
-            runs[(w, label)] = (secs, n, cores)
-            print(f"[{name}] {w} worker(s), {label}: {n} in {secs:.2f} s", flush=True)
-    out: dict[int, dict[str, float]] = {}
-    for w in configs:
-        t_small, n_small, _ = runs[(w, "small")]
-        t_large, n_large, cores = runs[(w, "large")]
-        out[w] = {
-            "rate": (n_large - n_small) / (t_large - t_small),
-            "whole": n_large / t_large,
-            "n_small": n_small,
-            "n_large": n_large,
-            "t_small": t_small,
-            "t_large": t_large,
-            "cores": cores,
-        }
-    return out
+def steady_rate_from_styled(out: Path, styles: int) -> float:
+    """Originals per second of an augment run from its styled files' times (all styles of an
+    original are written together): originals after the first, over first-to-last time."""
+    times = sorted(p.stat().st_mtime_ns for p in (out / "styled").rglob("*.jpg"))
+    if len(times) < 3 * styles:
+        raise RuntimeError(f"only {len(times)} styled files: use more originals")
+    originals = len(times) / styles
+    return (originals - 1) / ((times[-1] - times[styles - 1]) / 1e9)
 
 
 def _plain_worker(kind: str, arg: Any, out_dir: str, queue: Any) -> None:
@@ -158,90 +112,37 @@ def _plain_worker(kind: str, arg: Any, out_dir: str, queue: Any) -> None:
     queue.put(len(files) / (time.perf_counter() - t))
 
 
-def plain_rates(kind: str, arg: Any, work: Path) -> dict[int, float]:
-    """Total rate of 1 and of 2 plain processes doing the same work side by side."""
+def plain_rate(kind: str, arg: Any, work: Path, n: int) -> float:
+    """Total rate of `n` plain processes doing the same work side by side."""
     ctx = multiprocessing.get_context("spawn")
-    out: dict[int, float] = {}
-    for n in WORKERS:
-        queue = ctx.Queue()
-        procs = [
-            ctx.Process(target=_plain_worker, args=(kind, arg, str(work / f"plain-{n}-{i}"), queue))
-            for i in range(n)
-        ]
-        for p in procs:
-            p.start()
-        rates = [queue.get() for _ in procs]
-        for p in procs:
-            p.join()
-        out[n] = sum(rates)
-    return out
+    queue = ctx.Queue()
+    procs = [
+        ctx.Process(target=_plain_worker, args=(kind, arg, str(work / f"plain-{n}-{i}"), queue))
+        for i in range(n)
+    ]
+    for p in procs:
+        p.start()
+    rates = [queue.get() for _ in procs]
+    for p in procs:
+        p.join()
+    shutil.rmtree(work, ignore_errors=True)
+    return float(sum(rates))
 
 
-def print_table(title: str, unit: str, res: dict[int, dict[str, float]]) -> None:
-    print(f"\n{title}")
-    print(
-        f"  {'workers':<8}{unit + ' (steady)':>20}{'whole run':>11}"
-        f"{'small run':>16}{'large run':>16}{'cores busy':>12}"
-    )
-    for w, r in res.items():
-        print(
-            f"  {w:<8}{r['rate']:>20.2f}{r['whole']:>11.2f}"
-            f"{int(r['n_small']):>6} in {r['t_small']:>5.1f}s{int(r['n_large']):>6} in "
-            f"{r['t_large']:>5.1f}s{r['cores']:>12.2f}"
-        )
-    ratio = res[2]["rate"] / res[1]["rate"]
-    print(f"  2 workers / 1 worker: {ratio:.2f}x, scaling efficiency {ratio / 2:.0%}")
-
-
-def print_reference(
-    plain: dict[str, dict[int, float]], jobs: dict[str, dict[int, dict[str, float]]]
-) -> None:
-    print("\nReference: the same work in plain processes (no Ray, no decode for embed), total rate")
-    print(f"  {'work':<44}{'1 process':>10}{'2 processes':>13}{'ratio':>7}{'job/plain 1, 2':>17}")
-    labels = {
-        "embed": "bare forward, pre-decoded batches of 4",
-        "augment": "StyleAugmenter stage, 5 styles",
-    }
-    for kind, rates in plain.items():
-        job = jobs[kind]
-        print(
-            f"  {labels[kind]:<44}{rates[1]:>10.2f}{rates[2]:>13.2f}{rates[2] / rates[1]:>7.2f}"
-            f"{job[1]['rate'] / rates[1]:>11.2f}, {job[2]['rate'] / rates[2]:.2f}"
-        )
-
-
-def print_nodes(
-    embed_res: dict[int, dict[str, float]], aug_res: dict[int, dict[str, float]]
-) -> None:
-    print("\nPer core and per node (CPU only), assuming the measured scaling efficiency holds:")
-    print("  node rate = vCPUs x (1-worker rate) x efficiency = vCPUs x (2-worker rate) / 2")
+def print_nodes(summary: dict[str, dict[str, float]]) -> None:
+    print("\nPer core and per node (CPU only), from the medians, assuming the 2-core figure holds:")
+    print("  node rate = vCPUs x (2-worker rate) / 2")
     rows = (
-        ("embed, decode + EfficientNet-Lite0 280 px", "images/s", embed_res),
-        ("augment, 5 styles at max_side 1024", "originals/s", aug_res),
+        ("embed, decode + EfficientNet-Lite0 280 px", "images/s", "embed"),
+        ("augment, 5 styles at max_side 1024", "originals/s", "augment"),
     )
     head = "".join(f"{f'{c} vCPU':>10}" for c in NODE_VCPUS)
     print(f"  {'job':<44}{'unit':<13}{'1 worker':>10}{'per core@2':>12}{head}")
-    for label, unit, res in rows:
-        per_core = res[2]["rate"] / 2
+    for label, unit, kind in rows:
+        one, two = summary[f"{kind} job, 1 worker"], summary[f"{kind} job, 2 workers"]
+        per_core = two["median"] / 2
         nodes = "".join(f"{c * per_core:>10.1f}" for c in NODE_VCPUS)
-        print(f"  {label:<44}{unit:<13}{res[1]['rate']:>10.2f}{per_core:>12.2f}{nodes}")
-
-
-def copies(files: list[Path], folder: Path, n: int) -> list[Path]:
-    """`n` links to each IMAJ-named file under distinct names (a digit appended to the uid), in
-    `n` rounds over `files`."""
-    if not 1 <= n <= 10:
-        raise ValueError("copies: 1 to 10")
-    folder.mkdir(parents=True)
-    out = []
-    for k in range(n):
-        for f in files:
-            parts = f.name.split("_")
-            parts[2] += str(k)
-            link = folder / "_".join(parts)
-            link.symlink_to(f)
-            out.append(link)
-    return out
+        print(f"  {label:<44}{unit:<13}{one['median']:>10.2f}{per_core:>12.2f}{nodes}")
 
 
 def round_down(n: int, step: int) -> int:
@@ -256,85 +157,126 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpus-per-actor", type=float, default=0.75, help="embedding actors")
     parser.add_argument("--batch-size", type=int, default=4, help="embedding batch size")
     parser.add_argument("--decode-batch-size", type=int, default=2, help="embed blocks: 4x this")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-reference", action="store_true", help="skip the plain processes")
     args = parser.parse_args(argv)
 
     import ray
 
+    load_before = loadavg()
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
         work = Path(tmp)
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
         # enough scans for the augment originals too (one scan in six is a verso)
         n_scans = max(args.count, -(-args.augment_count * 6 // 5) + 1)
         t0 = time.perf_counter()
         files = make_scans(work / "scans", n_scans, seed=args.seed)
         print(f"generated {len(files)} scans in {time.perf_counter() - t0:.1f} s")
         all_rectos = [p for p in files if p.stem.split("_")[4] == "R"]
-        # whole blocks, an even number of them in the small (about a quarter) and the large run;
-        # the embed job makes blocks of 4 x decode_batch_size rows, augment of batch_size (2)
+        # whole blocks, an even number of them, so that two actors get the same share
         pair = 2 * 4 * args.decode_batch_size
         embed_rectos = [p for p in files[: args.count] if p in all_rectos]
         embed_all = copies(embed_rectos, work / "copies", args.copies)
         embed_files = embed_all[: round_down(len(embed_all), pair)]
         rectos = all_rectos[: round_down(args.augment_count, 4)]
+        bases = {
+            "embed": ingest_scans(embed_files, work / "embed-base"),
+            "augment": ingest_scans(rectos, work / "augment-base"),
+        }
+        runs = iter(range(10**6))
 
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        ray.data.DataContext.get_current().enable_progress_bars = False
-        load = os.getloadavg()
+        def fresh(kind: str) -> Path:
+            out = work / f"{kind}-run-{next(runs)}"
+            shutil.copytree(bases[kind], out)
+            return out
 
-        embed_configs = {
-            w: [
+        def embed_arm(w: int) -> Any:
+            overrides = [
                 "model.backbone=efficientnet_lite0",
                 "model.image_size=280",
                 f"batch_size={args.batch_size}",
                 f"decode_batch_size={args.decode_batch_size}",
+                "rows_per_file=8",
                 f"num_actors={w}",
                 f"cpus_per_actor={args.cpus_per_actor}",
                 "collections=[drawing]",
             ]
-            for w in WORKERS
-        }
-        aug_configs = {
-            w: ["select=drawings", "max_side=1024", "batch_size=2", f"concurrency={w}"]
-            for w in WORKERS
-        }
-        embed_small = round_down(len(embed_files) // 4, pair)
-        embed_res = marginal_rates(
-            "embed", timed_embed, embed_files, embed_small, work, embed_configs
-        )
-        aug_small = round_down(len(rectos) // 4, 4)
-        aug_res = marginal_rates("augment", timed_augment, rectos, aug_small, work, aug_configs)
-        ray.shutdown()
-        plain: dict[str, dict[int, float]] = {}
-        if not args.no_reference:
-            plain["embed"] = plain_rates("embed", 96, work)
-            plain["augment"] = plain_rates("augment", rectos[:6], work)
-        load_end = os.getloadavg()
 
-    print(f"\nmachine: {machine()}")
-    print(f"command: python {' '.join(sys.argv)}")
-    print(
-        "load average (1/5/15 min) at start "
-        + "/".join(f"{x:.2f}" for x in load)
-        + ", at end "
-        + "/".join(f"{x:.2f}" for x in load_end)
-        + "; 'cores busy': the whole machine's busy cores during the large run, all processes"
+            def arm() -> float:
+                out = fresh("embed")
+                config = load_config(EmbedConfig, None, [f"out={out}", *overrides])
+                result = embed.run(config)
+                if result.embedded != len(embed_files):
+                    raise RuntimeError(f"embed: {result.embedded} of {len(embed_files)}")
+                rate = steady_rate_from_parts(out / "embeddings")
+                shutil.rmtree(out, ignore_errors=True)
+                return rate
+
+            return arm
+
+        def augment_arm(w: int) -> Any:
+            overrides = ["select=drawings", "max_side=1024", "batch_size=2", f"concurrency={w}"]
+
+            def arm() -> float:
+                out = fresh("augment")
+                config = load_config(AugmentConfig, None, [f"out={out}", *overrides])
+                result = augment.run(config)
+                if result.errors or result.written != result.inputs * len(config.styles):
+                    raise RuntimeError(f"augment wrote {result.written} of {result.inputs} x 5")
+                rate = steady_rate_from_styled(out, len(config.styles))
+                shutil.rmtree(out, ignore_errors=True)
+                return rate
+
+            return arm
+
+        arms: dict[str, Any] = {}
+        for w in WORKERS:
+            s = "" if w == 1 else "s"
+            arms[f"embed job, {w} worker{s}"] = embed_arm(w)
+            arms[f"augment job, {w} worker{s}"] = augment_arm(w)
+            if not args.no_reference:
+                arms[f"embed plain, {w} process{'es' if w > 1 else ''}"] = lambda w=w: plain_rate(
+                    "embed", 96, work / "plain", w
+                )
+                arms[f"augment plain, {w} process{'es' if w > 1 else ''}"] = lambda w=w: plain_rate(
+                    "augment", rectos[:6], work / "plain", w
+                )
+        print("warm-up: one run of each job configuration", flush=True)
+        for name, arm in arms.items():
+            if " job, " in name:
+                arm()
+        samples = run_interleaved(arms, args.rounds)
+        load_after = loadavg()
+        ray.shutdown()
+
+    ratios = [
+        (f"{k} job: 2 workers / 1 worker", f"{k} job, 2 workers", f"{k} job, 1 worker")
+        for k in ("embed", "augment")
+    ]
+    if not args.no_reference:
+        for k in ("embed", "augment"):
+            ratios += [
+                (f"{k} plain: 2 / 1 processes", f"{k} plain, 2 processes", f"{k} plain, 1 process"),
+                (f"{k} job / plain, 1 worker", f"{k} job, 1 worker", f"{k} plain, 1 process"),
+                (f"{k} job / plain, 2 workers", f"{k} job, 2 workers", f"{k} plain, 2 processes"),
+            ]
+    summary = print_report(
+        f"scaling: embed (EfficientNet-Lite0 280 px, batch {args.batch_size}, 1 torch thread and "
+        f"{args.cpus_per_actor} CPU per actor, decode tasks 0.5 CPU of {args.decode_batch_size} "
+        f"images, {len(embed_files)} images) and augment (5 styles, max_side 1024, batch 2, "
+        f"{len(rectos)} originals; rates in originals/s), {args.rounds} rounds",
+        samples,
+        ratios,
+        load_before,
+        load_after,
+        unit="rate",
     )
-    print_table(
-        f"embed job: EfficientNet-Lite0 280 px, batch {args.batch_size}, 1 torch thread and "
-        f"{args.cpus_per_actor} CPU per actor, decode tasks 0.5 CPU of "
-        f"{args.decode_batch_size} images, {len(embed_rectos)} rectos x {args.copies}",
-        "images/s",
-        embed_res,
-    )
-    print_table(
-        f"augment job: 5 styles, max_side 1024, batch 2, 1 CPU per actor, {len(rectos)} originals",
-        "originals/s",
-        aug_res,
-    )
-    if plain:
-        print_reference(plain, {"embed": embed_res, "augment": aug_res})
-    print_nodes(embed_res, aug_res)
+    for name in arms:
+        if " job, " in name:
+            print_cpu_breakdown(samples, name)
+    print_nodes(summary)
     return 0
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -20,7 +21,7 @@ import pandas as pd
 
 from drawmatch import catalogue as cat
 from drawmatch import storage
-from drawmatch.embedder import Embedder
+from drawmatch.embedder import Embedder, set_nice
 from drawmatch.embeddings import (
     ERRORS_FILE,
     MODEL_FILE,
@@ -40,13 +41,20 @@ log = logging.getLogger("drawmatch.embed")
 
 
 def decode_batch(
-    batch: dict[str, np.ndarray], roots: dict[str, str], image_size: int, max_pixels: int
+    batch: dict[str, np.ndarray],
+    roots: dict[str, str],
+    image_size: int,
+    max_pixels: int,
+    nice: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Decode and resize a batch of catalogue rows (`id`, `root`, `path`, `sha256`).
 
     Returns the same rows plus `image` (B, size, size, 3) uint8, `ok` (B,) bool and `error` (B,) str;
-    a row that fails to decode keeps a black image, ok=False and its reason.
+    a row that fails to decode keeps a black image, ok=False and its reason. `nice`: the nice
+    level to run at (Ray's workers start at 15).
     """
+    if nice is not None and os.nice(0) != nice:
+        set_nice(nice)
     n = len(batch["id"])
     images = np.zeros((n, image_size, image_size, 3), dtype=np.uint8)
     ok = np.ones(n, dtype=bool)
@@ -135,6 +143,7 @@ def _run_locked(
     from drawmatch.rayutil import check_resources, init_ray
 
     info_path = storage.join(directory, MODEL_FILE)
+    runtimes = {config.model.runtime}
     if storage.exists(info_path):
         info = json.loads(storage.read_text(info_path))
         if info["weights_hash"] != whash:
@@ -142,12 +151,15 @@ def _run_locked(
                 f"{directory} holds embeddings of weights {info['weights_hash']}, but this model "
                 f"has weights {whash}; use another output root or remove that folder"
             )
+        runtimes.update(info.get("runtimes", [info.get("runtime", "torch")]))
     storage.makedirs(directory)
     model_info = {
         "model_tag": tag,
         "weights_hash": whash,
         "dim": dim,
         "model": asdict(config.model),
+        "runtime": config.model.runtime,
+        "runtimes": sorted(runtimes),  # every runtime that wrote parts here (same embeddings)
     }
     write_model_info(directory, model_info)
     save_config(config, storage.join(directory, "embed_config.yaml"))
@@ -186,6 +198,7 @@ def _run_locked(
             "roots": roots,
             "image_size": config.model.image_size,
             "max_pixels": config.max_image_pixels,
+            "nice": config.nice,
         },
         batch_size=config.decode_batch_size,
         batch_format="numpy",
@@ -196,7 +209,11 @@ def _run_locked(
     )
     ds = ds.map_batches(
         Embedder,
-        fn_constructor_kwargs={"model": asdict(config.model), "num_threads": threads},
+        fn_constructor_kwargs={
+            "model": asdict(config.model),
+            "num_threads": threads,
+            "nice": config.nice,
+        },
         batch_size=config.batch_size,
         batch_format="numpy",
         num_cpus=config.cpus_per_actor,

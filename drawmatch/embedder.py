@@ -5,6 +5,8 @@ search for query images; its model tag and weights hash are the provenance of ev
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,33 @@ import numpy as np
 from drawmatch.embeddings import model_tag, read_model_info
 from drawmatch.preprocess import load_eval_array, normalise
 from drawmatch.settings import ModelConfig
+
+log = logging.getLogger("drawmatch.embedder")
+
+
+def set_threads(num_threads: int) -> None:
+    """Give torch exactly `num_threads` intra-op threads and one inter-op thread (Ray sets
+    OMP_NUM_THREADS=1 in its workers unless told otherwise; more threads than reserved cores slow
+    down sharply under contention). The inter-op pool can only be sized before first use."""
+    import torch
+
+    torch.set_num_threads(num_threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # already started in this process: it stays as it is
+
+
+def set_nice(level: int) -> int:
+    """Set this process's nice level (Ray starts its workers at nice 15, which under CPU
+    contention leaves them only the CPU time other processes leave over). Lowering it needs
+    CAP_SYS_NICE or RLIMIT_NICE; where that is refused, the level stays and a warning says so.
+    Returns the level in effect."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, level)
+    except OSError as exc:
+        log.warning("could not set nice %d (%s): staying at %d", level, exc, os.nice(0))
+    return os.nice(0)
 
 
 class Embedder:
@@ -23,15 +52,23 @@ class Embedder:
 
     The model tag says what the weights are: fine-tuned weights that equal the starting weights
     (a run whose best epoch was the pretrained model) get the starting weights' tag, not `ft-...`.
+    `model.runtime` says what runs the forward: torch, or (`onnx`) the backbone exported once and
+    run with onnxruntime on CPU (`drawmatch.onnxrt`); the tag is the same for both. `num_threads`:
+    torch's or onnxruntime's threads (the CPUs reserved); `nice`: this process's nice level (the
+    embed job's actors pass `EmbedConfig.nice`; None leaves it).
     """
 
-    def __init__(self, model: dict[str, Any], num_threads: int | None = None) -> None:
+    def __init__(
+        self, model: dict[str, Any], num_threads: int | None = None, nice: int | None = None
+    ) -> None:
         import torch
 
         from drawmatch.backbones import create_backbone, load_weights, weights_hash
 
+        if nice is not None:
+            set_nice(nice)
         if num_threads:
-            torch.set_num_threads(num_threads)
+            set_threads(num_threads)
         cfg = ModelConfig(**model)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         net = create_backbone(cfg.backbone, pretrained=cfg.pretrained, pooling=cfg.pooling)
@@ -45,14 +82,31 @@ class Embedder:
             self.weights_hash = loaded
         self.tag = model_tag(cfg.backbone, cfg.pooling, cfg.image_size, weights)
         self.image_size = cfg.image_size
-        self.net = net.eval().to(self.device)
+        self.runtime = cfg.runtime
         self.dim = net.dim
         self.mean, self.std = net.mean, net.std
+        self.onnx: Any = None
+        if cfg.runtime == "onnx":
+            from drawmatch.onnxrt import load_or_export
+
+            self.device = torch.device("cpu")
+            self.onnx = load_or_export(
+                net.eval(),
+                cfg.backbone,
+                cfg.pooling,
+                cfg.image_size,
+                self.weights_hash,
+                cfg.weights,
+                num_threads,
+            )
+        self.net = net.eval().to(self.device)
 
     def embed_images(self, images: np.ndarray) -> np.ndarray:
         """(B, S, S, 3) uint8 -> (B, D) float32, L2-normalised."""
         import torch
 
+        if self.onnx is not None:
+            return self.onnx(images)  # type: ignore[no-any-return]
         with torch.inference_mode():
             x = normalise(images, self.mean, self.std, self.device)
             feats = torch.nn.functional.normalize(self.net(x).float(), dim=1)

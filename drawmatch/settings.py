@@ -377,6 +377,7 @@ class ModelConfig:
     image_size: int = 280
     pooling: str = choice("avg", "avg", "max", "gem")
     weights: str | None = None
+    runtime: str = choice("torch", "torch", "onnx")  # runs the forward: torch or onnxruntime
 
     def __post_init__(self) -> None:
         _names(self, "backbone", "weights")
@@ -402,6 +403,8 @@ class EmbedConfig:
     decode_concurrency: int | None = None
     rows_per_file: int = 256
     max_image_pixels: int = 200_000_000
+    # nice level of decode tasks and embedding actors (Ray starts workers at 15); null keeps Ray's
+    nice: int | None = 0
     ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
@@ -415,6 +418,8 @@ class EmbedConfig:
         _at_least("gpus_per_actor", self.gpus_per_actor, 0)
         _at_least("decode_concurrency", self.decode_concurrency, 1)
         _at_least("max_image_pixels", self.max_image_pixels, 1)
+        if self.nice is not None:
+            _between("nice", self.nice, -20, 19)
 
 
 @dataclass(frozen=True)
