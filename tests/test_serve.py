@@ -592,3 +592,206 @@ def test_serve_entrypoint_refuses_bad_config(out):
     assert main(["serve", f"out={out}", "port=99999"]) == 2
     assert main(["serve", f"out={out}", "host=0.0.0.0"]) == 2
     assert os.path.exists(out)
+
+
+# -- many annotators at once, against real servers -------------------------------------------
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_server(out: Path, port: int):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from drawmatch.cli import main; "
+        f"sys.exit(main(['serve', 'out={out}', 'port={port}', 'load_model=false', "
+        "'log_level=warning']))"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return subprocess.Popen([sys.executable, "-c", code], env=env)
+
+
+def _wait_up(url: str, proc) -> None:
+    import httpx
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("server did not start")
+
+
+@pytest.mark.slow
+def test_concurrent_annotators_lose_nothing(out):
+    """8 annotators, each sending 25 decisions one after another, spread over two server
+    processes on the same database: every decision stored exactly once, each annotator's in
+    the order sent, no request failing (no "database is locked")."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    ports = [_free_port(), _free_port()]
+    procs = [_start_server(out, port) for port in ports]
+    try:
+        urls = [f"http://127.0.0.1:{port}" for port in ports]
+        for url, proc in zip(urls, procs):
+            _wait_up(url, proc)
+        store = AnnotationStore(db_path(out))
+        before = store.count()
+        drawings = [drawing_name(i) for i in range(12)]
+
+        def annotator(n: int) -> list[int]:
+            name = f"Expert {n}"
+            with httpx.Client(base_url=urls[n % 2], timeout=60) as http:
+                page = http.get("/login")
+                nonce = re.search(r'name="nonce" value="([^"]+)"', page.text).group(1)
+                http.post("/login", data={"nonce": nonce, "name": name})
+                token = re.search(
+                    r'name="csrf_token" value="([^"]+)"', http.get("/drawings").text
+                ).group(1)
+                statuses = []
+                for j in range(25):
+                    response = http.post(
+                        "/annotate",
+                        data={
+                            "drawing_id": drawings[(n + j) % 12],
+                            "artwork_id": f"art{j % 10:02d}",
+                            "decision": ("match", "non-match", "skip")[j % 3],
+                            "note": f"{name} #{j}",
+                        },
+                        headers={"X-CSRF-Token": token, "HX-Request": "true"},
+                    )
+                    statuses.append(response.status_code)
+                return statuses
+
+        with ThreadPoolExecutor(8) as pool:
+            statuses = [s for result in pool.map(annotator, range(8)) for s in result]
+        assert statuses == [200] * 200
+        added = store.history()[before:]
+        assert len(added) == 200
+        for n in range(8):
+            notes = [d.note for d in added if d.annotator == f"Expert {n}"]
+            assert notes == [f"Expert {n} #{j}" for j in range(25)]
+        assert len({d.seq for d in added}) == 200
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=30)
+
+
+# -- the loop: annotate, export, split, train ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_exported_pairs_split_and_train(ray_local, tmp_path):
+    """Pairs annotated in the workbench, exported, split into folds and used to fine-tune."""
+    from drawmatch import export, splits, train
+    from drawmatch.pairs import read_pairs
+    from drawmatch.settings import ExportConfig, SplitConfig, TrainConfig
+    from tests.conftest import tiny_training_set
+
+    out, _fold = tiny_training_set(tmp_path)
+    http, token = signed_in(create_app(ServeConfig(out=str(out), load_model=False)))
+    for i in range(12):
+        for decision in ("non-match", "match"):  # the latest decision counts
+            response = http.post(
+                "/annotate",
+                data={
+                    "drawing_id": f"draw{i:02d}",
+                    "artwork_id": f"art{i:02d}",
+                    "decision": decision,
+                },
+                headers={"X-CSRF-Token": token},
+                follow_redirects=False,
+            )
+            assert response.status_code == 303
+    http.post(
+        "/annotate",
+        data={"drawing_id": "draw00", "artwork_id": "art05", "decision": "non-match"},
+        headers={"X-CSRF-Token": token},
+    )
+    exported = export.run(ExportConfig(out=str(out)))
+    assert exported.pairs == 12
+    pairs = read_pairs(exported.path)
+    assert set(zip(pairs["drawing_id"], pairs["artwork_id"])) == {
+        (f"draw{i:02d}", f"art{i:02d}") for i in range(12)
+    }
+    splits.run(SplitConfig(out=str(out), pairs_csv=exported.path, n_folds=1))
+    fold_csv = out / "folds" / "fold_00.csv"
+    result = train.run(
+        load_config(
+            TrainConfig,
+            None,
+            [
+                f"out={out}",
+                f"fold_csv={fold_csv}",
+                "run_name=from-workbench",
+                "model.backbone=tiny",
+                "model.pretrained=false",
+                "model.image_size=32",
+                "train_resize=36",
+                "train_crop=32",
+                "batch_size=2",
+                "n_hardest=3",
+                "epochs=1",
+                "num_workers=1",
+                "cpus_per_worker=0.5",
+            ],
+        )
+    )
+    assert result.summary["history"][0]["steps"] >= 1
+    assert Path(result.best_model).exists()
+
+
+# -- the jobs behind the pages ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_thumbnails_job_renders_every_showable_image_once(ray_local, tmp_path):
+    from drawmatch import catalogue as cat
+    from drawmatch import thumbnails
+    from drawmatch.renditions import rendition_path
+    from drawmatch.settings import ThumbnailsConfig
+
+    out = serve_data.build(tmp_path, n_drawings=3, n_artworks=2)
+    config = ThumbnailsConfig(out=str(out), sizes=(64, 128), batch_size=2)
+    result = thumbnails.run(config)
+    assert result.images == 6 and result.made == 12 and not result.errors  # 3 + copy + 2
+    table = cat.read_catalogue(out)
+    sha = dict(zip(table["id"], table["sha256"]))
+    assert not Path(rendition_path(out, sha[VERSO], 64)).exists()
+    small = Image.open(rendition_path(out, sha["art00"], 64))
+    assert max(small.size) == 64
+    assert thumbnails.run(config).made == 0  # a rerun makes only what is missing
+
+
+def test_similar_drawings_are_the_closest_by_cosine(out):
+    import pandas as pd
+
+    from drawmatch.neighbours import similar_dir
+
+    tag = serve_data.model_tags(out)[0]
+    table = pd.read_parquet(Path(similar_dir(str(out), tag)) / "drawings.parquet")
+    ids = [drawing_name(i) for i in range(12)]
+    _ids, emb = read_embeddings(out, tag, ids=ids)
+    dist = 1.0 - emb @ emb.T
+    np.fill_diagonal(dist, np.inf)
+    for i, drawing in enumerate(ids):
+        rows = table[table["drawing_id"] == drawing].sort_values("rank")
+        assert rows["similar_id"].tolist() == [ids[j] for j in np.argsort(dist[i])[:4]]
+        assert rows["distance"].to_numpy() == pytest.approx(np.sort(dist[i])[:4], abs=1e-5)
+    assert VERSO not in set(table["drawing_id"]) | set(table["similar_id"])

@@ -179,6 +179,10 @@ def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastA
             raise HTTPException(404, "no such model")
         return tag
 
+    def optional_tag(model: str | None) -> str | None:
+        """The model asked for (404 if unknown), else the default one; None if there is none."""
+        return tag_of(model) if model or wb.default_tag else None
+
     def drawing_of(key: str) -> str:
         if len(key) > MAX_ID or not wb.is_drawing(key):
             raise HTTPException(404, "no such drawing")
@@ -376,12 +380,12 @@ def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastA
     ) -> Response:
         session = require(request)
         key = drawing_of(drawing_id)
-        tag = tag_of(model)
-        other = tag_of(compare) if compare else None
+        tag = optional_tag(model)
+        other = tag_of(compare) if compare and tag else None
         current = store.current_by_pair(key)
         counts = _history_counts(store.history(drawing_id=key))
         columns: list[dict[str, Any]] = []
-        for t in [tag] + ([other] if other else []):
+        for t in [t for t in (tag, other) if t]:
             results = wb.top_artworks(t, key, k)
             columns.append(
                 {
@@ -396,7 +400,7 @@ def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastA
             )
         listed = {p["id"] for c in columns for p in c["pairs"]}
         elsewhere = [
-            pair_view(key, a, dec.rank, dec.distance, dec.model or tag, dec, counts.get(a, 0))
+            pair_view(key, a, dec.rank, dec.distance, dec.model or tag or "", dec, counts.get(a, 0))
             for a, dec in current.items()
             if a not in listed and wb.is_artwork(a)
         ]
@@ -412,8 +416,8 @@ def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastA
             k=k,
             columns=columns,
             elsewhere=elsewhere,
-            similar=wb.similar_drawings(tag, key, 12),
-            has_similar=wb.models[tag].similar is not None,
+            similar=wb.similar_drawings(tag, key, 12) if tag else [],
+            has_similar=tag is not None and wb.models[tag].similar is not None,
             copies=wb.copies.get(key, []),
         )
 
@@ -423,7 +427,7 @@ def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastA
     ) -> Response:
         session = require(request)
         key = artwork_of(artwork_id)
-        tag = tag_of(model)
+        tag = optional_tag(model)
         copies = [
             d
             for d in store.current(artwork_id=key)
@@ -437,7 +441,7 @@ def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastA
             info=wb.row(key),
             tag=tag,
             copies=copies,
-            near=wb.drawings_near_artwork(tag, key, 24),
+            near=wb.drawings_near_artwork(tag, key, 24) if tag else [],
         )
 
     @app.post("/annotate", response_class=HTMLResponse)

@@ -256,7 +256,7 @@ class Workbench:
             frame = grid[keys].copy()
             if "age_group" in keys:
                 frame["age_group"] = frame["age_group"].map(
-                    lambda v: AGE_ORDER.index(v) if v in AGE_ORDER else 99
+                    lambda v: AGE_ORDER.index(v) if isinstance(v, str) and v in AGE_ORDER else 99
                 )
             columns: list[np.ndarray] = []
             for k in reversed(keys):
