@@ -31,18 +31,38 @@ def drawing_name(i: int) -> str:
     return f"{2001 + i % 4}_{AGES[i % 3]}_{i:04d}_{COUNTRIES[i % 3]}_R_A"
 
 
-def build(root: Path, n_drawings: int = 12, n_artworks: int = 10) -> Path:
-    """Write the images and the output root under `root`; returns the output root."""
-    drawings = [
-        make_image(root / "d" / f"{drawing_name(i)}.png", (80, 60), seed=i, fmt="PNG")
-        for i in range(n_drawings)
-    ]
+def build(root: Path, n_drawings: int = 12, n_artworks: int = 10, demo: Path | None = None) -> Path:
+    """Write the images and the output root under `root`; returns the output root. With `demo`
+    (the bundled demo data folder), drawings and artworks are copies of its real images (under
+    IMAJ-like names and synthetic metadata), artworks titled by their subject."""
+    import shutil
+
+    titles = [f"Work number {i}" for i in range(n_artworks)]
+    if demo is None:
+        drawings = [
+            make_image(root / "d" / f"{drawing_name(i)}.png", (80, 60), seed=i, fmt="PNG")
+            for i in range(n_drawings)
+        ]
+        artworks = [
+            make_image(root / "a" / f"art{i:02d}.png", (70, 90), seed=100 + i, fmt="PNG")
+            for i in range(n_artworks)
+        ]
+    else:
+        (root / "d").mkdir(parents=True, exist_ok=True)
+        (root / "a").mkdir(parents=True, exist_ok=True)
+        sources = sorted((demo / "drawings").glob("*.jpg"))[:n_drawings]
+        drawings = [
+            Path(shutil.copy(src, root / "d" / f"{drawing_name(i)}.jpg"))
+            for i, src in enumerate(sources)
+        ]
+        meta = pd.read_csv(demo / "artworks.csv").sort_values("id").head(n_artworks)
+        artworks = [
+            Path(shutil.copy(demo / f, root / "a" / f"art{i:02d}.jpg"))
+            for i, f in enumerate(meta["file"])
+        ]
+        titles = [s.replace("_", " ").capitalize() for s in meta["subject"]]
     verso = make_image(root / "d" / f"{VERSO}.png", (80, 60), seed=500, fmt="PNG")
     make_image(root / "out" / "styled" / "oil" / f"{STYLED}.jpg", (80, 60), seed=0)
-    artworks = [
-        make_image(root / "a" / f"art{i:02d}.png", (70, 90), seed=100 + i, fmt="PNG")
-        for i in range(n_artworks)
-    ]
     rows = []
     for p in [*drawings, verso]:
         year, age, uid, country, side, quality = p.stem.split("_")
@@ -92,7 +112,7 @@ def build(root: Path, n_drawings: int = 12, n_artworks: int = 10) -> Path:
                 root="artworks",
                 path=p.name,
                 artist=f"Painter {i % 3}",
-                title=f"Work number {i}",
+                title=titles[i],
                 source="test",
                 verso=False,
                 parent_id=None,
