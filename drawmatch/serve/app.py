@@ -605,7 +605,12 @@ def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastA
             return fail(503, "The model is still loading; try again in a few seconds.")
 
         def search() -> list[tuple[str, int, float]]:
-            img = open_image("upload", max_pixels=config.max_upload_pixels, data=data)
+            img = open_image(
+                "upload",
+                draft_size=embedder.image_size,
+                max_pixels=config.max_upload_pixels,
+                data=data,
+            )
             vector = embedder.embed_images(eval_resize(img, embedder.image_size)[None])
             return wb.search_vector(tag, vector, k)
 
