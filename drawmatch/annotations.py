@@ -43,10 +43,13 @@ CREATE TABLE IF NOT EXISTS decisions (
 );
 CREATE INDEX IF NOT EXISTS decisions_pair ON decisions (drawing_id, artwork_id, seq);
 CREATE INDEX IF NOT EXISTS decisions_artwork ON decisions (artwork_id, seq);
-CREATE VIEW IF NOT EXISTS current AS
+DROP VIEW IF EXISTS current;
+CREATE VIEW current AS
     SELECT d.* FROM decisions d
-    JOIN (SELECT MAX(seq) AS seq FROM decisions GROUP BY drawing_id, artwork_id) latest
-    ON d.seq = latest.seq;
+    WHERE d.seq = (
+        SELECT MAX(x.seq) FROM decisions x
+        WHERE x.drawing_id = d.drawing_id AND x.artwork_id = d.artwork_id
+    );
 """
 COLUMNS = (
     "seq",

@@ -78,9 +78,12 @@ class Candidates:
     d_index: dict[str, int] = field(default_factory=dict)  # drawing id -> code
     a_index: dict[str, int] = field(default_factory=dict)  # artwork id -> code
 
-    def pair_keys(self) -> np.ndarray:
-        """(N,) int64: one number per (drawing, artwork) pair."""
-        return self.drawing_code.astype(np.int64) * len(self.artworks) + self.artwork_code
+    sorted_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def key(self, drawing: str, artwork: str) -> int | None:
+        """One number per (drawing, artwork) pair of the candidates, None if not a candidate."""
+        d, a = self.d_index.get(drawing), self.a_index.get(artwork)
+        return None if d is None or a is None else d * len(self.artworks) + a
 
     def __len__(self) -> int:
         return len(self.distance)
@@ -402,6 +405,8 @@ class Workbench:
             d_index={str(d): i for i, d in enumerate(d_uniques)},
             a_index={str(a): i for i, a in enumerate(a_uniques)},
         )
+        keys = d_codes.astype(np.int64) * len(a_uniques) + a_codes
+        candidates.sorted_keys = np.unique(keys)
         return candidates, by_drawing
 
     def top_artworks(self, tag: str, drawing_id: str, k: int) -> list[tuple[str, int, float]]:
@@ -453,15 +458,12 @@ class Workbench:
         cands = self.models[tag].candidates
         if cands is None:
             return 0, 0
-        wanted = [
-            cands.d_index[d] * len(cands.artworks) + cands.a_index[a]
-            for d, a in decided
-            if d in cands.d_index and a in cands.a_index
-        ]
-        if not wanted:
-            return 0, len(cands)
-        all_keys = cands.pair_keys()
-        return int(np.isin(all_keys, np.array(wanted, dtype=np.int64)).sum()), len(cands)
+        keys = [cands.key(d, a) for d, a in decided]
+        wanted = np.array([k for k in keys if k is not None], dtype=np.int64)
+        if not len(wanted) or not len(cands.sorted_keys):
+            return 0, len(cands.sorted_keys)
+        where = np.minimum(np.searchsorted(cands.sorted_keys, wanted), len(cands.sorted_keys) - 1)
+        return int((cands.sorted_keys[where] == wanted).sum()), len(cands.sorted_keys)
 
     def similar_drawings(self, tag: str, drawing_id: str, k: int) -> list[tuple[str, int, float]]:
         grouped = self.models[tag].similar
