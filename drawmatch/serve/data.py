@@ -45,16 +45,24 @@ AGE_ORDER = ["3-5", "6-9", "10-13", "14-17", "18-25", "MS"]
 
 
 class Grouped:
-    """Rows of a long table grouped by a key column: `get(key)` -> DataFrame slice (fast)."""
+    """Rows of a long table grouped by a key column: `get(key)` -> DataFrame slice (fast).
+    Id columns are kept as categoricals (one copy of each id string)."""
 
     def __init__(self, frame: pd.DataFrame, key: str) -> None:
-        frame = frame.sort_values([key, "rank"], kind="stable").reset_index(drop=True)
+        codes, _uniques = pd.factorize(frame[key])
+        if len(codes) and (np.diff(codes) < 0).any():  # not written grouped: group it
+            frame = frame.sort_values([key, "rank"], kind="stable")
+            codes, _uniques = pd.factorize(frame[key])
+        frame = frame.reset_index(drop=True)
+        for column in frame.columns:
+            if frame[column].dtype == object:
+                frame[column] = frame[column].astype("category")
         self.frame = frame
-        keys = frame[key].to_numpy()
-        if len(keys):
-            uniq, starts = np.unique(keys.astype(str), return_index=True)
-            ends = np.append(starts[1:], len(keys))
-            self.where = {str(k): (int(s), int(e)) for k, s, e in zip(uniq, starts, ends)}
+        if len(codes):
+            starts = np.concatenate([[0], np.flatnonzero(np.diff(codes)) + 1])
+            ends = np.append(starts[1:], len(codes))
+            keys = frame[key].to_numpy()[starts]
+            self.where = {str(k): (int(a), int(b)) for k, a, b in zip(keys, starts, ends)}
         else:
             self.where = {}
 
@@ -186,6 +194,10 @@ class Workbench:
     """Everything the pages read, built once from an output root."""
 
     def __init__(self, out: str, load_models: bool = True, default_tag: str | None = None) -> None:
+        import faiss
+
+        # One query at a time: FAISS' OpenMP threads only add overhead (and spin under load).
+        faiss.omp_set_num_threads(1)
         started = time.time()
         self.out = storage.absolute(out)
         catalogue = cat.read_catalogue(self.out)
@@ -353,7 +365,7 @@ class Workbench:
             index: ArtworkIndex | None = ArtworkIndex(self.out, tag)
         except FileNotFoundError:
             index = None
-        candidates, by_drawing = self._load_candidates(tag)
+        candidates, by_drawing = self._load_candidates(tag, grouped=index is None)
         similar = self._load_grouped(storage.join(similar_dir(self.out, tag), DRAWINGS_FILE))
         artwork_drawings = self._load_grouped(
             storage.join(similar_dir(self.out, tag), ARTWORKS_FILE)
@@ -383,14 +395,20 @@ class Workbench:
         keep = frame[key].isin(self.collection.keys()) & frame[other].isin(self.collection.keys())
         return grouped if keep.all() else Grouped(frame[keep], key)
 
-    def _load_candidates(self, tag: str) -> tuple[Candidates | None, Grouped | None]:
+    def _load_candidates(self, tag: str, grouped: bool) -> tuple[Candidates | None, Grouped | None]:
+        """The candidates sorted for the review queue, and (`grouped`: for a model without an
+        artwork index, whose drawing pages read them) grouped per drawing."""
         table = read_table(candidates_path(self.out, tag))
         if table is None or table.empty:
             return None, None
         table = table[
             table["drawing_id"].map(self.is_drawing) & table["artwork_id"].map(self.is_artwork)
         ]
-        by_drawing = Grouped(table[["drawing_id", "rank", "artwork_id", "distance"]], "drawing_id")
+        by_drawing = (
+            Grouped(table[["drawing_id", "rank", "artwork_id", "distance"]], "drawing_id")
+            if grouped
+            else None
+        )
         order = np.lexsort((table["rank"].to_numpy(), table["distance"].to_numpy(dtype=np.float64)))
         table = table.iloc[order]
         d_codes, d_uniques = pd.factorize(table["drawing_id"])
