@@ -212,7 +212,7 @@ def rss_mb(pid: int) -> float:
     return float(psutil.Process(pid).memory_info().rss) / 2**20
 
 
-def percentiles(values: list[float]) -> dict[str, float]:
+def percentiles(values: list[float]) -> dict[str, float | int]:
     ms = np.asarray(values) * 1000
     return {
         "n": len(values),
@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import httpx
+    import psutil
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-serve-"))
     out = work / "out"
@@ -251,7 +252,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code])
     url = f"http://127.0.0.1:{args.port}"
-    figures: dict[str, object] = {"drawings": args.drawings, "artworks": args.artworks}
+    figures: dict[str, object] = {
+        "drawings": args.drawings,
+        "artworks": args.artworks,
+        "load_average_before": round(os.getloadavg()[0], 1),
+    }
     try:
         while True:
             if proc.poll() is not None:
@@ -271,7 +276,6 @@ def main(argv: list[str] | None = None) -> int:
             http.post("/login", data={"nonce": nonce, "name": "Benchmark"})
             grid = http.get("/drawings")
             token = re.search(r'name="csrf_token" value="([^"]+)"', grid.text).group(1)
-            drawing_ids = re.findall(r'href="/drawings/([^"?]+)"', grid.text)
             countries, years = COUNTRIES, list(range(1994, 2021))
 
             def timed(method: str, path: str, **kwargs: object) -> float:
@@ -283,7 +287,19 @@ def main(argv: list[str] | None = None) -> int:
 
             for _ in range(10):  # warm up
                 timed("GET", "/drawings")
-            grid_t, drawing_t, artwork_t, review_t, annotate_t = [], [], [], [], []
+            server = psutil.Process(proc.pid)
+
+            def phase(name: str, requests: list[tuple[str, str, dict]]) -> None:
+                """Time each request; the server's CPU time per request besides (it does not
+                depend on what else runs on the machine)."""
+                cpu = sum(server.cpu_times()[:2])
+                times = [timed(method, path, **kwargs) for method, path, kwargs in requests]
+                figures[name] = percentiles(times)
+                figures[name]["server_cpu_ms"] = round(
+                    (sum(server.cpu_times()[:2]) - cpu) / len(requests) * 1000, 1
+                )
+
+            grids = []
             for i in range(args.requests):
                 params = {"sort": ["id", "year", "country", "age"][i % 4], "page": 1 + i % 50}
                 if i % 2:
@@ -294,34 +310,42 @@ def main(argv: list[str] | None = None) -> int:
                     params["age_group"] = str(rng.choice(AGES))
                 if i % 7 == 0:
                     params["state"] = "unannotated"
-                grid_t.append(timed("GET", "/drawings", params=params))
+                grids.append(("GET", "/drawings", {"params": params}))
+            phase("grid_page", grids)
+            pool = []
+            for _ in range(20):
                 page = http.get("/drawings", params={"page": 1 + int(rng.integers(0, 1500))})
-                drawing_ids = re.findall(r'href="/drawings/([^"?]+)"', page.text) or drawing_ids
-                drawing = drawing_ids[int(rng.integers(0, len(drawing_ids)))]
-                drawing_t.append(timed("GET", f"/drawings/{drawing}", params={"k": 12}))
-                if i % 2 == 0:
-                    artwork = f"artwork_{int(rng.integers(0, args.artworks)):05d}"
-                    artwork_t.append(timed("GET", f"/artworks/{artwork}"))
-                    review_t.append(timed("GET", "/review"))
-                    annotate_t.append(
-                        timed(
-                            "POST",
-                            "/annotate",
-                            data={
-                                "drawing_id": drawing,
-                                "artwork_id": artwork,
+                pool += re.findall(r'href="/drawings/([^"?]+)"', page.text)
+            drawings = [str(rng.choice(pool)) for _ in range(args.requests)]
+            artworks = [
+                f"artwork_{int(rng.integers(0, args.artworks)):05d}" for _ in range(args.requests)
+            ]
+            phase(
+                "drawing_page", [("GET", f"/drawings/{d}", {"params": {"k": 12}}) for d in drawings]
+            )
+            half = args.requests // 2
+            phase("artwork_page", [("GET", f"/artworks/{a}", {}) for a in artworks[:half]])
+            phase("review_page", [("GET", "/review", {})] * half)
+            phase(
+                "annotate_post",
+                [
+                    (
+                        "POST",
+                        "/annotate",
+                        {
+                            "data": {
+                                "drawing_id": d,
+                                "artwork_id": a,
                                 "decision": "match",
                                 "rank": "3",
                                 "distance": "0.25",
                             },
-                            headers={"X-CSRF-Token": token, "HX-Request": "true"},
-                        )
+                            "headers": {"X-CSRF-Token": token, "HX-Request": "true"},
+                        },
                     )
-            figures["grid_page"] = percentiles(grid_t)
-            figures["drawing_page"] = percentiles(drawing_t)
-            figures["artwork_page"] = percentiles(artwork_t)
-            figures["review_page"] = percentiles(review_t)
-            figures["annotate_post"] = percentiles(annotate_t)
+                    for d, a in zip(drawings[:half], artworks[:half])
+                ],
+            )
 
             photo = phone_photo()
             figures["upload_bytes"] = len(photo)
@@ -329,18 +353,22 @@ def main(argv: list[str] | None = None) -> int:
             while http.get("/healthz").json()["models"][tag] != "ready":
                 time.sleep(0.5)
             figures["model_ready_wait_s"] = round(time.perf_counter() - wait, 1)
-            upload_t = []
-            for _ in range(args.uploads):
-                upload_t.append(
-                    timed(
+            phase(
+                "upload_search",
+                [
+                    (
                         "POST",
                         "/upload",
-                        files={"image": ("photo.jpg", photo, "image/jpeg")},
-                        data={"csrf_token": token},
+                        {
+                            "files": {"image": ("photo.jpg", photo, "image/jpeg")},
+                            "data": {"csrf_token": token},
+                        },
                     )
-                )
-            figures["upload_search"] = percentiles(upload_t)
+                ]
+                * args.uploads,
+            )
         figures["rss_after_run_mb"] = round(rss_mb(proc.pid), 0)
+        figures["load_average_after"] = round(os.getloadavg()[0], 1)
     finally:
         proc.terminate()
         proc.wait(timeout=60)

@@ -166,6 +166,19 @@ class QueryModels:
             return "loading" if tag in self.started else "not loaded"
 
 
+def _release_memory() -> None:
+    """Give the loading's temporary memory (full-precision embeddings, Parquet buffers) back to
+    the system (glibc keeps freed memory otherwise)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _country(df: pd.DataFrame) -> pd.Series:
     if "country_iso3" in df.columns:
         iso = df["country_iso3"].astype("string")
@@ -218,6 +231,7 @@ class Workbench:
         self.query_models = QueryModels(self.out)
         if load_models and self.default_tag:
             self.query_models.start(self.default_tag)
+        _release_memory()
         self.load_seconds = time.time() - started
         log.info(
             "workbench: %d drawings, %d artworks, models %s, loaded in %.1f s",
