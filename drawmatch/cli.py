@@ -41,6 +41,14 @@ JOBS: dict[str, tuple[type, str, str]] = {
     "sweep": (settings.SweepConfig, "drawmatch.sweep", "two-stage Ray Tune sweep over folds"),
     "demo": (settings.DemoConfig, "drawmatch.demo", "run the whole pipeline on bundled data"),
     "report": (settings.ReportConfig, "drawmatch.report", "static HTML report of the outputs"),
+    "thumbnails": (
+        settings.ThumbnailsConfig,
+        "drawmatch.thumbnails",
+        "thumbnails of every showable image (Ray Data)",
+    ),
+    "similar": (settings.SimilarConfig, "drawmatch.similar", "drawing-to-drawing neighbours"),
+    "serve": (settings.ServeConfig, "drawmatch.serve", "the experts' workbench (web app)"),
+    "export": (settings.ExportConfig, "drawmatch.export", "annotated pairs to a pairs CSV"),
 }
 
 # convenience flags -> the override they stand for

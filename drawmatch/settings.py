@@ -668,3 +668,108 @@ class ReportConfig:
         for key in ("top_k", "top_countries"):
             _at_least(key, getattr(self, key), 1)
         _between("thumb_size", self.thumb_size, MIN_IMAGE_SIZE, 1024)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The experts' workbench (`drawmatch serve`): a web app over one output root.
+
+    `host` is 127.0.0.1 unless told otherwise; any other address is a shared deployment and
+    needs `tokens_csv` (`annotator,token` lines): then annotators sign in with a token instead of
+    typing a name. `model_tag`: the model a page shows first (default: the first one found).
+    """
+
+    out: str = "drawmatch-out"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model_tag: str | None = None
+    k: int = 12
+    page_size: int = 60
+    tokens_csv: str | None = None
+    max_upload_bytes: int = 15_000_000
+    max_upload_pixels: int = 60_000_000
+    max_image_pixels: int = 200_000_000
+    thumb_size: int = 256
+    view_size: int = 1024
+    load_model: bool = True
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        _choice("log_level", self.log_level, ("critical", "error", "warning", "info", "debug"))
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port: {self.port} is not a TCP port (0-65535)")
+        if self.host not in ("127.0.0.1", "localhost", "::1") and self.tokens_csv is None:
+            raise ConfigError(
+                f"host: serving on {self.host!r} is a shared deployment; give tokens_csv= "
+                "(annotator,token lines) so that annotators sign in with a token"
+            )
+        for key in ("k", "page_size", "max_upload_bytes", "max_upload_pixels", "thumb_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key}: {getattr(self, key)} must be >= 1")
+        if not 1 <= self.k <= 200:
+            raise ConfigError(f"k: {self.k} must be between 1 and 200")
+        if not 1 <= self.page_size <= 500:
+            raise ConfigError(f"page_size: {self.page_size} must be between 1 and 500")
+        if not 32 <= self.thumb_size <= self.view_size <= 4096:
+            raise ConfigError(
+                "thumb_size and view_size: need 32 <= thumb_size <= view_size <= 4096"
+            )
+
+
+@dataclass(frozen=True)
+class ThumbnailsConfig:
+    """Thumbnails and view-size renditions of every showable image (never versos), written once
+    under `out/thumbnails/` by Ray Data tasks; `drawmatch serve` reads them (and makes missing
+    ones on demand). A rerun makes only what is missing."""
+
+    out: str = "drawmatch-out"
+    sizes: tuple[int, ...] = (256, 1024)
+    quality: int = 85
+    collections: tuple[str, ...] = ("drawing", "artwork")
+    batch_size: int = 16
+    concurrency: int | None = None
+    max_image_pixels: int = 200_000_000
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        for size in self.sizes:
+            if not 32 <= size <= 4096:
+                raise ConfigError(f"sizes: {size} must be between 32 and 4096")
+        for collection in self.collections:
+            _choice("collections", collection, ("drawing", "artwork"))
+        if not 1 <= self.quality <= 100:
+            raise ConfigError(f"quality: {self.quality} must be between 1 and 100")
+
+
+@dataclass(frozen=True)
+class SimilarConfig:
+    """Drawing-to-drawing neighbours of one model (thesis sec. 3.3.4): for every searchable
+    drawing its `k` closest drawings, and for every artwork its `k` closest drawings, written to
+    `similar/<model_tag>/` for the workbench."""
+
+    out: str = "drawmatch-out"
+    model_tag: str | None = None
+    k: int = 12
+    kind: str = "flat"
+    nlist: int = 1024
+    nprobe: int = 32
+    hnsw_m: int = 32
+    ef_search: int = 128
+    chunk: int = 2048
+
+    def __post_init__(self) -> None:
+        _choice("kind", self.kind, ("flat", "ivf", "hnsw"))
+        if not 1 <= self.k <= 1000:
+            raise ConfigError(f"k: {self.k} must be between 1 and 1000")
+        if self.chunk < 1:
+            raise ConfigError(f"chunk: {self.chunk} must be >= 1")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Annotated pairs out of the workbench's `annotations.sqlite`: the pairs whose latest
+    decision is `match`, in the pairs CSV contract that `split` and `train` read."""
+
+    out: str = "drawmatch-out"
+    output: str | None = None
+    annotators: tuple[str, ...] = ()
