@@ -305,6 +305,8 @@ class SearchConfig:
     batch: bool = False
     batch_output: str | None = None
     ray: RayConfig = field(default_factory=RayConfig)
+    mode: str = "global"
+    region: RegionSearchParams = field(default_factory=lambda: RegionSearchParams())
 
 
 @dataclass(frozen=True)
@@ -318,6 +320,8 @@ class EvaluateConfig:
     output: str | None = None
     folds: bool = False
     runs: str = "*"
+    mode: str = "global"
+    region: RegionSearchParams = field(default_factory=lambda: RegionSearchParams())
 
     def __post_init__(self) -> None:
         if self.split_set is not None:
@@ -431,3 +435,70 @@ class SweepConfig:
                 raise ConfigError(f"{key}: give at least one value")
         if self.top_k < 1:
             raise ConfigError("top_k must be >= 1")
+
+
+SEARCH_MODES = ("global", "region", "fused", "verified")
+
+
+@dataclass(frozen=True)
+class RegionSearchParams:
+    """Region search settings of search and evaluate (see `drawmatch.region_search`), used by
+    their `mode`: global (the whole-image embedding only), region (best region of each artwork),
+    fused (global + weight * max(0, region - global - margin)) or verified (fused, then the
+    `verify_top` best candidates checked with local features and RANSAC; `min_inliers` or more
+    inliers put a candidate first, by inlier count). `n_hits` region vectors are read from an
+    approximate index per query."""
+
+    weight: float = 1.0
+    margin: float = 0.05
+    n_hits: int = 2000
+    candidates: int = 100
+    verify_top: int = 50
+    min_inliers: int = 15
+    ratio: float = 0.8
+
+    def __post_init__(self) -> None:
+        if self.weight < 0 or self.n_hits < 1 or self.candidates < 1 or self.verify_top < 0:
+            raise ConfigError("region: weight >= 0, n_hits >= 1, candidates >= 1, verify_top >= 0")
+
+
+@dataclass(frozen=True)
+class RegionsConfig:
+    """The regions job: region embeddings of the artworks at `region_size` px (`levels` windows
+    per side, neighbours overlapping by `overlap`), their index (`index_kind` flat, ivfpq or hnsw)
+    and local features for verification (`local_features` sift, orb or null)."""
+
+    out: str = "drawmatch-out"
+    model_tag: str | None = None
+    region_size: int = 560
+    levels: tuple[int, ...] = (1, 2, 3)
+    overlap: float = 0.4
+    index_kind: str = "flat"
+    nlist: int = 1024
+    nprobe: int = 32
+    pq_m: int = 64
+    hnsw_m: int = 32
+    ef_search: int = 128
+    local_features: str | None = "sift"
+    feature_side: int = 400
+    n_features: int = 500
+    batch_size: int = 4
+    num_actors: int = 1
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    decode_batch_size: int = 8
+    decode_cpus: float = 0.5
+    rows_per_file: int = 64
+    max_image_pixels: int = 200_000_000
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        _choice("index_kind", self.index_kind, ("flat", "ivfpq", "hnsw"))
+        if self.local_features is not None:
+            _choice("local_features", self.local_features, ("sift", "orb"))
+        if not self.levels or min(self.levels) < 1:
+            raise ConfigError("levels: give windows per side, each >= 1")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigError(f"overlap: {self.overlap} must be in [0, 1)")
+        if self.region_size < 32:
+            raise ConfigError(f"region_size: {self.region_size} is too small (>= 32)")
