@@ -83,9 +83,14 @@ def verify(
     kind: str = "sift",
     ratio: float = 0.8,
     reproj_px: float = 8.0,
+    min_scale: float = 0.1,
+    max_scale: float = 4.0,
+    min_spread: float = 0.05,
 ) -> tuple[int, tuple[float, float, float, float] | None]:
     """RANSAC inliers of the query's matches in `candidate`, and the inliers' bounding box in the
-    candidate (x0, y0, x1, y1 fractions; None under 3 inliers)."""
+    candidate (x0, y0, x1, y1 fractions; None under 3 inliers). A transform whose scale is outside
+    [min_scale, max_scale], or whose inliers span less than `min_spread` of the candidate's side,
+    is degenerate and counts 0 inliers."""
     if len(query.keypoints) < 3 or len(candidate.keypoints) < 3:
         return 0, None
     if kind == "sift":
@@ -96,6 +101,13 @@ def verify(
         qd, cd = query.descriptors, candidate.descriptors
     pairs = matcher.knnMatch(qd, cd, k=2)
     good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < ratio * p[1].distance]
+    # one match per candidate keypoint (the closest): many query points on one candidate point
+    # would let RANSAC count a collapsed transform's matches as inliers
+    best: dict[int, Any] = {}
+    for m in good:
+        if m.trainIdx not in best or m.distance < best[m.trainIdx].distance:
+            best[m.trainIdx] = m
+    good = list(best.values())
     if len(good) < 3:
         return 0, None
     src = query.keypoints[[m.queryIdx for m in good]]
@@ -104,13 +116,21 @@ def verify(
     _m, mask = cv2.estimateAffinePartial2D(
         src, dst, method=cv2.RANSAC, ransacReprojThreshold=reproj_px, maxIters=500, confidence=0.99
     )
-    if mask is None:
+    if mask is None or _m is None:
+        return 0, None
+    # a plausible copy maps the query onto at least a tenth of the candidate's side and at most
+    # 4x over it (query and candidate are both resized to max_side); anything else is degenerate
+    scale = float(np.hypot(_m[0, 0], _m[1, 0]))
+    if not min_scale <= scale <= max_scale:
         return 0, None
     inl = mask.ravel().astype(bool)
     n = int(inl.sum())
     if n < 3:
         return n, None
     pts = dst[inl]
+    spread = np.ptp(pts, axis=0) / np.array([candidate.width, candidate.height])
+    if float(spread.max()) < min_spread:
+        return 0, None
     box = (
         float(pts[:, 0].min() / candidate.width),
         float(pts[:, 1].min() / candidate.height),
