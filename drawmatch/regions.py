@@ -183,7 +183,8 @@ def run(config: RegionsConfig) -> RegionsResult:
 
     result = RegionsResult(model_tag=tag, directory=str(directory), selected=len(rows))
     result.regions_per_artwork = len(boxes)
-    drop_rows(directory, stored_ids(directory), rows)
+    # one row per (artwork, part): an artwork's regions are many rows of one part, not repeats
+    drop_rows(directory, stored_ids(directory).drop_duplicates(["id", "part"]), rows)
     done = set(stored_ids(directory)["id"])
     todo = rows[~rows["id"].isin(done)].reset_index(drop=True)
     result.already_done = len(rows) - len(todo)
