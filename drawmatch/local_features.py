@@ -53,10 +53,11 @@ def _resize(img: Image.Image, max_side: int) -> np.ndarray:
 
 
 def _detector(kind: str, n_features: int) -> Any:
+    cv: Any = cv2  # OpenCV's stubs lack the feature factories
     if kind == "sift":
-        return cv2.SIFT_create(nfeatures=n_features)
+        return cv.SIFT_create(nfeatures=n_features)
     if kind == "orb":
-        return cv2.ORB_create(nfeatures=n_features)
+        return cv.ORB_create(nfeatures=n_features)
     raise ValueError(f"unknown local feature kind {kind!r}; choose one of {', '.join(KINDS)}")
 
 

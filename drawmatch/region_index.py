@@ -3,7 +3,8 @@
 and `index.json` (provenance: model tag, weights hash, region settings, kind).
 
 An artwork's region score for a query is the best (highest cosine) of its regions. `flat` is
-exact; `ivfpq` (IVF with product quantisation, 8-bit codes, `pq_m` sub-vectors) and `hnsw`
+exact; `ivf` (IVFFlat: `nprobe` of `nlist` lists searched, exact vectors), `ivfpq` (IVF with
+product quantisation, 8-bit codes, `pq_m` sub-vectors: 20x smaller, less accurate) and `hnsw`
 (HNSWFlat) are approximate, for large galleries. An approximate search looks at the `n_hits` best
 region vectors; an artwork none of whose regions is among them gets the lowest score seen (an upper
 bound of its true region score).
@@ -31,7 +32,7 @@ from drawmatch.region_embedder import read_region_settings
 INDEX_FILE = "index.faiss"
 MAP_FILE = "regions.parquet"
 INFO_FILE = "index.json"
-KINDS = ("flat", "ivfpq", "hnsw")
+KINDS = ("flat", "ivf", "ivfpq", "hnsw")
 
 
 def region_index_dir(out: str | Path, tag: str) -> str:
@@ -52,8 +53,8 @@ def build_region_faiss(
 
     if kind not in KINDS:
         raise ValueError(f"unknown region index kind {kind!r}; choose one of {', '.join(KINDS)}")
-    if kind in ("flat", "hnsw"):
-        return build_faiss_index(emb, kind, hnsw_m=hnsw_m, ef_search=ef_search)
+    if kind in ("flat", "ivf", "hnsw"):
+        return build_faiss_index(emb, kind, nlist, nprobe, hnsw_m, ef_search)
     n, dim = emb.shape
     if dim % pq_m:
         raise ValueError(f"pq_m={pq_m} must divide the dimension {dim}")

@@ -135,7 +135,8 @@ def write_features_part(batch: dict[str, np.ndarray], out_dir: str) -> dict[str,
 
 
 def _collect(ds: Any) -> tuple[int, list[tuple[str, str]]]:
-    done, errors = 0, []
+    done = 0
+    errors: list[tuple[str, str]] = []
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         ok = np.asarray(batch["ok"], dtype=bool)
         done += int(ok.sum())

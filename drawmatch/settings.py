@@ -465,12 +465,12 @@ class RegionSearchParams:
 @dataclass(frozen=True)
 class RegionsConfig:
     """The regions job: region embeddings of the artworks at `region_size` px (`levels` windows
-    per side, neighbours overlapping by `overlap`), their index (`index_kind` flat, ivfpq or hnsw)
+    per side, neighbours overlapping by `overlap`), their index (`index_kind` flat, ivf, ivfpq or hnsw)
     and local features for verification (`local_features` sift, orb or null)."""
 
     out: str = "drawmatch-out"
     model_tag: str | None = None
-    region_size: int = 560
+    region_size: int = 448
     levels: tuple[int, ...] = (1, 2, 3)
     overlap: float = 0.4
     index_kind: str = "flat"
@@ -493,7 +493,7 @@ class RegionsConfig:
     ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
-        _choice("index_kind", self.index_kind, ("flat", "ivfpq", "hnsw"))
+        _choice("index_kind", self.index_kind, ("flat", "ivf", "ivfpq", "hnsw"))
         if self.local_features is not None:
             _choice("local_features", self.local_features, ("sift", "orb"))
         if not self.levels or min(self.levels) < 1:

@@ -123,7 +123,7 @@ def test_a_detail_finds_its_artwork_at_rank_one_by_its_region():
 
 def test_approximate_region_indexes_agree_with_exact_on_small_data():
     """200 artworks x 10 region vectors; queries are noisy copies of region vectors. The
-    approximate indexes (IVF-PQ, HNSW) find the same best artwork as the exact one, and mostly the
+    approximate indexes (IVF, IVF-PQ, HNSW) find the same best artwork as the exact one, and mostly the
     same top 10."""
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(2000, 32)).astype(np.float32)
@@ -144,7 +144,7 @@ def test_approximate_region_indexes_agree_with_exact_on_small_data():
         return out
 
     exact = ranked_artworks(build_region_faiss(emb, "flat"))
-    for kind in ("ivfpq", "hnsw"):
+    for kind in ("ivf", "ivfpq", "hnsw"):
         approx = ranked_artworks(build_region_faiss(emb, kind, nlist=16, nprobe=8, pq_m=16))
         top1 = np.mean([a[0] == e[0] for a, e in zip(approx, exact)])
         top10 = np.mean([len(set(a[:10]) & set(e[:10])) / 10 for a, e in zip(approx, exact)])
