@@ -11,7 +11,8 @@ images at 448 px is out of reach of these 2 cores). Queries: the run's real quer
 (details and whole drawings). Recall@50: share of the exact index's 50 best artworks (best region
 per artwork) that an approximate index also returns in its 50 best, averaged over queries.
 
-    python benchmarks/bench_regions.py --run /tmp/regions/run [--artworks 10000] [--threads 2]
+    python benchmarks/bench_regions.py --run /tmp/regions/run [--artworks 10000] [--threads 2] \
+        [--nprobe 64 128]
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ CONFIGS = (
     ("ivf", {"nlist": 256, "nprobe": 8}),
     ("ivf", {"nlist": 256, "nprobe": 16}),
     ("ivf", {"nlist": 256, "nprobe": 32}),
+    ("ivf", {"nlist": 256, "nprobe": 64}),
+    ("ivf", {"nlist": 256, "nprobe": 128}),
     ("ivfpq", {"nlist": 256, "nprobe": 32, "pq_m": 128}),
 )
 
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--verify-top", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--nprobe", type=int, nargs="*", help="only flat and ivf at these nprobe")
     args = parser.parse_args(argv)
     faiss.omp_set_num_threads(args.threads)
     out = str(args.run)
@@ -109,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     exact: list[list[str]] = []
     print(f"{'index':<34}{'build s':>9}{'size MB':>9}{'ms/query':>10}{'recall@50':>11}")
-    for kind, params in CONFIGS:
+    configs = CONFIGS
+    if args.nprobe:
+        configs = (("flat", {}),) + tuple(("ivf", {"nlist": 256, "nprobe": n}) for n in args.nprobe)
+    for kind, params in configs:
         start = time.perf_counter()
         index = build_region_faiss(gemb, kind, **params)  # type: ignore[arg-type]
         build = time.perf_counter() - start
