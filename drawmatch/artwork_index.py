@@ -4,6 +4,10 @@
 Embeddings are L2-normalised, so inner product = cosine similarity and distance = 1 - score.
 `flat` is exact; `ivf` (IndexIVFFlat) and `hnsw` (IndexHNSWFlat) are approximate, for large
 galleries.
+
+An index is a snapshot: loading one checks it against the current gallery and the stored artwork
+embeddings (ids and content hashes only) and refuses it once an artwork was removed, added or
+re-embedded since it was built; `drawmatch index` rebuilds it.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from drawmatch import catalogue as cat
 from drawmatch import storage
-from drawmatch.embeddings import read_model_info
+from drawmatch.embeddings import embeddings_dir, read_model_info, stored_ids
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.parquet"
@@ -60,26 +65,68 @@ def build_faiss_index(
     return index
 
 
-def write_index(directory: str, index: Any, ids: list[str], info: dict[str, Any]) -> None:
-    """Save a FAISS index, its position -> id map and its provenance, each file written whole."""
+def write_index(
+    directory: str,
+    index: Any,
+    ids: list[str],
+    info: dict[str, Any],
+    sha256: list[str] | None = None,
+) -> None:
+    """Save a FAISS index, its position -> id map (with each artwork's content hash when given,
+    for the staleness check) and its provenance, each file written whole."""
     import faiss
 
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"an index maps each artwork once; {len(ids) - len(set(ids))} repeated")
     storage.makedirs(directory)
     data = faiss.serialize_index(index)  # (bytes,) uint8
     storage.write_bytes(storage.join(directory, INDEX_FILE), data.tobytes())
+    frame = pd.DataFrame({"position": range(len(ids)), "id": ids})
+    if sha256 is not None:
+        frame["sha256"] = sha256
     storage.write_parquet(
-        pa.Table.from_pandas(
-            pd.DataFrame({"position": range(len(ids)), "id": ids}), preserve_index=False
-        ),
-        storage.join(directory, IDS_FILE),
+        pa.Table.from_pandas(frame, preserve_index=False), storage.join(directory, IDS_FILE)
     )
     storage.write_bytes(storage.join(directory, INFO_FILE), json.dumps(info, indent=2).encode())
 
 
-class ArtworkIndex:
-    """A saved index, checked against the embeddings' model: `search(queries, k)` -> ids, distances."""
+class StaleIndexError(ValueError):
+    """The index no longer matches the catalogue's gallery or the stored embeddings."""
 
-    def __init__(self, out: str | Path, tag: str) -> None:
+
+def staleness(indexed: pd.DataFrame, gallery: list[str], stored: pd.DataFrame) -> dict[str, int]:
+    """How an index's id map (`id`, optional `sha256`) differs from now: `removed` (indexed
+    artworks no longer in the gallery or no longer embedded), `added` (gallery artworks embedded
+    since, not in the index), `changed` (re-embedded since: another content hash) and `repeated`
+    (ids mapped twice, left by older versions). Ids and hashes only, no vectors."""
+    stored = stored.drop_duplicates("id", keep="first")  # as read_embeddings reads them
+    current = set(gallery) & set(stored["id"])
+    ids = set(indexed["id"])
+    changed = 0
+    if "sha256" in indexed.columns:
+        now = stored.set_index("id")["sha256"]
+        kept = indexed[indexed["id"].isin(current)]
+        changed = int((now.reindex(kept["id"]).to_numpy() != kept["sha256"].to_numpy()).sum())
+    return {
+        "removed": len(ids - current),
+        "added": len(current - ids),
+        "changed": changed,
+        "repeated": len(indexed) - len(ids),
+    }
+
+
+class ArtworkIndex:
+    """A saved index, checked against the embeddings' model and, unless `check=False`, against the
+    current gallery (`catalogue.gallery_ids`) and stored artwork embeddings: a stale index is
+    refused (`StaleIndexError`). `search(queries, k)` -> ids, distances."""
+
+    def __init__(
+        self,
+        out: str | Path,
+        tag: str,
+        catalogue: pd.DataFrame | None = None,
+        check: bool = True,
+    ) -> None:
         import faiss
 
         directory = index_dir(out, tag)
@@ -96,7 +143,34 @@ class ArtworkIndex:
         self.weights_hash = str(model["weights_hash"])
         data = storage.read_bytes(storage.join(directory, INDEX_FILE))
         self.index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-        self.ids = storage.read_parquet(storage.join(directory, IDS_FILE))["id"].to_pylist()
+        id_map = storage.read_parquet(storage.join(directory, IDS_FILE)).to_pandas()
+        self.ids: list[str] = id_map["id"].tolist()
+        if self.index.ntotal != len(self.ids):
+            raise StaleIndexError(
+                f"the index of {tag} holds {self.index.ntotal} vectors but maps {len(self.ids)} "
+                f"ids (written while being read?): run `drawmatch index out={out} model_tag={tag}`"
+            )
+        if check:
+            self.check_fresh(
+                out, cat.read_catalogue(out) if catalogue is None else catalogue, id_map
+            )
+
+    def check_fresh(self, out: str | Path, catalogue: pd.DataFrame, id_map: pd.DataFrame) -> None:
+        """Refuse an index built before the gallery or its embeddings changed."""
+        diff = staleness(
+            id_map, cat.gallery_ids(catalogue), stored_ids(embeddings_dir(out, self.tag))
+        )
+        if any(diff.values()):
+            extra = "".join(
+                f", {diff[key]} {word}"
+                for key, word in (("changed", "re-embedded"), ("repeated", "repeated"))
+                if diff[key]
+            )
+            raise StaleIndexError(
+                f"the index of {self.tag} is out of date ({diff['removed']} artworks removed, "
+                f"{diff['added']} added{extra} since it was built): "
+                f"run `drawmatch index out={out} model_tag={self.tag}`"
+            )
 
     def search(
         self, queries: np.ndarray, k: int, allowed: list[str] | None = None

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from drawmatch import catalogue, storage
+from drawmatch.locks import catalogue_lock
 from drawmatch.pairs import read_pairs
 from drawmatch.rayutil import init_ray
 from drawmatch.settings import AugmentConfig, save_config
@@ -48,15 +49,11 @@ class AugmentResult:
     catalogue_rows: int = 0
 
 
-def _originals(cat: pd.DataFrame) -> pd.Series:
-    return cat["parent_id"].isna() & catalogue.usable(cat)
-
-
 def select_originals(cat: pd.DataFrame, config: AugmentConfig) -> tuple[pd.DataFrame, int]:
     """The catalogue rows to augment and the number of paired ids that are not usable originals."""
     if config.select not in SELECTIONS:
         raise ValueError(f"select must be one of {', '.join(SELECTIONS)}, got {config.select!r}")
-    originals = _originals(cat)
+    originals = catalogue.originals(cat)
     not_duplicate = cat["duplicate_of"].isna() if "duplicate_of" in cat else True
     if config.select == "all":
         return cat[originals & not_duplicate], 0
@@ -177,7 +174,7 @@ def _run_ray(todo: pd.DataFrame, config: AugmentConfig, roots: dict[str, str]) -
         fn_constructor_kwargs=kwargs,
         batch_size=config.batch_size,
         batch_format="numpy",
-        concurrency=concurrency,
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=1,
     )
     frames = [b for b in ds.iter_batches(batch_format="pandas", batch_size=None) if len(b)]
@@ -186,6 +183,7 @@ def _run_ray(todo: pd.DataFrame, config: AugmentConfig, roots: dict[str, str]) -
     return pd.concat(frames, ignore_index=True)[list(OUTPUT_COLUMNS)]
 
 
+@catalogue_lock("augment")  # one writer of catalogue.parquet per output root (drawmatch.locks)
 def run(config: AugmentConfig) -> AugmentResult:
     """Write styled copies of the selected originals and add them to the catalogue."""
     styles = check_styles(config.styles)

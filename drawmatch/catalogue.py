@@ -101,9 +101,16 @@ def usable(df: pd.DataFrame) -> pd.Series:
     return (df["status"] == "ok") & ~df["verso"].fillna(False).astype(bool)
 
 
+def is_original(df: pd.DataFrame) -> pd.Series:
+    """Rows that are not style copies: no `parent_id`, and no style other than `original` (a
+    collection's own styled copy whose parent is not catalogued has a style but no parent)."""
+    style = df["style"].astype(object).where(df["style"].notna(), "original")
+    return df["parent_id"].isna() & (style == "original")
+
+
 def originals(df: pd.DataFrame) -> pd.Series:
-    """Usable rows that are originals, not style copies (`parent_id` null)."""
-    return usable(df) & df["parent_id"].isna()
+    """Usable rows that are originals, not style copies."""
+    return usable(df) & is_original(df)
 
 
 def gallery_ids(df: pd.DataFrame) -> list[str]:

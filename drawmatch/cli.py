@@ -2,16 +2,24 @@
 
 `jobs/<job>.py` calls `run_job` too, so `drawmatch embed ...` and `python jobs/embed.py ...` (what
 `ray job submit` runs) are the same code path.
+
+Everything a command line says is checked before the job starts (before Ray, before anything is
+written): keys, types and ranges (`drawmatch.settings`), then the paths it names (`preflight`).
+A mistake costs one line on stderr: exit code 2 for a config error, 1 for anything else.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import sys
-from collections.abc import Callable
-from typing import Any
+import textwrap
+import types
+import typing
+from collections.abc import Callable, Iterator
+from typing import Any, NoReturn
 
 from drawmatch import settings
 from drawmatch.settings import ConfigError, load_config
@@ -37,6 +45,7 @@ JOBS: dict[str, tuple[type, str, str]] = {
     ),
     "sweep": (settings.SweepConfig, "drawmatch.sweep", "two-stage Ray Tune sweep over folds"),
     "demo": (settings.DemoConfig, "drawmatch.demo", "run the whole pipeline on bundled data"),
+    "report": (settings.ReportConfig, "drawmatch.report", "static HTML report of the outputs"),
 }
 
 # convenience flags -> the override they stand for
@@ -49,10 +58,145 @@ SWITCHES: dict[str, dict[str, str]] = {
     "evaluate": {"folds": "folds"},
 }
 
+# jobs that create their output root; every other job reads one that `ingest` made (`split`
+# also works on a pairs file alone, without a catalogue)
+CREATES_OUT = ("ingest", "demo", "split")
+# jobs that read `embeddings/<model_tag>/` under the output root
+NEEDS_EMBEDDINGS = ("index", "search", "evaluate")
+# dotted keys naming inputs that must exist when given: "file" or "dir"
+INPUTS: dict[str, dict[str, str]] = {
+    "ingest": {
+        "drawings_root": "dir",
+        "artworks_root": "dir",
+        "artworks_metadata_csv": "file",
+        "country_aliases_csv": "file",
+        "overrides_csv": "file",
+    },
+    "augment": {"pairs_csv": "file"},
+    "embed": {"model.weights": "file"},
+    "evaluate": {"pairs_csv": "file", "split_csv": "file"},
+    "split": {"pairs_csv": "file"},
+    "train": {"fold_csv": "file", "model.weights": "file"},
+    "sweep": {"base.model.weights": "file"},
+    "demo": {"data": "dir"},
+}
+# dotted keys naming a file a job writes: must not be an existing folder
+OUTPUT_FILES: dict[str, tuple[str, ...]] = {
+    "search": ("batch_output",),
+    "evaluate": ("output",),
+}
+# dotted keys naming backbones (one name or a list of names)
+BACKBONE_KEYS: dict[str, tuple[str, ...]] = {
+    "embed": ("model.backbone",),
+    "train": ("model.backbone",),
+    "sweep": ("backbones", "base.model.backbone"),
+    "demo": ("backbone",),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is a ConfigError (one line) instead of usage + exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(message)
+
+
+# ---------------------------------------------------------------------------------------------
+# help generated from the config dataclasses
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (tuple, list):
+        return f"list[{_type_name(typing.get_args(tp)[0])}]"
+    if origin is dict:
+        key, value = typing.get_args(tp)
+        return f"mapping[{_type_name(key)}, {_type_name(value)}]"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _show(value: Any) -> str:
+    """A default as it is written in YAML or on the command line."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, int):
+        return str(value)
+    return str(value) if value != "" else "''"
+
+
+def config_keys(cls: type, prefix: str = "") -> Iterator[tuple[str, str, str]]:
+    """(dotted key, type, default) of every leaf key of a config dataclass, nested ones walked;
+    the default also says which values a choice key allows."""
+    hints = typing.get_type_hints(cls)
+    defaults = cls()
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            yield from config_keys(tp, f"{prefix}{f.name}.")
+        else:
+            default = _show(getattr(defaults, f.name))
+            if "choices" in f.metadata:
+                default += f"; one of {', '.join(f.metadata['choices'])}"
+            yield f"{prefix}{f.name}", _type_name(tp), default
+
+
+def _sections(cls: type, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted section, docstring) of the nested dataclasses of a config that have one."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+            yield f"{prefix}{f.name}", _doc(tp)
+            yield from _sections(tp, f"{prefix}{f.name}.")
+
+
+def _doc(cls: type) -> str:
+    """A dataclass's own docstring as one paragraph (not the signature dataclass() makes up)."""
+    doc = cls.__doc__ or ""
+    if doc.startswith(f"{cls.__name__}("):
+        return ""
+    return " ".join(doc.split())
+
+
+def keys_help(cls: type) -> str:
+    """The config-keys part of a job's --help: every key, its type and default, then sections."""
+    rows = list(config_keys(cls))
+    width = max(len(k) for k, _t, _d in rows) + 2
+    type_width = max(len(t) for _k, t, _d in rows) + 2
+    lines = ["config keys (key=value on the command line, nested keys with dots, or YAML):"]
+    lines += [f"  {k:<{width}}{t:<{type_width}}default: {d}" for k, t, d in rows]
+    sections = [(name, doc) for name, doc in _sections(cls) if doc]
+    if sections:
+        lines.append("")
+        lines.append("sections:")
+        for name, doc in sections:
+            lines.append(
+                textwrap.fill(doc, width=96, initial_indent=f"  {name}: ", subsequent_indent="    ")
+            )
+    return "\n".join(lines)
+
 
 def build_parser(job: str) -> argparse.ArgumentParser:
-    _cls, _module, help_text = JOBS[job]
-    parser = argparse.ArgumentParser(prog=f"drawmatch {job}", description=help_text)
+    cls, _module, help_text = JOBS[job]
+    description = help_text
+    if _doc(cls):
+        description += "\n\n" + textwrap.fill(_doc(cls), width=96)
+    parser = _Parser(
+        prog=f"drawmatch {job}",
+        description=description,
+        epilog=keys_help(cls),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", help="YAML config file (keys of the job's config)")
     for flag, key in FLAGS.get(job, {}).items():
         parser.add_argument(f"--{flag}", help=f"same as {key}=VALUE")
@@ -60,6 +204,10 @@ def build_parser(job: str) -> argparse.ArgumentParser:
         parser.add_argument(f"--{flag}", action="store_true", help=f"same as {key}=true")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return parser
+
+
+# ---------------------------------------------------------------------------------------------
+# parsing and checking
 
 
 def parse_job_config(job: str, argv: list[str]) -> Any:
@@ -77,32 +225,156 @@ def parse_job_config(job: str, argv: list[str]) -> Any:
     return load_config(cls, args.config, overrides)
 
 
+def _get(config: Any, dotted: str) -> Any:
+    value = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _kind(path: str, key: str) -> str:
+    """The kind of `path` (a local path or a URI): "file", "dir" or "missing"; a URI pyarrow
+    cannot use is a ConfigError naming `key`."""
+    from drawmatch import storage  # pandas and pyarrow: not needed to refuse a bad value
+
+    try:
+        if storage.is_file(path):
+            return "file"
+        return "dir" if storage.exists(path) else "missing"
+    except ValueError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def _required(job: str, config: Any) -> None:
+    """Keys a job cannot run without (ValueError), and keys that only make sense together
+    (ConfigError)."""
+    needs: str | None = None
+    if job == "ingest" and config.drawings_root is None and config.artworks_root is None:
+        needs = "drawings_root=DIR and/or artworks_root=DIR"
+    elif job == "split" and not config.pairs_csv:
+        needs = "pairs_csv=FILE"
+    elif job == "augment" and config.select == "paired" and not config.pairs_csv:
+        needs = "pairs_csv=FILE (or select=drawings|all)"
+    elif job == "search" and not config.query and not config.batch:
+        needs = "query=DRAWING_ID_OR_IMAGE (or --query) or batch=true"
+    elif job == "evaluate" and not config.folds and not (config.pairs_csv or config.split_csv):
+        needs = "pairs_csv=FILE, or split_csv=FILE with split_set=train|val|test, or --folds"
+    elif job == "train" and not config.fold_csv:
+        needs = "fold_csv=FILE (make folds with `drawmatch split`)"
+    if needs:  # exit code 1, as when the job itself found the key missing
+        raise ValueError(f"{job} needs {needs}")
+    if job == "evaluate" and config.split_csv and config.split_set is None:
+        raise ConfigError("split_csv needs split_set=train|val|test")
+    if job == "evaluate" and config.split_set is not None and not config.split_csv:
+        raise ConfigError("split_set needs split_csv=FILE")
+
+
+def _check_backbones(job: str, config: Any) -> None:
+    """Backbone names against the registry (imports torch: after every cheaper check)."""
+    keys = BACKBONE_KEYS.get(job, ())
+    if not keys:
+        return
+    from drawmatch.backbones import list_backbones
+
+    known = list_backbones()
+    for key in keys:
+        value = _get(config, key)
+        for name in value if isinstance(value, tuple) else (value,):
+            if name not in known:
+                raise ConfigError(f"{key}: unknown backbone {name!r}; known: {', '.join(known)}")
+
+
+def preflight(job: str, config: Any) -> None:
+    """Check what a config names outside itself before the job starts: the output root, input
+    files and folders, output files, backbone names. Raises ConfigError for a value that cannot
+    be right, FileNotFoundError for something missing, ValueError for a required key left out."""
+    _required(job, config)
+    out = str(config.out)
+    out_kind = _kind(out, "out")
+    if out_kind == "file":
+        raise ConfigError(f"out={out} is an existing file, not an output folder")
+    if job not in CREATES_OUT:
+        if out_kind == "missing":
+            raise FileNotFoundError(
+                f"no drawmatch output at {out} (run `drawmatch ingest out={out}` first)"
+            )
+        needs_catalogue = not (job == "evaluate" and config.folds)
+        from drawmatch.catalogue import catalogue_path
+
+        if needs_catalogue and _kind(catalogue_path(out), "out") != "file":
+            raise FileNotFoundError(
+                f"{out} holds no catalogue (run `drawmatch ingest out={out}` first)"
+            )
+        if job in NEEDS_EMBEDDINGS and not (job == "evaluate" and config.folds):
+            from drawmatch import storage
+
+            models = storage.list_files(storage.join(out, "embeddings"), "*/model.json", True)
+            if not models:
+                raise FileNotFoundError(
+                    f"no embeddings under {out} (run `drawmatch embed out={out}` first)"
+                )
+    for key, kind in INPUTS.get(job, {}).items():
+        value = _get(config, key)
+        if value is None:
+            continue
+        found = _kind(str(value), key)
+        if found == "missing":
+            raise FileNotFoundError(
+                f"{key}={value}: no such {'folder' if kind == 'dir' else 'file'}"
+            )
+        if found != kind:
+            raise ConfigError(
+                f"{key}={value} is a {found}, not a {'folder' if kind == 'dir' else 'file'}"
+            )
+    for key in OUTPUT_FILES.get(job, ()):
+        value = _get(config, key)
+        if value is not None and _kind(str(value), key) == "dir":
+            raise ConfigError(f"{key}={value} is an existing folder, not a file name")
+    _check_backbones(job, config)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " | ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
 def run_job(job: str, argv: list[str] | None = None) -> int:
-    """Parse, run and report one job; returns a process exit code."""
+    """Parse, check, run and report one job; returns a process exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
         config = parse_job_config(job, list(sys.argv[1:] if argv is None else argv))
+        preflight(job, config)
     except ConfigError as exc:
-        print(f"drawmatch {job}: config error: {exc}", file=sys.stderr)
+        print(f"drawmatch {job}: config error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except (OSError, ValueError) as exc:
+        print(f"drawmatch {job}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
     run: Callable[[Any], Any] = importlib.import_module(JOBS[job][1]).run
     try:
         run(config)
-    except (FileNotFoundError, ValueError) as exc:
-        print(f"drawmatch {job}: error: {exc}", file=sys.stderr)
+    except (OSError, ValueError) as exc:
+        print(f"drawmatch {job}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     return 0
 
 
+def usage() -> str:
+    lines = ["usage: drawmatch JOB [--config FILE] [key=value ...]", "", "jobs:"]
+    lines += [f"  {name:<9} {help_text}" for name, (_c, _m, help_text) in JOBS.items()]
+    lines += ["", "`drawmatch JOB --help` lists the job's config keys, their types and defaults."]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in JOBS:
-        print("usage: drawmatch JOB [--config FILE] [key=value ...]\n\njobs:")
-        for name, (_cls, _module, help_text) in JOBS.items():
-            print(f"  {name:<9} {help_text}")
-        if argv and argv[0] not in ("-h", "--help"):
-            print(f"\nunknown job {argv[0]!r}", file=sys.stderr)
-            return 2
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    if argv[0] not in JOBS:
+        print(f"drawmatch: unknown job {argv[0]!r}; jobs: {', '.join(JOBS)}", file=sys.stderr)
+        return 2
+    if any(a in ("-h", "--help") for a in argv[1:]):
+        build_parser(argv[0]).print_help()
         return 0
     return run_job(argv[0], argv[1:])

@@ -14,10 +14,8 @@ import pandas as pd
 
 from drawmatch import augment, embed, evaluate, index, ingest, storage
 from drawmatch import catalogue as cat
-from drawmatch.artwork_index import ArtworkIndex
-from drawmatch.embeddings import read_embeddings
 from drawmatch.pairs import read_pairs
-from drawmatch.report import Tile, contact_sheet
+from drawmatch.results import annotated, rankings
 from drawmatch.settings import (
     AugmentConfig,
     DemoConfig,
@@ -29,6 +27,7 @@ from drawmatch.settings import (
     RayConfig,
     save_config,
 )
+from drawmatch.sheets import Tile, contact_sheet
 
 CONTACT_SHEET = "contact_sheet.jpg"
 
@@ -110,33 +109,51 @@ def run(config: DemoConfig) -> DemoResult:
 
 def show_examples(out: str, tag: str, pairs: pd.DataFrame, count: int, k: int = 5) -> str:
     """Print the top-k artworks of `count` drawings and draw them on a contact sheet: per drawing,
-    a row with the drawing, its styled copies and its top-k (relevant ones framed green)."""
+    a row with the drawing, its styled copies, its top-k (annotated ones framed green) and then
+    any annotated artwork that missed the top-k, with its rank in the whole gallery."""
     catalogue = cat.read_catalogue(out)
     roots = cat.read_roots(out)
     paths = dict(zip(catalogue["id"], cat.resolve_paths(catalogue, roots)))
-    queries = sorted(pairs["drawing_id"].unique())
+    searchable = set(cat.query_ids(catalogue))
+    queries = sorted(set(pairs["drawing_id"]) & searchable)
     step = max(1, len(queries) // max(count, 1))
     chosen = queries[::step][:count]
-    relevant = pairs.groupby("drawing_id")["artwork_id"].apply(set)
-    artwork_index = ArtworkIndex(out, tag)
-    _ids, emb = read_embeddings(out, tag, ids=chosen)
-    top, dist = artwork_index.search(emb, k)
-    styled = catalogue[catalogue["parent_id"].isin(chosen) & (catalogue["status"] == "ok")]
+    relevant = annotated(pairs)
+    ranked = rankings(out, tag, catalogue, chosen, relevant, k)
+    styled = catalogue[catalogue["parent_id"].isin(chosen) & cat.usable(catalogue)]
     rows = []
-    for qi, query in enumerate(chosen):
+    for ranking in ranked:
+        query = ranking.drawing_id
         print(
             f"{query}: "
             + ", ".join(
-                f"{a} ({d:.3f}{', relevant' if a in relevant[query] else ''})"
-                for a, d in zip(top[qi], dist[qi])
+                f"{r}. {a} ({d:.3f}{', annotated' if a in ranking.annotated else ''})"
+                for a, d, r in ranking.top
             )
         )
-        row = [Tile(paths[query], query)]
+        row = [Tile(paths[query], f"drawing\n{query}", "query")]
         copies = styled[styled["parent_id"] == query]
-        row += [Tile(paths[i], f"style: {s}") for i, s in zip(copies["id"], copies["style"])]
+        row += [Tile(paths[i], f"style copy: {s}") for i, s in zip(copies["id"], copies["style"])]
         row += [
-            Tile(paths[a], f"{r + 1}. distance {d:.3f}\n{a}", a in relevant[query])
-            for r, (a, d) in enumerate(zip(top[qi], dist[qi]))
+            Tile(
+                paths[a],
+                f"rank {r} · distance {d:.3f}\n{a}",
+                "annotated" if a in ranking.annotated else "other",
+            )
+            for a, d, r in ranking.top
         ]
+        shown = {a for a, _d, _r in ranking.top}
+        for a, (r, d) in sorted(ranking.annotated.items(), key=lambda item: item[1][0]):
+            if a not in shown:
+                print(f"  annotated {a}: rank {r} (distance {d:.3f})")
+                row.append(
+                    Tile(paths[a], f"annotated, rank {r} · distance {d:.3f}\n{a}", "annotated")
+                )
         rows.append(row)
-    return contact_sheet(rows, storage.join(out, CONTACT_SHEET))
+    legend = [
+        f"drawmatch demo, model {tag}: one row per drawing (blue frame): the drawing, its style "
+        f"copies, its {k} closest artworks, then annotated artworks ranked below {k}.",
+        "Green frame: an artwork annotated for this drawing (pairs.csv). Rank: 1 = closest, "
+        "among all searchable artworks. Distance: 1 - cosine similarity (0 = identical).",
+    ]
+    return contact_sheet(rows, storage.join(out, CONTACT_SHEET), legend)

@@ -3,7 +3,9 @@
 Ray Data pipeline: CPU tasks decode and resize (`decode_batch`, JPEG scans decoded at reduced size),
 an actor pool of `Embedder`s (CPUs or GPUs per actor from the config) turns image batches into
 vectors, and `write_part` tasks write them as Parquet files, each atomically. A rerun embeds only the
-ids that are missing or whose content changed, so a killed job finishes the rest when run again.
+ids that are missing or whose content changed, so a killed job finishes the rest when run again,
+and drops rows stored twice (by an older version). One run at a time writes to a model folder
+(`drawmatch.locks`): a second one is refused with a message naming the first.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from drawmatch.embeddings import (
 )
 from drawmatch.embeddings import write_part as write_part_file
 from drawmatch.images import ImageError
+from drawmatch.locks import job_lock
 from drawmatch.preprocess import load_eval_array
 from drawmatch.settings import EmbedConfig, save_config
 
@@ -101,11 +104,8 @@ def select_rows(catalogue: pd.DataFrame, config: EmbedConfig) -> pd.DataFrame:
 
 
 def run(config: EmbedConfig) -> EmbedResult:
-    """Embed the selected catalogue rows that have no up-to-date embedding yet."""
-    import ray
-
-    from drawmatch.rayutil import check_resources, init_ray
-
+    """Embed the selected catalogue rows that have no up-to-date embedding yet; refused at once
+    (`JobLockedError`) while another embed run writes to the same model folder."""
     catalogue = cat.read_catalogue(config.out)
     roots = cat.read_roots(config.out)
     rows = select_rows(catalogue, config)
@@ -115,6 +115,25 @@ def run(config: EmbedConfig) -> EmbedResult:
     tag, whash, dim = probe.tag, probe.weights_hash, probe.dim
     del probe
     directory = embeddings_dir(storage.absolute(config.out), tag)
+    # One run per model folder: two at once would embed and write every vector twice.
+    with job_lock(directory, "embed"):
+        return _run_locked(config, rows, roots, tag, whash, dim, directory)
+
+
+def _run_locked(
+    config: EmbedConfig,
+    rows: pd.DataFrame,
+    roots: dict[str, str],
+    tag: str,
+    whash: str,
+    dim: int,
+    directory: str,
+) -> EmbedResult:
+    """The embed job's writes, under the lock of its model folder."""
+    import ray
+
+    from drawmatch.rayutil import check_resources, init_ray
+
     info_path = storage.join(directory, MODEL_FILE)
     if storage.exists(info_path):
         info = json.loads(storage.read_text(info_path))

@@ -6,8 +6,9 @@
 - `errors.csv`: images that could not be embedded, with the reason.
 
 A model tag names backbone, pooling, input size and weights (`model_tag`). Readers check every
-part's provenance against `model.json`, and read an id once even if an older version or two
-concurrent runs wrote it twice.
+part's provenance against `model.json`, and read an id once even if an older version (or two
+concurrent runs on an object store, which cannot be locked) wrote it twice; an embed rerun
+drops such repeats from disk (`drop_rows`).
 """
 
 from __future__ import annotations
@@ -145,12 +146,15 @@ def read_embeddings(
 
 
 def stored_ids(directory: str) -> pd.DataFrame:
-    """`id`, `sha256`, `part` of every row stored under an embeddings directory."""
-    frames = [
-        storage.read_parquet(p, columns=["id", "sha256"]).to_pandas().assign(part=str(p))
-        for p in part_files(directory)
-    ]
-    return pd.concat(frames) if frames else pd.DataFrame(columns=["id", "sha256", "part"])
+    """`id`, `sha256`, `part`, `row` (position in its part) of every row stored under an
+    embeddings directory, in the order `read_embeddings` reads them."""
+    frames = []
+    for p in part_files(directory):
+        frame = storage.read_parquet(p, columns=["id", "sha256"]).to_pandas()
+        frames.append(frame.assign(part=str(p), row=np.arange(len(frame))))
+    if not frames:
+        return pd.DataFrame(columns=["id", "sha256", "part", "row"])
+    return pd.concat(frames, ignore_index=True)
 
 
 def drop_rows(directory: str, stored: pd.DataFrame, current: pd.DataFrame) -> int:
@@ -160,12 +164,14 @@ def drop_rows(directory: str, stored: pd.DataFrame, current: pd.DataFrame) -> in
     stored = stored.sort_values("part", kind="stable")
     merged = stored.merge(current[["id", "sha256"]], on="id", how="left", suffixes=("", "_now"))
     changed = merged["sha256_now"].notna() & (merged["sha256"] != merged["sha256_now"])
-    repeated = merged["id"].duplicated(keep="first") & ~changed
+    # repeats among the rows that stay: a changed row does not make a current one a repeat
+    repeated = pd.Series(False, index=merged.index)
+    repeated[~changed] = merged.loc[~changed, "id"].duplicated(keep="first")
     drop = merged[changed | repeated]
     for part, rows in drop.groupby("part"):
         table = storage.read_parquet(str(part))
-        ids = np.asarray(table.column("id").to_pylist(), dtype=object)
-        keep = ~np.isin(ids, rows["id"].to_numpy())
+        keep = np.ones(len(table), dtype=bool)
+        keep[rows["row"].to_numpy(dtype=np.int64)] = False
         if keep.any():
             storage.write_parquet(table.filter(pa.array(keep)), str(part))
         else:

@@ -2,7 +2,11 @@
 
 Queries are the original drawings of the pairs (optionally only those of one set of a split file);
 the gallery is every searchable artwork of the catalogue. Metrics (thesis sec. 4.5, 6.1; see
-`drawmatch.metrics`): MP, MMP, Recall@k and MAP (standard average precision), saved as JSON.
+`drawmatch.metrics`): MP, MMP, Recall@k and MAP (standard average precision), saved as JSON in
+`evaluation/<model_tag>/metrics-<pairs file stem>.json` (or `metrics-<split file stem>-<set>.json`),
+with the resolved config beside it as `evaluate_config-<same suffix>.yaml`.
+
+A pairs row whose `drawing_id` is an artwork, or whose `artwork_id` is a drawing, is refused.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from drawmatch import catalogue as cat
 from drawmatch import storage
 from drawmatch.embeddings import pick_model_tag, read_embeddings, read_model_info
 from drawmatch.metrics import aggregate, format_table, retrieval_metrics_from_embeddings
-from drawmatch.pairs import check_known, read_pairs
+from drawmatch.pairs import check_collections, check_known, read_pairs
 from drawmatch.settings import EvaluateConfig, save_config, to_dict
 
 MAP_DEFINITION = (
@@ -48,8 +52,10 @@ def evaluation_pairs(config: EvaluateConfig, catalogue: pd.DataFrame) -> pd.Data
         pairs = read_pairs(config.pairs_csv)[["drawing_id", "artwork_id"]]
     else:
         raise ValueError("evaluate needs pairs_csv=<file> (or split_csv= with split_set=)")
-    check_known(pairs, set(catalogue["id"]), where=str(config.split_csv or config.pairs_csv))
-    originals = set(catalogue.loc[catalogue["parent_id"].isna(), "id"])
+    where = str(config.split_csv or config.pairs_csv)
+    check_known(pairs, set(catalogue["id"]), where=where)
+    check_collections(pairs, dict(zip(catalogue["id"], catalogue["collection"])), where=where)
+    originals = set(catalogue.loc[cat.is_original(catalogue), "id"])
     return pairs[pairs["drawing_id"].isin(originals)].drop_duplicates().reset_index(drop=True)
 
 
@@ -135,6 +141,14 @@ def run(config: EvaluateConfig) -> EvaluateResult | dict[str, Any]:
     return run_folds(config) if config.folds else run_pairs(config)
 
 
+def result_label(config: EvaluateConfig) -> str:
+    """What a result is named after, so evaluations on different pairs never overwrite each
+    other: the pairs file's stem, or the split file's stem and the set (`fold_00-test`)."""
+    if config.split_csv:
+        return f"{storage.stem(config.split_csv)}-{config.split_set}"
+    return storage.stem(str(config.pairs_csv))
+
+
 def run_pairs(config: EvaluateConfig) -> EvaluateResult:
     """Metrics of one embedding model on the pairs (or one set of a split file)."""
     tag = pick_model_tag(config.out, config.model_tag)
@@ -148,10 +162,10 @@ def run_pairs(config: EvaluateConfig) -> EvaluateResult:
         metrics, skipped = evaluate_mode(
             config.out, tag, pairs, catalogue, tuple(config.ks), config.mode, config.region
         )
-    suffix = f"_{config.split_set}" if config.split_set else ""
+    label = result_label(config)
     if config.mode != "global":
-        suffix = f"_{config.mode}{suffix}"
-    target = config.output or storage.join(config.out, "evaluation", tag, f"metrics{suffix}.json")
+        label = f"{label}-{config.mode}"
+    target = config.output or storage.join(config.out, "evaluation", tag, f"metrics-{label}.json")
     report: dict[str, Any] = {
         "model_tag": tag,
         "weights_hash": read_model_info(config.out, tag)["weights_hash"],
@@ -165,7 +179,10 @@ def run_pairs(config: EvaluateConfig) -> EvaluateResult:
         "skipped_pairs": skipped.to_dict("records"),
     }
     storage.write_bytes(target, json.dumps(report, indent=2).encode())
-    save_config(config, storage.join(storage.parent(target), f"evaluate_config{suffix}.yaml"))
+    config_label = label if config.output is None else storage.stem(target)
+    save_config(
+        config, storage.join(storage.parent(target), f"evaluate_config-{config_label}.yaml")
+    )
     print(
         f"evaluate {tag} on {int(metrics['n_queries'])} drawings, "
         f"{int(metrics['n_pairs'])} pairs, gallery {report['gallery_size']}:"

@@ -9,7 +9,14 @@ from dataclasses import dataclass
 from drawmatch import catalogue as cat
 from drawmatch import storage
 from drawmatch.artwork_index import build_faiss_index, index_dir, write_index
-from drawmatch.embeddings import pick_model_tag, read_embeddings, read_model_info
+from drawmatch.embeddings import (
+    embeddings_dir,
+    pick_model_tag,
+    read_embeddings,
+    read_model_info,
+    stored_ids,
+)
+from drawmatch.locks import job_lock
 from drawmatch.settings import IndexConfig, save_config
 
 
@@ -22,10 +29,19 @@ class IndexResult:
 
 
 def run(config: IndexConfig) -> IndexResult:
+    """Build and save the index of one model's gallery; one run per model's index folder at a
+    time (`drawmatch.locks`)."""
     tag = pick_model_tag(config.out, config.model_tag)
+    with job_lock(index_dir(config.out, tag), "index"):
+        return _build(config, tag)
+
+
+def _build(config: IndexConfig, tag: str) -> IndexResult:
     info = read_model_info(config.out, tag)
     catalogue = cat.read_catalogue(config.out)
     ids, emb = read_embeddings(config.out, tag)
+    stored = stored_ids(embeddings_dir(config.out, tag)).drop_duplicates("id", keep="first")
+    sha_of = dict(zip(stored["id"], stored["sha256"]))
     wanted = set(cat.gallery_ids(catalogue))
     keep = [i for i, k in enumerate(ids) if k in wanted]
     if not keep:
@@ -44,7 +60,7 @@ def run(config: IndexConfig) -> IndexResult:
         "size": len(ids),
         "dim": int(emb.shape[1]),
     }
-    write_index(directory, index, ids, meta)
+    write_index(directory, index, ids, meta, sha256=[sha_of[k] for k in ids])
     save_config(config, storage.join(directory, "index_config.yaml"))
     print(
         f"index {tag}: {config.kind} index of {len(ids)} artworks written to {directory}"

@@ -24,14 +24,25 @@ from typing import Any
 import pandas as pd
 
 from drawmatch import catalogue, storage
-from drawmatch.imaj import CountryNormaliser, normalise_age_group, parse_imaj_name, read_overrides
+from drawmatch.imaj import (
+    VERSO_SIDES,
+    CountryNormaliser,
+    ParsedName,
+    clean_stem,
+    is_verso_name,
+    normalise_age_group,
+    parse_imaj_name,
+    read_overrides,
+)
+from drawmatch.locks import catalogue_lock
 from drawmatch.settings import IngestConfig, save_config
 
 SUMMARY_FILE = "ingest_summary.json"
 ID_TO_PATH_FILE = "id_to_path.csv"
 CONFIG_FILE = "ingest_config.yaml"
 
-EXTRA_COLUMNS = ["file_name"]
+# name_flags: every deviation of a drawing's file name from the IMAJ convention, with its reason
+EXTRA_COLUMNS = ["file_name", "name_flags"]
 COLUMNS = (
     catalogue.CORE_COLUMNS + catalogue.DRAWING_COLUMNS + catalogue.ARTWORK_COLUMNS + EXTRA_COLUMNS
 )
@@ -66,6 +77,8 @@ class IngestResult:
     duplicate_content: int = 0
     unreadable_dirs: int = 0
     errors_by_reason: dict[str, int] = field(default_factory=dict)
+    skipped_by_extension: dict[str, int] = field(default_factory=dict)
+    empty_roots: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -125,8 +138,23 @@ def _normalise_extensions(extensions: tuple[str, ...]) -> set[str]:
     return out
 
 
+def _skip_reason(stem: str, ext: str, extensions: set[str]) -> str | None:
+    """Why a file is not an image to catalogue: its extension (`.txt`, `(none)`), or a name that
+    is only an extension (`(no name)`); None for a file to catalogue."""
+    if ext.lower() not in extensions:
+        return ext.lower() or "(none)"
+    if not stem.strip():
+        return "(no name)"
+    return None
+
+
 def _walk_uri(
-    root: str, collection: str, root_name: str, extensions: set[str], skip: set[str]
+    root: str,
+    collection: str,
+    root_name: str,
+    extensions: set[str],
+    skip: set[str],
+    skipped: Counter[str],
 ) -> list[_Entry]:
     """`_walk` for an object-store root: every object under the prefix, minus those under `skip`."""
     entries: list[_Entry] = []
@@ -136,7 +164,9 @@ def _walk_uri(
         rel = path[len(root.rstrip("/")) + 1 :]
         name = rel.rsplit("/", 1)[-1]
         stem, ext = os.path.splitext(name.strip())
-        if ext.lower() not in extensions or not stem.strip():
+        reason = _skip_reason(stem, ext, extensions)
+        if reason is not None:
+            skipped[reason] += 1
             continue
         entries.append(_Entry(collection, root_name, path, rel, name, stem.strip()))
     return entries
@@ -149,7 +179,10 @@ def _walk(
     extensions: set[str],
     skip_dirs: set[str],
     unreadable: list[dict[str, str]],
+    skipped: Counter[str],
 ) -> list[_Entry]:
+    """Files under a local root whose extension is in `extensions`, sorted; the files left out
+    are counted in `skipped` by extension, unreadable folders listed in `unreadable`."""
     entries: list[_Entry] = []
 
     def onerror(exc: OSError) -> None:
@@ -166,7 +199,9 @@ def _walk(
         for name in sorted(filenames):
             clean = name.strip()
             stem, ext = os.path.splitext(clean)
-            if ext.lower() not in extensions or not stem.strip():
+            reason = _skip_reason(stem, ext, extensions)
+            if reason is not None:
+                skipped[reason] += 1
                 continue
             abs_path = os.path.join(dirpath, name)
             rel = Path(os.path.relpath(abs_path, root)).as_posix()
@@ -318,6 +353,53 @@ class _ArtworkMetadata:
 # the job
 
 
+def _parent_ids(entries: list[_Entry]) -> dict[str, str]:
+    """Drawing ids by the stem the name parser reads (`x.jpg` of `x.jpg.jpg` -> `x`)."""
+    out: dict[str, str] = {}
+    for e in entries:
+        if e.collection == "drawing":
+            out.setdefault(clean_stem(e.stem), e.stem)
+    for e in entries:
+        if e.collection == "drawing":
+            out[e.stem] = e.stem  # an exact id wins
+    return out
+
+
+def _drawing_metadata(
+    e: _Entry, normaliser: CountryNormaliser, parents: dict[str, str]
+) -> tuple[dict[str, Any], ParsedName]:
+    """Catalogue values a drawing's file name states, and the parsed name.
+
+    A styled copy of the collection (`<parent>_oil`) takes its metadata from the parent's part of
+    the name, its style, and `parent_id` when the parent is catalogued (else null, flagged)."""
+    parsed = parse_imaj_name(e.stem)
+    flags = list(parsed.warnings)
+    values: dict[str, Any] = dict(
+        year=parsed.year,
+        age_group_raw=parsed.age_group_raw,
+        age_group=parsed.age_group,
+        country_code=parsed.country_code,
+        country_iso3=normaliser.iso3(parsed.country_code),
+        side=parsed.side,
+        quality=parsed.quality,
+        scan_uid=parsed.scan_uid,
+        sub_drawing=parsed.sub_drawing,
+        name_parsed=parsed.parsed,
+    )
+    if parsed.style is not None and parsed.parent_stem is not None:
+        values["style"] = parsed.style
+        parent = parents.get(parsed.parent_stem)
+        if parent is not None and parent != e.stem:
+            values["parent_id"] = parent
+        else:
+            flags.append(
+                f"styled copy of {parsed.parent_stem!r}, which is not in the catalogue: "
+                "no parent_id"
+            )
+    values["name_flags"] = "; ".join(flags) if flags else None
+    return values, parsed
+
+
 def _build_rows(
     entries: list[_Entry],
     probes: dict[int, dict[str, Any]],
@@ -326,6 +408,7 @@ def _build_rows(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     rows: list[dict[str, Any]] = []
     unparsed: list[dict[str, Any]] = []
+    parents = _parent_ids(entries)
     for i, e in enumerate(entries):
         row: dict[str, Any] = {c: None for c in COLUMNS}
         row.update(
@@ -353,19 +436,8 @@ def _build_rows(
             row["status"] = "error"
 
         if e.collection == "drawing":
-            parsed = parse_imaj_name(e.stem)
-            row.update(
-                year=parsed.year,
-                age_group_raw=parsed.age_group_raw,
-                age_group=parsed.age_group,
-                country_code=parsed.country_code,
-                country_iso3=normaliser.iso3(parsed.country_code),
-                side=parsed.side,
-                quality=parsed.quality,
-                scan_uid=parsed.scan_uid,
-                sub_drawing=parsed.sub_drawing,
-                name_parsed=parsed.parsed,
-            )
+            values, parsed = _drawing_metadata(e, normaliser, parents)
+            row.update(values)
             if not parsed.parsed:
                 unparsed.append({"path": e.rel_path, "warnings": list(parsed.warnings)})
         else:
@@ -378,6 +450,14 @@ def _build_rows(
                 row.update({k: v for k, v in found.items() if v})
         rows.append(row)
     return rows, unparsed
+
+
+def is_verso_row(row: dict[str, Any]) -> bool:
+    """A drawing whose side (as named or overridden) is `V` or `R-V`, or whose file name states a
+    verso in any spelling: private. An override cannot make a file named as a verso public."""
+    if row["collection"] != "drawing":
+        return False
+    return row["side"] in VERSO_SIDES or is_verso_name(row["file_name"])
 
 
 def _apply_overrides(
@@ -407,11 +487,22 @@ def _apply_overrides(
     return applied, unmatched
 
 
+_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()  # the content hash of a zero-byte file
+
+
 def _mark_duplicates(
     rows: list[dict[str, Any]],
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """Rename repeated ids (`<id>~2`, ...; status error) and flag equal content (`duplicate_of`)."""
-    first_path: dict[str, str] = {}
+    """Rename repeated ids and flag equal content.
+
+    Ids are unique across the whole catalogue: a repeated id (in one collection, or a drawing and
+    an artwork with the same file stem) keeps its first row (rows come in a fixed order: artworks
+    first) and every other file becomes `<id>~2`, ... with status error and a reason naming both
+    files. Zero-byte files are errors (`zero-byte file`), never content duplicates. Among ok rows
+    with equal content, every id but the first in sorted id order gets `duplicate_of` = that
+    first id, whatever the order of the files on disk.
+    """
+    first: dict[str, dict[str, Any]] = {}
     taken = {row["id"] for row in rows}
     counts: Counter[str] = Counter()
     dup_ids = []
@@ -419,7 +510,7 @@ def _mark_duplicates(
         stem = row["id"]
         counts[stem] += 1
         if counts[stem] == 1:
-            first_path[stem] = f"{row['root']}/{row['path']}"
+            first[stem] = row
             continue
         n = counts[stem]
         new_id = f"{stem}~{n}"
@@ -427,23 +518,34 @@ def _mark_duplicates(
             n += 1
             new_id = f"{stem}~{n}"
         taken.add(new_id)
+        original = first[stem]
+        first_path = f"{original['root']}/{original['path']}"
+        path = f"{row['root']}/{row['path']}"
         row["id"] = new_id
         row["status"] = "error"
-        row["error"] = f"duplicate id: {stem!r} is also {first_path[stem]}"
-        dup_ids.append(
-            {"id": new_id, "path": f"{row['root']}/{row['path']}", "first": first_path[stem]}
-        )
-    first_by_hash: dict[str, str] = {}
-    dup_content = []
-    for row in rows:
-        sha = row["sha256"]
-        if not sha:
-            continue
-        if sha in first_by_hash:
-            row["duplicate_of"] = first_by_hash[sha]
-            dup_content.append({"id": row["id"], "duplicate_of": first_by_hash[sha]})
+        if row["collection"] == original["collection"]:
+            row["error"] = f"duplicate id: {stem!r} is also {first_path}"
         else:
-            first_by_hash[sha] = row["id"]
+            row["error"] = (
+                f"id in both collections: {stem!r} names the {row['collection']} {path} and the "
+                f"{original['collection']} {first_path}; rename one of them"
+            )
+        dup_ids.append({"id": new_id, "path": path, "first": first_path})
+    for row in rows:
+        if row["sha256"] == _EMPTY_SHA256 and row["status"] == "ok":
+            row["status"], row["error"] = "error", "zero-byte file"
+    by_hash: dict[str, list[str]] = {}
+    by_id = {row["id"]: row for row in rows}
+    for row in rows:
+        if row["sha256"] and row["status"] == "ok":
+            by_hash.setdefault(row["sha256"], []).append(row["id"])
+    dup_content = []
+    for ids in by_hash.values():
+        head, *rest = sorted(ids)
+        for other in rest:
+            by_id[other]["duplicate_of"] = head
+            dup_content.append({"id": other, "duplicate_of": head})
+    dup_content.sort(key=lambda d: d["id"])
     return dup_ids, dup_content
 
 
@@ -504,6 +606,8 @@ def _summary(
             )
         ][:_LIST_LIMIT],
         "unparsed_names": len(unparsed),
+        "flagged_names": int(drawings["name_flags"].notna().sum()),
+        "styled_copies": int((drawings["style"] != "original").sum()),
         "unparsed_examples": unparsed[:_LIST_LIMIT],
         "unknown_country_codes": _counts(unknown["country_code"]),
         "non_standard_age_groups": _counts(nonstandard["age_group_raw"]),
@@ -545,6 +649,13 @@ def _print_summary(summary: dict[str, Any], out: str) -> None:
             f"  {summary['duplicate_ids']} repeated ids, "
             f"{summary['duplicate_content']} files with the same content as another"
         )
+    if summary["skipped_files"]:
+        print(
+            f"  {summary['skipped_files']} files skipped for their extension: "
+            f"{summary['skipped_by_extension']}"
+        )
+    if summary["empty_roots"]:
+        print(f"  no image files under {', '.join(summary['empty_roots'])}")
     if summary["unreadable_directories"]:
         print(f"  {len(summary['unreadable_directories'])} unreadable directories (see summary)")
     if summary["overrides"]["unmatched"]:
@@ -568,6 +679,7 @@ def _styled_copies_to_keep(out: str, df: pd.DataFrame) -> pd.DataFrame:
     return kept.reindex(columns=df.columns).astype(df.dtypes.to_dict(), errors="ignore")
 
 
+@catalogue_lock("ingest")  # one writer of catalogue.parquet per output root (drawmatch.locks)
 def run(config: IngestConfig) -> IngestResult:
     """Catalogue the drawings and artworks named by `config`; see the module docstring."""
     if config.drawings_root is None and config.artworks_root is None:
@@ -598,21 +710,32 @@ def run(config: IngestConfig) -> IngestResult:
         for name, root in roots.items()
     }
     unreadable: list[dict[str, str]] = []
+    skipped: Counter[str] = Counter()
+    empty_roots: list[str] = []
     entries: list[_Entry] = []
     for name, collection in (("drawings", "drawing"), ("artworks", "artwork")):
         if name in roots:
             others = {r for n, r in real_roots.items() if n != name}
             if storage.is_uri(roots[name]):
-                entries += _walk_uri(roots[name], collection, name, extensions, others)
+                found = _walk_uri(roots[name], collection, name, extensions, others, skipped)
             else:
-                entries += _walk(roots[name], collection, name, extensions, others, unreadable)
+                found = _walk(
+                    roots[name], collection, name, extensions, others, unreadable, skipped
+                )
+            if not found:
+                empty_roots.append(f"{name}_root")
+                print(
+                    f"warning: no image files under {name}_root {roots[name]} "
+                    f"(extensions {', '.join(sorted(extensions))}): its catalogue part is empty"
+                )
+            entries += found
     entries.sort(key=lambda e: (e.collection, e.rel_path))
 
     probes = _probe_all(entries, config)
     rows, unparsed = _build_rows(entries, probes, normaliser, metadata)
     applied, unmatched = _apply_overrides(rows, overrides, normaliser)
     for row in rows:
-        row["verso"] = row["collection"] == "drawing" and row["side"] == "V"
+        row["verso"] = is_verso_row(row)
     dup_ids, dup_content = _mark_duplicates(rows)
     df = _to_frame(rows)
 
@@ -634,6 +757,9 @@ def run(config: IngestConfig) -> IngestResult:
     summary = _summary(
         df, config, unparsed, unreadable, dup_ids, dup_content, applied, unmatched, metadata
     )
+    summary["skipped_by_extension"] = dict(sorted(skipped.items()))
+    summary["skipped_files"] = sum(skipped.values())
+    summary["empty_roots"] = empty_roots
     summary_path = storage.join(out, SUMMARY_FILE)
     storage.write_bytes(summary_path, json.dumps(summary, indent=2, ensure_ascii=False).encode())
     save_config(config, storage.join(out, CONFIG_FILE))
@@ -658,4 +784,6 @@ def run(config: IngestConfig) -> IngestResult:
         duplicate_content=len(dup_content),
         unreadable_dirs=len(unreadable),
         errors_by_reason=dict(summary["errors_by_reason"]),
+        skipped_by_extension=dict(summary["skipped_by_extension"]),
+        empty_roots=list(empty_roots),
     )

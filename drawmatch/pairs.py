@@ -69,3 +69,32 @@ def check_known(pairs: pd.DataFrame, known_ids: set[str], where: str = "pairs") 
         if unknown_a:
             parts.append(f"{len(unknown_a)} unknown artwork id(s): {', '.join(unknown_a[:20])}")
         raise PairsError(f"{where} names ids not in the catalogue: " + "; ".join(parts))
+
+
+def check_collections(
+    pairs: pd.DataFrame, collection_of: dict[str, str], where: str = "pairs"
+) -> None:
+    """Raise one PairsError listing every `drawing_id` that is an artwork and every `artwork_id`
+    that is a drawing in the catalogue (`collection_of`: id -> `drawing` | `artwork`); ids the
+    catalogue lacks are `check_known`'s business."""
+    wrong_d = sorted(
+        {d for d in pairs["drawing_id"] if collection_of.get(d, "drawing") != "drawing"}
+    )
+    wrong_a = sorted(
+        {a for a in pairs["artwork_id"] if collection_of.get(a, "artwork") != "artwork"}
+    )
+    if wrong_d or wrong_a:
+        parts = []
+        if wrong_d:
+            parts.append(
+                f"{len(wrong_d)} drawing_id(s) that are artworks: {', '.join(wrong_d[:20])}"
+            )
+        if wrong_a:
+            parts.append(
+                f"{len(wrong_a)} artwork_id(s) that are drawings: {', '.join(wrong_a[:20])}"
+            )
+        raise PairsError(
+            f"{where} puts ids in the wrong column: " + "; ".join(parts) + " (an id names one "
+            "image; a drawing and an artwork with the same file name are an ingest error: rename "
+            "one of the files and ingest again)"
+        )

@@ -127,7 +127,7 @@ def ranked(
     k: int,
     allowed: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Top-k rows for query `qi`: rank, artwork_id, score, global_score, region_score, inliers,
+    """Top-k rows for query `qi`: rank (1 = best), artwork_id, score, global_score, region_score, inliers,
     box_x0..box_y1 (the matched box in fractions of the artwork, NaN when none)."""
     order = np.argsort(-scores[qi], kind="stable")
     if allowed is not None:
@@ -137,7 +137,7 @@ def ranked(
     box = details["box"][qi, order]
     frame = pd.DataFrame(
         {
-            "rank": np.arange(len(order)),
+            "rank": np.arange(1, len(order) + 1),  # 1-based, as people read ranks
             "artwork_id": [gallery[j] for j in order],
             "score": scores[qi, order].astype(np.float64),
             "global_score": details["global"][qi, order].astype(np.float64),

@@ -134,6 +134,33 @@ def write_features_part(batch: dict[str, np.ndarray], out_dir: str) -> dict[str,
     return {"id": batch["id"], "ok": ok, "error": batch["error"]}
 
 
+def drop_stale_regions(directory: str, current: pd.DataFrame) -> int:
+    """Remove every region row of an artwork whose content changed since (`current`: `id`,
+    `sha256`), and of an artwork stored again in a later part (two runs at once): an artwork's
+    regions are many rows of one part, dropped together. Returns the number of rows dropped."""
+    import pyarrow as pa
+
+    stored = stored_ids(directory)
+    if stored.empty:
+        return 0
+    per_part = stored.drop_duplicates(["id", "part"]).sort_values("part", kind="stable")
+    merged = per_part.merge(current[["id", "sha256"]], on="id", how="left", suffixes=("", "_now"))
+    changed = merged["sha256_now"].notna() & (merged["sha256"] != merged["sha256_now"])
+    repeated = pd.Series(False, index=merged.index)
+    repeated[~changed] = merged.loc[~changed, "id"].duplicated(keep="first")
+    gone = set(zip(merged.loc[changed | repeated, "id"], merged.loc[changed | repeated, "part"]))
+    drop = stored[[(i, p) in gone for i, p in zip(stored["id"], stored["part"])]]
+    for part, part_rows in drop.groupby("part"):
+        table = storage.read_parquet(str(part))
+        keep = np.ones(len(table), dtype=bool)
+        keep[part_rows["row"].to_numpy(dtype=np.int64)] = False
+        if keep.any():
+            storage.write_parquet(table.filter(pa.array(keep)), str(part))
+        else:
+            storage.remove(str(part))
+    return len(drop)
+
+
 def _collect(ds: Any) -> tuple[int, list[tuple[str, str]]]:
     done = 0
     errors: list[tuple[str, str]] = []
@@ -184,8 +211,7 @@ def run(config: RegionsConfig) -> RegionsResult:
 
     result = RegionsResult(model_tag=tag, directory=str(directory), selected=len(rows))
     result.regions_per_artwork = len(boxes)
-    # one row per (artwork, part): an artwork's regions are many rows of one part, not repeats
-    drop_rows(directory, stored_ids(directory).drop_duplicates(["id", "part"]), rows)
+    drop_stale_regions(directory, rows)
     done = set(stored_ids(directory)["id"])
     todo = rows[~rows["id"].isin(done)].reset_index(drop=True)
     result.already_done = len(rows) - len(todo)

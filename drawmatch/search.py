@@ -1,7 +1,8 @@
 """The search job: top-k artworks for one drawing id or image file, or for every drawing (batch).
 
 Search uses the index and the embeddings of one model and refuses to mix models: the index, the
-stored embeddings and a freshly embedded query image must carry the same weights hash.
+stored embeddings and a freshly embedded query image must carry the same weights hash. It refuses
+a stale index too (an artwork removed, added or re-embedded since the index was built).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from drawmatch import storage
 from drawmatch.artwork_index import ArtworkIndex
 from drawmatch.embedder import embed_image_file
 from drawmatch.embeddings import pick_model_tag, read_embeddings
+from drawmatch.imaj import is_verso_name
 from drawmatch.settings import SearchConfig, save_config
 
 RESULT_COLUMNS = ["rank", "artwork_id", "distance", "artist", "title"]
@@ -36,7 +38,7 @@ def allowed_artworks(catalogue: pd.DataFrame, where: dict[str, str]) -> list[str
 def _results(ids: list[str], distances: np.ndarray, catalogue: pd.DataFrame) -> pd.DataFrame:
     meta = catalogue.set_index("id")
     rows = []
-    for rank, (artwork, dist) in enumerate(zip(ids, distances)):
+    for rank, (artwork, dist) in enumerate(zip(ids, distances), start=1):
         artist = meta.at[artwork, "artist"] if "artist" in meta.columns else None
         title = meta.at[artwork, "title"] if "title" in meta.columns else None
         rows.append((rank, artwork, float(dist), artist, title))
@@ -46,8 +48,13 @@ def _results(ids: list[str], distances: np.ndarray, catalogue: pd.DataFrame) -> 
 def search_one(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> pd.DataFrame:
     if not config.query:
         raise ValueError("search needs query=<drawing id or image file>, or batch=true")
-    index = ArtworkIndex(config.out, tag)
     query = config.query
+    if is_verso_name(query):  # before anything is read or embedded
+        raise ValueError(
+            f"{query!r}: the name states a verso (private data of a minor): refused as a query; "
+            "rename the file if it is not a verso"
+        )
+    index = ArtworkIndex(config.out, tag)
     known = catalogue[catalogue["id"] == query]
     if len(known):
         if bool(known["verso"].fillna(False).iloc[0]):
@@ -65,7 +72,7 @@ def search_one(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> pd.Da
 def search_batch(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> str:
     """Top-k artworks for every usable original drawing, searched and written to one Parquet file
     in chunks of 1024 drawings."""
-    index = ArtworkIndex(config.out, tag)
+    index = ArtworkIndex(config.out, tag, catalogue)
     wanted = set(cat.query_ids(catalogue))
     allowed = allowed_artworks(catalogue, dict(config.where))
     target = config.batch_output or storage.join(config.out, "candidates", tag, "topk.parquet")
@@ -83,7 +90,7 @@ def search_batch(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> str
         top, dist = index.search(emb[start : start + chunk][keep], config.k, allowed=allowed)
         rows = []
         for qi, q in enumerate(part_ids[i] for i in keep):
-            for rank, (a, d) in enumerate(zip(top[qi], dist[qi])):
+            for rank, (a, d) in enumerate(zip(top[qi], dist[qi]), start=1):
                 rows.append((q, rank, a, float(d)))
         frame = pd.DataFrame(rows, columns=["drawing_id", "rank", "artwork_id", "distance"])
         for column in ("artist", "title"):

@@ -17,13 +17,12 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
-from drawmatch import storage
-
 T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A config file or override names an unknown key or gives a value of the wrong type."""
+    """A config file or override names an unknown key, or gives a value of the wrong type or out
+    of its range."""
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -37,14 +36,13 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _check_value(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                pass
         raise ConfigError(f"{where}: {value!r} does not match {tp}")
     if _is_dataclass_type(tp):
         if isinstance(value, tp):
@@ -95,6 +93,8 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         kwargs[key] = _check_value(value, hints[key], f"{where}.{key}" if where else key)
     try:
         return cls(**kwargs)
+    except ConfigError as exc:  # a range check of a nested section: name its full key
+        raise ConfigError(f"{where}.{exc}" if where else str(exc)) from None
     except TypeError as exc:
         raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
 
@@ -155,10 +155,24 @@ def load_config(
     """Build a `cls` config from defaults, an optional `base` dict, a YAML file and overrides."""
     data: dict[str, Any] = dict(base or {})
     if path is not None:
-        text = storage.read_text(path)
-        loaded = yaml.safe_load(text) or {}
+        from drawmatch import storage  # pyarrow and pandas: only when a file is read
+
+        try:
+            text = storage.read_text(path)
+        except FileNotFoundError:
+            raise ConfigError(f"--config {path}: no such file") from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"--config {path}: cannot be read ({exc})") from None
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or type(exc).__name__
+            raise ConfigError(f"--config {path}: not valid YAML{at}: {problem}") from None
+        loaded = {} if loaded is None else loaded
         if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: a config file must be a mapping of keys to values")
+            raise ConfigError(f"--config {path}: a config file must be a mapping of keys to values")
         data = _merge(data, loaded)
     data = _merge(data, parse_overrides(list(overrides or [])))
     return from_dict(cls, data)
@@ -166,6 +180,8 @@ def load_config(
 
 def save_config(config: Any, path: str | Path) -> None:
     """Write the resolved config as YAML (a local path or a URI)."""
+    from drawmatch import storage
+
     storage.write_text(path, yaml.safe_dump(to_dict(config), sort_keys=False))
 
 
@@ -175,6 +191,72 @@ STYLES = ("oil", "watercolor", "texture", "gray", "pencil")
 def _choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def choice(default: Any, *allowed: str) -> Any:
+    """A field whose value (each value, for a list) must be one of `allowed`; `--help` lists
+    them. A null value of an optional field passes."""
+    return field(default=default, metadata={"choices": allowed})
+
+
+def _check_choices(config: Any) -> None:
+    for f in dataclasses.fields(config):
+        allowed = f.metadata.get("choices")
+        value = getattr(config, f.name)
+        if allowed is None or value is None:
+            continue
+        if isinstance(value, tuple):
+            _each(f.name, value, _choice, allowed)
+        else:
+            _choice(f.name, value, allowed)
+
+
+def _at_least(key: str, value: float | None, minimum: float) -> None:
+    """`value >= minimum` (None, where a key allows it, means "not set" and passes)."""
+    if value is not None and not value >= minimum:  # `not >=` also refuses NaN
+        raise ConfigError(f"{key}: {value!r} is out of range (must be >= {minimum:g})")
+
+
+def _above(key: str, value: float | None, minimum: float) -> None:
+    """`value > minimum` (None passes)."""
+    if value is not None and not value > minimum:
+        raise ConfigError(f"{key}: {value!r} is out of range (must be > {minimum:g})")
+
+
+def _between(key: str, value: float, low: float, high: float) -> None:
+    """`low <= value <= high`."""
+    if not low <= value <= high:
+        raise ConfigError(f"{key}: {value!r} is out of range (must be {low:g} to {high:g})")
+
+
+def _each(key: str, values: tuple[Any, ...], check: Any, *args: Any) -> None:
+    """Apply a check to every item of a list key, and refuse an empty list."""
+    if not values:
+        raise ConfigError(f"{key}: give at least one value")
+    for i, value in enumerate(values):
+        check(f"{key}[{i}]", value, *args)
+
+
+def _not_empty(key: str, value: str | None) -> None:
+    if value is not None and not value.strip():
+        raise ConfigError(f"{key}: an empty value is not allowed (leave the key out instead)")
+
+
+MIN_IMAGE_SIZE = 32  # smaller inputs vanish in the backbones' five stride-2 stages
+
+
+def _names(obj: Any, *keys: str) -> None:
+    """Path and name keys: when given, not empty (an empty `out=` would write into the current
+    folder)."""
+    for key in keys:
+        _not_empty(key, getattr(obj, key))
+
+
+def _folder_name(key: str, value: str | None) -> None:
+    """A name that becomes one folder under `out` (a run or sweep name)."""
+    _not_empty(key, value)
+    if value is not None and ("/" in value or "\\" in value or value.strip() in (".", "..")):
+        raise ConfigError(f"{key}: {value!r} must be a plain name, not a path")
 
 
 @dataclass(frozen=True)
@@ -189,9 +271,16 @@ class RayConfig:
     num_cpus: int | None = None
     autoscaling: bool = False
 
+    def __post_init__(self) -> None:
+        _names(self, "address")
+        _at_least("num_cpus", self.num_cpus, 1)
+
 
 @dataclass(frozen=True)
 class IngestConfig:
+    """Catalogue the images under `drawings_root` and `artworks_root` (files whose extension is in
+    `extensions`), with optional artwork metadata, country aliases and per-file overrides (CSV)."""
+
     out: str = "drawmatch-out"
     drawings_root: str | None = None
     artworks_root: str | None = None
@@ -211,6 +300,19 @@ class IngestConfig:
     max_image_pixels: int = 200_000_000
     ray: RayConfig = field(default_factory=RayConfig)
 
+    def __post_init__(self) -> None:
+        _names(
+            self,
+            "out",
+            "drawings_root",
+            "artworks_root",
+            "artworks_metadata_csv",
+            "country_aliases_csv",
+            "overrides_csv",
+        )
+        _each("extensions", self.extensions, _not_empty)
+        _at_least("max_image_pixels", self.max_image_pixels, 1)
+
 
 @dataclass(frozen=True)
 class StyleParams:
@@ -226,13 +328,28 @@ class StyleParams:
     pencil_blur_ksize: int = 101
     pencil_scale: float = 256.0
 
+    def __post_init__(self) -> None:
+        _at_least("oil_size", self.oil_size, 1)
+        _at_least("oil_dyn_ratio", self.oil_dyn_ratio, 1)
+        # OpenCV's documented ranges of the edge-preserving filters: sigma_s 0-200, sigma_r 0-1
+        for effect in ("watercolor", "texture"):
+            _between(f"{effect}_sigma_s", getattr(self, f"{effect}_sigma_s"), 0.0, 200.0)
+            _between(f"{effect}_sigma_r", getattr(self, f"{effect}_sigma_r"), 0.0, 1.0)
+        _at_least("pencil_blur_ksize", self.pencil_blur_ksize, 1)
+        if self.pencil_blur_ksize % 2 == 0:
+            raise ConfigError(f"pencil_blur_ksize: {self.pencil_blur_ksize} must be odd")
+        _above("pencil_scale", self.pencil_scale, 0)
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    """Write style copies (`styles`) of the selected originals: `select=paired` the drawings of
+    `pairs_csv`, `drawings` every usable drawing, `all` drawings and artworks."""
+
     out: str = "drawmatch-out"
-    styles: tuple[str, ...] = STYLES
+    styles: tuple[str, ...] = choice(STYLES, *STYLES)
     params: StyleParams = field(default_factory=StyleParams)
-    select: str = "paired"
+    select: str = choice("paired", "paired", "drawings", "all")
     pairs_csv: str | None = None
     max_side: int = 1024
     jpeg_quality: int = 92
@@ -242,9 +359,13 @@ class AugmentConfig:
     ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
-        _choice("select", self.select, ("paired", "drawings", "all"))
-        for style in self.styles:
-            _choice("styles", style, STYLES)
+        _names(self, "out", "pairs_csv")
+        _check_choices(self)
+        _at_least("max_side", self.max_side, MIN_IMAGE_SIZE)
+        _between("jpeg_quality", self.jpeg_quality, 1, 100)
+        _at_least("batch_size", self.batch_size, 1)
+        _at_least("concurrency", self.concurrency, 1)
+        _at_least("max_image_pixels", self.max_image_pixels, 1)
 
 
 @dataclass(frozen=True)
@@ -254,20 +375,23 @@ class ModelConfig:
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True
     image_size: int = 280
-    pooling: str = "avg"
+    pooling: str = choice("avg", "avg", "max", "gem")
     weights: str | None = None
 
     def __post_init__(self) -> None:
-        _choice("model.pooling", self.pooling, ("avg", "max", "gem"))
-        if self.image_size < 32:
-            raise ConfigError(f"model.image_size: {self.image_size} is too small (>= 32)")
+        _names(self, "backbone", "weights")
+        _check_choices(self)
+        _at_least("image_size", self.image_size, MIN_IMAGE_SIZE)
 
 
 @dataclass(frozen=True)
 class EmbedConfig:
+    """Embed the catalogue images of `collections` with `model`: CPU decode tasks feed
+    `num_actors` embedding actors; parts of `rows_per_file` rows go to `embeddings/<model_tag>/`."""
+
     out: str = "drawmatch-out"
     model: ModelConfig = field(default_factory=ModelConfig)
-    collections: tuple[str, ...] = ("drawing", "artwork")
+    collections: tuple[str, ...] = choice(("drawing", "artwork"), "drawing", "artwork")
     include_styled: bool = False
     batch_size: int = 4
     num_actors: int = 1
@@ -280,23 +404,46 @@ class EmbedConfig:
     max_image_pixels: int = 200_000_000
     ray: RayConfig = field(default_factory=RayConfig)
 
+    def __post_init__(self) -> None:
+        _names(self, "out")
+        _check_choices(self)
+        for key in ("batch_size", "num_actors", "decode_batch_size", "rows_per_file"):
+            _at_least(key, getattr(self, key), 1)
+        # a task or actor without CPUs is never limited by Ray: it would oversubscribe the node
+        _above("cpus_per_actor", self.cpus_per_actor, 0)
+        _above("decode_cpus", self.decode_cpus, 0)
+        _at_least("gpus_per_actor", self.gpus_per_actor, 0)
+        _at_least("decode_concurrency", self.decode_concurrency, 1)
+        _at_least("max_image_pixels", self.max_image_pixels, 1)
+
 
 @dataclass(frozen=True)
 class IndexConfig:
+    """A FAISS index of the artworks' embeddings: `flat` (exact), `ivf` (`nlist` lists, `nprobe`
+    searched) or `hnsw` (`hnsw_m` links per node, `ef_search` candidates)."""
+
     out: str = "drawmatch-out"
     model_tag: str | None = None
-    kind: str = "flat"
+    kind: str = choice("flat", "flat", "ivf", "hnsw")
     nlist: int = 1024
     nprobe: int = 32
     hnsw_m: int = 32
     ef_search: int = 128
 
     def __post_init__(self) -> None:
-        _choice("kind", self.kind, ("flat", "ivf", "hnsw"))
+        _names(self, "out", "model_tag")
+        _check_choices(self)
+        _at_least("nlist", self.nlist, 1)
+        _at_least("nprobe", self.nprobe, 1)
+        _at_least("hnsw_m", self.hnsw_m, 2)
+        _at_least("ef_search", self.ef_search, 1)
 
 
 @dataclass(frozen=True)
 class SearchConfig:
+    """The `k` nearest artworks of `query` (a drawing id or an image file), or of every drawing
+    with `batch=true`; `where.<column>=value` keeps only matching artworks."""
+
     out: str = "drawmatch-out"
     model_tag: str | None = None
     query: str | None = None
@@ -304,18 +451,24 @@ class SearchConfig:
     where: dict[str, str] = field(default_factory=dict)
     batch: bool = False
     batch_output: str | None = None
-    ray: RayConfig = field(default_factory=RayConfig)
     mode: str = "global"
     region: RegionSearchParams = field(default_factory=lambda: RegionSearchParams())
+
+    def __post_init__(self) -> None:
+        _names(self, "out", "model_tag", "query", "batch_output")
+        _at_least("k", self.k, 1)
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
+    """Retrieval metrics (MP, MMP, Recall@`ks`, MAP) of one model on `pairs_csv` or on one set of
+    `split_csv`; with `folds=true`, mean ± std over the train runs matching `runs`."""
+
     out: str = "drawmatch-out"
     model_tag: str | None = None
     pairs_csv: str | None = None
     split_csv: str | None = None
-    split_set: str | None = None
+    split_set: str | None = choice(None, "train", "val", "test")
     ks: tuple[int, ...] = (1, 5, 10, 20, 50, 100, 200, 400)
     output: str | None = None
     folds: bool = False
@@ -324,21 +477,32 @@ class EvaluateConfig:
     region: RegionSearchParams = field(default_factory=lambda: RegionSearchParams())
 
     def __post_init__(self) -> None:
-        if self.split_set is not None:
-            _choice("split_set", self.split_set, ("train", "val", "test"))
+        _names(self, "out", "model_tag", "pairs_csv", "split_csv", "output", "runs")
+        _check_choices(self)
+        _each("ks", self.ks, _at_least, 1)
 
 
 @dataclass(frozen=True)
 class DemoConfig:
+    """The whole pipeline (ingest, augment, embed, index, evaluate) on the bundled demo data, or
+    on `data` (a folder with drawings/, artworks/, artworks.csv, pairs.csv)."""
+
     out: str = "drawmatch-demo"
     data: str | None = None
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True
     image_size: int = 280
     batch_size: int = 4
-    styles: tuple[str, ...] = STYLES
+    styles: tuple[str, ...] = choice(STYLES, *STYLES)
     examples: int = 4
     ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        _names(self, "out", "data", "backbone")
+        _at_least("image_size", self.image_size, MIN_IMAGE_SIZE)
+        _at_least("batch_size", self.batch_size, 1)
+        _check_choices(self)
+        _at_least("examples", self.examples, 1)
 
 
 @dataclass(frozen=True)
@@ -356,13 +520,15 @@ class SplitConfig:
     include_styled: bool = True
 
     def __post_init__(self) -> None:
-        fractions = (self.train, self.val, self.test)
-        if any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        _names(self, "out", "pairs_csv")
+        for key in ("train", "val", "test"):
+            _between(key, getattr(self, key), 0.0, 1.0)
+        if abs(self.train + self.val + self.test - 1.0) > 1e-6:
             raise ConfigError(
-                f"train, val, test: {self.train}, {self.val}, {self.test} must be >= 0 and sum to 1"
+                f"train, val, test: {self.train}, {self.val}, {self.test} must sum to 1"
             )
-        if self.n_folds < 1:
-            raise ConfigError(f"n_folds: {self.n_folds} must be >= 1")
+        _at_least("n_folds", self.n_folds, 1)
+        _at_least("seed", self.seed, 0)
 
 
 @dataclass(frozen=True)
@@ -373,7 +539,7 @@ class TrainConfig:
     fold_csv: str | None = None
     run_name: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss: str = "triplet"
+    loss: str = choice("triplet", "triplet", "contrastive")
     margin: float = 0.7
     lr: float = 1e-6
     weight_decay: float = 1e-4
@@ -386,7 +552,7 @@ class TrainConfig:
     use_styles: bool = True
     train_resize: int = 330
     train_crop: int = 280
-    batchnorm: str = "frozen"
+    batchnorm: str = choice("frozen", "frozen", "sync")
     patience: int = 3
     max_steps_per_epoch: int | None = None
     eval_batch_size: int = 16
@@ -398,13 +564,33 @@ class TrainConfig:
     ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
-        _choice("loss", self.loss, ("triplet", "contrastive"))
-        _choice("batchnorm", self.batchnorm, ("frozen", "sync"))
+        _names(self, "out", "fold_csv")
+        _folder_name("run_name", self.run_name)
+        _check_choices(self)
+        _above("margin", self.margin, 0)
+        _above("lr", self.lr, 0)
+        _at_least("weight_decay", self.weight_decay, 0)
+        _above("lr_gamma", self.lr_gamma, 0)
+        for key in (
+            "lr_step_epochs",
+            "epochs",
+            "batch_size",
+            "n_hardest",
+            "patience",
+            "max_steps_per_epoch",
+            "eval_batch_size",
+            "num_workers",
+        ):
+            _at_least(key, getattr(self, key), 1)
+        _at_least("bank_refresh_steps", self.bank_refresh_steps, 0)  # 0: once per epoch
+        _at_least("train_crop", self.train_crop, MIN_IMAGE_SIZE)
         if self.train_crop > self.train_resize:
-            raise ConfigError("train_crop must not exceed train_resize")
-        for key in ("epochs", "batch_size", "n_hardest", "num_workers"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1")
+            raise ConfigError(
+                f"train_crop: {self.train_crop} must not exceed train_resize ({self.train_resize})"
+            )
+        _above("cpus_per_worker", self.cpus_per_worker, 0)
+        _at_least("max_failures", self.max_failures, -1)  # -1: retry forever (Ray Train)
+        _at_least("seed", self.seed, 0)
 
 
 @dataclass(frozen=True)
@@ -430,11 +616,57 @@ class SweepConfig:
     ray: RayConfig = field(default_factory=RayConfig)
 
     def __post_init__(self) -> None:
-        for key in ("margins", "lrs", "backbones", "use_styles", "n_hardest"):
-            if not getattr(self, key):
-                raise ConfigError(f"{key}: give at least one value")
-        if self.top_k < 1:
-            raise ConfigError("top_k must be >= 1")
+        _names(self, "out")
+        _folder_name("name", self.name)
+        _each("margins", self.margins, _above, 0)
+        _each("lrs", self.lrs, _above, 0)
+        _each("backbones", self.backbones, _not_empty)
+        if not self.use_styles:
+            raise ConfigError("use_styles: give at least one value")
+        _each("n_hardest", self.n_hardest, _at_least, 1)
+        _at_least("screen_fold", self.screen_fold, 0)
+        for key in ("max_folds", "top_k", "grace_period", "max_concurrent_trials"):
+            _at_least(key, getattr(self, key), 1)
+        if self.grace_period > self.base.epochs:
+            raise ConfigError(
+                f"grace_period: {self.grace_period} exceeds base.epochs ({self.base.epochs})"
+            )
+        _at_least("reduction_factor", self.reduction_factor, 2)
+        _at_least("trial_cpus", self.trial_cpus, 0)  # 0: a trial's driver holds no CPU
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """A static HTML report of what the jobs wrote under `out`: `output/index.html` with its
+    images beside it (default `output`: `out/report`).
+
+    `model_tags`: the models compared (empty: every model with embeddings); `drawings`: the
+    drawings of the qualitative sheets (empty: `examples` annotated drawings drawn with `seed`);
+    `pairs_csv`: the annotations shown (default: the pairs file of the models' evaluations);
+    `review_model`: the model whose closest unannotated pairs are listed for review (default:
+    the best by MAP)."""
+
+    out: str = "drawmatch-out"
+    output: str | None = None
+    model_tags: tuple[str, ...] = ()
+    drawings: tuple[str, ...] = ()
+    pairs_csv: str | None = None
+    examples: int = 6
+    seed: int = 0
+    top_k: int = 10
+    samples_per_age_group: int = 6
+    top_countries: int = 30
+    review_candidates: int = 24
+    review_model: str | None = None
+    thumb_size: int = 220
+
+    def __post_init__(self) -> None:
+        _names(self, "out", "output", "pairs_csv", "review_model")
+        for key in ("examples", "samples_per_age_group", "review_candidates"):
+            _at_least(key, getattr(self, key), 0)
+        for key in ("top_k", "top_countries"):
+            _at_least(key, getattr(self, key), 1)
+        _between("thumb_size", self.thumb_size, MIN_IMAGE_SIZE, 1024)
 
 
 SEARCH_MODES = ("global", "region", "fused", "verified")
@@ -452,14 +684,17 @@ class RegionSearchParams:
     weight: float = 1.0
     margin: float = 0.05
     n_hits: int = 2000
-    candidates: int = 100
     verify_top: int = 50
     min_inliers: int = 15
     ratio: float = 0.8
 
     def __post_init__(self) -> None:
-        if self.weight < 0 or self.n_hits < 1 or self.candidates < 1 or self.verify_top < 0:
-            raise ConfigError("region: weight >= 0, n_hits >= 1, candidates >= 1, verify_top >= 0")
+        _at_least("region.weight", self.weight, 0)
+        _between("region.margin", self.margin, -2.0, 2.0)
+        _at_least("region.n_hits", self.n_hits, 1)
+        _at_least("region.verify_top", self.verify_top, 0)
+        _at_least("region.min_inliers", self.min_inliers, 3)
+        _between("region.ratio", self.ratio, 0.01, 1.0)
 
 
 @dataclass(frozen=True)
@@ -500,5 +735,14 @@ class RegionsConfig:
             raise ConfigError("levels: give windows per side, each >= 1")
         if not 0.0 <= self.overlap < 1.0:
             raise ConfigError(f"overlap: {self.overlap} must be in [0, 1)")
-        if self.region_size < 32:
-            raise ConfigError(f"region_size: {self.region_size} is too small (>= 32)")
+        _names(self, "out", "model_tag")
+        _at_least("region_size", self.region_size, MIN_IMAGE_SIZE)
+        for key in ("nlist", "nprobe", "pq_m", "hnsw_m", "ef_search", "n_features"):
+            _at_least(key, getattr(self, key), 1)
+        _at_least("feature_side", self.feature_side, 32)
+        for key in ("batch_size", "num_actors", "decode_batch_size", "rows_per_file"):
+            _at_least(key, getattr(self, key), 1)
+        _above("cpus_per_actor", self.cpus_per_actor, 0)
+        _at_least("gpus_per_actor", self.gpus_per_actor, 0)
+        _above("decode_cpus", self.decode_cpus, 0)
+        _at_least("max_image_pixels", self.max_image_pixels, 1)

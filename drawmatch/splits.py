@@ -29,7 +29,7 @@ import pandas as pd
 
 from drawmatch import storage
 from drawmatch.catalogue import catalogue_path, read_catalogue
-from drawmatch.pairs import PairsError, check_known, read_pairs
+from drawmatch.pairs import PairsError, check_collections, check_known, read_pairs
 from drawmatch.settings import SplitConfig, save_config
 
 log = logging.getLogger(__name__)
@@ -287,6 +287,8 @@ def run(config: SplitConfig) -> SplitResult:
     if storage.exists(catalogue_path(out)):
         catalogue = read_catalogue(out)
         check_known(pairs, set(catalogue["id"].astype(str)), where=str(config.pairs_csv))
+        collection_of = dict(zip(catalogue["id"].astype(str), catalogue["collection"]))
+        check_collections(pairs, collection_of, where=str(config.pairs_csv))
     else:
         print(
             f"no catalogue at {catalogue_path(out)}: splitting the pairs alone (no id check, "

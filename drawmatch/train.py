@@ -16,6 +16,12 @@ Every epoch: validation metrics on the fold's val drawings against the whole gal
 and the metrics through `ray.train.report`, early stopping on validation MAP. At the end: test
 metrics of the best weights and of the pretrained model, side by side. The starting weights are the
 first candidate for "best" (epoch -1): an epoch must beat them on validation MAP to be chosen.
+
+Each worker builds one `Trainer` (model, optimiser, scheduler, loss, bank, loader, fold data); its
+progress is a `TrainState`, which with the state dicts is a checkpoint (`TrainCheckpoint`). A worker
+that restarts (a rerun, or a worker that died: Ray Train's `max_failures`) continues from the last
+checkpoint and records the restart, with the hash of the weights it restored, in `resumes`. Each
+worker writes its host and pid to `runs/<run>/workers/rank-<r>.json`.
 """
 
 from __future__ import annotations
@@ -23,9 +29,13 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
+import pickle
+import socket
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +46,7 @@ from torch import nn
 
 from drawmatch import catalogue as cat
 from drawmatch import storage
-from drawmatch.backbones import create_backbone, load_weights
+from drawmatch.backbones import create_backbone, load_weights, weights_hash
 from drawmatch.images import open_image
 from drawmatch.metrics import retrieval_metrics_from_embeddings
 from drawmatch.preprocess import (
@@ -52,6 +62,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 BEST_MODEL_FILE = "best_model.pt"
 METRICS_FILE = "metrics.json"
 SUMMARY_FILE = "summary.json"
+WORKERS_DIR = "workers"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -169,7 +180,7 @@ class PairDataset(torch.utils.data.Dataset[int]):
 
 
 # ----------------------------------------------------------------------------------------------
-# the loop run by every Ray Train worker
+# embedding and evaluation inside a worker
 
 
 def set_train_mode(model: nn.Module, batchnorm: str) -> None:
@@ -232,207 +243,463 @@ def evaluate_split(
     )
 
 
-def best_val_record(state: dict[str, Any]) -> dict[str, Any]:
-    """Validation record of the best epoch; epoch -1 is the starting (pretrained) model."""
-    if state["best_epoch"] >= 0:
-        return dict(state["history"][state["best_epoch"]])
-    return {"epoch": -1, **{f"val_{k}": v for k, v in state["baseline"].get("val", {}).items()}}
+# ----------------------------------------------------------------------------------------------
+# the trainer's state: with the model, best-model, optimiser and scheduler state dicts, a checkpoint
 
 
-def train_loop(config_dict: dict[str, Any]) -> None:
-    """One Ray Train worker: DDP triplet training with online mining, per-epoch validation,
-    checkpoints, early stopping; final test metrics of the best epoch and the pretrained model."""
-    import ray.train
-    import ray.train.torch
+def _plain(value: Any) -> Any:
+    """A copy made of Python dicts, lists, str, int, float, bool and None (numpy scalars become
+    Python numbers), so that it writes to JSON and loads with `torch.load(weights_only=True)`."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
-    from drawmatch.distributed import world
-    from drawmatch.losses import distributed_step_loss, make_loss
-    from drawmatch.mining import GalleryBank, hardest_negatives
 
-    config = from_dict(TrainConfig, config_dict)
-    rank, world_size = world()
-    torch.manual_seed(config.seed)
-    device = ray.train.torch.get_device()
-    data = load_fold(config)
+def _check_keys(kind: str, data: dict[str, Any], required: set[str], known: set[str]) -> None:
+    missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
+    if missing or unknown:
+        raise ValueError(f"not a drawmatch {kind}: missing {missing}, unknown {unknown}")
 
-    backbone = create_backbone(config.model.backbone, config.model.pretrained, config.model.pooling)
-    if config.model.weights:
-        load_weights(backbone, config.model.weights)
-    loader = ImageLoader(data.paths, config, backbone.mean, backbone.std)
-    net: nn.Module = backbone
-    if config.batchnorm == "sync" and world_size > 1:
-        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-    model: nn.Module = ray.train.torch.prepare_model(net)
-    module: nn.Module = model.module if hasattr(model, "module") else model  # type: ignore[assignment]
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.StepLR(
-        optimizer, step_size=config.lr_step_epochs, gamma=config.lr_gamma
-    )
-    loss_fn = make_loss(config.loss, config.margin)
-    bank = GalleryBank(len(data.gallery), module.dim)  # type: ignore[arg-type]
 
-    def refresh_bank() -> None:
-        bank.refresh(
+@dataclass
+class Resume:
+    """One restart from a checkpoint: the first epoch trained after it, the optimiser steps taken
+    before it, and `drawmatch.backbones.weights_hash` of the weights it restored."""
+
+    epoch: int
+    step: int
+    weights_hash: str
+
+
+@dataclass
+class TrainState:
+    """Where a run stands.
+
+    `epoch`: the next epoch to train; `step`: optimiser steps taken (per worker, all epochs);
+    `best_map`, `best_epoch`: the best validation MAP and its epoch (-1: the starting weights);
+    `bad_epochs`: epochs since the last improvement; `history`: one record per epoch trained, with
+    the weights hash at its end; `baseline`: val and test metrics of the starting weights;
+    `resumes`: every restart from a checkpoint.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    best_map: float = -1.0
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    baseline: dict[str, dict[str, float]] = field(default_factory=dict)
+    resumes: list[Resume] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = _plain(asdict(self))
+        return result
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainState:
+        """The inverse of `to_dict`; `step` and `resumes` may be absent (older checkpoints)."""
+        known = {f.name for f in fields(cls)}
+        _check_keys("train state", data, known - {"step", "resumes"}, known)
+        return cls(
+            epoch=int(data["epoch"]),
+            step=int(data.get("step", 0)),
+            best_map=float(data["best_map"]),
+            best_epoch=int(data["best_epoch"]),
+            bad_epochs=int(data["bad_epochs"]),
+            history=[dict(record) for record in data["history"]],
+            baseline={split: dict(m) for split, m in data["baseline"].items()},
+            resumes=[Resume(**r) for r in data.get("resumes", [])],
+        )
+
+    def best_val_record(self) -> dict[str, Any]:
+        """Validation record of the best epoch; epoch -1 is the starting (pretrained) model."""
+        if self.best_epoch >= 0:
+            return dict(self.history[self.best_epoch])
+        return {"epoch": -1, **{f"val_{k}": v for k, v in self.baseline.get("val", {}).items()}}
+
+
+@dataclass
+class TrainCheckpoint:
+    """What `checkpoint.pt` holds: the state and what it takes to continue training exactly.
+
+    `model`: the latest weights (those of `state.history[-1]`); `best_model`: the best epoch's
+    weights (the starting weights while `state.best_epoch` is -1); `optimizer`, `scheduler`: their
+    state dicts; `config`: the resolved TrainConfig as a plain dict.
+    """
+
+    state: TrainState
+    model: dict[str, torch.Tensor]
+    best_model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    config: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state.to_dict(),
+            "model": self.model,
+            "best_model": self.best_model,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "config": _plain(self.config),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainCheckpoint:
+        known = {f.name for f in fields(cls)}
+        _check_keys("train checkpoint", data, known, known)
+        return cls(
+            state=TrainState.from_dict(data["state"]),
+            model=data["model"],
+            best_model=data["best_model"],
+            optimizer=data["optimizer"],
+            scheduler=data["scheduler"],
+            config=data["config"],
+        )
+
+    def save(self, path: str | Path) -> None:
+        torch.save(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainCheckpoint:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # written before checkpoints held only plain types
+            data = torch.load(path, map_location="cpu", weights_only=False)
+        return cls.from_dict(data)
+
+
+# ----------------------------------------------------------------------------------------------
+# the trainer: one per Ray Train worker
+
+
+class Trainer:
+    """One worker's share of a run: model, optimiser, scheduler, loss, gallery bank, image loader
+    and fold data, built once; `state` is a `TrainState`.
+
+    Under Ray Train, `prepare_model` is `ray.train.torch.prepare_model` (DDP); without it the
+    trainer runs in one process on `device` (not distributed: rank 0 of 1). A run is::
+
+        trainer.restore(checkpoint) or trainer.baseline()
+        for epoch in range(trainer.state.epoch, config.epochs):
+            record, stop = trainer.run_epoch(epoch)      # train_epoch + validate + bookkeeping
+            save trainer.checkpoint() ...
+        summary, metrics = trainer.finish()              # test metrics of the best weights
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        device: torch.device | None = None,
+        prepare_model: Callable[[nn.Module], nn.Module] | None = None,
+    ) -> None:
+        from drawmatch.distributed import world
+        from drawmatch.losses import make_loss
+        from drawmatch.mining import GalleryBank
+
+        self.config = config
+        self.rank, self.world_size = world()
+        self.device = device or torch.device("cpu")
+        torch.manual_seed(config.seed)
+        self.data = load_fold(config)
+        backbone = create_backbone(
+            config.model.backbone, config.model.pretrained, config.model.pooling
+        )
+        if config.model.weights:
+            load_weights(backbone, config.model.weights)
+        self.loader = ImageLoader(self.data.paths, config, backbone.mean, backbone.std)
+        net: nn.Module = backbone
+        if config.batchnorm == "sync" and self.world_size > 1:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        self.model: nn.Module = prepare_model(net) if prepare_model else net.to(self.device)
+        # the bare network, for embedding without DDP collectives and for state dicts
+        self.module: nn.Module = getattr(self.model, "module", self.model)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.StepLR(
+            self.optimizer, step_size=config.lr_step_epochs, gamma=config.lr_gamma
+        )
+        self.loss_fn = make_loss(config.loss, config.margin)
+        self.bank = GalleryBank(len(self.data.gallery), backbone.dim)
+        self.state = TrainState()
+        self.best_model = copy.deepcopy(self.module.state_dict())
+        pairs = PairDataset(len(self.data.train))
+        self.sampler: torch.utils.data.distributed.DistributedSampler[int] = (
+            torch.utils.data.distributed.DistributedSampler(
+                pairs, num_replicas=self.world_size, rank=self.rank, shuffle=True, seed=config.seed
+            )
+        )
+        self.pairs = torch.utils.data.DataLoader(
+            pairs, batch_size=config.batch_size, sampler=self.sampler
+        )
+        self.generator = torch.Generator().manual_seed(config.seed * 1000 + self.rank)
+        self.amp = self.device.type == "cuda"
+
+    # -- building blocks
+
+    def refresh_bank(self) -> None:
+        """Embed the whole gallery with the current weights (a collective: all ranks call it)."""
+        gallery, config = self.data.gallery, self.config
+        self.bank.refresh(
             lambda idx: embed_ids(
-                module,
-                loader,
-                [data.gallery[i] for i in idx.tolist()],
+                self.module,
+                self.loader,
+                [gallery[i] for i in idx.tolist()],
                 config.eval_batch_size,
-                device,
+                self.device,
             ),
             batch_size=max(config.eval_batch_size * 4, 64),
         )
 
-    state: dict[str, Any] = {
-        "epoch": 0,
-        "best_map": -1.0,
-        "best_epoch": -1,
-        "bad_epochs": 0,
-        "history": [],
-        "baseline": {},
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Metrics of `split`'s queries against the bank as it stands."""
+        return evaluate_split(
+            self.module,
+            self.loader,
+            self.data,
+            split,
+            self.bank.embeddings,
+            self.config,
+            self.device,
+        )
+
+    def weights_hash(self) -> str:
+        return weights_hash(self.module)
+
+    # -- a run
+
+    def baseline(self) -> dict[str, dict[str, float]]:
+        """Val and test metrics of the starting weights, which are the first candidate for best:
+        a fine-tune must beat them on validation MAP."""
+        self.refresh_bank()
+        self.state.baseline = {s: self.evaluate(s) for s in ("val", "test")}
+        self.state.best_map = self.state.baseline["val"].get("MAP", -1.0)
+        return self.state.baseline
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """One epoch of steps (at most `max_steps_per_epoch`), then the scheduler's step; returns
+        `train_loss` (mean), `steps`, `global_step`, `mining_share` and `lr`."""
+        config = self.config
+        self.sampler.set_epoch(epoch)
+        if self.bank.refreshes == 0:  # a resumed run: the bank is built with the restored weights
+            self.refresh_bank()
+        set_train_mode(self.model, config.batchnorm)
+        losses: list[float] = []
+        triplets: list[int] = []
+        t_mine = t_step = 0.0
+        for step, idx in enumerate(self.pairs):
+            if config.max_steps_per_epoch is not None and step >= config.max_steps_per_epoch:
+                break
+            if config.bank_refresh_steps and self.bank.due(config.bank_refresh_steps):
+                self.refresh_bank()
+            t0 = time.perf_counter()
+            loss, mining, n_triplets = self.train_step(idx.tolist())
+            losses.append(loss)
+            triplets.append(n_triplets)
+            t_mine += mining
+            t_step += time.perf_counter() - t0
+        self.scheduler.step()
+        return {
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "steps": len(losses),
+            "triplets_per_step": float(np.mean(triplets)) if triplets else 0.0,
+            "global_step": self.state.step,
+            "mining_share": t_mine / t_step if t_step else 0.0,
+            "lr": self.scheduler.get_last_lr()[0],
+        }
+
+    def train_step(self, pair_indices: list[int]) -> tuple[float, float, int]:
+        """One optimiser step on training pairs `pair_indices`: mine a hard negative per anchor
+        in the bank, forward anchors, positives and negatives with gradient, distributed loss.
+        Returns (loss, seconds spent mining, triplets in the batch gathered from all ranks)."""
+        from drawmatch.losses import distributed_step_loss
+        from drawmatch.mining import hardest_negatives
+
+        data, loader, device, config = self.data, self.loader, self.device, self.config
+        rows = data.train.iloc[pair_indices]
+        anchor_ids = rows["anchor_id"].tolist()
+        pos_sets = [data.positives[a] for a in anchor_ids]
+        anchors = loader.train_batch(anchor_ids).to(device)
+        tm = time.perf_counter()
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
+            probe = nn.functional.normalize(self.module(anchors).float(), dim=1)
+        negatives = hardest_negatives(
+            probe.cpu(), self.bank.embeddings.float(), pos_sets, config.n_hardest, self.generator
+        )
+        mining = time.perf_counter() - tm
+        neg_ids = [data.gallery[i] for i in negatives.tolist()]
+        images = torch.cat(
+            [
+                anchors,
+                loader.train_batch(rows["artwork_id"].tolist()).to(device),
+                loader.train_batch(neg_ids).to(device),
+            ]
+        )
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
+            emb = nn.functional.normalize(self.model(images).float(), dim=1)
+        b = len(anchor_ids)
+        ref_labels = torch.cat([torch.tensor(rows["gallery_index"].tolist()), negatives])
+        loss, info = distributed_step_loss(
+            self.loss_fn, emb[:b], pos_sets, emb[b:], ref_labels.to(device), config.loss
+        )
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.bank.step()
+        self.state.step += 1
+        return float(loss.detach()), mining, int(info.triplets[0].numel())
+
+    def validate(self) -> dict[str, float]:
+        """Refresh the bank with the current weights (for validation now, mining next epoch) and
+        return the validation metrics."""
+        self.refresh_bank()
+        return self.evaluate("val")
+
+    def end_epoch(
+        self, epoch: int, trained: dict[str, Any], val: dict[str, float]
+    ) -> tuple[dict[str, Any], bool]:
+        """Book an epoch: best weights, early stopping, history. Returns its record and whether
+        training stops (`patience` epochs without improvement)."""
+        state = self.state
+        val_map = val.get("MAP", 0.0)
+        if val_map > state.best_map:
+            state.best_map, state.best_epoch, state.bad_epochs = val_map, epoch, 0
+            self.best_model = copy.deepcopy(self.module.state_dict())
+        else:
+            state.bad_epochs += 1
+        record = _plain(
+            {
+                "epoch": epoch,
+                **trained,
+                **{f"val_{k}": v for k, v in val.items()},
+                "weights_hash": self.weights_hash(),
+            }
+        )
+        state.history.append(record)
+        state.epoch = epoch + 1
+        return record, state.bad_epochs >= self.config.patience
+
+    def run_epoch(self, epoch: int) -> tuple[dict[str, Any], bool]:
+        """`train_epoch`, `validate`, `end_epoch`."""
+        trained = self.train_epoch(epoch)
+        return self.end_epoch(epoch, trained, self.validate())
+
+    def finish(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Test metrics of the best weights. Returns the run's summary (`metrics.json`) and the
+        final metrics to report. The model keeps its latest weights (the final checkpoint's)."""
+        state = self.state
+        latest = copy.deepcopy(self.module.state_dict())
+        self.module.load_state_dict(self.best_model)
+        self.refresh_bank()
+        test = self.evaluate("test")
+        self.module.load_state_dict(latest)
+        summary = _plain(
+            {
+                "best_epoch": state.best_epoch,
+                "best_val_MAP": state.best_map,
+                "history": state.history,
+                "baseline": state.baseline,
+                "best": {"val": state.best_val_record(), "test": test},
+                "resumes": [asdict(r) for r in state.resumes],
+            }
+        )
+        final = {"finished": True, "epoch": state.epoch - 1, "val_MAP": state.best_map}
+        return summary, {**final, **{f"test_{k}": v for k, v in test.items()}}
+
+    # -- checkpoints
+
+    def checkpoint(self) -> TrainCheckpoint:
+        """The state and the state dicts as they stand (copies of the trainer's own)."""
+        return TrainCheckpoint(
+            state=TrainState.from_dict(self.state.to_dict()),
+            model=copy.deepcopy(self.module.state_dict()),
+            best_model=copy.deepcopy(self.best_model),
+            optimizer=copy.deepcopy(self.optimizer.state_dict()),
+            scheduler=copy.deepcopy(self.scheduler.state_dict()),
+            config=to_dict(self.config),
+        )
+
+    def save(self, directory: str | Path, summary: dict[str, Any] | None = None) -> None:
+        """Write `checkpoint.pt` (and `summary.json`) into `directory`."""
+        self.checkpoint().save(Path(directory) / CHECKPOINT_FILE)
+        if summary is not None:
+            (Path(directory) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+
+    def restore(self, checkpoint: TrainCheckpoint) -> Resume:
+        """Continue from `checkpoint`: weights, optimiser, scheduler, best weights and state.
+        The restart is recorded in `state.resumes` with the hash of the weights restored."""
+        self.module.load_state_dict(checkpoint.model)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.scheduler.load_state_dict(checkpoint.scheduler)
+        self.best_model = copy.deepcopy(checkpoint.best_model)
+        self.state = TrainState.from_dict(checkpoint.state.to_dict())
+        self.bank.refreshes = 0  # built again with the restored weights before the next step
+        resume = Resume(self.state.epoch, self.state.step, self.weights_hash())
+        self.state.resumes.append(resume)
+        print(
+            f"[rank {self.rank}] resumed at epoch {resume.epoch}, step {resume.step}, "
+            f"weights {resume.weights_hash}"
+        )
+        return resume
+
+
+def record_worker(run_dir: str, rank: int, start_epoch: int) -> None:
+    """Write `workers/rank-<r>.json` under the run directory: this worker's host and pid, so that
+    the processes of one run can be told apart from those of other runs on the same hosts."""
+    info = {
+        "run": storage.name(run_dir),
+        "rank": rank,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "start_epoch": start_epoch,
+        "started": time.time(),
     }
-    best_state = copy.deepcopy(module.state_dict())
+    path = storage.join(run_dir, WORKERS_DIR, f"rank-{rank:03d}.json")
+    storage.write_bytes(path, json.dumps(info).encode())
+
+
+def train_loop(config_dict: dict[str, Any]) -> None:
+    """The Ray Train entry function of every worker: restore or start, train and report each
+    epoch with a checkpoint (early stopping), then the test metrics of the best weights."""
+    import ray.train
+    import ray.train.torch
+
+    config = from_dict(TrainConfig, config_dict)
+    trainer = Trainer(config, ray.train.torch.get_device(), ray.train.torch.prepare_model)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as directory:
-            saved = torch.load(
-                Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=False
-            )
-        module.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        best_state = saved["best_model"]
-        state = saved["state"]
-        print(f"[rank {rank}] resumed from epoch {state['epoch']}")
-    else:
-        refresh_bank()
-        state["baseline"] = {
-            s: evaluate_split(module, loader, data, s, bank.embeddings, config, device)
-            for s in ("val", "test")
-        }
-        # The starting weights are the first candidate: a fine-tune must beat them on val.
-        state["best_map"] = state["baseline"]["val"].get("MAP", -1.0)
-
-    def report(
-        metrics: dict[str, Any], model_state: dict[str, Any], summary: dict[str, Any] | None = None
-    ) -> None:
-        """`ray.train.report` with a checkpoint written by rank 0 (and the summary at the end)."""
-        with tempfile.TemporaryDirectory() as directory:
-            checkpoint = None
-            if rank == 0:
-                saved = {
-                    "model": model_state,
-                    "best_model": best_state,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "state": state,
-                    "config": config_dict,
-                }
-                torch.save(saved, Path(directory) / CHECKPOINT_FILE)
-                if summary is not None:
-                    (Path(directory) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-                checkpoint = ray.train.Checkpoint.from_directory(directory)
-            ray.train.report(metrics, checkpoint=checkpoint)
-
-    sampler: torch.utils.data.distributed.DistributedSampler[int] = (
-        torch.utils.data.distributed.DistributedSampler(
-            PairDataset(len(data.train)),
-            num_replicas=world_size,
-            rank=rank,
-            shuffle=True,
-            seed=config.seed,
-        )
-    )
-    pairs_loader = torch.utils.data.DataLoader(
-        PairDataset(len(data.train)), batch_size=config.batch_size, sampler=sampler
-    )
-    generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
-    amp = device.type == "cuda"
-
-    for epoch in range(int(state["epoch"]), config.epochs):
-        sampler.set_epoch(epoch)
-        if bank.refreshes == 0:  # a resumed run: the bank is built with the restored weights
-            refresh_bank()
-        set_train_mode(model, config.batchnorm)
-        losses: list[float] = []
-        t_mine = t_step = 0.0
-        for step, idx in enumerate(pairs_loader):
-            if config.max_steps_per_epoch is not None and step >= config.max_steps_per_epoch:
-                break
-            if config.bank_refresh_steps and bank.due(config.bank_refresh_steps):
-                refresh_bank()
-            t0 = time.perf_counter()
-            rows = data.train.iloc[idx.tolist()]
-            anchor_ids = rows["anchor_id"].tolist()
-            pos_sets = [data.positives[a] for a in anchor_ids]
-            anchors = loader.train_batch(anchor_ids).to(device)
-            tm = time.perf_counter()
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                probe = nn.functional.normalize(module(anchors).float(), dim=1)
-            negatives = hardest_negatives(
-                probe.cpu(), bank.embeddings.float(), pos_sets, config.n_hardest, generator
-            )
-            t_mine += time.perf_counter() - tm
-            neg_ids = [data.gallery[i] for i in negatives.tolist()]
-            images = torch.cat(
-                [
-                    anchors,
-                    loader.train_batch(rows["artwork_id"].tolist()).to(device),
-                    loader.train_batch(neg_ids).to(device),
-                ]
-            )
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                emb = nn.functional.normalize(model(images).float(), dim=1)
-            b = len(anchor_ids)
-            ref_labels = torch.cat([torch.tensor(rows["gallery_index"].tolist()), negatives])
-            loss, _info = distributed_step_loss(
-                loss_fn, emb[:b], pos_sets, emb[b:], ref_labels.to(device), config.loss
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            bank.step()
-            losses.append(float(loss.detach()))
-            t_step += time.perf_counter() - t0
-        scheduler.step()
-
-        refresh_bank()  # with this epoch's weights: validation now, mining next epoch
-        val = evaluate_split(module, loader, data, "val", bank.embeddings, config, device)
-        val_map = val.get("MAP", 0.0)
-        improved = val_map > state["best_map"]
-        if improved:
-            state.update(best_map=val_map, best_epoch=epoch, bad_epochs=0)
-            best_state = copy.deepcopy(module.state_dict())
-        else:
-            state["bad_epochs"] += 1
-        record = {
-            "epoch": epoch,
-            "train_loss": float(np.mean(losses)) if losses else float("nan"),
-            "steps": len(losses),
-            "mining_share": t_mine / t_step if t_step else 0.0,
-            "lr": scheduler.get_last_lr()[0],
-            **{f"val_{k}": v for k, v in val.items()},
-        }
-        state["history"].append(record)
-        state["epoch"] = epoch + 1
-        stop = state["bad_epochs"] >= config.patience
-        report({**record, "val_MAP": val_map, "finished": False}, module.state_dict())
+            trainer.restore(TrainCheckpoint.load(Path(directory) / CHECKPOINT_FILE))
+    run_dir = storage.join(config.out, "runs", ray.train.get_context().get_experiment_name())
+    record_worker(run_dir, trainer.rank, trainer.state.epoch)
+    if not checkpoint:
+        trainer.baseline()
+    for epoch in range(trainer.state.epoch, config.epochs):
+        record, stop = trainer.run_epoch(epoch)
+        _report(trainer, {**record, "val_MAP": record.get("val_MAP", 0.0), "finished": False})
         if stop:
             break
+    summary, metrics = trainer.finish()
+    _report(trainer, metrics, summary)
 
-    latest_state = copy.deepcopy(module.state_dict())
-    module.load_state_dict(best_state)
-    refresh_bank()
-    test = evaluate_split(module, loader, data, "test", bank.embeddings, config, device)
-    summary = {
-        "best_epoch": state["best_epoch"],
-        "best_val_MAP": state["best_map"],
-        "history": state["history"],
-        "baseline": state["baseline"],
-        "best": {"val": best_val_record(state), "test": test},
-    }
-    final = {"finished": True, "epoch": state["epoch"] - 1, "val_MAP": state["best_map"]}
-    report({**final, **{f"test_{k}": v for k, v in test.items()}}, latest_state, summary)
+
+def _report(
+    trainer: Trainer, metrics: dict[str, Any], summary: dict[str, Any] | None = None
+) -> None:
+    """`ray.train.report` with a checkpoint written by rank 0 (and the summary at the end)."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = None
+        if trainer.rank == 0:
+            trainer.save(directory, summary)
+            checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(metrics, checkpoint=checkpoint)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -503,15 +770,13 @@ def run(config: TrainConfig, callbacks: list[Any] | None = None) -> TrainResult:
     if result.checkpoint is None:
         raise RuntimeError(f"training run {name} reported no checkpoint")
     with result.checkpoint.as_directory() as directory:
-        saved = torch.load(
-            Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=False
-        )
+        saved = TrainCheckpoint.load(Path(directory) / CHECKPOINT_FILE)
         summary = json.loads((Path(directory) / SUMMARY_FILE).read_text())
     best_model = storage.join(run_dir, BEST_MODEL_FILE)
     buffer = io.BytesIO()
     torch.save(
         {
-            "model": saved["best_model"],
+            "model": saved.best_model,
             "model_config": to_dict(config.model),
             "epoch": summary["best_epoch"],
         },

@@ -98,3 +98,245 @@ def test_every_example_config_loads():
     for path in configs:
         job = path.stem.removesuffix("-laptop")
         load_config(JOBS[job][0], path)  # raises on any unknown key or wrong type
+
+
+# every key with a range or a set of choices, and values it must refuse (as override text)
+BAD_VALUES: dict[str, dict[str, list[str]]] = {
+    "IngestConfig": {
+        "out": ["''"],
+        "drawings_root": ["''"],
+        "extensions": ["[]", "['']"],
+        "max_image_pixels": ["0", "-1"],
+        "ray.num_cpus": ["0", "-2"],
+        "ray.address": ["''"],
+    },
+    "AugmentConfig": {
+        "styles": ["[]", "[sepia]", "[oil, '']"],
+        "select": ["some"],
+        "max_side": ["0", "-5", "16"],
+        "jpeg_quality": ["0", "101", "-1"],
+        "batch_size": ["0", "-3"],
+        "concurrency": ["0", "-1"],
+        "max_image_pixels": ["0"],
+        "params.oil_size": ["0", "-1"],
+        "params.oil_dyn_ratio": ["0"],
+        "params.watercolor_sigma_s": ["-1", "201"],
+        "params.watercolor_sigma_r": ["-0.1", "1.5"],
+        "params.texture_sigma_s": ["-1", "300"],
+        "params.texture_sigma_r": ["-0.1", "2"],
+        "params.pencil_blur_ksize": ["0", "-3", "100"],
+        "params.pencil_scale": ["0", "-1"],
+    },
+    "EmbedConfig": {
+        "collections": ["[]", "[drawings]"],
+        "batch_size": ["0", "-3"],
+        "num_actors": ["0", "-1"],
+        "cpus_per_actor": ["0", "-1"],
+        "gpus_per_actor": ["-1", "-0.5"],
+        "decode_batch_size": ["0"],
+        "decode_cpus": ["0", "-0.5"],
+        "decode_concurrency": ["0", "-2"],
+        "rows_per_file": ["0", "-1"],
+        "max_image_pixels": ["0"],
+        "model.image_size": ["0", "31", "-280"],
+        "model.pooling": ["mean"],
+        "model.backbone": ["''"],
+        "model.weights": ["''"],
+    },
+    "IndexConfig": {
+        "kind": ["bogus"],
+        "nlist": ["0", "-1"],
+        "nprobe": ["0"],
+        "hnsw_m": ["0", "1"],
+        "ef_search": ["0"],
+        "model_tag": ["''"],
+    },
+    "SearchConfig": {
+        "k": ["0", "-1"],
+        "query": ["''"],
+        "out": ["''"],
+        "region.weight": ["-1"],
+        "region.margin": ["3"],
+        "region.n_hits": ["0"],
+        "region.verify_top": ["-1"],
+        "region.min_inliers": ["2"],
+        "region.ratio": ["0", "1.5"],
+    },
+    "EvaluateConfig": {
+        "region.weight": ["-1"],
+        "region.margin": ["3"],
+        "region.n_hits": ["0"],
+        "region.verify_top": ["-1"],
+        "region.min_inliers": ["2"],
+        "region.ratio": ["0", "1.5"],
+        "ks": ["[]", "[0]", "[1, -5]"],
+        "split_set": ["training", "TEST"],
+        "runs": ["''"],
+    },
+    "RegionsConfig": {
+        "out": ["''"],
+        "model_tag": ["''"],
+        "region_size": ["16"],
+        "levels": ["[]", "[0]"],
+        "overlap": ["1.0", "-0.1"],
+        "index_kind": ["bogus"],
+        "local_features": ["surf"],
+        "nlist": ["0"],
+        "nprobe": ["0"],
+        "pq_m": ["0"],
+        "hnsw_m": ["0"],
+        "ef_search": ["0"],
+        "feature_side": ["8"],
+        "n_features": ["0"],
+        "batch_size": ["0"],
+        "num_actors": ["0"],
+        "cpus_per_actor": ["0"],
+        "gpus_per_actor": ["-1"],
+        "decode_batch_size": ["0"],
+        "decode_cpus": ["0"],
+        "rows_per_file": ["0"],
+        "max_image_pixels": ["0"],
+    },
+    "DemoConfig": {
+        "image_size": ["0", "16"],
+        "batch_size": ["0"],
+        "styles": ["[]", "[sepia]"],
+        "examples": ["0", "-1"],
+        "ray.num_cpus": ["0"],
+    },
+    "SplitConfig": {
+        "n_folds": ["0", "-1"],
+        "seed": ["-1"],
+        "train": ["-0.1", "1.5", "0.9"],
+        "val": ["-0.25"],
+        "test": ["2"],
+    },
+    "TrainConfig": {
+        "loss": ["hinge"],
+        "batchnorm": ["none"],
+        "margin": ["0", "-0.7", ".nan"],
+        "lr": ["0", "-1e-4"],
+        "weight_decay": ["-1e-4"],
+        "lr_step_epochs": ["0"],
+        "lr_gamma": ["0", "-0.1"],
+        "epochs": ["0", "-1"],
+        "batch_size": ["0"],
+        "n_hardest": ["0"],
+        "bank_refresh_steps": ["-1"],
+        "train_resize": ["100"],  # below the default train_crop 280
+        "train_crop": ["16", "400"],
+        "patience": ["0"],
+        "max_steps_per_epoch": ["0"],
+        "eval_batch_size": ["0"],
+        "num_workers": ["0"],
+        "cpus_per_worker": ["0", "-1"],
+        "max_failures": ["-2"],
+        "seed": ["-1"],
+        "run_name": ["''", "a/b", ".."],
+        "model.image_size": ["8"],
+        "model.pooling": ["gem2"],
+    },
+    "SweepConfig": {
+        "name": ["''", "x/y"],
+        "margins": ["[]", "[0]", "[0.7, -1]"],
+        "lrs": ["[]", "[0]"],
+        "backbones": ["[]", "['']"],
+        "use_styles": ["[]"],
+        "n_hardest": ["[]", "[0]"],
+        "screen_fold": ["-1"],
+        "max_folds": ["0"],
+        "top_k": ["0"],
+        "grace_period": ["0", "11"],  # more than base.epochs (10)
+        "reduction_factor": ["1", "0"],
+        "max_concurrent_trials": ["0"],
+        "trial_cpus": ["-0.1"],
+        "base.epochs": ["0"],
+        "base.lr": ["0"],
+        "base.model.image_size": ["0"],
+        "ray.num_cpus": ["0"],
+    },
+}
+CASES = [
+    (cls_name, key, bad)
+    for cls_name, keys in BAD_VALUES.items()
+    for key, values in keys.items()
+    for bad in values
+]
+
+
+@pytest.mark.parametrize("cls_name, key, bad", CASES)
+def test_every_bad_value_is_refused_naming_its_key(cls_name, key, bad):
+    from drawmatch import settings
+
+    cls = getattr(settings, cls_name)
+    with pytest.raises(ConfigError) as err:
+        load_config(cls, None, [f"{key}={bad}"])
+    message = str(err.value)
+    # the full dotted key (a list item as key[i]) is named, and so is the bad value
+    assert message.startswith(key) or message.startswith(f"{key}[") or key in message, message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "cls_name, key, good",
+    [
+        ("EmbedConfig", "gpus_per_actor", "0"),
+        ("EmbedConfig", "decode_concurrency", "null"),
+        ("AugmentConfig", "jpeg_quality", "100"),
+        ("AugmentConfig", "jpeg_quality", "1"),
+        ("TrainConfig", "max_failures", "-1"),
+        ("TrainConfig", "bank_refresh_steps", "0"),
+        ("SweepConfig", "trial_cpus", "0"),
+        ("SplitConfig", "train", "1.0"),  # with val and test below, checked together
+    ],
+)
+def test_edge_values_that_make_sense_are_accepted(cls_name, key, good):
+    from drawmatch import settings
+
+    extra = ["val=0", "test=0"] if cls_name == "SplitConfig" else []
+    load_config(getattr(settings, cls_name), None, [f"{key}={good}", *extra])
+
+
+def test_every_ranged_key_has_bad_values_listed():
+    """Each int/float/choice key of every job's config appears in BAD_VALUES (walked here from
+    the dataclasses, independently of the code under test), unless it has no invalid value."""
+    import dataclasses
+    import typing
+
+    from drawmatch import settings
+
+    unchecked = []
+    for cls_name in BAD_VALUES:
+        cls = getattr(settings, cls_name)
+
+        def walk(tp, prefix=""):
+            hints = typing.get_type_hints(tp)
+            for f in dataclasses.fields(tp):
+                hint = hints[f.name]
+                if dataclasses.is_dataclass(hint):
+                    yield from walk(hint, f"{prefix}{f.name}.")
+                    continue
+                if hint in (int, float, int | None, float | None) or f.name in (
+                    "kind",
+                    "select",
+                    "loss",
+                    "batchnorm",
+                    "pooling",
+                    "split_set",
+                    "styles",
+                ):
+                    yield f"{prefix}{f.name}"
+
+        for key in walk(cls):
+            if key in BAD_VALUES[cls_name]:
+                continue
+            if key.startswith("ray.") and cls_name not in (
+                "IngestConfig",
+                "DemoConfig",
+                "SweepConfig",
+            ):
+                continue  # RayConfig is the same class everywhere: listed under three jobs
+            if cls_name == "SweepConfig" and key.startswith("base."):
+                continue  # TrainConfig's keys, listed under TrainConfig
+            unchecked.append(f"{cls_name}.{key}")
+    assert unchecked == []

@@ -22,7 +22,7 @@ CROSS_CHECK = {"MAP": 24.6, "R@20": 48.9, "MP": 63.8, "MMP": 42.1}
 
 
 def test_demo_reproduces_the_cross_check_figures(demo_out):
-    metrics_files = list((demo_out / "evaluation").glob("*/metrics.json"))
+    metrics_files = list((demo_out / "evaluation").glob("*/metrics-pairs.json"))
     assert [p.parent.name for p in metrics_files] == ["efficientnet_lite0-avg-280-imagenet"]
     report = json.loads(metrics_files[0].read_text())
     metrics = report["metrics"]

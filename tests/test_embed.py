@@ -6,6 +6,8 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -200,3 +202,119 @@ def test_embed_that_leaves_no_cpu_for_decoding_is_refused(ray_local, tiny_collec
     assert not list((Path(out) / "embeddings").glob("*/part-*.parquet"))
     check_resources(RayConfig(autoscaling=True), {"CPU": 99.0}, "a big job", "-")
     assert "waiting for the autoscaler" in capsys.readouterr().out
+
+
+# --- concurrent runs and repeated rows ----------------------------------------------------------
+
+_EMBED_CLI = "import sys; from drawmatch.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def test_two_embed_runs_at_once_one_is_refused_and_each_id_is_stored_once(ray_local, tmp_path):
+    """Two `drawmatch embed` processes on one out= at the same time: one embeds, the other is
+    refused at once with a message naming the first; the store holds every id exactly once."""
+    import os
+    import subprocess
+    import sys
+
+    ids = [f"draw{i:02d}" for i in range(24)]
+    drawings = [
+        make_image(tmp_path / "d" / f"{i}.jpg", (40, 40), seed=n) for n, i in enumerate(ids)
+    ]
+    out = tmp_path / "out"
+    hand_catalogue(out, {"drawing": drawings})
+    address = ray_local.get_runtime_context().gcs_address
+    argv = [
+        "embed",
+        f"out={out}",
+        "model.backbone=tiny",
+        "model.pretrained=false",
+        "model.image_size=32",
+        "rows_per_file=4",
+        "batch_size=2",
+        "decode_cpus=0.25",
+        "cpus_per_actor=0.5",
+        f"ray.address={address}",
+    ]
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _EMBED_CLI, *argv],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    done = [(p.wait(timeout=600), *p.communicate()) for p in runs]
+    codes = sorted(rc for rc, _out, _err in done)
+    assert codes == [0, 1], done
+    refused = next(err for rc, _out, err in done if rc == 1)
+    winner = next(p for p, (rc, _o, _e) in zip(runs, done) if rc == 0)
+    tag = "tiny-avg-32-random"
+    directory = embeddings.embeddings_dir(out, tag)
+    assert (
+        f"drawmatch embed: error: another drawmatch embed run is writing to {directory} "
+        f"(pid {winner.pid} on host "
+    ) in refused
+    assert "wait for it or use another out=" in refused
+    stored = embeddings.stored_ids(directory)
+    assert sorted(stored["id"]) == ids  # each id exactly once on disk
+    assert embed.run(_config(out, "model.image_size=32")).already_done == len(ids)
+
+
+def test_an_embed_run_holding_the_lock_refuses_another_and_releases_it(ray_local, tiny_collection):
+    from drawmatch.locks import JobLockedError, job_lock
+
+    config = _config(tiny_collection)
+    directory = embeddings.embeddings_dir(storage.absolute(tiny_collection), "tiny-avg-48-random")
+    with job_lock(directory, "embed"):
+        with pytest.raises(JobLockedError, match="another drawmatch embed run is writing to"):
+            embed.run(config)
+    assert not list(Path(directory).glob("part-*.parquet"))
+    assert embed.run(config).embedded == 9  # released: the next run goes ahead
+
+
+def test_repeated_rows_left_by_an_older_version_are_read_once_and_dropped_by_a_rerun(
+    ray_local, tiny_collection
+):
+    out = tiny_collection
+    config = _config(out)
+    first = embed.run(config)
+    directory = Path(embeddings.embeddings_dir(out, first.model_tag))
+    ids, emb = embeddings.read_embeddings(out, first.model_tag)
+    # what two unlocked runs left: every part written twice, and one id twice inside one part
+    for part in embeddings.part_files(directory):
+        table = pq.read_table(part)
+        embeddings.write_part(str(directory), table)
+        embeddings.write_part(str(directory), pa.concat_tables([table.slice(0, 1)] * 2))
+    assert len(embeddings.stored_ids(str(directory))) > 2 * len(ids)
+    again_ids, again = embeddings.read_embeddings(out, first.model_tag, ids=ids)
+    np.testing.assert_allclose(again, emb)
+    assert sorted(embeddings.read_embeddings(out, first.model_tag)[0]) == sorted(ids)
+
+    rerun = embed.run(config)
+    assert rerun.embedded == 0  # nothing lost: the first row of every id is kept
+    stored = embeddings.stored_ids(str(directory))
+    assert sorted(stored["id"]) == sorted(ids)
+    _ids, after = embeddings.read_embeddings(out, first.model_tag, ids=ids)
+    np.testing.assert_allclose(after, emb)
+
+
+def test_drop_rows_keeps_the_current_row_of_an_id_stored_with_old_and_new_content(tmp_path):
+    directory = str(tmp_path / "emb")
+    one = np.eye(4, dtype=np.float32)
+    tag, whash = "tiny-avg-48-random", "h"
+    embeddings.write_part(
+        directory, embeddings.embeddings_table(["x", "y"], ["old", "sy"], one[:2], tag, whash)
+    )
+    embeddings.write_part(
+        directory,
+        embeddings.embeddings_table(["x", "y", "y"], ["new", "sy", "sy"], one[1:], tag, whash),
+    )
+    stored = embeddings.stored_ids(directory)
+    current = pd.DataFrame({"id": ["x", "y"], "sha256": ["new", "sy"]})
+    assert embeddings.drop_rows(directory, stored, current) == 3  # old x, two repeats of y
+    after = embeddings.stored_ids(directory)
+    assert sorted(zip(after["id"], after["sha256"])) == [("x", "new"), ("y", "sy")]

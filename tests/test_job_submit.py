@@ -238,7 +238,9 @@ def test_submitted_jobs_read_and_write_an_object_store(ray_head, s3_server, tmp_
     topk = storage.read_parquet(f"{out}/candidates/tiny-avg-32-random/topk.parquet").to_pandas()
     assert sorted(topk["drawing_id"].unique()) == [f"draw{i}" for i in range(4)]
     assert len(topk) == 4 * 2
-    metrics = json.loads(storage.read_text(f"{out}/evaluation/tiny-avg-32-random/metrics.json"))
+    metrics = json.loads(
+        storage.read_text(f"{out}/evaluation/tiny-avg-32-random/metrics-pairs.json")
+    )
     assert metrics["metrics"]["n_pairs"] == 4
     assert storage.is_file(f"{out}/folds/fold_00.csv")
     summary = json.loads(storage.read_text(f"{out}/runs/on-s3/metrics.json"))

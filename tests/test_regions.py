@@ -254,6 +254,27 @@ def test_evaluate_modes_and_fusion_off_equals_global(region_run):
         )
     )
     assert off.metrics == pytest.approx(base.metrics)
-    assert Path(off.path).name == "metrics_fused.json"
+    assert Path(off.path).name == "metrics-pairs-fused.json"
     verified = evaluate.run(EvaluateConfig(out=str(out), pairs_csv=pairs, mode="verified"))
     assert verified.metrics["R@1"] == pytest.approx(100.0)
+
+
+def test_stale_regions_are_dropped_whole(tmp_path):
+    """An artwork whose content changed loses all its region rows; a second copy of an artwork in
+    a later part (two runs at once) is dropped whole; the rest stays."""
+    from drawmatch.embeddings import stored_ids, write_part
+    from drawmatch.region_embedder import regions_table
+
+    def part(ids: list[str], sha: str) -> None:
+        n = len(ids)
+        table = regions_table(
+            ids, [sha] * n, np.arange(n), np.zeros((n, 4)), np.ones((n, 2)), "t", "w", {}
+        )
+        write_part(str(tmp_path), table)
+
+    part(["a", "a", "a", "b", "b", "b"], "old")
+    part(["a", "a", "a"], "old")
+    current = pd.DataFrame({"id": ["a", "b"], "sha256": ["old", "new"]})
+    assert regions.drop_stale_regions(str(tmp_path), current) == 6
+    left = stored_ids(str(tmp_path))
+    assert left["id"].tolist() == ["a", "a", "a"] and left["part"].nunique() == 1

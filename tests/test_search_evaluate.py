@@ -52,7 +52,7 @@ def test_search_one_drawing_matches_brute_force(searchable):
     ids, dist = _brute_force(out, tag, "draw0", gallery)
     assert result["artwork_id"].tolist() == ids[:3]
     np.testing.assert_allclose(result["distance"], dist[:3], atol=1e-5)
-    assert result["rank"].tolist() == [0, 1, 2]
+    assert result["rank"].tolist() == [1, 2, 3]  # 1-based, as people read ranks
 
 
 def test_search_an_image_file_and_filter_by_artist(searchable):
@@ -154,3 +154,71 @@ def test_evaluate_folds_aggregates_runs_into_mean_and_std(tmp_path, capsys):
     assert tables["test/fine-tuned"]["MP"] == pytest.approx([3.0, 0.0])
     assert "train_loss" not in tables["val/fine-tuned"]
     assert "25.00 ± 7.07" in capsys.readouterr().out
+
+
+# --- consistency: result names, ids in the wrong collection, repeated rows ----------------------
+
+
+def test_evaluations_on_different_pairs_files_do_not_overwrite_each_other(searchable, tmp_path):
+    out, tag, _root = searchable
+    full = pd.DataFrame({"drawing_id": ["draw0", "draw1", "draw2"], "artwork_id": ["art0"] * 3})
+    full.to_csv(tmp_path / "pairs.csv", index=False)
+    full.iloc[:1].to_csv(tmp_path / "subset.csv", index=False)
+    folds = full.assign(set=["train", "test", "test"], pair_id=range(3), parent_id="")
+    folds.to_csv(tmp_path / "fold_00.csv", index=False)
+    a = evaluate.run(EvaluateConfig(out=str(out), pairs_csv=str(tmp_path / "pairs.csv")))
+    b = evaluate.run(EvaluateConfig(out=str(out), pairs_csv=str(tmp_path / "subset.csv")))
+    c = evaluate.run(
+        EvaluateConfig(out=str(out), split_csv=str(tmp_path / "fold_00.csv"), split_set="test")
+    )
+    where = Path(out) / "evaluation" / tag
+    assert [a.path, b.path, c.path] == [
+        str(where / "metrics-pairs.json"),
+        str(where / "metrics-subset.json"),
+        str(where / "metrics-fold_00-test.json"),
+    ]
+    sizes = [json.loads(Path(r.path).read_text())["metrics"]["n_pairs"] for r in (a, b, c)]
+    assert sizes == [3, 1, 2]
+    for name in ("pairs", "subset", "fold_00-test"):
+        assert (where / f"evaluate_config-{name}.yaml").is_file()
+
+
+def test_evaluate_refuses_pairs_that_put_an_artwork_as_drawing_or_back(searchable, tmp_path):
+    out, _tag, _root = searchable
+    pd.DataFrame(
+        {"drawing_id": ["draw0", "art1", "art2"], "artwork_id": ["art0", "art3", "draw1"]}
+    ).to_csv(tmp_path / "p.csv", index=False)
+    with pytest.raises(PairsError) as err:
+        evaluate.run(EvaluateConfig(out=str(out), pairs_csv=str(tmp_path / "p.csv")))
+    assert "2 drawing_id(s) that are artworks: art1, art2" in str(err.value)
+    assert "1 artwork_id(s) that are drawings: draw1" in str(err.value)
+
+
+def test_repeated_embedding_rows_change_no_result(searchable, tmp_path):
+    """Parts written twice (two unlocked runs of an older version): index, search, batch search
+    and evaluate see each id once and give the results of the clean store."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    clean, tag, _root = searchable
+    out = tmp_path / "out"
+    shutil.copytree(clean, out)
+    directory = Path(embeddings.embeddings_dir(out, tag))
+    for part in embeddings.part_files(directory):
+        embeddings.write_part(str(directory), pq.read_table(part))
+    assert len(embeddings.stored_ids(str(directory))) == 2 * 11  # draw3, a verso, is never embedded
+    pd.DataFrame({"drawing_id": ["draw0", "draw1"], "artwork_id": ["art0", "art5"]}).to_csv(
+        tmp_path / "pairs.csv", index=False
+    )
+    evaluated = [
+        evaluate.run(EvaluateConfig(out=str(o), pairs_csv=str(tmp_path / "pairs.csv"))).metrics
+        for o in (clean, out)
+    ]
+    assert evaluated[0] == evaluated[1]
+    assert index.run(IndexConfig(out=str(out))).size == 8
+    one = [search.run(SearchConfig(out=str(o), query="draw0", k=8)) for o in (clean, out)]
+    pd.testing.assert_frame_equal(one[0], one[1])
+    batch = pd.read_parquet(search.run(SearchConfig(out=str(out), batch=True, k=8)))
+    assert len(batch) == 3 * 8  # three searchable drawings (draw3 is a verso), each id once
+    assert not batch.duplicated(["drawing_id", "artwork_id"]).any()

@@ -53,6 +53,9 @@ def test_training_lowers_the_loss_and_writes_usable_checkpoints(ray_local, fold)
     assert all(h["steps"] == 2 for h in history)  # 8 pairs / (2 workers x 2 per step)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert 0.0 <= history[0]["mining_share"] < 1.0
+    # 4 anchors gathered from 2 workers, 8 refs (their positives and mined negatives): each anchor
+    # has >= 1 positive and >= 1 negative ref, and p * n <= 4 * 4 with p + n = 8
+    assert all(4 <= h["triplets_per_step"] <= 4 * 16 for h in history)
     assert result.summary["baseline"]["test"]["n_queries"] == 2
     assert result.summary["best"]["test"]["n_queries"] == 2
     run_dir = Path(result.run_dir)
@@ -76,9 +79,12 @@ def test_training_lowers_the_loss_and_writes_usable_checkpoints(ray_local, fold)
             ],
         )
     )
-    assert "-ft-" in embedded.model_tag and embedded.embedded == 2 * N_PAIRS
+    assert embedded.embedded == 2 * N_PAIRS
     saved = torch.load(result.best_model, weights_only=True)
     assert saved["epoch"] == result.summary["best_epoch"]
+    # Its tag says what the weights are: fine-tuned ones only if an epoch beat the starting
+    # weights (the other case has its own test below).
+    assert ("-ft-" in embedded.model_tag) == (result.summary["best_epoch"] >= 0)
 
 
 def test_a_run_resumes_from_its_last_checkpoint(ray_local, fold):
@@ -92,44 +98,133 @@ def test_a_run_resumes_from_its_last_checkpoint(ray_local, fold):
     assert again.summary["baseline"] == first.summary["baseline"]
 
 
-def _train_worker_pids() -> list[int]:
-    """Processes of Ray Train workers (Ray titles them `ray::RayTrainWorker...`)."""
+def test_a_checkpoint_is_a_typed_state_that_restores_a_trainer_exactly(fold, tmp_path):
+    """In one process, without Ray: a trainer's checkpoint holds its TrainState (plain types, so
+    it loads with weights_only=True) and state dicts; a fresh trainer restored from it has the
+    same weights, optimiser and scheduler state and counters, and records the restart."""
+    from drawmatch.backbones import weights_hash
+
+    out, fold_csv = fold
+    config = _config(out, fold_csv, "num_workers=1", "epochs=3")
+    trainer = train.Trainer(config)
+    baseline = trainer.baseline()
+    assert baseline["val"]["n_queries"] == 2 and trainer.state.best_map == baseline["val"]["MAP"]
+    record, stop = trainer.run_epoch(0)
+    assert not stop and record["steps"] == 4 and record["global_step"] == 4  # 8 pairs / 2
+    assert record["weights_hash"] == trainer.weights_hash()
+    trainer.save(tmp_path)
+
+    raw = torch.load(tmp_path / train.CHECKPOINT_FILE, weights_only=True)
+    assert set(raw) == {"state", "model", "best_model", "optimizer", "scheduler", "config"}
+    state = train.TrainState.from_dict(raw["state"])
+    assert state == trainer.state and state.to_dict() == raw["state"]
+    assert (state.epoch, state.step, state.resumes) == (1, 4, [])
+    assert json.loads(json.dumps(raw["state"])) == raw["state"]  # plain data
+
+    again = train.Trainer(config)
+    resume = again.restore(train.TrainCheckpoint.load(tmp_path / train.CHECKPOINT_FILE))
+    assert resume == train.Resume(epoch=1, step=4, weights_hash=record["weights_hash"])
+    assert again.state.resumes == [resume]
+    assert (
+        again.weights_hash() == trainer.weights_hash() != weights_hash(train.Trainer(config).module)
+    )
+    assert again.scheduler.state_dict() == trainer.scheduler.state_dict()
+    assert again.optimizer.state_dict()["state"][0]["step"] == 4
+    record1, _ = again.run_epoch(1)
+    assert record1["global_step"] == 8 and [h["epoch"] for h in again.state.history] == [0, 1]
+    summary, final = again.finish()
+    assert summary["resumes"] == [{"epoch": 1, "step": 4, "weights_hash": record["weights_hash"]}]
+    assert final["finished"] and final["epoch"] == 1
+    assert again.weights_hash() == record1["weights_hash"]  # finish keeps the latest weights
+
+    with pytest.raises(ValueError, match="train state"):
+        train.TrainState.from_dict({"epoch": 1})
+
+
+def _own_worker(run_dir: Path, rank: int) -> int | None:
+    """The pid of rank `rank` of this run, from the file the worker wrote at its start, if that
+    process is alive and is a Ray Train worker (not a recycled pid)."""
     import psutil
 
-    pids = []
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if cmdline.startswith("ray::RayTrainWorker"):
-            pids.append(int(proc.info["pid"]))
-    return sorted(pids)
+    path = run_dir / train.WORKERS_DIR / f"rank-{rank:03d}.json"
+    if not path.is_file():
+        return None
+    info = json.loads(path.read_text())
+    assert info["run"] == run_dir.name and info["rank"] == rank
+    try:
+        cmdline = " ".join(psutil.Process(info["pid"]).cmdline())
+    except psutil.Error:
+        return None
+    return int(info["pid"]) if cmdline.startswith("ray::RayTrainWorker") else None
 
 
 def test_a_killed_worker_does_not_lose_the_run(ray_local, fold):
+    """A worker of this run (found by the pid it recorded, never another job's) is killed once a
+    checkpoint is registered; the run must resume from that checkpoint (not from scratch): the
+    epoch and step counters continue and the restored weights are the checkpoint's."""
     import os
     import signal
 
     out, fold_csv = fold
-    config = _config(out, fold_csv, "epochs=3", "run_name=killed", "max_failures=2")
+    config = _config(out, fold_csv, "epochs=4", "run_name=killed", "max_failures=2")
     run_dir = Path(out) / "runs" / "killed"
     killed: list[int] = []
 
-    def kill_after_first_checkpoint() -> None:
+    def kill_after_a_registered_checkpoint() -> None:
+        # A worker's reports go through a queue of one: once a third checkpoint is written the
+        # first has certainly been taken by the controller, so the restart must use a checkpoint.
+        seen: set[str] = set()
         deadline = time.time() + 300
-        while time.time() < deadline and not killed:
-            workers = _train_worker_pids()
-            if list(run_dir.glob("checkpoint_*")) and workers:
-                os.kill(workers[-1], signal.SIGKILL)
-                killed.append(workers[-1])
+        while time.time() < deadline:
+            seen |= {p.name for p in run_dir.glob("checkpoint_*")}
+            pid = _own_worker(run_dir, rank=1)
+            if len(seen) >= 3 and pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
                 return
-            time.sleep(0.2)
+            time.sleep(0.1)
 
-    killer = threading.Thread(target=kill_after_first_checkpoint, daemon=True)
+    killer = threading.Thread(target=kill_after_a_registered_checkpoint, daemon=True)
     killer.start()
     result = train.run(config)
     killer.join(timeout=5)
-    assert killed, "no worker was killed"
-    history = result.summary["history"]
-    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert killed, "no worker of this run was killed"
+    summary = result.summary
+    history = summary["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]  # each epoch once, none lost
+    steps = [h["steps"] for h in history]
+    assert [h["global_step"] for h in history] == [sum(steps[: i + 1]) for i in range(4)]
+    # It resumed from a checkpoint, with that checkpoint's weights.
+    (resume,) = summary["resumes"]
+    assert 1 <= resume["epoch"] <= 3
+    before = history[resume["epoch"] - 1]
+    assert resume["step"] == before["global_step"]
+    assert resume["weights_hash"] == before["weights_hash"]
+    # The worker that replaced the killed one recorded itself, starting at the resumed epoch.
+    info = json.loads((run_dir / train.WORKERS_DIR / "rank-001.json").read_text())
+    assert info["pid"] != killed[0] and info["start_epoch"] == resume["epoch"]
+
+
+def test_a_run_that_keeps_its_starting_weights_embeds_as_the_starting_model(ray_local, fold):
+    """Best epoch -1 (no epoch beat the starting weights): best_model.pt holds the starting
+    weights, and embedding with it gives the starting model's tag and weights hash, not `-ft-`."""
+    out, fold_csv = fold
+    result = train.run(
+        _config(out, fold_csv, "epochs=1", "patience=1", "lr=1e-12", "run_name=kept")
+    )
+    assert result.summary["best_epoch"] == -1
+    assert torch.load(result.best_model, weights_only=True)["epoch"] == -1
+
+    def embedded(*weights: str) -> embed.EmbedResult:
+        model = ["model.backbone=tiny", "model.pretrained=false", "model.image_size=32"]
+        return embed.run(load_config(EmbedConfig, None, [f"out={out}", *model, *weights]))
+
+    start = embedded()
+    kept = embedded(f"model.weights={result.best_model}")
+    assert kept.model_tag == start.model_tag and start.model_tag.endswith("-random")
+    assert kept.weights_hash == start.weights_hash
+    info = json.loads((Path(kept.directory) / "model.json").read_text())
+    assert info["model_tag"] == start.model_tag and info["weights_hash"] == start.weights_hash
 
 
 def test_train_config_is_checked_before_any_work(tmp_path):

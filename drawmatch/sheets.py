@@ -1,0 +1,127 @@
+"""Contact sheets: rows of labelled thumbnails as one image (the demo's `contact_sheet.jpg`).
+
+Labels are wrapped to the tile's width and never cut, so a full id always shows; a legend above
+the rows says what the frames and numbers mean. Also makes the thumbnails the report embeds.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from drawmatch import storage
+from drawmatch.images import ImageError, open_image
+
+THUMB = 180
+GAP = 10
+PAD = 4
+FONT_SIZE = 12
+LINE = FONT_SIZE + 3
+ANNOTATED = (30, 140, 60)
+OTHER = (190, 190, 190)
+QUERY = (40, 80, 160)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One thumbnail: `label` lines (split by "\\n") are each wrapped to the tile width.
+    `kind`: `annotated` (framed green), `query` (framed blue) or `other`."""
+
+    path: str
+    label: str
+    kind: str = "other"
+
+
+@lru_cache(maxsize=4)
+def font(size: int = FONT_SIZE) -> Any:
+    return ImageFont.load_default(size=size)
+
+
+def wrap(text: str, width: int, size: int = FONT_SIZE) -> list[str]:
+    """Lines of `text` that each fit `width` pixels: broken at spaces, `_` and `-` where it can
+    and inside a word where it must; every character is kept."""
+    f = font(size)
+    lines: list[str] = []
+    for paragraph in text.split("\n"):
+        line = ""
+        for ch in paragraph:
+            if f.getlength(line + ch) <= width or not line:
+                line += ch
+                continue
+            cut = max(line.rfind(" "), line.rfind("_"), line.rfind("-"))
+            if cut >= len(line) // 3:
+                lines.append(line[: cut + 1].rstrip())
+                line = line[cut + 1 :].lstrip() + ch
+            else:
+                lines.append(line)
+                line = ch
+        lines.append(line)
+    return lines
+
+
+def thumbnail(path: str, size: int) -> Image.Image:
+    """The image at `path` fitted in a `size` square (aspect kept); a grey card naming the
+    problem if it cannot be read."""
+    try:
+        img = open_image(path, draft_size=size)
+        return ImageOps.contain(img, (size, size))
+    except ImageError as exc:
+        card = Image.new("RGB", (size, size), (235, 235, 235))
+        ImageDraw.Draw(card).text((6, size // 2), exc.reason, fill="red", font=font())
+        return card
+
+
+def _tile_image(tile: Tile, label_lines: int) -> Image.Image:
+    lines = wrap(tile.label, THUMB - 2 * PAD)
+    canvas = Image.new("RGB", (THUMB, THUMB + PAD + label_lines * LINE), "white")
+    img = thumbnail(tile.path, THUMB - 12)
+    canvas.paste(img, ((THUMB - img.width) // 2, (THUMB - img.height) // 2))
+    draw = ImageDraw.Draw(canvas)
+    colour = {"annotated": ANNOTATED, "query": QUERY}.get(tile.kind, OTHER)
+    draw.rectangle(
+        [0, 0, THUMB - 1, THUMB - 1], outline=colour, width=1 if tile.kind == "other" else 5
+    )
+    for i, line in enumerate(lines):
+        draw.text((PAD, THUMB + PAD + LINE * i), line, fill="black", font=font())
+    return canvas
+
+
+def _legend(lines: list[str], width: int) -> Image.Image:
+    wrapped = [w for line in lines for w in wrap(line, width - 2 * GAP - 40, FONT_SIZE + 1)]
+    img = Image.new("RGB", (width, GAP * 2 + (LINE + 1) * len(wrapped)), (245, 245, 245))
+    draw = ImageDraw.Draw(img)
+    y = GAP
+    for line in wrapped:
+        draw.text((GAP, y), line, fill="black", font=font(FONT_SIZE + 1))
+        y += LINE + 1
+    return img
+
+
+def contact_sheet(
+    rows: list[list[Tile]], target: str | Path, legend: list[str] | None = None
+) -> str:
+    """Write one row of thumbnails per list of tiles, under a legend (lines of text), as JPEG."""
+    if not rows:
+        raise ValueError("a contact sheet needs at least one row")
+    width = max(len(r) for r in rows) * (THUMB + GAP) + GAP
+    row_lines = [max(len(wrap(t.label, THUMB - 2 * PAD)) for t in row) for row in rows]
+    head = _legend(legend, width) if legend else None
+    top = head.height if head else 0
+    heights = [THUMB + PAD + n * LINE for n in row_lines]
+    sheet = Image.new("RGB", (width, top + sum(heights) + GAP * (len(rows) + 1)), (245, 245, 245))
+    if head:
+        sheet.paste(head, (0, 0))
+    y = top + GAP
+    for row, lines, height in zip(rows, row_lines, heights):
+        for c, tile in enumerate(row):
+            sheet.paste(_tile_image(tile, lines), (GAP + c * (THUMB + GAP), y))
+        y += height + GAP
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="JPEG", quality=90)
+    storage.write_bytes(target, buffer.getvalue())
+    return str(target)
