@@ -30,6 +30,11 @@ JOBS: dict[str, tuple[type, str, str]] = {
     "augment": (settings.AugmentConfig, "drawmatch.augment", "write style-augmented copies"),
     "embed": (settings.EmbedConfig, "drawmatch.embed", "embed catalogue images with a CNN"),
     "index": (settings.IndexConfig, "drawmatch.index", "build a FAISS index of artworks"),
+    "regions": (
+        settings.RegionsConfig,
+        "drawmatch.regions",
+        "region embeddings, region index and local features of artworks",
+    ),
     "search": (settings.SearchConfig, "drawmatch.search", "top-k artworks for a drawing"),
     "evaluate": (settings.EvaluateConfig, "drawmatch.evaluate", "retrieval metrics for pairs"),
     "split": (settings.SplitConfig, "drawmatch.splits", "artwork-disjoint train/val/test folds"),

@@ -24,7 +24,7 @@ from drawmatch import storage
 from drawmatch.embeddings import pick_model_tag, read_embeddings, read_model_info
 from drawmatch.metrics import aggregate, format_table, retrieval_metrics_from_embeddings
 from drawmatch.pairs import check_collections, check_known, read_pairs
-from drawmatch.settings import EvaluateConfig, save_config
+from drawmatch.settings import EvaluateConfig, save_config, to_dict
 
 MAP_DEFINITION = (
     "MAP: standard average precision over the full ranking, (1/|R|) * sum of precision at the "
@@ -154,14 +154,25 @@ def run_pairs(config: EvaluateConfig) -> EvaluateResult:
     tag = pick_model_tag(config.out, config.model_tag)
     catalogue = cat.read_catalogue(config.out)
     pairs = evaluation_pairs(config, catalogue)
-    metrics, skipped = evaluate_model(config.out, tag, pairs, catalogue, tuple(config.ks))
+    if config.mode == "global":
+        metrics, skipped = evaluate_model(config.out, tag, pairs, catalogue, tuple(config.ks))
+    else:  # region modes (partial copies): drawmatch.region_search
+        from drawmatch.region_search import evaluate_mode
+
+        metrics, skipped = evaluate_mode(
+            config.out, tag, pairs, catalogue, tuple(config.ks), config.mode, config.region
+        )
     label = result_label(config)
+    if config.mode != "global":
+        label = f"{label}-{config.mode}"
     target = config.output or storage.join(config.out, "evaluation", tag, f"metrics-{label}.json")
     report: dict[str, Any] = {
         "model_tag": tag,
         "weights_hash": read_model_info(config.out, tag)["weights_hash"],
         "pairs": str(config.split_csv or config.pairs_csv),
         "set": config.split_set,
+        "mode": config.mode,
+        "region": to_dict(config.region) if config.mode != "global" else None,
         "gallery_size": len(cat.gallery_ids(catalogue)),
         "metrics": metrics,
         "definitions": MAP_DEFINITION,

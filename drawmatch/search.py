@@ -113,6 +113,13 @@ def search_batch(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> str
 def run(config: SearchConfig) -> pd.DataFrame | str:
     tag = pick_model_tag(config.out, config.model_tag)
     catalogue = cat.read_catalogue(config.out)
+    if config.mode != "global":  # region modes (partial copies): drawmatch.region_search
+        from drawmatch.region_search import search_mode
+
+        result_or_path = search_mode(config, catalogue, tag)
+        if isinstance(result_or_path, str):
+            save_config(config, storage.join(storage.parent(result_or_path), "search_config.yaml"))
+        return result_or_path
     if config.batch:
         target = search_batch(config, catalogue, tag)
         save_config(config, storage.join(storage.parent(target), "search_config.yaml"))

@@ -456,6 +456,8 @@ class SearchConfig:
     where: dict[str, str] = field(default_factory=dict)
     batch: bool = False
     batch_output: str | None = None
+    mode: str = "global"
+    region: RegionSearchParams = field(default_factory=lambda: RegionSearchParams())
 
     def __post_init__(self) -> None:
         _names(self, "out", "model_tag", "query", "batch_output")
@@ -476,6 +478,8 @@ class EvaluateConfig:
     output: str | None = None
     folds: bool = False
     runs: str = "*"
+    mode: str = "global"
+    region: RegionSearchParams = field(default_factory=lambda: RegionSearchParams())
 
     def __post_init__(self) -> None:
         _names(self, "out", "model_tag", "pairs_csv", "split_csv", "output", "runs")
@@ -773,3 +777,82 @@ class ExportConfig:
     out: str = "drawmatch-out"
     output: str | None = None
     annotators: tuple[str, ...] = ()
+
+
+SEARCH_MODES = ("global", "region", "fused", "verified")
+
+
+@dataclass(frozen=True)
+class RegionSearchParams:
+    """Region search settings of search and evaluate (see `drawmatch.region_search`), used by
+    their `mode`: global (the whole-image embedding only), region (best region of each artwork),
+    fused (global + weight * max(0, region - global - margin)) or verified (fused, then the
+    `verify_top` best candidates checked with local features and RANSAC; `min_inliers` or more
+    inliers put a candidate first, by inlier count). `n_hits` region vectors are read from an
+    approximate index per query."""
+
+    weight: float = 1.0
+    margin: float = 0.05
+    n_hits: int = 2000
+    verify_top: int = 50
+    min_inliers: int = 15
+    ratio: float = 0.8
+
+    def __post_init__(self) -> None:
+        _at_least("region.weight", self.weight, 0)
+        _between("region.margin", self.margin, -2.0, 2.0)
+        _at_least("region.n_hits", self.n_hits, 1)
+        _at_least("region.verify_top", self.verify_top, 0)
+        _at_least("region.min_inliers", self.min_inliers, 3)
+        _between("region.ratio", self.ratio, 0.01, 1.0)
+
+
+@dataclass(frozen=True)
+class RegionsConfig:
+    """The regions job: region embeddings of the artworks at `region_size` px (`levels` windows
+    per side, neighbours overlapping by `overlap`), their index (`index_kind` flat, ivf, ivfpq or hnsw)
+    and local features for verification (`local_features` sift, orb or null)."""
+
+    out: str = "drawmatch-out"
+    model_tag: str | None = None
+    region_size: int = 448
+    levels: tuple[int, ...] = (1, 2, 3)
+    overlap: float = 0.4
+    index_kind: str = "flat"
+    nlist: int = 1024
+    nprobe: int = 32
+    pq_m: int = 64
+    hnsw_m: int = 32
+    ef_search: int = 128
+    local_features: str | None = "sift"
+    feature_side: int = 400
+    n_features: int = 500
+    batch_size: int = 4
+    num_actors: int = 1
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    decode_batch_size: int = 8
+    decode_cpus: float = 0.5
+    rows_per_file: int = 64
+    max_image_pixels: int = 200_000_000
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        _choice("index_kind", self.index_kind, ("flat", "ivf", "ivfpq", "hnsw"))
+        if self.local_features is not None:
+            _choice("local_features", self.local_features, ("sift", "orb"))
+        if not self.levels or min(self.levels) < 1:
+            raise ConfigError("levels: give windows per side, each >= 1")
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigError(f"overlap: {self.overlap} must be in [0, 1)")
+        _names(self, "out", "model_tag")
+        _at_least("region_size", self.region_size, MIN_IMAGE_SIZE)
+        for key in ("nlist", "nprobe", "pq_m", "hnsw_m", "ef_search", "n_features"):
+            _at_least(key, getattr(self, key), 1)
+        _at_least("feature_side", self.feature_side, 32)
+        for key in ("batch_size", "num_actors", "decode_batch_size", "rows_per_file"):
+            _at_least(key, getattr(self, key), 1)
+        _above("cpus_per_actor", self.cpus_per_actor, 0)
+        _at_least("gpus_per_actor", self.gpus_per_actor, 0)
+        _above("decode_cpus", self.decode_cpus, 0)
+        _at_least("max_image_pixels", self.max_image_pixels, 1)

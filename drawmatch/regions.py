@@ -1,0 +1,377 @@
+"""The regions job: region embeddings of the artworks, their FAISS region index and (optionally)
+local features for geometric verification, for finding drawings that copy only a detail.
+
+Ray Data pipeline like the embed job: CPU tasks decode and resize artworks to `region_size`²,
+an actor pool of `RegionEmbedder`s (the same model as the stored global embeddings of `model_tag`,
+rebuilt from its `model.json` and checked by weights hash) turns each image into one vector per box,
+and write tasks store them as Parquet parts under `embeddings/<model_tag>/regions/`. Local features
+(SIFT or ORB keypoints and descriptors) are extracted by CPU tasks into `local_features/`. A rerun
+does only the artworks that are missing or whose content changed; the region index is then rebuilt
+from all stored region vectors (`index/<model_tag>/regions/`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from drawmatch import catalogue as cat
+from drawmatch import storage
+from drawmatch.embeddings import (
+    drop_rows,
+    pick_model_tag,
+    read_model_info,
+    stored_ids,
+    write_part,
+)
+from drawmatch.images import ImageError
+from drawmatch.local_features import SETTINGS_FILE as FEATURES_FILE
+from drawmatch.local_features import (
+    LocalFeatureExtractor,
+    features_dir,
+    features_table,
+    stored_feature_ids,
+)
+from drawmatch.preprocess import load_eval_array
+from drawmatch.region_embedder import (
+    REGIONS_FILE,
+    RegionEmbedder,
+    read_regions,
+    region_boxes,
+    regions_dir,
+    regions_table,
+)
+from drawmatch.region_index import build_region_faiss, region_index_dir, write_region_index
+from drawmatch.settings import RegionsConfig, save_config
+
+
+@dataclass
+class RegionsResult:
+    model_tag: str
+    directory: str
+    selected: int = 0
+    already_done: int = 0
+    embedded: int = 0
+    regions_per_artwork: int = 0
+    index_size: int = 0
+    index_seconds: float = 0.0
+    features_extracted: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+def decode_regions_batch(
+    batch: dict[str, np.ndarray], roots: dict[str, str], size: int, max_pixels: int
+) -> dict[str, np.ndarray]:
+    """Decode catalogue rows and resize to (size, size): `image`, `ok`, `error` as the embed job."""
+    n = len(batch["id"])
+    images = np.zeros((n, size, size, 3), dtype=np.uint8)
+    ok = np.ones(n, dtype=bool)
+    errors = np.array([""] * n, dtype=object)
+    for i in range(n):
+        path = storage.join(roots[str(batch["root"][i])], str(batch["path"][i]))
+        try:
+            images[i] = load_eval_array(path, size, max_pixels)
+        except ImageError as exc:
+            ok[i], errors[i] = False, exc.reason
+    return {
+        "id": batch["id"],
+        "sha256": batch["sha256"],
+        "image": images,
+        "ok": ok,
+        "error": errors,
+    }
+
+
+def write_regions_part(
+    batch: dict[str, np.ndarray],
+    out_dir: str,
+    tag: str,
+    weights_hash: str,
+    settings: dict[str, Any],
+) -> dict[str, np.ndarray]:
+    """Write the ok rows of a region batch as one part; return id, ok, error per input image."""
+    ok = np.asarray(batch["ok"], dtype=bool)
+    if ok.any():
+        table = regions_table(
+            [str(x) for x in batch["id"][ok]],
+            [str(x) for x in batch["sha256"][ok]],
+            np.asarray(batch["region"])[ok],
+            np.asarray(batch["box"])[ok],
+            np.asarray(batch["embedding"])[ok],
+            tag,
+            weights_hash,
+            settings,
+        )
+        write_part(out_dir, table)
+    first = np.asarray(batch["region"]) <= 0  # one row per image: its first region, or its error
+    return {"id": batch["id"][first], "ok": ok[first], "error": batch["error"][first]}
+
+
+def write_features_part(batch: dict[str, np.ndarray], out_dir: str) -> dict[str, np.ndarray]:
+    from drawmatch.local_features import Features
+
+    ok = np.asarray(batch["ok"], dtype=bool)
+    if ok.any():
+        idx = np.flatnonzero(ok)
+        feats = [
+            Features(
+                np.frombuffer(batch["keypoints"][i], np.float32).reshape(-1, 2),
+                np.frombuffer(batch["descriptors"][i], np.uint8).reshape(int(batch["n"][i]), -1),
+                int(batch["width"][i]),
+                int(batch["height"][i]),
+            )
+            for i in idx
+        ]
+        table = features_table(
+            [str(batch["id"][i]) for i in idx], [str(batch["sha256"][i]) for i in idx], feats
+        )
+        write_part(out_dir, table)
+    return {"id": batch["id"], "ok": ok, "error": batch["error"]}
+
+
+def drop_stale_regions(directory: str, current: pd.DataFrame) -> int:
+    """Remove every region row of an artwork whose content changed since (`current`: `id`,
+    `sha256`), and of an artwork stored again in a later part (two runs at once): an artwork's
+    regions are many rows of one part, dropped together. Returns the number of rows dropped."""
+    import pyarrow as pa
+
+    stored = stored_ids(directory)
+    if stored.empty:
+        return 0
+    per_part = stored.drop_duplicates(["id", "part"]).sort_values("part", kind="stable")
+    merged = per_part.merge(current[["id", "sha256"]], on="id", how="left", suffixes=("", "_now"))
+    changed = merged["sha256_now"].notna() & (merged["sha256"] != merged["sha256_now"])
+    repeated = pd.Series(False, index=merged.index)
+    repeated[~changed] = merged.loc[~changed, "id"].duplicated(keep="first")
+    gone = set(zip(merged.loc[changed | repeated, "id"], merged.loc[changed | repeated, "part"]))
+    drop = stored[[(i, p) in gone for i, p in zip(stored["id"], stored["part"])]]
+    for part, part_rows in drop.groupby("part"):
+        table = storage.read_parquet(str(part))
+        keep = np.ones(len(table), dtype=bool)
+        keep[part_rows["row"].to_numpy(dtype=np.int64)] = False
+        if keep.any():
+            storage.write_parquet(table.filter(pa.array(keep)), str(part))
+        else:
+            storage.remove(str(part))
+    return len(drop)
+
+
+def _collect(ds: Any) -> tuple[int, list[tuple[str, str]]]:
+    done = 0
+    errors: list[tuple[str, str]] = []
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        ok = np.asarray(batch["ok"], dtype=bool)
+        done += int(ok.sum())
+        errors.extend(zip(batch["id"][~ok].tolist(), batch["error"][~ok].tolist()))
+    return done, errors
+
+
+def _chunks(todo: pd.DataFrame, rows: int) -> list[pd.DataFrame]:
+    return [todo.iloc[i : i + rows] for i in range(0, len(todo), rows)]
+
+
+def run(config: RegionsConfig) -> RegionsResult:
+    """Embed the regions of the artworks that lack them, extract local features, build the index."""
+    import ray
+
+    from drawmatch.rayutil import check_resources, init_ray
+
+    tag = pick_model_tag(config.out, config.model_tag)
+    info = read_model_info(config.out, tag)
+    whash = str(info["weights_hash"])
+    catalogue = cat.read_catalogue(config.out)
+    roots = cat.read_roots(config.out)
+    gallery = set(cat.gallery_ids(catalogue))
+    rows = catalogue[catalogue["id"].isin(gallery)][["id", "root", "path", "sha256"]]
+    boxes = region_boxes(tuple(config.levels), config.overlap)
+    settings = {
+        "region_size": config.region_size,
+        "levels": list(config.levels),
+        "overlap": config.overlap,
+        "boxes": [[round(float(v), 6) for v in b] for b in boxes],
+    }
+    directory = regions_dir(storage.absolute(config.out), tag)
+    settings_path = storage.join(directory, REGIONS_FILE)
+    if storage.exists(settings_path):
+        old = json.loads(storage.read_text(settings_path))
+        if old.get("boxes") != settings["boxes"] or old.get("region_size") != config.region_size:
+            raise ValueError(
+                f"{directory} holds regions made with other settings ({old.get('region_size')} px,"
+                f" levels {old.get('levels')}, overlap {old.get('overlap')}); remove that folder "
+                "or use the same settings"
+            )
+    storage.makedirs(directory)
+    storage.write_text(settings_path, json.dumps(settings, indent=2))
+    save_config(config, storage.join(directory, "regions_config.yaml"))
+
+    result = RegionsResult(model_tag=tag, directory=str(directory), selected=len(rows))
+    result.regions_per_artwork = len(boxes)
+    drop_stale_regions(directory, rows)
+    done = set(stored_ids(directory)["id"])
+    todo = rows[~rows["id"].isin(done)].reset_index(drop=True)
+    result.already_done = len(rows) - len(todo)
+    feat_todo = pd.DataFrame()
+    feat_dir = ""
+    if config.local_features:
+        feat_dir = features_dir(
+            storage.absolute(config.out), config.local_features, config.feature_side
+        )
+        storage.makedirs(feat_dir)
+        storage.write_text(
+            storage.join(feat_dir, FEATURES_FILE),
+            json.dumps(
+                {
+                    "kind": config.local_features,
+                    "max_side": config.feature_side,
+                    "n_features": config.n_features,
+                }
+            ),
+        )
+        stored = stored_feature_ids(config.out, config.local_features, config.feature_side)
+        drop_rows(feat_dir, stored, rows)
+        have = set(stored_feature_ids(config.out, config.local_features, config.feature_side)["id"])
+        feat_todo = rows[~rows["id"].isin(have)].reset_index(drop=True)
+    print(
+        f"regions {tag}: {len(rows)} artworks, {result.already_done} already done, {len(todo)} "
+        f"to embed ({len(boxes)} regions each at {config.region_size} px)"
+        + (f", {len(feat_todo)} to extract {config.local_features} features" if feat_dir else "")
+    )
+    errors: list[tuple[str, str]] = []
+    if len(todo) or len(feat_todo):
+        init_ray(config.ray)
+        check_resources(
+            config.ray,
+            {
+                "CPU": config.num_actors * config.cpus_per_actor + config.decode_cpus,
+                "GPU": config.num_actors * config.gpus_per_actor,
+            },
+            "the regions job (num_actors x cpus_per_actor + decode_cpus)",
+            "lower cpus_per_actor or decode_cpus (fractions are fine), or num_actors",
+        )
+    if len(todo):
+        model = dict(info["model"])
+        ds: Any = ray.data.from_pandas(_chunks(todo, max(config.decode_batch_size * 4, 1)))
+        ds = ds.map_batches(
+            decode_regions_batch,
+            fn_kwargs={
+                "roots": roots,
+                "size": config.region_size,
+                "max_pixels": config.max_image_pixels,
+            },
+            batch_size=config.decode_batch_size,
+            batch_format="numpy",
+            num_cpus=config.decode_cpus,
+        )
+        ds = ds.map_batches(
+            RegionEmbedder,
+            fn_constructor_kwargs={
+                "model": model,
+                "levels": list(config.levels),
+                "overlap": config.overlap,
+                "num_threads": max(1, int(config.cpus_per_actor)),
+            },
+            batch_size=config.batch_size,
+            batch_format="numpy",
+            num_cpus=config.cpus_per_actor,
+            num_gpus=config.gpus_per_actor,
+            concurrency=config.num_actors,
+        )
+        ds = ds.map_batches(
+            write_regions_part,
+            fn_kwargs={
+                "out_dir": directory,
+                "tag": tag,
+                "weights_hash": whash,
+                "settings": settings,
+            },
+            batch_size=config.rows_per_file * len(boxes),
+            batch_format="numpy",
+            num_cpus=0.1,
+        )
+        result.embedded, errs = _collect(ds)
+        errors += errs
+    if len(feat_todo):
+        fs: Any = ray.data.from_pandas(_chunks(feat_todo, max(config.decode_batch_size * 4, 1)))
+        fs = fs.map_batches(
+            LocalFeatureExtractor,
+            fn_constructor_kwargs={
+                "roots": roots,
+                "kind": config.local_features,
+                "max_side": config.feature_side,
+                "n_features": config.n_features,
+            },
+            batch_size=config.decode_batch_size,
+            batch_format="numpy",
+            num_cpus=config.decode_cpus,
+            concurrency=config.num_actors,
+        )
+        fs = fs.map_batches(
+            write_features_part,
+            fn_kwargs={"out_dir": feat_dir},
+            batch_size=config.rows_per_file,
+            batch_format="numpy",
+            num_cpus=0.1,
+        )
+        result.features_extracted, errs = _collect(fs)
+        errors += errs
+    for _id, reason in errors:
+        result.errors[reason] = result.errors.get(reason, 0) + 1
+    if errors:
+        storage.write_bytes(
+            storage.join(directory, "errors.csv"),
+            pd.DataFrame(errors, columns=["id", "error"]).to_csv(index=False).encode(),
+        )
+
+    start = time.perf_counter()
+    ids, region, box, emb = read_regions(config.out, tag)
+    keep = np.array([k in gallery for k in ids], dtype=bool)
+    ids = [k for k, kept in zip(ids, keep) if kept]
+    if not ids:
+        raise ValueError(f"no artwork regions for model {tag}: nothing to index")
+    index = build_region_faiss(
+        emb[keep],
+        config.index_kind,
+        config.nlist,
+        config.nprobe,
+        config.pq_m,
+        config.hnsw_m,
+        config.ef_search,
+    )
+    write_region_index(
+        region_index_dir(config.out, tag),
+        index,
+        ids,
+        region[keep],
+        box[keep],
+        {
+            "model_tag": tag,
+            "weights_hash": whash,
+            "kind": config.index_kind,
+            "size": len(ids),
+            "artworks": len(set(ids)),
+            "dim": int(emb.shape[1]),
+            "regions": settings,
+            "local_features": (
+                {
+                    "kind": config.local_features,
+                    "max_side": config.feature_side,
+                    "n_features": config.n_features,
+                }
+                if config.local_features
+                else None
+            ),
+        },
+    )
+    result.index_seconds = time.perf_counter() - start
+    result.index_size = len(ids)
+    print(
+        f"regions {tag}: {result.embedded} artworks embedded, {result.features_extracted} with "
+        f"local features, {len(errors)} errors {result.errors}; {config.index_kind} region index "
+        f"of {len(ids)} vectors ({len(set(ids))} artworks) in {result.index_seconds:.1f} s"
+    )
+    return result
