@@ -152,6 +152,21 @@ def _run_locked(
                 f"has weights {whash}; use another output root or remove that folder"
             )
         runtimes.update(info.get("runtimes", [info.get("runtime", "torch")]))
+    stored = stored_ids(directory)
+    current = stored.merge(rows[["id", "sha256"]], on=["id", "sha256"])
+    if not rows["id"].isin(set(current["id"])).all():
+        # there is work: refuse resources the cluster can never hold before anything is written
+        init_ray(config.ray)
+        # Embedding actors hold their CPUs for the whole job: a decode task must fit beside them.
+        check_resources(
+            config.ray,
+            {
+                "CPU": config.num_actors * config.cpus_per_actor + config.decode_cpus,
+                "GPU": config.num_actors * config.gpus_per_actor,
+            },
+            "the embed job (num_actors x cpus_per_actor + decode_cpus, num_actors x gpus_per_actor)",
+            "lower cpus_per_actor or decode_cpus (fractions are fine), or num_actors",
+        )
     storage.makedirs(directory)
     model_info = {
         "model_tag": tag,
@@ -176,18 +191,8 @@ def _run_locked(
     )
     if len(todo) == 0:
         return result
+    init_ray(config.ray)  # started above when there was work (a no-op then)
 
-    init_ray(config.ray)
-    # Embedding actors hold their CPUs for the whole job: a decode task must still fit beside them.
-    check_resources(
-        config.ray,
-        {
-            "CPU": config.num_actors * config.cpus_per_actor + config.decode_cpus,
-            "GPU": config.num_actors * config.gpus_per_actor,
-        },
-        "the embed job (num_actors x cpus_per_actor + decode_cpus, num_actors x gpus_per_actor)",
-        "lower cpus_per_actor or decode_cpus (fractions are fine), or num_actors",
-    )
     block_rows = max(config.decode_batch_size * 4, 1)
     chunks = [todo.iloc[i : i + block_rows] for i in range(0, len(todo), block_rows)]
     threads = max(1, int(config.cpus_per_actor))
@@ -205,7 +210,7 @@ def _run_locked(
         # A CPU reservation unlike the actors' keeps Ray Data from fusing decoding into the
         # embedding actors: decode tasks and embedding actors then scale separately.
         num_cpus=config.decode_cpus,
-        concurrency=config.decode_concurrency,
+        compute=ray.data.TaskPoolStrategy(size=config.decode_concurrency),
     )
     ds = ds.map_batches(
         Embedder,
@@ -218,7 +223,7 @@ def _run_locked(
         batch_format="numpy",
         num_cpus=config.cpus_per_actor,
         num_gpus=config.gpus_per_actor,
-        concurrency=config.num_actors,
+        compute=ray.data.ActorPoolStrategy(size=config.num_actors),
     )
     ds = ds.map_batches(
         write_part,

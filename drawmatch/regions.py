@@ -279,7 +279,7 @@ def run(config: RegionsConfig) -> RegionsResult:
             batch_format="numpy",
             num_cpus=config.cpus_per_actor,
             num_gpus=config.gpus_per_actor,
-            concurrency=config.num_actors,
+            compute=ray.data.ActorPoolStrategy(size=config.num_actors),
         )
         ds = ds.map_batches(
             write_regions_part,
@@ -308,7 +308,7 @@ def run(config: RegionsConfig) -> RegionsResult:
             batch_size=config.decode_batch_size,
             batch_format="numpy",
             num_cpus=config.decode_cpus,
-            concurrency=config.num_actors,
+            compute=ray.data.ActorPoolStrategy(size=config.num_actors),
         )
         fs = fs.map_batches(
             write_features_part,

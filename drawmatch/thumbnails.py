@@ -100,7 +100,9 @@ def run(config: ThumbnailsConfig) -> ThumbnailsResult:
         fn_constructor_kwargs=kwargs,
         batch_size=config.batch_size,
         batch_format="numpy",
-        concurrency=config.concurrency or max(1, int(ray.cluster_resources().get("CPU", 1))),
+        compute=ray.data.ActorPoolStrategy(
+            size=config.concurrency or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        ),
         num_cpus=1,
     )
     made = 0
