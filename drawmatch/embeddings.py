@@ -168,12 +168,18 @@ def drop_rows(directory: str, stored: pd.DataFrame, current: pd.DataFrame) -> in
     repeated = pd.Series(False, index=merged.index)
     repeated[~changed] = merged.loc[~changed, "id"].duplicated(keep="first")
     drop = merged[changed | repeated]
-    for part, rows in drop.groupby("part"):
+    remove_rows(drop)
+    return len(drop)
+
+
+def remove_rows(rows: pd.DataFrame) -> None:
+    """Rewrite parts without the given rows (`part`, `row`: position in the part), each part
+    written whole; a part left empty is removed."""
+    for part, part_rows in rows.groupby("part"):
         table = storage.read_parquet(str(part))
         keep = np.ones(len(table), dtype=bool)
-        keep[rows["row"].to_numpy(dtype=np.int64)] = False
+        keep[part_rows["row"].to_numpy(dtype=np.int64)] = False
         if keep.any():
             storage.write_parquet(table.filter(pa.array(keep)), str(part))
         else:
             storage.remove(str(part))
-    return len(drop)

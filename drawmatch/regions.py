@@ -26,6 +26,7 @@ from drawmatch.embeddings import (
     drop_rows,
     pick_model_tag,
     read_model_info,
+    remove_rows,
     stored_ids,
     write_part,
 )
@@ -138,8 +139,6 @@ def drop_stale_regions(directory: str, current: pd.DataFrame) -> int:
     """Remove every region row of an artwork whose content changed since (`current`: `id`,
     `sha256`), and of an artwork stored again in a later part (two runs at once): an artwork's
     regions are many rows of one part, dropped together. Returns the number of rows dropped."""
-    import pyarrow as pa
-
     stored = stored_ids(directory)
     if stored.empty:
         return 0
@@ -150,14 +149,7 @@ def drop_stale_regions(directory: str, current: pd.DataFrame) -> int:
     repeated[~changed] = merged.loc[~changed, "id"].duplicated(keep="first")
     gone = set(zip(merged.loc[changed | repeated, "id"], merged.loc[changed | repeated, "part"]))
     drop = stored[[(i, p) in gone for i, p in zip(stored["id"], stored["part"])]]
-    for part, part_rows in drop.groupby("part"):
-        table = storage.read_parquet(str(part))
-        keep = np.ones(len(table), dtype=bool)
-        keep[part_rows["row"].to_numpy(dtype=np.int64)] = False
-        if keep.any():
-            storage.write_parquet(table.filter(pa.array(keep)), str(part))
-        else:
-            storage.remove(str(part))
+    remove_rows(drop)
     return len(drop)
 
 
