@@ -11,10 +11,8 @@ and drops rows stored twice (by an older version). One run at a time writes to a
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,7 +21,6 @@ from drawmatch import catalogue as cat
 from drawmatch import storage
 from drawmatch.embedder import Embedder, set_nice
 from drawmatch.embeddings import (
-    ERRORS_FILE,
     MODEL_FILE,
     drop_rows,
     embeddings_dir,
@@ -34,10 +31,9 @@ from drawmatch.embeddings import (
 from drawmatch.embeddings import write_part as write_part_file
 from drawmatch.images import ImageError
 from drawmatch.locks import job_lock
+from drawmatch.pipeline import Stage, record_errors, run_stages
 from drawmatch.preprocess import load_eval_array
 from drawmatch.settings import EmbedConfig, save_config
-
-log = logging.getLogger("drawmatch.embed")
 
 
 def decode_batch(
@@ -138,8 +134,6 @@ def _run_locked(
     directory: str,
 ) -> EmbedResult:
     """The embed job's writes, under the lock of its model folder."""
-    import ray
-
     from drawmatch.rayutil import check_resources, init_ray
 
     info_path = storage.join(directory, MODEL_FILE)
@@ -193,62 +187,43 @@ def _run_locked(
         return result
     init_ray(config.ray)  # started above when there was work (a no-op then)
 
-    block_rows = max(config.decode_batch_size * 4, 1)
-    chunks = [todo.iloc[i : i + block_rows] for i in range(0, len(todo), block_rows)]
-    threads = max(1, int(config.cpus_per_actor))
-    ds: Any = ray.data.from_pandas(chunks)
-    ds = ds.map_batches(
-        decode_batch,
-        fn_kwargs={
-            "roots": roots,
-            "image_size": config.model.image_size,
-            "max_pixels": config.max_image_pixels,
-            "nice": config.nice,
-        },
-        batch_size=config.decode_batch_size,
-        batch_format="numpy",
+    stages = [
         # A CPU reservation unlike the actors' keeps Ray Data from fusing decoding into the
         # embedding actors: decode tasks and embedding actors then scale separately.
-        num_cpus=config.decode_cpus,
-        compute=ray.data.TaskPoolStrategy(size=config.decode_concurrency),
-    )
-    ds = ds.map_batches(
-        Embedder,
-        fn_constructor_kwargs={
-            "model": asdict(config.model),
-            "num_threads": threads,
-            "nice": config.nice,
-        },
-        batch_size=config.batch_size,
-        batch_format="numpy",
-        num_cpus=config.cpus_per_actor,
-        num_gpus=config.gpus_per_actor,
-        compute=ray.data.ActorPoolStrategy(size=config.num_actors),
-    )
-    ds = ds.map_batches(
-        write_part,
-        fn_kwargs={"out_dir": directory, "tag": tag, "weights_hash": whash},
-        batch_size=config.rows_per_file,
-        batch_format="numpy",
-        num_cpus=0.1,
-    )
-    error_rows: list[tuple[str, str]] = []
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        ok = np.asarray(batch["ok"], dtype=bool)
-        result.embedded += int(ok.sum())
-        error_rows.extend(zip(batch["id"][~ok].tolist(), batch["error"][~ok].tolist()))
-        log.info("embedded %d/%d (%d errors)", result.embedded, len(todo), len(error_rows))
-    for _id, reason in error_rows:
-        result.errors[reason] = result.errors.get(reason, 0) + 1
-    if error_rows:
-        storage.write_bytes(
-            storage.join(directory, ERRORS_FILE),
-            pd.DataFrame(error_rows, columns=["id", "error"]).to_csv(index=False).encode(),
-        )
-    if result.embedded + len(error_rows) != len(todo):
-        raise RuntimeError(
-            f"embed lost rows: {len(todo)} in, {result.embedded} embedded, {len(error_rows)} errors"
-        )
+        Stage(
+            decode_batch,
+            batch_size=config.decode_batch_size,
+            num_cpus=config.decode_cpus,
+            kwargs={
+                "roots": roots,
+                "image_size": config.model.image_size,
+                "max_pixels": config.max_image_pixels,
+                "nice": config.nice,
+            },
+            tasks=config.decode_concurrency,
+        ),
+        Stage(
+            Embedder,
+            batch_size=config.batch_size,
+            num_cpus=config.cpus_per_actor,
+            num_gpus=config.gpus_per_actor,
+            kwargs={
+                "model": asdict(config.model),
+                "num_threads": max(1, int(config.cpus_per_actor)),
+                "nice": config.nice,
+            },
+            actors=config.num_actors,
+        ),
+        Stage(
+            write_part,
+            batch_size=config.rows_per_file,
+            num_cpus=0.1,
+            kwargs={"out_dir": directory, "tag": tag, "weights_hash": whash},
+        ),
+    ]
+    block_rows = max(config.decode_batch_size * 4, 1)
+    result.embedded, error_rows = run_stages(todo, block_rows, stages, f"embed {tag}")
+    result.errors = record_errors(directory, error_rows)
     print(
         f"embed {tag}: {result.embedded} embedded, {len(error_rows)} failed {result.errors}, "
         f"written to {directory}"

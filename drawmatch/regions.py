@@ -38,6 +38,7 @@ from drawmatch.local_features import (
     features_table,
     stored_feature_ids,
 )
+from drawmatch.pipeline import Stage, record_errors, run_stages
 from drawmatch.preprocess import load_eval_array
 from drawmatch.region_embedder import (
     REGIONS_FILE,
@@ -153,24 +154,8 @@ def drop_stale_regions(directory: str, current: pd.DataFrame) -> int:
     return len(drop)
 
 
-def _collect(ds: Any) -> tuple[int, list[tuple[str, str]]]:
-    done = 0
-    errors: list[tuple[str, str]] = []
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        ok = np.asarray(batch["ok"], dtype=bool)
-        done += int(ok.sum())
-        errors.extend(zip(batch["id"][~ok].tolist(), batch["error"][~ok].tolist()))
-    return done, errors
-
-
-def _chunks(todo: pd.DataFrame, rows: int) -> list[pd.DataFrame]:
-    return [todo.iloc[i : i + rows] for i in range(0, len(todo), rows)]
-
-
 def run(config: RegionsConfig) -> RegionsResult:
     """Embed the regions of the artworks that lack them, extract local features, build the index."""
-    import ray
-
     from drawmatch.rayutil import check_resources, init_ray
 
     tag = pick_model_tag(config.out, config.model_tag)
@@ -245,79 +230,72 @@ def run(config: RegionsConfig) -> RegionsResult:
             "the regions job (num_actors x cpus_per_actor + decode_cpus)",
             "lower cpus_per_actor or decode_cpus (fractions are fine), or num_actors",
         )
+    block_rows = max(config.decode_batch_size * 4, 1)
     if len(todo):
-        model = dict(info["model"])
-        ds: Any = ray.data.from_pandas(_chunks(todo, max(config.decode_batch_size * 4, 1)))
-        ds = ds.map_batches(
-            decode_regions_batch,
-            fn_kwargs={
-                "roots": roots,
-                "size": config.region_size,
-                "max_pixels": config.max_image_pixels,
-            },
-            batch_size=config.decode_batch_size,
-            batch_format="numpy",
-            num_cpus=config.decode_cpus,
-        )
-        ds = ds.map_batches(
-            RegionEmbedder,
-            fn_constructor_kwargs={
-                "model": model,
-                "levels": list(config.levels),
-                "overlap": config.overlap,
-                "num_threads": max(1, int(config.cpus_per_actor)),
-            },
-            batch_size=config.batch_size,
-            batch_format="numpy",
-            num_cpus=config.cpus_per_actor,
-            num_gpus=config.gpus_per_actor,
-            compute=ray.data.ActorPoolStrategy(size=config.num_actors),
-        )
-        ds = ds.map_batches(
-            write_regions_part,
-            fn_kwargs={
-                "out_dir": directory,
-                "tag": tag,
-                "weights_hash": whash,
-                "settings": settings,
-            },
-            batch_size=config.rows_per_file * len(boxes),
-            batch_format="numpy",
-            num_cpus=0.1,
-        )
-        result.embedded, errs = _collect(ds)
+        stages = [
+            Stage(
+                decode_regions_batch,
+                batch_size=config.decode_batch_size,
+                num_cpus=config.decode_cpus,
+                kwargs={
+                    "roots": roots,
+                    "size": config.region_size,
+                    "max_pixels": config.max_image_pixels,
+                },
+            ),
+            Stage(
+                RegionEmbedder,
+                batch_size=config.batch_size,
+                num_cpus=config.cpus_per_actor,
+                num_gpus=config.gpus_per_actor,
+                kwargs={
+                    "model": dict(info["model"]),
+                    "levels": list(config.levels),
+                    "overlap": config.overlap,
+                    "num_threads": max(1, int(config.cpus_per_actor)),
+                },
+                actors=config.num_actors,
+            ),
+            Stage(
+                write_regions_part,
+                batch_size=config.rows_per_file * len(boxes),
+                num_cpus=0.1,
+                kwargs={
+                    "out_dir": directory,
+                    "tag": tag,
+                    "weights_hash": whash,
+                    "settings": settings,
+                },
+            ),
+        ]
+        result.embedded, errs = run_stages(todo, block_rows, stages, f"regions {tag}")
         errors += errs
     if len(feat_todo):
-        fs: Any = ray.data.from_pandas(_chunks(feat_todo, max(config.decode_batch_size * 4, 1)))
-        fs = fs.map_batches(
-            LocalFeatureExtractor,
-            fn_constructor_kwargs={
-                "roots": roots,
-                "kind": config.local_features,
-                "max_side": config.feature_side,
-                "n_features": config.n_features,
-            },
-            batch_size=config.decode_batch_size,
-            batch_format="numpy",
-            num_cpus=config.decode_cpus,
-            compute=ray.data.ActorPoolStrategy(size=config.num_actors),
+        stages = [
+            Stage(
+                LocalFeatureExtractor,
+                batch_size=config.decode_batch_size,
+                num_cpus=config.decode_cpus,
+                kwargs={
+                    "roots": roots,
+                    "kind": config.local_features,
+                    "max_side": config.feature_side,
+                    "n_features": config.n_features,
+                },
+                actors=config.num_actors,
+            ),
+            Stage(
+                write_features_part,
+                batch_size=config.rows_per_file,
+                num_cpus=0.1,
+                kwargs={"out_dir": feat_dir},
+            ),
+        ]
+        result.features_extracted, errs = run_stages(
+            feat_todo, block_rows, stages, f"local features {tag}"
         )
-        fs = fs.map_batches(
-            write_features_part,
-            fn_kwargs={"out_dir": feat_dir},
-            batch_size=config.rows_per_file,
-            batch_format="numpy",
-            num_cpus=0.1,
-        )
-        result.features_extracted, errs = _collect(fs)
         errors += errs
-    for _id, reason in errors:
-        result.errors[reason] = result.errors.get(reason, 0) + 1
-    if errors:
-        storage.write_bytes(
-            storage.join(directory, "errors.csv"),
-            pd.DataFrame(errors, columns=["id", "error"]).to_csv(index=False).encode(),
-        )
+    result.errors = record_errors(directory, errors)
 
     start = time.perf_counter()
     ids, region, box, emb = read_regions(config.out, tag)
