@@ -102,6 +102,14 @@ BACKBONE_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+# dotted keys naming the pooling those backbones are used with
+POOLING_KEYS: dict[str, str] = {
+    "embed": "model.pooling",
+    "train": "model.pooling",
+    "sweep": "base.model.pooling",
+}
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage mistake is a ConfigError (one line) instead of usage + exit."""
 
@@ -290,6 +298,24 @@ def _check_backbones(job: str, config: Any) -> None:
         for name in value if isinstance(value, tuple) else (value,):
             if name not in known:
                 raise ConfigError(f"{key}: unknown backbone {name!r}; known: {', '.join(known)}")
+    _check_poolings(job, config, keys)
+
+
+def _check_poolings(job: str, config: Any, keys: tuple[str, ...]) -> None:
+    """The pooling a job's config names must suit each backbone it names (CNNs: avg, max, gem;
+    vision transformers: cls, avg)."""
+    from drawmatch.backbones import pooling_error
+
+    pooling_key = POOLING_KEYS.get(job)
+    if pooling_key is None:
+        return
+    pooling = _get(config, pooling_key)
+    for key in keys:
+        value = _get(config, key)
+        for name in value if isinstance(value, tuple) else (value,):
+            problem = pooling_error(name, pooling)
+            if problem:
+                raise ConfigError(f"{pooling_key}: {problem} ({key}={name})")
 
 
 def preflight(job: str, config: Any) -> None:
@@ -367,9 +393,77 @@ def run_job(job: str, argv: list[str] | None = None) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# `drawmatch models`: the backbone registry as a table
+
+MODELS_HELP = "list the backbones: input size, normalisation, pooling, weights, GPU"
+
+
+def models_table() -> str:
+    """One row per registered backbone: name, kind, default input size, normalisation, poolings
+    (the first is the default), output width, pretrained weights and where they come from,
+    whether they work offline here, and whether a GPU is recommended."""
+    from drawmatch.backbones import (
+        NORMALISATIONS,
+        backbone_spec,
+        list_backbones,
+        normalisation_name,
+        weights_offline,
+    )
+
+    header = ["name", "kind", "input", "normalisation", "pooling", "dim", "weights", "offline"]
+    header += ["GPU", "source"]
+    rows = [header]
+    for name in list_backbones():
+        spec = backbone_spec(name)
+        rows.append(
+            [
+                name,
+                spec.kind,
+                str(spec.input_size),
+                normalisation_name(spec),
+                ",".join(spec.poolings),
+                str(spec.dim) if spec.dim else "-",
+                spec.weights or "none",
+                "yes" if weights_offline(name) else "no",
+                "yes" if spec.gpu else "no",
+                spec.source,
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+    lines = [line.rstrip() for line in lines]
+    lines += [
+        "",
+        "input: the default model.image_size (any size works: ViTs pad to a multiple of their "
+        "patch);",
+        "pooling: the first is the default (ViTs: cls = class token, avg = mean of patch tokens);",
+        "offline: the pretrained weights load without a network here (else they download on",
+        "first use); GPU: too slow on CPUs for more than a sample (BENCHMARKS.md). Normalisations:",
+    ]
+    for label, (mean, std) in NORMALISATIONS.items():
+        lines.append(
+            f"  {label}: mean {', '.join(f'{m:.4f}' for m in mean)}, "
+            f"std {', '.join(f'{v:.4f}' for v in std)}"
+        )
+    return "\n".join(lines)
+
+
+def models_main(argv: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in argv):
+        print(f"usage: drawmatch models\n\n{MODELS_HELP}")
+        return 0
+    if argv:
+        print(f"drawmatch models: takes no arguments (got {' '.join(argv)})", file=sys.stderr)
+        return 2
+    print(models_table())
+    return 0
+
+
 def usage() -> str:
     lines = ["usage: drawmatch JOB [--config FILE] [key=value ...]", "", "jobs:"]
     lines += [f"  {name:<9} {help_text}" for name, (_c, _m, help_text) in JOBS.items()]
+    lines += ["", "commands:", f"  {'models':<9} {MODELS_HELP}"]
     lines += ["", "`drawmatch JOB --help` lists the job's config keys, their types and defaults."]
     return "\n".join(lines)
 
@@ -379,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
+    if argv[0] == "models":
+        return models_main(argv[1:])
     if argv[0] not in JOBS:
         print(f"drawmatch: unknown job {argv[0]!r}; jobs: {', '.join(JOBS)}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -110,6 +110,11 @@ def select_rows(catalogue: pd.DataFrame, config: EmbedConfig) -> pd.DataFrame:
 def run(config: EmbedConfig) -> EmbedResult:
     """Embed the selected catalogue rows that have no up-to-date embedding yet; refused at once
     (`JobLockedError`) while another embed run writes to the same model folder."""
+    from drawmatch.backbones import resolve_model
+
+    # the backbone's own input size and pooling where the config leaves them null: decoding,
+    # the saved config and model.json then name them
+    config = replace(config, model=resolve_model(config.model))
     catalogue = cat.read_catalogue(config.out)
     roots = cat.read_roots(config.out)
     rows = select_rows(catalogue, config)

@@ -50,7 +50,9 @@ class Embedder:
     `__call__` takes `image` (B, S, S, 3) uint8 plus `id`, `sha256`, `ok`, `error`, and returns them
     with `embedding` (B, D) float32 (zeros where ok is False) instead of `image`.
 
-    The model tag says what the weights are: fine-tuned weights that equal the starting weights
+    `model` is a `ModelConfig` as a dict; a null `image_size` or `pooling` is the backbone's own
+    (`drawmatch.backbones.resolve_model`), and images are normalised with the backbone's own mean
+    and std. The model tag says what the weights are: fine-tuned weights that equal the starting weights
     (a run whose best epoch was the pretrained model) get the starting weights' tag, not `ft-...`.
     `model.runtime` says what runs the forward: torch, or (`onnx`) the backbone exported once and
     run with onnxruntime on CPU (`drawmatch.onnxrt`); the tag is the same for both. `num_threads`:
@@ -63,13 +65,14 @@ class Embedder:
     ) -> None:
         import torch
 
-        from drawmatch.backbones import create_backbone, load_weights, weights_hash
+        from drawmatch.backbones import create_backbone, load_weights, resolve_model, weights_hash
 
         if nice is not None:
             set_nice(nice)
         if num_threads:
             set_threads(num_threads)
-        cfg = ModelConfig(**model)
+        cfg = resolve_model(ModelConfig(**model))  # the backbone's own input size and pooling
+        assert cfg.image_size is not None and cfg.pooling is not None
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         net = create_backbone(cfg.backbone, pretrained=cfg.pretrained, pooling=cfg.pooling)
         weights = net.weights

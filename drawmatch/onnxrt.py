@@ -83,7 +83,10 @@ def export_onnx(
     example = torch.zeros((2, image_size, image_size, 3), dtype=torch.uint8)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
+        # nn.MultiheadAttention's fused inference kernel (open_clip's towers) has no ONNX form
+        torch.backends.mha.set_fastpath_enabled(False)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the exporter's deprecation and folding notes
             torch.onnx.export(
@@ -98,6 +101,7 @@ def export_onnx(
             )
         os.replace(tmp, path)
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         if os.path.exists(tmp):
             os.remove(tmp)
     return path

@@ -370,12 +370,15 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A backbone from the registry; `weights` is a fine-tuned checkpoint file or null."""
+    """A backbone from the registry (`drawmatch models` lists them); `weights` is a fine-tuned
+    checkpoint file or null. `image_size` null: the backbone's own input size; `pooling` null: its
+    default pooling (CNNs: avg, max or gem; vision transformers: cls or avg, the mean of the patch
+    tokens)."""
 
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True
-    image_size: int = 280
-    pooling: str = choice("avg", "avg", "max", "gem")
+    image_size: int | None = None
+    pooling: str | None = choice(None, "avg", "max", "gem", "cls")
     weights: str | None = None
     runtime: str = choice("torch", "torch", "onnx")  # runs the forward: torch or onnxruntime
 
@@ -496,7 +499,7 @@ class DemoConfig:
     data: str | None = None
     backbone: str = "efficientnet_lite0"
     pretrained: bool = True
-    image_size: int = 280
+    image_size: int | None = None  # null: the backbone's own input size
     batch_size: int = 4
     styles: tuple[str, ...] = choice(STYLES, *STYLES)
     examples: int = 4

@@ -46,7 +46,13 @@ from torch import nn
 
 from drawmatch import catalogue as cat
 from drawmatch import storage
-from drawmatch.backbones import create_backbone, load_weights, weights_hash
+from drawmatch.backbones import (
+    backbone_spec,
+    create_backbone,
+    load_weights,
+    resolve_model,
+    weights_hash,
+)
 from drawmatch.images import open_image
 from drawmatch.metrics import retrieval_metrics_from_embeddings
 from drawmatch.preprocess import (
@@ -141,7 +147,7 @@ class ImageLoader:
         cache: bool = True,
     ) -> None:
         self.paths = paths
-        self.size = config.model.image_size
+        self.size = config.model.image_size or backbone_spec(config.model.backbone).input_size
         self.train_size = config.train_resize
         self.transform = train_transform(config.train_resize, config.train_crop, mean, std)
         self.cache: dict[str, np.ndarray] | None = {} if cache else None
@@ -401,6 +407,7 @@ class Trainer:
         from drawmatch.losses import make_loss
         from drawmatch.mining import GalleryBank
 
+        config = with_backbone_defaults(config)
         self.config = config
         self.rank, self.world_size = world()
         self.device = device or torch.device("cpu")
@@ -723,6 +730,12 @@ def with_absolute_paths(config: TrainConfig) -> TrainConfig:
     )
 
 
+def with_backbone_defaults(config: TrainConfig) -> TrainConfig:
+    """The config with the backbone's own input size and pooling where `model` leaves them null
+    (`drawmatch.backbones.resolve_model`); the saved config then names them."""
+    return replace(config, model=resolve_model(config.model))
+
+
 def default_run_name(config: TrainConfig) -> str:
     fold = storage.stem(config.fold_csv or "fold")
     styles = "aug" if config.use_styles else "noaug"
@@ -742,6 +755,7 @@ def run(config: TrainConfig, callbacks: list[Any] | None = None) -> TrainResult:
     from drawmatch.rayutil import init_ray
 
     config = with_absolute_paths(config)  # workers do not share the driver's working directory
+    config = with_backbone_defaults(config)
     load_fold(config)  # check the inputs before starting any worker
     name = config.run_name or default_run_name(config)
     runs = storage.join(config.out, "runs")  # Ray Train stores checkpoints here, URIs too
