@@ -54,6 +54,16 @@ JOBS: dict[str, tuple[type, str, str]] = {
     "similar": (settings.SimilarConfig, "drawmatch.similar", "drawing-to-drawing neighbours"),
     "serve": (settings.ServeConfig, "drawmatch.serve", "the experts' workbench (web app)"),
     "export": (settings.ExportConfig, "drawmatch.export", "annotated pairs to a pairs CSV"),
+    "verify": (
+        settings.VerifyConfig,
+        "drawmatch.verify",
+        "artist-style verification: train on labels, label-disjoint test (Ray Train)",
+    ),
+    "classify": (
+        settings.ClassifyConfig,
+        "drawmatch.classify",
+        "label classification: linear probe or fine-tuned head (Ray Train)",
+    ),
 }
 
 # convenience flags -> the override they stand for
@@ -68,7 +78,7 @@ SWITCHES: dict[str, dict[str, str]] = {
 
 # jobs that create their output root; every other job reads one that `ingest` made (`split`
 # also works on a pairs file alone, without a catalogue)
-CREATES_OUT = ("ingest", "demo", "split")
+CREATES_OUT = ("ingest", "demo", "split", "verify", "classify")
 # jobs that read `embeddings/<model_tag>/` under the output root
 NEEDS_EMBEDDINGS = ("index", "search", "evaluate")
 # dotted keys naming inputs that must exist when given: "file" or "dir"
@@ -87,6 +97,8 @@ INPUTS: dict[str, dict[str, str]] = {
     "train": {"fold_csv": "file", "model.weights": "file"},
     "sweep": {"base.model.weights": "file"},
     "demo": {"data": "dir"},
+    "verify": {"data.images": "dir", "data.labels_csv": "file", "model.weights": "file"},
+    "classify": {"data.images": "dir", "data.labels_csv": "file", "model.weights": "file"},
 }
 # dotted keys naming a file a job writes: must not be an existing folder
 OUTPUT_FILES: dict[str, tuple[str, ...]] = {
@@ -99,6 +111,8 @@ BACKBONE_KEYS: dict[str, tuple[str, ...]] = {
     "train": ("model.backbone",),
     "sweep": ("backbones", "base.model.backbone"),
     "demo": ("backbone",),
+    "verify": ("model.backbone",),
+    "classify": ("model.backbone",),
 }
 
 
@@ -277,6 +291,11 @@ def _required(job: str, config: Any) -> None:
         needs = "pairs_csv=FILE, or split_csv=FILE with split_set=train|val|test, or --folds"
     elif job == "train" and not config.fold_csv:
         needs = "fold_csv=FILE (make folds with `drawmatch split`)"
+    elif job in ("verify", "classify") and config.data.images is None:
+        from drawmatch.catalogue import catalogue_path
+
+        if _kind(catalogue_path(str(config.out)), "out") != "file":
+            needs = "data.images=DIR (a folder per label, or with data.labels_csv=FILE), or an out= with a catalogue"
     if needs:  # exit code 1, as when the job itself found the key missing
         raise ValueError(f"{job} needs {needs}")
     if job == "evaluate" and config.split_csv and config.split_set is None:

@@ -200,3 +200,40 @@ def distributed_step_loss(
     if world_size > 1:
         loss = loss + (world_size - 1) * (loss - loss.detach())
     return loss, info
+
+
+# ----------------------------------------------------------------------------------------------
+# label-based losses (artist-style verification): anchors, positives and negatives are images of
+# one batch, ``emb`` (N, D); positives share a label, negatives do not
+
+
+def triplets_to_pairs(
+    triplets: tuple[Tensor, Tensor, Tensor],
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The contrastive pairs of triplets ``(a, p, n)``: ``(a, p)`` same, ``(a, n)`` different,
+    as PML's pair tuple ``(a1, p, a2, n)``."""
+    a, p, n = triplets
+    return a, p, a, n
+
+
+def label_pairs(labels: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Every pair ``i < j`` of a batch with ``labels`` (N,): same-label pairs ``(a1, p)`` and
+    different-label pairs ``(a2, n)``, row-major."""
+    labels = labels.reshape(-1)
+    same = labels[:, None] == labels[None, :]
+    upper = torch.ones_like(same).triu(diagonal=1)
+    a1, p = torch.where(same & upper)
+    a2, n = torch.where(~same & upper)
+    return a1, p, a2, n
+
+
+def tuple_loss(loss_fn: BaseMetricLossFunction, emb: Tensor, indices: tuple[Tensor, ...]) -> Tensor:
+    """Scalar loss of ``emb`` (N, D) over explicit tuples of its rows: triplets ``(a, p, n)``
+    for the triplet loss, pairs ``(a1, p, a2, n)`` for the contrastive loss (see the module
+    docstring for the values: cosine distance, margin in distance units)."""
+    indices = tuple(t.to(emb.device).long() for t in indices)
+    if len(indices) == 4 and 0 < len(indices[0]) + len(indices[2]):
+        if len(indices[0]) <= 1 and len(indices[2]) <= 1:  # see `_indices_tuple`
+            indices = tuple(torch.cat([t, t]) for t in indices)
+    loss: Tensor = loss_fn(emb, indices_tuple=indices)
+    return loss

@@ -197,3 +197,109 @@ def format_table(metrics: Mapping[str, float] | Mapping[str, tuple[float, float]
             text = f"{float(value):>10.2f}"
         lines.append(f"{key:<{width}}  {text}")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# label tasks: verification (triplet accuracy, ROC AUC of same/different pairs) and
+# classification (top-1, per-class precision/recall, confusion matrix)
+
+
+def _unit(emb: np.ndarray) -> np.ndarray:
+    emb = np.asarray(emb, dtype=np.float64)
+    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+
+def triplet_accuracy(emb: np.ndarray, triplets: np.ndarray) -> float:
+    """Share of triplets (T, 3) of row indices (anchor, positive, negative) into ``emb`` (N, D)
+    whose positive is strictly closer to the anchor than the negative, in cosine distance
+    (Painter By Numbers' test accuracy); a tie counts as a miss."""
+    triplets = np.asarray(triplets, dtype=np.int64).reshape(-1, 3)
+    if len(triplets) == 0:
+        raise ValueError("triplet accuracy of no triplets")
+    u = _unit(emb)
+    a, p, n = u[triplets[:, 0]], u[triplets[:, 1]], u[triplets[:, 2]]
+    d_ap = 1.0 - (a * p).sum(axis=1)
+    d_an = 1.0 - (a * n).sum(axis=1)
+    return float(np.mean(d_ap < d_an))
+
+
+def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` (P,) for the boolean ``positive`` (P,): the chance
+    that a random positive scores above a random negative, ties counting one half (the
+    Mann-Whitney U statistic over average ranks)."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    positive = np.asarray(positive, dtype=bool).reshape(-1)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"ROC AUC needs positives and negatives, got {n_pos} and {n_neg}")
+    _, where, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ranks = (np.cumsum(counts) - (counts - 1) / 2.0)[where]  # 1-based, averaged over ties
+    u = ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def pair_scores(emb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarity and same-label flag of every pair ``i < j`` of ``emb`` (N, D) with
+    ``labels`` (N,), row-major: two (N(N-1)/2,) arrays."""
+    u = _unit(emb)
+    i, j = np.triu_indices(len(u), k=1)
+    labels = np.asarray(labels)
+    return (u[i] * u[j]).sum(axis=1), labels[i] == labels[j]
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C, C) int64 counts: row = true class, column = predicted class."""
+    y_true = np.asarray(y_true, dtype=np.int64).reshape(-1)
+    y_pred = np.asarray(y_pred, dtype=np.int64).reshape(-1)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
+    for name, y in (("true", y_true), ("predicted", y_pred)):
+        if len(y) and (y.min() < 0 or y.max() >= n_classes):
+            raise ValueError(f"{name} class out of range [0, {n_classes - 1}]")
+    out = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(out, (y_true, y_pred), 1)
+    return out
+
+
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]
+) -> dict[str, object]:
+    """Top-1 accuracy (%), per-class precision, recall, F1 (%) and support, their unweighted
+    (macro) means, and the confusion matrix (rows true, columns predicted) of class indices
+    ``y_true``, ``y_pred`` (n,) over ``classes``. A class never predicted has precision 0; a
+    class with no images has recall 0 and is left out of the macro means."""
+    n_classes = len(classes)
+    cm = confusion_matrix(y_true, y_pred, n_classes)
+    support = cm.sum(axis=1)
+    predicted = cm.sum(axis=0)
+    tp = np.diag(cm)
+    precision = np.where(predicted > 0, tp / np.maximum(predicted, 1), 0.0)
+    recall = np.where(support > 0, tp / np.maximum(support, 1), 0.0)
+    denom = precision + recall
+    f1 = np.where(denom > 0, 2 * precision * recall / np.where(denom > 0, denom, 1), 0.0)
+    present = support > 0
+    total = int(cm.sum())
+    per_class = [
+        {
+            "label": str(classes[c]),
+            "precision": 100.0 * float(precision[c]),
+            "recall": 100.0 * float(recall[c]),
+            "f1": 100.0 * float(f1[c]),
+            "support": int(support[c]),
+            "predicted": int(predicted[c]),
+        }
+        for c in range(n_classes)
+    ]
+
+    def macro(values: np.ndarray) -> float:
+        return 100.0 * float(values[present].mean()) if present.any() else 0.0
+
+    return {
+        "top1": 100.0 * float(tp.sum()) / total if total else 0.0,
+        "macro_precision": macro(precision),
+        "macro_recall": macro(recall),
+        "macro_f1": macro(f1),
+        "n_images": total,
+        "per_class": per_class,
+        "confusion": cm.tolist(),
+    }

@@ -164,3 +164,34 @@ class GalleryBank:
         self.embeddings = bank
         self.refreshes += 1
         self.steps_since_refresh = 0
+
+
+# ----------------------------------------------------------------------------------------------
+# label-based mining (artist-style verification): every image of a batch is an anchor, images of
+# the same label are its positives, all others its negatives
+
+
+def same_label_mask(labels: Tensor) -> Tensor:
+    """(N, N) bool: ``mask[i, j]`` when ``labels[i] == labels[j]`` (N,) and ``i != j``."""
+    labels = labels.reshape(-1)
+    mask = labels[:, None] == labels[None, :]
+    mask.fill_diagonal_(False)
+    return mask
+
+
+@torch.no_grad()
+def batch_hard_triplets(emb: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Batch-hard triplets of ``emb`` (N, D) with ``labels`` (N,) -> three (T,) long tensors.
+
+    For every anchor with at least one positive and one negative in the batch: its hardest
+    positive (the least cosine-similar image of its label) and its hardest negative (the most
+    cosine-similar image of another label); ties go to the lower index.
+    """
+    sim = cosine_similarity(emb, emb)
+    pos = same_label_mask(labels.to(sim.device))
+    neg = labels.reshape(-1, 1).to(sim.device) != labels.reshape(1, -1).to(sim.device)
+    keep = pos.any(dim=1) & neg.any(dim=1)
+    hardest_pos = sim.masked_fill(~pos, float("inf")).argmin(dim=1)
+    hardest_neg = sim.masked_fill(~neg, float("-inf")).argmax(dim=1)
+    anchors = torch.nonzero(keep).reshape(-1)
+    return anchors, hardest_pos[anchors], hardest_neg[anchors]

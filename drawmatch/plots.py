@@ -156,3 +156,30 @@ def image_grid(rows: Mapping[str, Sequence[tuple[str, Any]]], size: float = 1.7)
         )
     fig.tight_layout()
     return fig
+
+
+def confusion_figure(confusion: np.ndarray, labels: Sequence[str], title: str) -> Any:
+    """A confusion matrix (rows: true label, columns: predicted label): cells coloured by the
+    share of their row (recall on the diagonal), each with its count; labels on both axes."""
+    plt = _pyplot()
+    cm = np.asarray(confusion, dtype=np.int64)
+    n = len(labels)
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=np.float64), where=rows > 0)
+    side = max(4.0, 0.45 * n + 2.5)
+    fig, ax = plt.subplots(figsize=(side + 1.0, side))
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true label's images")
+    ticks = np.arange(n)
+    ax.set_xticks(ticks, labels, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(ticks, labels, fontsize=8)
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    ax.set_title(title, fontsize=10)
+    if n <= 40:
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j]:
+                    colour = "white" if share[i, j] > 0.5 else "black"
+                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7, color=colour)
+    return fig

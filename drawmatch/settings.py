@@ -859,3 +859,174 @@ class RegionsConfig:
         _at_least("gpus_per_actor", self.gpus_per_actor, 0)
         _above("decode_cpus", self.decode_cpus, 0)
         _at_least("max_image_pixels", self.max_image_pixels, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# label-based tasks: artist-style verification and movement classification (drawmatch.labels)
+
+LABEL_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class LabelsConfig:
+    """A labelled image set: `images` (a folder: one sub-folder per label, cut to `folder_depth`
+    levels, or with `labels_csv`) or, without `images`, the catalogue under `out`. `labels_csv`:
+    `id_column` names each image (its path under `images`; default `filename`, or the catalogue
+    id, default `id`), `label_column` its label (a catalogue column when there is no CSV).
+    `label_pattern`: a regular expression whose first group is the label. Labels with fewer than
+    `min_per_label` images are dropped (and counted)."""
+
+    images: str | None = None
+    labels_csv: str | None = None
+    id_column: str | None = None
+    label_column: str = "label"
+    label_pattern: str | None = None
+    folder_depth: int = 1
+    min_per_label: int = 2
+    extensions: tuple[str, ...] = LABEL_EXTENSIONS
+
+    def __post_init__(self) -> None:
+        _names(self, "images", "labels_csv", "id_column", "label_column", "label_pattern")
+        _at_least("folder_depth", self.folder_depth, 1)
+        _at_least("min_per_label", self.min_per_label, 1)
+        _each("extensions", self.extensions, _not_empty)
+        if self.label_pattern is not None:
+            import re
+
+            try:
+                re.compile(self.label_pattern)
+            except re.error as exc:
+                raise ConfigError(
+                    f"label_pattern: {self.label_pattern!r} is not valid ({exc})"
+                ) from None
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """Artist-style verification (Painter By Numbers): train a backbone on labels instead of
+    pairs, with label-disjoint splits (`test_labels` of the labels only in test, `val_images` of
+    the training labels' images in validation), random or mined (`triplets`) triplets and a
+    triplet or contrastive `loss`; scored by triplet accuracy and ROC AUC of same/different
+    pairs on unseen labels. `epochs=0` scores the starting weights only."""
+
+    out: str = "drawmatch-out"
+    data: LabelsConfig = field(default_factory=LabelsConfig)
+    run_name: str | None = None
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: str = choice("triplet", "triplet", "contrastive")
+    triplets: str = choice("random", "random", "mined")
+    margin: float = 0.7
+    lr: float = 1e-5
+    weight_decay: float = 1e-4
+    epochs: int = 5
+    steps_per_epoch: int = 50
+    batch_size: int = 4
+    labels_per_batch: int = 4
+    images_per_label: int = 3
+    train_resize: int = 330
+    train_crop: int = 280
+    batchnorm: str = choice("frozen", "frozen", "train")
+    test_labels: float = 0.2
+    val_images: float = 0.1
+    eval_triplets: int = 2000
+    max_pair_images: int = 2000
+    patience: int = 3
+    eval_batch_size: int = 16
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    seed: int = 0
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        _names(self, "out")
+        _folder_name("run_name", self.run_name)
+        _check_choices(self)
+        _above("margin", self.margin, 0)
+        if self.loss == "contrastive" and self.margin > 2:
+            raise ConfigError(f"margin: {self.margin} must be <= 2 for the contrastive loss")
+        _above("lr", self.lr, 0)
+        _at_least("weight_decay", self.weight_decay, 0)
+        _at_least("epochs", self.epochs, 0)
+        for key in (
+            "steps_per_epoch",
+            "batch_size",
+            "eval_triplets",
+            "patience",
+            "eval_batch_size",
+            "num_workers",
+        ):
+            _at_least(key, getattr(self, key), 1)
+        _at_least("labels_per_batch", self.labels_per_batch, 2)
+        _at_least("images_per_label", self.images_per_label, 2)
+        _at_least("max_pair_images", self.max_pair_images, 2)
+        _at_least("train_crop", self.train_crop, MIN_IMAGE_SIZE)
+        if self.train_crop > self.train_resize:
+            raise ConfigError(
+                f"train_crop: {self.train_crop} must not exceed train_resize ({self.train_resize})"
+            )
+        _between("test_labels", self.test_labels, 0.0, 0.9)
+        _above("test_labels", self.test_labels, 0)
+        _between("val_images", self.val_images, 0.0, 0.9)
+        _above("cpus_per_worker", self.cpus_per_worker, 0)
+        _at_least("seed", self.seed, 0)
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """Art-movement (or any label) classification on top of a backbone: `method=probe` a linear
+    probe on frozen L2-normalised embeddings (computed, or read from the embeddings store of
+    `model_tag` for catalogue images), its L2 penalty chosen on validation among `probe_l2`;
+    `method=finetune` the backbone and a linear head trained together (cross-entropy, `lr` for
+    the backbone, `head_lr` for the head). Stratified splits (`val`, `test` of each label)."""
+
+    out: str = "drawmatch-out"
+    data: LabelsConfig = field(default_factory=LabelsConfig)
+    run_name: str | None = None
+    method: str = choice("probe", "probe", "finetune")
+    model: ModelConfig = field(default_factory=ModelConfig)
+    model_tag: str | None = None
+    val: float = 0.15
+    test: float = 0.15
+    probe_l2: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)
+    probe_max_iter: int = 500
+    lr: float = 1e-4
+    head_lr: float = 1e-3
+    weight_decay: float = 1e-4
+    epochs: int = 5
+    batch_size: int = 8
+    max_steps_per_epoch: int | None = None
+    train_resize: int = 330
+    train_crop: int = 280
+    batchnorm: str = choice("frozen", "frozen", "train")
+    patience: int = 3
+    eval_batch_size: int = 16
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    seed: int = 0
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    def __post_init__(self) -> None:
+        _names(self, "out", "model_tag")
+        _folder_name("run_name", self.run_name)
+        _check_choices(self)
+        _between("val", self.val, 0.0, 0.9)
+        _between("test", self.test, 0.0, 0.9)
+        if self.val + self.test >= 1.0:
+            raise ConfigError(f"val, test: {self.val} + {self.test} must leave images to train")
+        _each("probe_l2", self.probe_l2, _at_least, 0)
+        for key in ("probe_max_iter", "epochs", "batch_size", "patience", "eval_batch_size"):
+            _at_least(key, getattr(self, key), 1)
+        _at_least("max_steps_per_epoch", self.max_steps_per_epoch, 1)
+        _at_least("num_workers", self.num_workers, 1)
+        _above("lr", self.lr, 0)
+        _above("head_lr", self.head_lr, 0)
+        _at_least("weight_decay", self.weight_decay, 0)
+        _at_least("train_crop", self.train_crop, MIN_IMAGE_SIZE)
+        if self.train_crop > self.train_resize:
+            raise ConfigError(
+                f"train_crop: {self.train_crop} must not exceed train_resize ({self.train_resize})"
+            )
+        _above("cpus_per_worker", self.cpus_per_worker, 0)
+        _at_least("seed", self.seed, 0)
