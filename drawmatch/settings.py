@@ -592,6 +592,9 @@ class TrainConfig:
         _at_least("train_blocks", self.train_blocks, 0)  # 0: every block trains
         _at_least("l2sp", self.l2sp, 0)
         _at_least("pseudo_epochs", self.pseudo_epochs, 0)
+        # epochs=0 with pseudo_epochs > 0: a pseudo-pair stage alone, whose weights later runs
+        # start from (model.weights)
+        _at_least("epochs", self.epochs, 0 if self.pseudo_epochs else 1)
         if not self.pseudo_effects:
             raise ConfigError("pseudo_effects: give at least one value")
         _between("pseudo_detail_share", self.pseudo_detail_share, 0, 1)
@@ -604,7 +607,6 @@ class TrainConfig:
         _above("lr_gamma", self.lr_gamma, 0)
         for key in (
             "lr_step_epochs",
-            "epochs",
             "batch_size",
             "n_hardest",
             "patience",
