@@ -85,6 +85,9 @@ def main() -> int:
     parser.add_argument("--set", action="append", default=[], help="train key=value (variant)")
     parser.add_argument("--pseudo-epochs", type=int, default=0)
     parser.add_argument("--pseudo-set", action="append", default=[], help="pseudo stage key=value")
+    parser.add_argument(
+        "--pseudo-weights", help="best_model.pt of a pseudo stage run before (instead of one)"
+    )
     args = parser.parse_args()
 
     data = demo_data_dir()
@@ -148,7 +151,10 @@ def main() -> int:
     else:
         results = {"pretrained": imagenet_test_metrics(out, fold_csvs, args.image_size)}
         start: list[str] = []
-        if args.pseudo_epochs:
+        if args.pseudo_weights:
+            start = [f"model.weights={Path(args.pseudo_weights).resolve()}"]
+            results["pseudo only"] = []
+        elif args.pseudo_epochs:
             name = f"bench-{args.variant}-pseudo"
             run_once(
                 [
@@ -171,7 +177,7 @@ def main() -> int:
                 ]
             )
             results[args.variant].append(summary["best"]["test"])
-            if args.pseudo_epochs:
+            if "pseudo only" in results:
                 results["pseudo only"].append(summary["baseline"]["test"])
             best_val = summary["best"]["val"]
             val[args.variant].append({k[4:]: v for k, v in best_val.items() if k[:4] == "val_"})
