@@ -9,6 +9,16 @@ queries, MP by pairs) and the spread across folds is given as std. Resumable: fi
 skipped, interrupted ones resume from their checkpoints.
 
     python benchmarks/bench_finetune.py --work /tmp/ft [--folds 5] [--epochs 5] [--image-size 224]
+
+A variant (`--variant NAME`) runs one fine-tuning configuration instead of the two above: the
+`--set key=value` train overrides on top of the protocol's, optionally after a pseudo-pair stage
+(`--pseudo-epochs N`, with `--pseudo-set key=value`) run once on all artworks (label-free, so one
+stage serves every fold) whose weights every fold starts from. Its table compares the ImageNet
+weights (embedded once), the pseudo-pair stage alone and the fine-tuned weights, pooled over the
+folds' test queries, with the validation MAP pooled over the folds' validation queries.
+
+    python benchmarks/bench_finetune.py --work /tmp/ft --variant ms-l2sp --pseudo-epochs 2 \
+        --set loss=multi_similarity --set l2sp=0.01 --set selection=last
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +81,13 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--margin", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variant", help="run one configuration under this name (see above)")
+    parser.add_argument("--set", action="append", default=[], help="train key=value (variant)")
+    parser.add_argument("--pseudo-epochs", type=int, default=0)
+    parser.add_argument("--pseudo-set", action="append", default=[], help="pseudo stage key=value")
+    parser.add_argument(
+        "--pseudo-weights", help="best_model.pt of a pseudo stage run before (instead of one)"
+    )
     args = parser.parse_args()
 
     data = demo_data_dir()
@@ -82,43 +100,91 @@ def main() -> int:
     pairs = read_pairs(data / "pairs.csv")
     resize = round(args.image_size * 330 / 280)
 
-    results: dict[str, list[dict[str, float]]] = {"pretrained": [], "no-aug": [], "aug": []}
-    for i, fold in enumerate(grouped_folds(pairs, args.folds, args.seed)):
+    def protocol(fold_csv: Path, run_name: str, epochs: int, styles: bool) -> list[str]:
+        return [
+            f"out={out}",
+            f"fold_csv={fold_csv}",
+            f"run_name={run_name}",
+            "model.backbone=efficientnet_lite0",
+            f"model.image_size={args.image_size}",
+            f"train_resize={resize}",
+            f"train_crop={args.image_size}",
+            f"epochs={epochs}",
+            f"lr={args.lr}",
+            f"margin={args.margin}",
+            f"use_styles={str(styles).lower()}",
+            "num_workers=2",
+            "cpus_per_worker=1",
+            "patience=2",
+            "lr_step_epochs=10",
+            f"seed={args.seed}",
+        ]
+
+    def run_once(overrides: list[str]) -> dict:
+        config = load_config(TrainConfig, None, overrides)
+        metrics_file = out / "runs" / str(config.run_name) / train.METRICS_FILE
+        if not metrics_file.exists():
+            train.run(config)
+        return json.loads(metrics_file.read_text())
+
+    folds = grouped_folds(pairs, args.folds, args.seed)
+    fold_csvs = []
+    for i, fold in enumerate(folds):
         fold_csv = out / "folds" / f"group_fold_{i:02d}.csv"
         fold_csv.parent.mkdir(parents=True, exist_ok=True)
         add_styled_copies(fold, catalogue).to_csv(fold_csv, index=False)
-        for name, styles in (("no-aug", False), ("aug", True)):
-            run_name = f"bench-{name}-fold{i:02d}"
-            metrics_file = out / "runs" / run_name / train.METRICS_FILE
-            if not metrics_file.exists():
-                train.run(
-                    load_config(
-                        TrainConfig,
-                        None,
-                        [
-                            f"out={out}",
-                            f"fold_csv={fold_csv}",
-                            f"run_name={run_name}",
-                            "model.backbone=efficientnet_lite0",
-                            f"model.image_size={args.image_size}",
-                            f"train_resize={resize}",
-                            f"train_crop={args.image_size}",
-                            f"epochs={args.epochs}",
-                            f"lr={args.lr}",
-                            f"margin={args.margin}",
-                            f"use_styles={str(styles).lower()}",
-                            "num_workers=2",
-                            "cpus_per_worker=1",
-                            "patience=2",
-                            "lr_step_epochs=10",
-                            f"seed={args.seed}",
-                        ],
-                    )
+        fold_csvs.append(fold_csv)
+
+    results: dict[str, list[dict[str, float]]]
+    val: dict[str, list[dict[str, float]]] = {}
+    drifts: list[float] = []
+    if args.variant is None:
+        results = {"pretrained": [], "no-aug": [], "aug": []}
+        for i, fold_csv in enumerate(fold_csvs):
+            for name, styles in (("no-aug", False), ("aug", True)):
+                summary = run_once(
+                    protocol(fold_csv, f"bench-{name}-fold{i:02d}", args.epochs, styles)
                 )
-            summary = json.loads(metrics_file.read_text())
-            results[name].append(summary["best"]["test"])
-            if name == "no-aug":
-                results["pretrained"].append(summary["baseline"]["test"])
+                results[name].append(summary["best"]["test"])
+                if name == "no-aug":
+                    results["pretrained"].append(summary["baseline"]["test"])
+    else:
+        results = {"pretrained": imagenet_test_metrics(out, fold_csvs, args.image_size)}
+        start: list[str] = []
+        if args.pseudo_weights:
+            start = [f"model.weights={Path(args.pseudo_weights).resolve()}"]
+            results["pseudo only"] = []
+        elif args.pseudo_epochs:
+            name = f"bench-{args.variant}-pseudo"
+            run_once(
+                [
+                    *protocol(fold_csvs[0], name, 0, False),
+                    f"pseudo_epochs={args.pseudo_epochs}",
+                    "selection=last",
+                    *args.pseudo_set,
+                ]
+            )
+            start = [f"model.weights={out / 'runs' / name / train.BEST_MODEL_FILE}"]
+            results["pseudo only"] = []
+        results[args.variant] = []
+        val = {"pretrained": [], args.variant: []}
+        for i, fold_csv in enumerate(fold_csvs):
+            summary = run_once(
+                [
+                    *protocol(fold_csv, f"bench-{args.variant}-fold{i:02d}", args.epochs, True),
+                    *start,
+                    *args.set,
+                ]
+            )
+            results[args.variant].append(summary["best"]["test"])
+            if "pseudo only" in results:
+                results["pseudo only"].append(summary["baseline"]["test"])
+            best_val = summary["best"]["val"]
+            val[args.variant].append({k[4:]: v for k, v in best_val.items() if k[:4] == "val_"})
+            if summary["best_epoch"] >= 0:
+                drifts.append(summary["history"][summary["best_epoch"]]["drift"])
+            else:
+                drifts.append(0.0)
 
     print(
         f"\n{args.folds}-fold grouped CV over components, EfficientNet-Lite0 at "
@@ -132,8 +198,44 @@ def main() -> int:
         table[name] = {"pooled": pool, "folds": {k: list(v) for k, v in spread.items()}}
         print(f"{name + ' pooled':<12}" + "".join(f"{pool[k]:>16.2f}" for k in KEYS))
         print(f"{'  fold std':<12}" + "".join(f"{spread[k][1]:>16.2f}" for k in KEYS))
-    (out / "bench_finetune.json").write_text(json.dumps(table, indent=2))
+    for name, per_fold in val.items():
+        if per_fold:
+            print(f"{name}: validation MAP pooled over the folds {pooled(per_fold)['MAP']:.2f}")
+    if drifts:
+        print(f"drift ||w - w0|| / ||w0|| of the chosen weights per fold: {drifts}")
+    table["validation"] = {n: pooled(v) for n, v in val.items() if v}
+    table["drift"] = drifts
+    suffix = f"-{args.variant}" if args.variant else ""
+    (out / f"bench_finetune{suffix}.json").write_text(json.dumps(table, indent=2))
     return 0
+
+
+def imagenet_test_metrics(out: Path, fold_csvs: list[Path], image_size: int) -> list[dict]:
+    """Test metrics of the ImageNet weights on every fold, the gallery and the drawings embedded
+    once, as the train job embeds them."""
+    import torch
+
+    from drawmatch.backbones import create_backbone
+    from drawmatch.metrics import retrieval_metrics_from_embeddings
+
+    config = load_config(
+        TrainConfig,
+        None,
+        [f"out={out}", f"fold_csv={fold_csvs[0]}", f"model.image_size={image_size}"],
+    )
+    net = create_backbone("efficientnet_lite0", True)
+    data = train.load_fold(config)
+    loader = train.ImageLoader(data.paths, config, net.mean, net.std)
+    drawings = sorted(set(q for qs in data.queries.values() for q in qs))
+    device = torch.device("cpu")
+    gallery = train.embed_ids(net, loader, data.gallery, 32, device).numpy()
+    queries = dict(zip(drawings, train.embed_ids(net, loader, drawings, 32, device).numpy()))
+    per_fold = []
+    for fold_csv in fold_csvs:
+        fold = train.load_fold(replace(config, fold_csv=str(fold_csv)))
+        emb = np.stack([queries[q] for q in fold.queries["test"]])
+        per_fold.append(retrieval_metrics_from_embeddings(emb, gallery, fold.relevant("test")))
+    return per_fold
 
 
 if __name__ == "__main__":

@@ -16,6 +16,16 @@ Loss semantics with ``CosineSimilarity`` (s = cosine similarity, d = 1 - s the c
   margin``, a *similarity* threshold: negatives are pushed until their cosine distance reaches
   ``margin``, the same margin in distance units as the triplet loss). Each part is averaged over its
   non-zero terms, and the two means are summed.
+
+Multi-positive losses, for anchors with several relevant artworks (several photos of one object are
+all relevant for one drawing); both see every positive and negative ref of an anchor at once:
+
+- ``multi_similarity`` (Wang et al. 2019, PML defaults alpha=2, beta=50, base lambda=0.5), per anchor
+  ``1/alpha log(1 + sum_p exp(-alpha (s_ap - lambda))) + 1/beta log(1 + sum_n exp(beta (s_an -
+  lambda)))``, averaged over the anchors (``margin`` is not used).
+- ``supcon`` (Khosla et al. 2020) with temperature t, per anchor
+  ``-mean_p log(exp(s_ap / t) / sum_{r in pos u neg} exp(s_ar / t))``, averaged over the anchors
+  with a non-zero loss (``margin`` is not used).
 """
 
 from __future__ import annotations
@@ -27,6 +37,8 @@ from pytorch_metric_learning.distances import CosineSimilarity
 from pytorch_metric_learning.losses import (
     BaseMetricLossFunction,
     ContrastiveLoss,
+    MultiSimilarityLoss,
+    SupConLoss,
     TripletMarginLoss,
 )
 from torch import Tensor
@@ -34,15 +46,25 @@ from torch import Tensor
 from drawmatch import distributed
 from drawmatch.mining import AnchorPositives, positive_mask
 
-LOSS_MODES: tuple[str, ...] = ("triplet", "contrastive")
+LOSS_MODES: tuple[str, ...] = ("triplet", "contrastive", "multi_similarity", "supcon")
+PAIR_MODES: tuple[str, ...] = ("contrastive", "multi_similarity", "supcon")
+"""The modes that take PML's pair tuple ``(a1, p, a2, n)`` (the others take triplets)."""
 
 
-def make_loss(mode: str = "triplet", margin: float = 0.7) -> BaseMetricLossFunction:
-    """The PML loss for ``mode`` (``"triplet"`` | ``"contrastive"``), cosine similarity, ``margin``.
+def make_loss(
+    mode: str = "triplet", margin: float = 0.7, temperature: float = 0.1
+) -> BaseMetricLossFunction:
+    """The PML loss for ``mode`` (one of ``LOSS_MODES``) with cosine similarity.
 
-    ``margin`` is in cosine-distance units for both modes (see the module docstring); contrastive
-    needs ``0 < margin <= 2``.
+    ``margin`` is in cosine-distance units for triplet and contrastive (see the module docstring);
+    contrastive needs ``0 < margin <= 2``. ``temperature`` is SupCon's.
     """
+    if mode == "multi_similarity":
+        return MultiSimilarityLoss(alpha=2.0, beta=50.0, base=0.5, distance=CosineSimilarity())
+    if mode == "supcon":
+        if temperature <= 0:
+            raise ValueError(f"supcon temperature must be > 0, got {temperature}")
+        return SupConLoss(temperature=temperature, distance=CosineSimilarity())
     if mode == "triplet":
         if margin < 0:
             raise ValueError(f"triplet margin must be >= 0, got {margin}")
@@ -79,7 +101,7 @@ def batch_pairs(pos_mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 def _indices_tuple(pos_mask: Tensor, mode: str) -> tuple[Tensor, ...]:
     if mode == "triplet":
         return batch_triplets(pos_mask)
-    if mode == "contrastive":
+    if mode in PAIR_MODES:
         a1, p, a2, n = batch_pairs(pos_mask)
         if len(a1) <= 1 and len(a2) <= 1 and len(a1) + len(a2) > 0:
             # PML's pair losses return 0 when every tuple part has <= 1 element (it assumes such a
@@ -94,7 +116,7 @@ def retrieval_step_loss(
 ) -> Tensor:
     """Scalar loss of ``anchors`` (B, D) against ``refs`` (R, D) for ``pos_mask`` (B, R) bool.
 
-    Every triplet (``mode="triplet"``) or every pair (``mode="contrastive"``) of the mask is used;
+    Every triplet (``mode="triplet"``) or every pair (the ``PAIR_MODES``) of the mask is used;
     ``loss_fn`` is usually :func:`make_loss` ``(mode, margin)``.
     """
     if pos_mask.shape != (anchors.shape[0], refs.shape[0]):

@@ -51,6 +51,34 @@ def cosine_similarity(anchor_emb: Tensor, bank: Tensor) -> Tensor:
     return out
 
 
+def extra_positives(
+    anchor_positives: AnchorPositives,
+    given: Sequence[int],
+    per_anchor: int,
+    generator: torch.Generator | None = None,
+) -> list[list[int]]:
+    """Up to ``per_anchor - 1`` more positives per anchor, to put beside its given one.
+
+    For anchor i, the positives ``anchor_positives[i]`` other than ``given[i]`` (the artwork the
+    anchor came with), in ascending order, are shuffled with ``generator`` (CPU) and the first
+    ``per_anchor - 1`` kept; an anchor with fewer gets all of them. With these as extra references
+    a multi-positive loss sees several relevant artworks of one drawing in a step, not only one.
+    """
+    if per_anchor < 1:
+        raise ValueError(f"per_anchor must be >= 1, got {per_anchor}")
+    if len(given) != len(anchor_positives):
+        raise ValueError(f"{len(given)} given positives for {len(anchor_positives)} anchors")
+    out: list[list[int]] = []
+    for pos, g in zip(anchor_positives, given):
+        others = sorted({int(p) for p in pos} - {int(g)})
+        if per_anchor == 1 or not others:
+            out.append([])
+            continue
+        order = torch.randperm(len(others), generator=generator).tolist()
+        out.append([others[j] for j in order[: per_anchor - 1]])
+    return out
+
+
 @torch.no_grad()
 def hardest_negatives(
     anchor_emb: Tensor,

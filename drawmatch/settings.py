@@ -186,6 +186,9 @@ def save_config(config: Any, path: str | Path) -> None:
 
 
 STYLES = ("oil", "watercolor", "texture", "gray", "pencil")
+# Effects that turn an artwork into a "drawn" pseudo-anchor (drawmatch.pseudo): the five styles,
+# line drawings and colour quantisation.
+PSEUDO_EFFECTS = ("oil", "watercolor", "texture", "gray", "pencil", "edges", "quantise")
 
 
 def _choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
@@ -547,7 +550,7 @@ class TrainConfig:
     fold_csv: str | None = None
     run_name: str | None = None
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss: str = choice("triplet", "triplet", "contrastive")
+    loss: str = choice("triplet", "triplet", "contrastive", "multi_similarity", "supcon")
     margin: float = 0.7
     lr: float = 1e-6
     weight_decay: float = 1e-4
@@ -570,10 +573,36 @@ class TrainConfig:
     max_failures: int = 2
     seed: int = 0
     ray: RayConfig = field(default_factory=RayConfig)
+    # Fine-tuning that holds on unseen data (see drawmatch.train): multi-positive losses, extra
+    # positives per anchor, partial freezing, L2-SP, schedule, model selection, pseudo-pairs.
+    temperature: float = 0.1
+    positives_per_anchor: int = 1
+    train_blocks: int = 0
+    l2sp: float = 0.0
+    lr_schedule: str = choice("step", "step", "cosine")
+    selection: str = choice("val", "val", "last")
+    pseudo_epochs: int = 0
+    pseudo_effects: tuple[str, ...] = choice(PSEUDO_EFFECTS, *PSEUDO_EFFECTS)
+    pseudo_detail_share: float = 0.3
+    pseudo_min_crop: float = 0.4
+    pseudo_warp: float = 0.08
 
     def __post_init__(self) -> None:
         _names(self, "out", "fold_csv")
         _folder_name("run_name", self.run_name)
+        _above("temperature", self.temperature, 0)
+        _at_least("positives_per_anchor", self.positives_per_anchor, 1)
+        _at_least("train_blocks", self.train_blocks, 0)  # 0: every block trains
+        _at_least("l2sp", self.l2sp, 0)
+        _at_least("pseudo_epochs", self.pseudo_epochs, 0)
+        # epochs=0 with pseudo_epochs > 0: a pseudo-pair stage alone, whose weights later runs
+        # start from (model.weights)
+        _at_least("epochs", self.epochs, 0 if self.pseudo_epochs else 1)
+        if not self.pseudo_effects:
+            raise ConfigError("pseudo_effects: give at least one value")
+        _between("pseudo_detail_share", self.pseudo_detail_share, 0, 1)
+        _between("pseudo_min_crop", self.pseudo_min_crop, 0.1, 1)
+        _between("pseudo_warp", self.pseudo_warp, 0, 0.3)
         _check_choices(self)
         _above("margin", self.margin, 0)
         _above("lr", self.lr, 0)
@@ -581,7 +610,6 @@ class TrainConfig:
         _above("lr_gamma", self.lr_gamma, 0)
         for key in (
             "lr_step_epochs",
-            "epochs",
             "batch_size",
             "n_hardest",
             "patience",
@@ -622,10 +650,22 @@ class SweepConfig:
     max_concurrent_trials: int = 1
     trial_cpus: float = 0.1
     ray: RayConfig = field(default_factory=RayConfig)
+    # Searched fine-tuning keys (see TrainConfig); the best configuration is the one with the
+    # best validation MAP pooled over the folds' queries.
+    losses: tuple[str, ...] = choice(
+        ("triplet",), "triplet", "contrastive", "multi_similarity", "supcon"
+    )
+    l2sp: tuple[float, ...] = (0.0,)
+    train_blocks: tuple[int, ...] = (0,)
+    pseudo_epochs: tuple[int, ...] = (0,)
 
     def __post_init__(self) -> None:
         _names(self, "out")
         _folder_name("name", self.name)
+        _check_choices(self)
+        _each("l2sp", self.l2sp, _at_least, 0)
+        _each("train_blocks", self.train_blocks, _at_least, 0)
+        _each("pseudo_epochs", self.pseudo_epochs, _at_least, 0)
         _each("margins", self.margins, _above, 0)
         _each("lrs", self.lrs, _above, 0)
         _each("backbones", self.backbones, _not_empty)

@@ -1,4 +1,5 @@
-"""The sweep job: Ray Tune over margin, learning rate, backbone, style copies and mined negatives.
+"""The sweep job: Ray Tune over margin, learning rate, backbone, style copies, mined negatives,
+loss, L2-SP strength, trained blocks and pseudo-pair epochs.
 
 Two stages, so that pruning never cuts a configuration's folds unevenly:
 1. screening: every configuration of the grid trains on one fold under an ASHA scheduler that stops
@@ -6,7 +7,10 @@ Two stages, so that pruning never cuts a configuration's folds unevenly:
 2. confirmation: the `top_k` best configurations train on every fold, without pruning.
 Stage-2 runs are aggregated per configuration (mean ± std over folds of val MAP, R@k, MP ...) into
 `sweep/<name>/table.json`, and the best configuration is written as a ready-to-use train config,
-`sweep/<name>/best_train_config.yaml`.
+`sweep/<name>/best_train_config.yaml`. "Best" is the highest validation MAP pooled over the
+validation queries of all folds (each fold's MAP weighted by its number of queries), not the
+choice of one fold's handful of drawings; with `base.selection=last` it is also free of the
+per-fold early-stopping choice.
 
 Each trial is a Ray Train run (Train V2 pattern: the Tune trainable is a driver function that builds
 a `TorchTrainer`, its reports reach Tune through `TuneReportCallback`). Train runs are stored under
@@ -27,14 +31,32 @@ from drawmatch import storage
 from drawmatch.evaluate import fold_tables, format_fold_tables
 from drawmatch.settings import SweepConfig, TrainConfig, from_dict, save_config, to_dict
 
-SEARCH_KEYS = ("margin", "lr", "backbone", "use_styles", "n_hardest")
+SEARCH_KEYS = (
+    "margin",
+    "lr",
+    "backbone",
+    "use_styles",
+    "n_hardest",
+    "loss",
+    "l2sp",
+    "train_blocks",
+    "pseudo_epochs",
+)
 
 
 def grid(config: SweepConfig) -> list[dict[str, Any]]:
     """Every combination of the searched values, each with a short stable id."""
     combos = []
     for values in itertools.product(
-        config.margins, config.lrs, config.backbones, config.use_styles, config.n_hardest
+        config.margins,
+        config.lrs,
+        config.backbones,
+        config.use_styles,
+        config.n_hardest,
+        config.losses,
+        config.l2sp,
+        config.train_blocks,
+        config.pseudo_epochs,
     ):
         params = dict(zip(SEARCH_KEYS, values))
         digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
@@ -54,8 +76,25 @@ def trial_train_config(
         lr=float(params["lr"]),
         use_styles=bool(params["use_styles"]),
         n_hardest=int(params["n_hardest"]),
+        loss=str(params.get("loss", base.loss)),
+        l2sp=float(params.get("l2sp", base.l2sp)),
+        train_blocks=int(params.get("train_blocks", base.train_blocks)),
+        pseudo_epochs=int(params.get("pseudo_epochs", base.pseudo_epochs)),
         model=replace(base.model, backbone=str(params["backbone"])),
     )
+
+
+def pooled_val_map(run_dirs: list[str]) -> float:
+    """Validation MAP over the union of the runs' validation queries: each run's MAP of its
+    chosen weights weighted by its number of validation queries (-1 when there are none)."""
+    total = weight = 0.0
+    for run_dir in run_dirs:
+        summary = json.loads(storage.read_text(storage.join(run_dir, "metrics.json")))
+        best = summary["best"]["val"]
+        n = float(best.get("val_n_queries", 0) or 0)
+        total += n * float(best.get("val_MAP", 0.0))
+        weight += n
+    return total / weight if weight else -1.0
 
 
 def train_trial(tune_config: dict[str, Any]) -> None:
@@ -164,7 +203,7 @@ def run(config: SweepConfig) -> SweepResult:
     # stops the trials it prunes. Stopping a run at its last report would kill its Train
     # controller before the run has written its results.
     asha = ASHAScheduler(
-        max_t=base.epochs + 2,
+        max_t=base.epochs + max(config.pseudo_epochs) + 2,
         grace_period=config.grace_period,
         reduction_factor=config.reduction_factor,
         stop_last_trials=False,
@@ -212,10 +251,12 @@ def run(config: SweepConfig) -> SweepResult:
         table[r["id"]] = {
             "params": {k: r[k] for k in SEARCH_KEYS},
             "tables": {n: {k: list(v) for k, v in t.items()} for n, t in tables.items()},
+            "pooled_val_MAP": pooled_val_map(run_dirs),
         }
         print(f"sweep stage 2, configuration {r['id']} {json.dumps(table[r['id']]['params'])}:")
         print(format_fold_tables(tables, len(run_dirs)))
-    best_id = max(table, key=lambda i: (table[i]["tables"]["val/fine-tuned"]["MAP"][0], i))
+        print(f"validation MAP pooled over the folds: {table[r['id']]['pooled_val_MAP']:.2f}")
+    best_id = max(table, key=lambda i: (table[i]["pooled_val_MAP"], i))
     best_train = trial_train_config(base, by_id[best_id], folds[0], f"{config.name}-best")
     best_path = storage.join(directory, "best_train_config.yaml")
     save_config(best_train, best_path)

@@ -17,6 +17,25 @@ and the metrics through `ray.train.report`, early stopping on validation MAP. At
 metrics of the best weights and of the pretrained model, side by side. The starting weights are the
 first candidate for "best" (epoch -1): an epoch must beat them on validation MAP to be chosen.
 
+Fine-tuning that should hold on drawings it never saw (all off by default, keys of `TrainConfig`):
+- `loss`: besides `triplet` and `contrastive`, the multi-positive `multi_similarity` and `supcon`
+  (`drawmatch.losses`); `positives_per_anchor` > 1 adds more of an anchor's positive artworks to
+  the step's references (`drawmatch.mining.extra_positives`), so those losses see several at once.
+- `train_blocks` = N > 0: only the last N blocks of the network train (`trunk_blocks`: the layers
+  and the elements of its sequences, e.g. EfficientNet-Lite0's stem, BN, 16 MBConv blocks, head
+  conv and BN); the others are frozen (`requires_grad` off, their BatchNorm statistics too).
+- `l2sp` = alpha > 0: the loss gets `alpha * sum ||w - w0||^2` over the trained parameters, w0 the
+  starting weights (L2-SP, Li et al. 2018), which keeps the model near the pretrained one; each
+  epoch records `drift`, ||w - w0|| / ||w0|| over all parameters, whatever `l2sp` is.
+- `lr_schedule`: `step` (StepLR) or `cosine` (cosine decay over all epochs, pseudo ones included).
+- `pseudo_epochs` = P > 0: epochs 0..P-1 train on pseudo-pairs, "drawn" renditions of every gallery
+  artwork (`drawmatch.pseudo`: style effects, line drawings, colour quantisation, details, warps)
+  against their artwork, without annotations; the real pairs follow for `epochs` epochs. Early
+  stopping does not stop a run during the pseudo stage.
+- `selection`: `val` keeps the epoch with the best validation MAP (the starting weights included);
+  `last` keeps the final weights and never stops early, for when the number of epochs is chosen
+  across folds (the sweep, pooled validation) rather than on a fold's few validation drawings.
+
 Each worker builds one `Trainer` (model, optimiser, scheduler, loss, bank, loader, fold data); its
 progress is a `TrainState`, which with the state dicts is a checkpoint (`TrainCheckpoint`). A worker
 that restarts (a rerun, or a worker that died: Ray Train's `max_failures`) continues from the last
@@ -37,7 +56,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -63,6 +82,9 @@ from drawmatch.preprocess import (
     train_transform,
 )
 from drawmatch.settings import TrainConfig, from_dict, save_config, to_dict
+
+if TYPE_CHECKING:
+    from drawmatch.pseudo import Rendition
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_MODEL_FILE = "best_model.pt"
@@ -159,6 +181,21 @@ class ImageLoader:
             [self.transform(open_image(self.paths[i], draft_size=self.train_size)) for i in ids]
         )
 
+    def pseudo_batch(self, renditions: list[Rendition]) -> torch.Tensor:
+        """(n, 3, crop, crop): each rendition rendered from its parent artwork (decoded with its
+        longer side at most 1.5 x train_resize), then the random train transform."""
+        from PIL import Image
+
+        from drawmatch.pseudo import render
+        from drawmatch.styles import shrink
+
+        out = []
+        for r in renditions:
+            parent = np.asarray(open_image(self.paths[r.parent_id], draft_size=self.train_size))
+            parent = shrink(np.ascontiguousarray(parent), round(1.5 * self.train_size))
+            out.append(self.transform(Image.fromarray(render(parent, r))))
+        return torch.stack(out)
+
     def _eval_array(self, image_id: str) -> np.ndarray:
         if self.cache is not None and image_id in self.cache:
             return self.cache[image_id]
@@ -190,12 +227,76 @@ class PairDataset(torch.utils.data.Dataset[int]):
 
 
 def set_train_mode(model: nn.Module, batchnorm: str) -> None:
-    """Train mode, except BatchNorm layers in eval mode when their statistics are frozen."""
+    """Train mode, except BatchNorm layers in eval mode when their statistics are frozen
+    (`batchnorm=frozen`, or a layer of a frozen block: none of its parameters trains)."""
     model.train()
-    if batchnorm == "frozen":
-        for module in model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            frozen_block = not any(p.requires_grad for p in module.parameters())
+            if batchnorm == "frozen" or frozen_block:
                 module.eval()
+
+
+def trunk_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The network's blocks in order, as (qualified name, module), those with parameters only.
+
+    A block is an element of a sequence (`nn.Sequential`, `nn.ModuleList`: a residual or MBConv
+    block, or a layer of a plain sequence), a module with parameters of its own (a convolution
+    with a padding child), or a leaf layer; any other module is looked into. Registration order
+    is taken as the order of the forward pass, as in the registered backbones.
+    """
+
+    def walk(prefix: str, module: nn.Module, in_sequence: bool) -> list[tuple[str, nn.Module]]:
+        children = list(module.named_children())
+        own = any(True for _ in module.parameters(recurse=False))
+        if not children or in_sequence or own:
+            return [(prefix, module)]
+        sequence = isinstance(module, (nn.Sequential, nn.ModuleList))
+        return [
+            block
+            for name, child in children
+            for block in walk(f"{prefix}.{name}" if prefix else name, child, sequence)
+        ]
+
+    return [(n, m) for n, m in walk("", model, False) if any(True for _ in m.parameters())]
+
+
+def freeze_blocks(model: nn.Module, train_blocks: int) -> list[str]:
+    """Freeze all but the last `train_blocks` blocks of `trunk_blocks(model)` (0: none frozen):
+    their parameters get `requires_grad = False`. Returns the names of the frozen blocks."""
+    if train_blocks < 0:
+        raise ValueError(f"train_blocks must be >= 0, got {train_blocks}")
+    blocks = trunk_blocks(model)
+    if train_blocks == 0 or train_blocks >= len(blocks):
+        return []
+    frozen = blocks[: len(blocks) - train_blocks]
+    for _, module in frozen:
+        for p in module.parameters():
+            p.requires_grad_(False)
+    return [name for name, _ in frozen]
+
+
+def l2sp_penalty(model: nn.Module, start: dict[str, torch.Tensor], alpha: float) -> torch.Tensor:
+    """`alpha * sum ||w - w0||^2` over the parameters of `model` that train and have a starting
+    value in `start` (name -> tensor), a scalar with gradient."""
+    device = next(model.parameters()).device
+    total = torch.zeros((), device=device)
+    for name, p in model.named_parameters():
+        if p.requires_grad and name in start:
+            total = total + (p - start[name]).pow(2).sum()
+    return alpha * total
+
+
+def drift(model: nn.Module, start: dict[str, torch.Tensor]) -> float:
+    """||w - w0|| / ||w0|| over all parameters of `model` with a starting value in `start`."""
+    moved = norm = 0.0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in start:
+                w0 = start[name].to(p.device)
+                moved += float((p - w0).pow(2).sum())
+                norm += float(w0.pow(2).sum())
+    return (moved / norm) ** 0.5 if norm else 0.0
 
 
 def embed_ids(
@@ -391,7 +492,7 @@ class Trainer:
     trainer runs in one process on `device` (not distributed: rank 0 of 1). A run is::
 
         trainer.restore(checkpoint) or trainer.baseline()
-        for epoch in range(trainer.state.epoch, config.epochs):
+        for epoch in range(trainer.state.epoch, config.pseudo_epochs + config.epochs):
             record, stop = trainer.run_epoch(epoch)      # train_epoch + validate + bookkeeping
             save trainer.checkpoint() ...
         summary, metrics = trainer.finish()              # test metrics of the best weights
@@ -419,19 +520,35 @@ class Trainer:
         if config.model.weights:
             load_weights(backbone, config.model.weights)
         self.loader = ImageLoader(self.data.paths, config, backbone.mean, backbone.std)
+        self.frozen = freeze_blocks(backbone, config.train_blocks)
+        if self.frozen and self.rank == 0:
+            print(f"[rank 0] {len(self.frozen)} block(s) frozen, up to {self.frozen[-1]}")
         net: nn.Module = backbone
         if config.batchnorm == "sync" and self.world_size > 1:
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         self.model: nn.Module = prepare_model(net) if prepare_model else net.to(self.device)
         # the bare network, for embedding without DDP collectives and for state dicts
         self.module: nn.Module = getattr(self.model, "module", self.model)
+        # the starting weights, for L2-SP and `drift` (on the device only when L2-SP needs them)
+        self.start = {
+            name: p.detach().clone().to(self.device if config.l2sp else "cpu")
+            for name, p in self.module.named_parameters()
+        }
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=config.lr,
+            weight_decay=config.weight_decay,
         )
-        self.scheduler = torch.optim.lr_scheduler.StepLR(
-            self.optimizer, step_size=config.lr_step_epochs, gamma=config.lr_gamma
-        )
-        self.loss_fn = make_loss(config.loss, config.margin)
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler
+        if config.lr_schedule == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, T_max=config.pseudo_epochs + config.epochs
+            )
+        else:
+            self.scheduler = torch.optim.lr_scheduler.StepLR(
+                self.optimizer, step_size=config.lr_step_epochs, gamma=config.lr_gamma
+            )
+        self.loss_fn = make_loss(config.loss, config.margin, config.temperature)
         self.bank = GalleryBank(len(self.data.gallery), backbone.dim)
         self.state = TrainState()
         self.best_model = copy.deepcopy(self.module.state_dict())
@@ -443,6 +560,19 @@ class Trainer:
         )
         self.pairs = torch.utils.data.DataLoader(
             pairs, batch_size=config.batch_size, sampler=self.sampler
+        )
+        artworks = PairDataset(len(self.data.gallery))  # the pseudo stage: one pass per epoch
+        self.artwork_sampler: torch.utils.data.distributed.DistributedSampler[int] = (
+            torch.utils.data.distributed.DistributedSampler(
+                artworks,
+                num_replicas=self.world_size,
+                rank=self.rank,
+                shuffle=True,
+                seed=config.seed,
+            )
+        )
+        self.artworks = torch.utils.data.DataLoader(
+            artworks, batch_size=config.batch_size, sampler=self.artwork_sampler
         )
         self.generator = torch.Generator().manual_seed(config.seed * 1000 + self.rank)
         self.amp = self.device.type == "cuda"
@@ -492,26 +622,34 @@ class Trainer:
         """One epoch of steps (at most `max_steps_per_epoch`), then the scheduler's step; returns
         `train_loss` (mean), `steps`, `global_step`, `mining_share` and `lr`."""
         config = self.config
-        self.sampler.set_epoch(epoch)
+        pseudo = epoch < config.pseudo_epochs
+        sampler, batches = (
+            (self.artwork_sampler, self.artworks) if pseudo else (self.sampler, self.pairs)
+        )
+        sampler.set_epoch(epoch)
         if self.bank.refreshes == 0:  # a resumed run: the bank is built with the restored weights
             self.refresh_bank()
         set_train_mode(self.model, config.batchnorm)
         losses: list[float] = []
         triplets: list[int] = []
         t_mine = t_step = 0.0
-        for step, idx in enumerate(self.pairs):
+        for step, idx in enumerate(batches):
             if config.max_steps_per_epoch is not None and step >= config.max_steps_per_epoch:
                 break
             if config.bank_refresh_steps and self.bank.due(config.bank_refresh_steps):
                 self.refresh_bank()
             t0 = time.perf_counter()
-            loss, mining, n_triplets = self.train_step(idx.tolist())
+            if pseudo:
+                loss, mining, n_triplets = self.pseudo_step(idx.tolist())
+            else:
+                loss, mining, n_triplets = self.train_step(idx.tolist())
             losses.append(loss)
             triplets.append(n_triplets)
             t_mine += mining
             t_step += time.perf_counter() - t0
         self.scheduler.step()
         return {
+            "stage": "pseudo" if pseudo else "pairs",
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
             "steps": len(losses),
             "triplets_per_step": float(np.mean(triplets)) if triplets else 0.0,
@@ -521,17 +659,47 @@ class Trainer:
         }
 
     def train_step(self, pair_indices: list[int]) -> tuple[float, float, int]:
-        """One optimiser step on training pairs `pair_indices`: mine a hard negative per anchor
-        in the bank, forward anchors, positives and negatives with gradient, distributed loss.
+        """One optimiser step on training pairs `pair_indices` (see `optimise`).
+        Returns (loss, seconds spent mining, triplets in the batch gathered from all ranks)."""
+        rows = self.data.train.iloc[pair_indices]
+        anchor_ids = rows["anchor_id"].tolist()
+        anchors = self.loader.train_batch(anchor_ids)
+        pos_sets = [self.data.positives[a] for a in anchor_ids]
+        return self.optimise(anchors, rows["gallery_index"].tolist(), pos_sets)
+
+    def pseudo_step(self, artwork_indices: list[int]) -> tuple[float, float, int]:
+        """One optimiser step on pseudo-pairs: a random rendition of each gallery artwork of
+        `artwork_indices` against the artwork (drawn from the run's seed, rank and step, so a
+        resumed run draws the same ones)."""
+        from drawmatch.pseudo import plan_renditions
+
+        config, gallery = self.config, self.data.gallery
+        rng = np.random.default_rng([config.seed, self.rank, self.state.step])
+        renditions = plan_renditions(
+            [gallery[i] for i in artwork_indices],
+            1,
+            rng,
+            config.pseudo_effects,
+            config.pseudo_detail_share,
+            config.pseudo_min_crop,
+            config.pseudo_warp,
+        )
+        anchors = self.loader.pseudo_batch(renditions)
+        return self.optimise(anchors, artwork_indices, [{i} for i in artwork_indices])
+
+    def optimise(
+        self, anchors: torch.Tensor, given: list[int], pos_sets: list[set[int]]
+    ) -> tuple[float, float, int]:
+        """One optimiser step: `anchors` (b, 3, crop, crop) train-transformed images, `given` (b)
+        the gallery index each came with, `pos_sets` all their positives. Mines a hard negative
+        per anchor in the bank, adds up to `positives_per_anchor - 1` more positives per anchor,
+        forwards anchors, positives and negatives with gradient; distributed loss (+ L2-SP).
         Returns (loss, seconds spent mining, triplets in the batch gathered from all ranks)."""
         from drawmatch.losses import distributed_step_loss
-        from drawmatch.mining import hardest_negatives
+        from drawmatch.mining import extra_positives, hardest_negatives
 
         data, loader, device, config = self.data, self.loader, self.device, self.config
-        rows = data.train.iloc[pair_indices]
-        anchor_ids = rows["anchor_id"].tolist()
-        pos_sets = [data.positives[a] for a in anchor_ids]
-        anchors = loader.train_batch(anchor_ids).to(device)
+        anchors = anchors.to(device)
         tm = time.perf_counter()
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
             probe = nn.functional.normalize(self.module(anchors).float(), dim=1)
@@ -539,23 +707,26 @@ class Trainer:
             probe.cpu(), self.bank.embeddings.float(), pos_sets, config.n_hardest, self.generator
         )
         mining = time.perf_counter() - tm
-        neg_ids = [data.gallery[i] for i in negatives.tolist()]
+        extra = [
+            g
+            for more in extra_positives(
+                pos_sets, given, config.positives_per_anchor, self.generator
+            )
+            for g in more
+        ]
+        ref_idx = given + negatives.tolist() + extra
         images = torch.cat(
-            [
-                anchors,
-                loader.train_batch(rows["artwork_id"].tolist()).to(device),
-                loader.train_batch(neg_ids).to(device),
-            ]
+            [anchors, loader.train_batch([data.gallery[i] for i in ref_idx]).to(device)]
         )
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
             emb = nn.functional.normalize(self.model(images).float(), dim=1)
-        b = len(anchor_ids)
-        ref_labels = torch.cat([torch.tensor(rows["gallery_index"].tolist()), negatives])
+        b = anchors.shape[0]
         loss, info = distributed_step_loss(
-            self.loss_fn, emb[:b], pos_sets, emb[b:], ref_labels.to(device), config.loss
+            self.loss_fn, emb[:b], pos_sets, emb[b:], torch.tensor(ref_idx).to(device), config.loss
         )
+        total = loss + l2sp_penalty(self.module, self.start, config.l2sp) if config.l2sp else loss
         self.optimizer.zero_grad()
-        loss.backward()
+        total.backward()
         self.optimizer.step()
         self.bank.step()
         self.state.step += 1
@@ -572,24 +743,25 @@ class Trainer:
     ) -> tuple[dict[str, Any], bool]:
         """Book an epoch: best weights, early stopping, history. Returns its record and whether
         training stops (`patience` epochs without improvement)."""
-        state = self.state
+        state, config = self.state, self.config
         val_map = val.get("MAP", 0.0)
-        if val_map > state.best_map:
+        if config.selection == "last" or val_map > state.best_map:
             state.best_map, state.best_epoch, state.bad_epochs = val_map, epoch, 0
             self.best_model = copy.deepcopy(self.module.state_dict())
-        else:
+        elif epoch >= config.pseudo_epochs:
             state.bad_epochs += 1
         record = _plain(
             {
                 "epoch": epoch,
                 **trained,
                 **{f"val_{k}": v for k, v in val.items()},
+                "drift": drift(self.module, self.start),
                 "weights_hash": self.weights_hash(),
             }
         )
         state.history.append(record)
         state.epoch = epoch + 1
-        return record, state.bad_epochs >= self.config.patience
+        return record, state.bad_epochs >= config.patience
 
     def run_epoch(self, epoch: int) -> tuple[dict[str, Any], bool]:
         """`train_epoch`, `validate`, `end_epoch`."""
@@ -686,7 +858,7 @@ def train_loop(config_dict: dict[str, Any]) -> None:
     record_worker(run_dir, trainer.rank, trainer.state.epoch)
     if not checkpoint:
         trainer.baseline()
-    for epoch in range(trainer.state.epoch, config.epochs):
+    for epoch in range(trainer.state.epoch, config.pseudo_epochs + config.epochs):
         record, stop = trainer.run_epoch(epoch)
         _report(trainer, {**record, "val_MAP": record.get("val_MAP", 0.0), "finished": False})
         if stop:

@@ -96,7 +96,7 @@ def test_every_example_config_loads():
     configs = sorted((Path(__file__).resolve().parents[1] / "jobs" / "configs").glob("*.yaml"))
     assert len(configs) >= 10
     for path in configs:
-        job = path.stem.removesuffix("-laptop")
+        job = path.stem.split("-")[0]  # embed-laptop, train-tuned: variants of a job's config
         load_config(JOBS[job][0], path)  # raises on any unknown key or wrong type
 
 
@@ -237,8 +237,23 @@ BAD_VALUES: dict[str, dict[str, list[str]]] = {
         "run_name": ["''", "a/b", ".."],
         "model.image_size": ["8"],
         "model.pooling": ["gem2"],
+        "temperature": ["0", "-0.1"],
+        "positives_per_anchor": ["0"],
+        "train_blocks": ["-1"],
+        "l2sp": ["-0.01", ".nan"],
+        "lr_schedule": ["linear"],
+        "selection": ["best"],
+        "pseudo_epochs": ["-1"],
+        "pseudo_effects": ["[]", "[sketchy]"],
+        "pseudo_detail_share": ["-0.1", "1.5"],
+        "pseudo_min_crop": ["0.05", "1.2"],
+        "pseudo_warp": ["-0.1", "0.5"],
     },
     "SweepConfig": {
+        "losses": ["[]", "[hinge]"],
+        "l2sp": ["[]", "[-1]"],
+        "train_blocks": ["[]", "[-1]"],
+        "pseudo_epochs": ["[]", "[-1]"],
         "name": ["''", "x/y"],
         "margins": ["[]", "[0]", "[0.7, -1]"],
         "lrs": ["[]", "[0]"],
