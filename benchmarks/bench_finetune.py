@@ -8,7 +8,13 @@ Train workers). Out-of-fold metrics are pooled over the 30 test queries (MAP, MM
 queries, MP by pairs) and the spread across folds is given as std. Resumable: finished runs are
 skipped, interrupted ones resume from their checkpoints.
 
+`--neural` also writes `neural` renditions of the paired drawings (neural style transfer, each drawing
+in the style of one of its paired photos, `--neural-steps` Adam steps at 256 px) and compares the
+five OpenCV copies ("aug") with the five plus the neural one ("aug+neural"), each arm reading only
+its own styles' copies.
+
     python benchmarks/bench_finetune.py --work /tmp/ft [--folds 5] [--epochs 5] [--image-size 224]
+    python benchmarks/bench_finetune.py --work /tmp/ftn --neural --lr 1e-5 [--epochs 2]
 """
 
 from __future__ import annotations
@@ -26,7 +32,15 @@ from drawmatch import catalogue as cat
 from drawmatch.demo import demo_data_dir, ingest_data
 from drawmatch.metrics import aggregate
 from drawmatch.pairs import read_pairs
-from drawmatch.settings import AugmentConfig, RayConfig, TrainConfig, load_config
+from drawmatch.settings import (
+    NEURAL,
+    STYLES,
+    AugmentConfig,
+    NeuralStyleParams,
+    RayConfig,
+    TrainConfig,
+    load_config,
+)
 from drawmatch.splits import FOLD_COLUMNS, add_styled_copies, pair_components
 
 KEYS = ("MAP", "R@1", "R@5", "R@10", "R@20", "R@50", "R@100", "MP", "MMP")
@@ -70,6 +84,8 @@ def main() -> int:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--margin", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--neural", action="store_true", help="compare aug with aug+neural")
+    parser.add_argument("--neural-steps", type=int, default=150)
     args = parser.parse_args()
 
     data = demo_data_dir()
@@ -77,18 +93,33 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not Path(cat.catalogue_path(out)).exists():
         ingest_data(data, str(out), RayConfig())
-    augment.run(AugmentConfig(out=str(out), select="paired", pairs_csv=str(data / "pairs.csv")))
+    styles = (*STYLES, NEURAL) if args.neural else STYLES
+    augment.run(
+        AugmentConfig(
+            out=str(out),
+            select="paired",
+            pairs_csv=str(data / "pairs.csv"),
+            styles=styles,
+            neural=NeuralStyleParams(steps=args.neural_steps),
+        )
+    )
     catalogue = cat.read_catalogue(out)
     pairs = read_pairs(data / "pairs.csv")
     resize = round(args.image_size * 330 / 280)
 
-    results: dict[str, list[dict[str, float]]] = {"pretrained": [], "no-aug": [], "aug": []}
+    # arm -> (use style copies, the styles whose copies the arm trains on)
+    arms = {"no-aug": (False, STYLES), "aug": (True, STYLES)}
+    if args.neural:
+        arms = {"aug": (True, STYLES), "aug+neural": (True, (*STYLES, NEURAL))}
+    results: dict[str, list[dict[str, float]]] = {"pretrained": [], **{a: [] for a in arms}}
     for i, fold in enumerate(grouped_folds(pairs, args.folds, args.seed)):
-        fold_csv = out / "folds" / f"group_fold_{i:02d}.csv"
-        fold_csv.parent.mkdir(parents=True, exist_ok=True)
-        add_styled_copies(fold, catalogue).to_csv(fold_csv, index=False)
-        for name, styles in (("no-aug", False), ("aug", True)):
-            run_name = f"bench-{name}-fold{i:02d}"
+        for name, (use_styles, arm_styles) in arms.items():
+            suffix = "" if name in ("no-aug", "aug") else f"_{name.replace('+', '_')}"
+            fold_csv = out / "folds" / f"group_fold_{i:02d}{suffix}.csv"
+            fold_csv.parent.mkdir(parents=True, exist_ok=True)
+            copies = catalogue[catalogue["parent_id"].isna() | catalogue["style"].isin(arm_styles)]
+            add_styled_copies(fold, copies).to_csv(fold_csv, index=False)
+            run_name = f"bench-{name.replace('+', '-')}-fold{i:02d}"
             metrics_file = out / "runs" / run_name / train.METRICS_FILE
             if not metrics_file.exists():
                 train.run(
@@ -106,7 +137,7 @@ def main() -> int:
                             f"epochs={args.epochs}",
                             f"lr={args.lr}",
                             f"margin={args.margin}",
-                            f"use_styles={str(styles).lower()}",
+                            f"use_styles={str(use_styles).lower()}",
                             "num_workers=2",
                             "cpus_per_worker=1",
                             "patience=2",
@@ -117,7 +148,7 @@ def main() -> int:
                 )
             summary = json.loads(metrics_file.read_text())
             results[name].append(summary["best"]["test"])
-            if name == "no-aug":
+            if name == next(iter(arms)):
                 results["pretrained"].append(summary["baseline"]["test"])
 
     print(
