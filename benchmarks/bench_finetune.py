@@ -9,12 +9,12 @@ queries, MP by pairs) and the spread across folds is given as std. Resumable: fi
 skipped, interrupted ones resume from their checkpoints.
 
 `--neural` also writes `neural` renditions of the paired drawings (neural style transfer, each drawing
-in the style of one of its paired photos, `--neural-steps` Adam steps at 256 px) and compares the
+in the style of one of its paired photos, `--neural-steps` Adam steps at `--neural-size` px) and compares the
 five OpenCV copies ("aug") with the five plus the neural one ("aug+neural"), each arm reading only
 its own styles' copies.
 
     python benchmarks/bench_finetune.py --work /tmp/ft [--folds 5] [--epochs 5] [--image-size 224]
-    python benchmarks/bench_finetune.py --work /tmp/ftn --neural --lr 1e-5 [--epochs 2]
+    python benchmarks/bench_finetune.py --work /tmp/ftn --neural --lr 1e-5 [--neural-steps 60]
 """
 
 from __future__ import annotations
@@ -86,6 +86,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--neural", action="store_true", help="compare aug with aug+neural")
     parser.add_argument("--neural-steps", type=int, default=150)
+    parser.add_argument("--neural-size", type=int, default=256)
     args = parser.parse_args()
 
     data = demo_data_dir()
@@ -100,7 +101,7 @@ def main() -> int:
             select="paired",
             pairs_csv=str(data / "pairs.csv"),
             styles=styles,
-            neural=NeuralStyleParams(steps=args.neural_steps),
+            neural=NeuralStyleParams(steps=args.neural_steps, size=args.neural_size),
         )
     )
     catalogue = cat.read_catalogue(out)

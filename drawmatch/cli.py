@@ -54,12 +54,18 @@ JOBS: dict[str, tuple[type, str, str]] = {
     "similar": (settings.SimilarConfig, "drawmatch.similar", "drawing-to-drawing neighbours"),
     "serve": (settings.ServeConfig, "drawmatch.serve", "the experts' workbench (web app)"),
     "export": (settings.ExportConfig, "drawmatch.export", "annotated pairs to a pairs CSV"),
+    "stylize": (
+        settings.StylizeConfig,
+        "drawmatch.stylize",
+        "render an image in the style of another (neural style transfer)",
+    ),
 }
 
 # convenience flags -> the override they stand for
 FLAGS: dict[str, dict[str, str]] = {
     "embed": {"weights": "model.weights"},
     "search": {"query": "query", "k": "k"},
+    "stylize": {"content": "content", "style": "style", "out": "out"},
 }
 # convenience switches -> the boolean key they set
 SWITCHES: dict[str, dict[str, str]] = {
@@ -68,7 +74,9 @@ SWITCHES: dict[str, dict[str, str]] = {
 
 # jobs that create their output root; every other job reads one that `ingest` made (`split`
 # also works on a pairs file alone, without a catalogue)
-CREATES_OUT = ("ingest", "demo", "split")
+CREATES_OUT = ("ingest", "demo", "split", "stylize")
+# jobs whose `out` is one file they write, not an output root
+OUT_IS_FILE = ("stylize",)
 # jobs that read `embeddings/<model_tag>/` under the output root
 NEEDS_EMBEDDINGS = ("index", "search", "evaluate")
 # dotted keys naming inputs that must exist when given: "file" or "dir"
@@ -87,6 +95,7 @@ INPUTS: dict[str, dict[str, str]] = {
     "train": {"fold_csv": "file", "model.weights": "file"},
     "sweep": {"base.model.weights": "file"},
     "demo": {"data": "dir"},
+    "stylize": {"content": "file", "style": "file"},
 }
 # dotted keys naming a file a job writes: must not be an existing folder
 OUTPUT_FILES: dict[str, tuple[str, ...]] = {
@@ -99,6 +108,7 @@ BACKBONE_KEYS: dict[str, tuple[str, ...]] = {
     "train": ("model.backbone",),
     "sweep": ("backbones", "base.model.backbone"),
     "demo": ("backbone",),
+    "stylize": ("params.backbone",),
 }
 
 
@@ -269,6 +279,8 @@ def _required(job: str, config: Any) -> None:
         needs = "pairs_csv=FILE, or split_csv=FILE with split_set=train|val|test, or --folds"
     elif job == "train" and not config.fold_csv:
         needs = "fold_csv=FILE (make folds with `drawmatch split`)"
+    elif job == "stylize" and not (config.content and config.style):
+        needs = "content=IMG and style=IMG (or --content IMG --style IMG)"
     if needs:  # exit code 1, as when the job itself found the key missing
         raise ValueError(f"{job} needs {needs}")
     if job == "evaluate" and config.split_csv and config.split_set is None:
@@ -292,6 +304,17 @@ def _check_backbones(job: str, config: Any) -> None:
                 raise ConfigError(f"{key}: unknown backbone {name!r}; known: {', '.join(known)}")
 
 
+def _check_out_file(out: str, kind: str, config: Any) -> None:
+    """`out` of a job that writes one image file: not a folder, a known image extension, and
+    not an existing file unless `overwrite=true`."""
+    if kind == "dir":
+        raise ConfigError(f"out={out} is an existing folder, not a file name")
+    if kind == "file" and not config.overwrite:
+        raise ConfigError(f"out={out} is an existing file (overwrite=true replaces it)")
+    if not out.lower().endswith((".jpg", ".jpeg", ".png")):
+        raise ConfigError(f"out={out}: the file name must end in .jpg, .jpeg or .png")
+
+
 def preflight(job: str, config: Any) -> None:
     """Check what a config names outside itself before the job starts: the output root, input
     files and folders, output files, backbone names. Raises ConfigError for a value that cannot
@@ -299,7 +322,9 @@ def preflight(job: str, config: Any) -> None:
     _required(job, config)
     out = str(config.out)
     out_kind = _kind(out, "out")
-    if out_kind == "file":
+    if job in OUT_IS_FILE:
+        _check_out_file(out, out_kind, config)
+    elif out_kind == "file":
         raise ConfigError(f"out={out} is an existing file, not an output folder")
     if job not in CREATES_OUT:
         if out_kind == "missing":

@@ -921,8 +921,6 @@ class StylizeConfig:
     max_image_pixels: int = 200_000_000
 
     def __post_init__(self) -> None:
-        _names(self, "content", "style", "out")
-        if not self.out.lower().endswith((".jpg", ".jpeg", ".png")):
-            raise ConfigError(f"out: {self.out!r} must end in .jpg, .jpeg or .png")
+        _names(self, "content", "style", "out")  # the extension of `out` is checked by the job
         _between("jpeg_quality", self.jpeg_quality, 1, 100)
         _at_least("max_image_pixels", self.max_image_pixels, 1)
