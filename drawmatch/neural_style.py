@@ -194,7 +194,7 @@ class NeuralStylizer:
             style_feats, _ = self._features(style)
             target_grams = [gram(f) for f in style_feats]
             _, target_content = self._features(content)
-            start = content.clone()
+            start = content.clone(memory_format=torch.contiguous_format)
             if p.init_noise > 0:
                 gen = torch.Generator().manual_seed(p.seed)
                 noise = torch.randn(start.shape, generator=gen) * p.init_noise / std
