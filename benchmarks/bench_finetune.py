@@ -14,7 +14,7 @@ five OpenCV copies ("aug") with the five plus the neural one ("aug+neural"), eac
 its own styles' copies.
 
     python benchmarks/bench_finetune.py --work /tmp/ft [--folds 5] [--epochs 5] [--image-size 224]
-    python benchmarks/bench_finetune.py --work /tmp/ftn --neural --lr 1e-5 [--neural-steps 60]
+    python benchmarks/bench_finetune.py --work ft-neural --neural --lr 1e-5 [--neural-steps 60]
 """
 
 from __future__ import annotations
