@@ -19,6 +19,14 @@ folds' test queries, with the validation MAP pooled over the folds' validation q
 
     python benchmarks/bench_finetune.py --work /tmp/ft --variant ms-l2sp --pseudo-epochs 2 \
         --set loss=multi_similarity --set l2sp=0.01 --set selection=last
+
+`--neural` also writes `neural` renditions of the paired drawings (neural style transfer, each
+drawing in the style of one of its paired photos, `--neural-steps` Adam steps at `--neural-size`
+px). Without `--variant` it then compares the five OpenCV copies ("aug") with the five plus the
+neural one ("aug+neural"), each arm reading only its own styles' copies; with `--variant` the
+variant trains on both.
+
+    python benchmarks/bench_finetune.py --work /tmp/ft-neural --neural --lr 1e-5 [--neural-steps 60]
 """
 
 from __future__ import annotations
@@ -37,7 +45,15 @@ from drawmatch import catalogue as cat
 from drawmatch.demo import demo_data_dir, ingest_data
 from drawmatch.metrics import aggregate
 from drawmatch.pairs import read_pairs
-from drawmatch.settings import AugmentConfig, RayConfig, TrainConfig, load_config
+from drawmatch.settings import (
+    NEURAL,
+    STYLES,
+    AugmentConfig,
+    NeuralStyleParams,
+    RayConfig,
+    TrainConfig,
+    load_config,
+)
 from drawmatch.splits import FOLD_COLUMNS, add_styled_copies, pair_components
 
 KEYS = ("MAP", "R@1", "R@5", "R@10", "R@20", "R@50", "R@100", "MP", "MMP")
@@ -88,6 +104,9 @@ def main() -> int:
     parser.add_argument(
         "--pseudo-weights", help="best_model.pt of a pseudo stage run before (instead of one)"
     )
+    parser.add_argument("--neural", action="store_true", help="add neural renditions (see above)")
+    parser.add_argument("--neural-steps", type=int, default=150)
+    parser.add_argument("--neural-size", type=int, default=256)
     args = parser.parse_args()
 
     data = demo_data_dir()
@@ -95,7 +114,16 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     if not Path(cat.catalogue_path(out)).exists():
         ingest_data(data, str(out), RayConfig())
-    augment.run(AugmentConfig(out=str(out), select="paired", pairs_csv=str(data / "pairs.csv")))
+    all_styles = (*STYLES, NEURAL) if args.neural else STYLES
+    augment.run(
+        AugmentConfig(
+            out=str(out),
+            select="paired",
+            pairs_csv=str(data / "pairs.csv"),
+            styles=all_styles,
+            neural=NeuralStyleParams(steps=args.neural_steps, size=args.neural_size),
+        )
+    )
     catalogue = cat.read_catalogue(out)
     pairs = read_pairs(data / "pairs.csv")
     resize = round(args.image_size * 330 / 280)
@@ -128,25 +156,36 @@ def main() -> int:
         return json.loads(metrics_file.read_text())
 
     folds = grouped_folds(pairs, args.folds, args.seed)
-    fold_csvs = []
-    for i, fold in enumerate(folds):
-        fold_csv = out / "folds" / f"group_fold_{i:02d}.csv"
-        fold_csv.parent.mkdir(parents=True, exist_ok=True)
-        add_styled_copies(fold, catalogue).to_csv(fold_csv, index=False)
-        fold_csvs.append(fold_csv)
+
+    def write_folds(styles: tuple[str, ...], suffix: str) -> list[Path]:
+        """The fold CSVs with the style copies of `styles` only."""
+        copies = catalogue[catalogue["parent_id"].isna() | catalogue["style"].isin(styles)]
+        paths = []
+        for i, fold in enumerate(folds):
+            fold_csv = out / "folds" / f"group_fold_{i:02d}{suffix}.csv"
+            fold_csv.parent.mkdir(parents=True, exist_ok=True)
+            add_styled_copies(fold, copies).to_csv(fold_csv, index=False)
+            paths.append(fold_csv)
+        return paths
+
+    fold_csvs = write_folds(STYLES, "")
+    neural_csvs = write_folds(all_styles, "_neural") if args.neural else fold_csvs
 
     results: dict[str, list[dict[str, float]]]
     val: dict[str, list[dict[str, float]]] = {}
     drifts: list[float] = []
     if args.variant is None:
-        results = {"pretrained": [], "no-aug": [], "aug": []}
-        for i, fold_csv in enumerate(fold_csvs):
-            for name, styles in (("no-aug", False), ("aug", True)):
-                summary = run_once(
-                    protocol(fold_csv, f"bench-{name}-fold{i:02d}", args.epochs, styles)
-                )
+        # arm -> (use style copies, its fold CSVs)
+        arms = {"no-aug": (False, fold_csvs), "aug": (True, fold_csvs)}
+        if args.neural:
+            arms = {"aug": (True, fold_csvs), "aug+neural": (True, neural_csvs)}
+        results = {"pretrained": [], **{name: [] for name in arms}}
+        for i in range(len(folds)):
+            for name, (styles, csvs) in arms.items():
+                run_name = f"bench-{name.replace('+', '-')}-fold{i:02d}"
+                summary = run_once(protocol(csvs[i], run_name, args.epochs, styles))
                 results[name].append(summary["best"]["test"])
-                if name == "no-aug":
+                if name == next(iter(arms)):
                     results["pretrained"].append(summary["baseline"]["test"])
     else:
         results = {"pretrained": imagenet_test_metrics(out, fold_csvs, args.image_size)}
@@ -168,7 +207,7 @@ def main() -> int:
             results["pseudo only"] = []
         results[args.variant] = []
         val = {"pretrained": [], args.variant: []}
-        for i, fold_csv in enumerate(fold_csvs):
+        for i, fold_csv in enumerate(neural_csvs):
             summary = run_once(
                 [
                     *protocol(fold_csv, f"bench-{args.variant}-fold{i:02d}", args.epochs, True),

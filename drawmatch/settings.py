@@ -344,14 +344,62 @@ class StyleParams:
         _above("pencil_scale", self.pencil_scale, 0)
 
 
+NEURAL = "neural"  # the style-transfer effect of the augment job (drawmatch.neural_style)
+NEURAL_REFERENCES = ("auto", "drawing", "artwork")
+
+
+@dataclass(frozen=True)
+class NeuralStyleParams:
+    """Neural style transfer (drawmatch.neural_style): `steps` of `optimizer` (adam or lbfgs) at
+    learning rate `lr` on images whose longer side is `size`, features of `backbone`;
+    loss = content_weight * content + style_weight * style + tv_weight * total variation;
+    `content_layer` and `style_layers` null: the backbone's defaults; `init_noise` (pixel std,
+    0-1) of noise drawn from `seed` added to the starting image."""
+
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = True
+    size: int = 256
+    steps: int = 150
+    optimizer: str = choice("adam", "adam", "lbfgs")
+    lr: float = 0.05
+    content_weight: float = 1.0
+    style_weight: float = 1000.0
+    tv_weight: float = 1.0
+    content_layer: str | None = None
+    style_layers: tuple[str, ...] | None = None
+    init_noise: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _names(self, "backbone", "content_layer")
+        _check_choices(self)
+        _at_least("size", self.size, MIN_IMAGE_SIZE)
+        _at_least("steps", self.steps, 1)
+        _above("lr", self.lr, 0)
+        for key in ("content_weight", "style_weight", "tv_weight"):
+            _at_least(key, getattr(self, key), 0)
+        if self.content_weight == 0 and self.style_weight == 0:
+            raise ConfigError("content_weight, style_weight: at least one must be > 0")
+        if self.style_layers is not None:
+            _each("style_layers", self.style_layers, _not_empty)
+        _between("init_noise", self.init_noise, 0.0, 1.0)
+        _at_least("seed", self.seed, 0)
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     """Write style copies (`styles`) of the selected originals: `select=paired` the drawings of
-    `pairs_csv`, `drawings` every usable drawing, `all` drawings and artworks."""
+    `pairs_csv`, `drawings` every usable drawing, `all` drawings and artworks. The `neural` style
+    (not in the default list: about a second per optimisation step on CPU) renders each image in
+    the style of a reference image chosen by `neural_reference`: `auto` a drawing's paired artwork
+    (a random artwork if it has none or pairs_csv is not given) and an artwork a random drawing;
+    `drawing` or `artwork` a random image of that collection (seeded by `neural.seed`)."""
 
     out: str = "drawmatch-out"
-    styles: tuple[str, ...] = choice(STYLES, *STYLES)
+    styles: tuple[str, ...] = choice(STYLES, *STYLES, NEURAL)
     params: StyleParams = field(default_factory=StyleParams)
+    neural: NeuralStyleParams = field(default_factory=NeuralStyleParams)
+    neural_reference: str = choice("auto", *NEURAL_REFERENCES)
     select: str = choice("paired", "paired", "drawings", "all")
     pairs_csv: str | None = None
     max_side: int = 1024
@@ -1070,3 +1118,23 @@ class ClassifyConfig:
             )
         _above("cpus_per_worker", self.cpus_per_worker, 0)
         _at_least("seed", self.seed, 0)
+
+
+@dataclass(frozen=True)
+class StylizeConfig:
+    """Render the image `content` in the style of the image `style` (neural style transfer,
+    `params`) and write the result to `out` (a JPEG or PNG file; an existing file is replaced only
+    with overwrite=true)."""
+
+    content: str | None = None
+    style: str | None = None
+    out: str = "stylized.jpg"
+    overwrite: bool = False
+    params: NeuralStyleParams = field(default_factory=NeuralStyleParams)
+    jpeg_quality: int = 92
+    max_image_pixels: int = 200_000_000
+
+    def __post_init__(self) -> None:
+        _names(self, "content", "style", "out")  # the extension of `out` is checked by the job
+        _between("jpeg_quality", self.jpeg_quality, 1, 100)
+        _at_least("max_image_pixels", self.max_image_pixels, 1)

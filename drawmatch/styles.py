@@ -8,6 +8,11 @@ result on RGB input.
 `StyleAugmenter` is the Ray Data stage: a callable class that decodes catalogue rows, writes one
 styled JPEG per (row, style) under the output root and returns the new catalogue rows.
 
+The `neural` style is neural style transfer (`drawmatch.neural_style`): it needs a second image,
+the style reference, which the augment job chooses per row (columns `ref_root`, `ref_path`), and
+a CNN, which the stage builds once when `neural` is among its styles. Its output's longer side is
+`NeuralStyleParams.size` (256 px by default), not `max_side`.
+
 Cost: the edge-preserving filters (`stylization`, `detailEnhance`) and the oil painting histogram
 grow with the pixel count and take many seconds on a 3000x2000 scan; images are therefore decoded at
 reduced size and shrunk so that their longer side is at most `max_side` before any effect runs
@@ -28,7 +33,7 @@ from PIL import Image
 
 from drawmatch import storage
 from drawmatch.images import DEFAULT_MAX_PIXELS, ImageError, open_image
-from drawmatch.settings import STYLES, StyleParams
+from drawmatch.settings import NEURAL, STYLES, NeuralStyleParams, StyleParams
 
 OUTPUT_COLUMNS = (
     "id",
@@ -111,16 +116,21 @@ assert tuple(STYLE_FUNCTIONS) == STYLES
 
 
 def check_styles(styles: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """The styles as a tuple, or ValueError naming the unknown ones and the known ones."""
-    unknown = [s for s in styles if s not in STYLE_FUNCTIONS]
+    """The styles as a tuple, or ValueError naming the unknown ones and the known ones (the
+    OpenCV effects and `neural`)."""
+    known = (*STYLE_FUNCTIONS, NEURAL)
+    unknown = [s for s in styles if s not in known]
     if unknown:
-        raise ValueError(f"unknown style(s) {unknown}; known styles: {', '.join(STYLE_FUNCTIONS)}")
+        raise ValueError(f"unknown style(s) {unknown}; known styles: {', '.join(known)}")
     return tuple(styles)
 
 
 def apply_style(img: np.ndarray, style: str, params: StyleParams = DEFAULT_PARAMS) -> np.ndarray:
-    """Apply one named style to an RGB uint8 (H, W, 3) image; returns RGB uint8 (H, W, 3)."""
-    check_styles([style])
+    """Apply one named OpenCV style to an RGB uint8 (H, W, 3) image; returns RGB uint8 (H, W, 3).
+    (`neural` needs a reference image and a model: `drawmatch.neural_style.NeuralStylizer`.)"""
+    if style not in STYLE_FUNCTIONS:
+        check_styles([style])
+        raise ValueError(f"style {style!r} needs a reference image; use NeuralStylizer")
     return STYLE_FUNCTIONS[style](img, params)
 
 
@@ -177,7 +187,10 @@ class StyleAugmenter:
     Each image is decoded at reduced size (`open_image(draft_size=max_side)`, JPEG DCT scaling) and
     shrunk so that its longer side is <= `max_side` before styling: the effects are slow on
     full-size scans (seconds per effect on 3000x2000). `cv2_threads` sets OpenCV's thread count
-    for the process (1: one Ray CPU per actor; None leaves it alone).
+    for the process (1: one Ray CPU per actor; None leaves it alone), and torch's for `neural`.
+
+    `neural`: the row's style reference is read from columns `ref_root` and `ref_path` (a row
+    without one gets the error "style reference: none chosen"); `neural` holds its settings.
     """
 
     def __init__(
@@ -190,6 +203,7 @@ class StyleAugmenter:
         jpeg_quality: int = 92,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         cv2_threads: int | None = 1,
+        neural: NeuralStyleParams | dict[str, Any] | None = None,
     ) -> None:
         self.styles = check_styles(tuple(styles))
         self.params = _params(params)
@@ -203,6 +217,11 @@ class StyleAugmenter:
         self.max_pixels = int(max_pixels)
         if cv2_threads is not None:
             cv2.setNumThreads(int(cv2_threads))
+        self.stylizer: Any = None
+        if NEURAL in self.styles:
+            from drawmatch.neural_style import NeuralStylizer
+
+            self.stylizer = NeuralStylizer(neural, threads=cv2_threads)
 
     def _row_styles(self, value: Any) -> tuple[str, ...]:
         text = _text(value)
@@ -222,6 +241,17 @@ class StyleAugmenter:
             max_pixels=self.max_pixels,
         )
         return shrink(np.asarray(pil), self.max_side)
+
+    def _style(
+        self, img: np.ndarray, style: str, batch: dict[str, np.ndarray], i: int
+    ) -> np.ndarray:
+        if style != NEURAL:
+            return apply_style(img, style, self.params)
+        root = _text(batch["ref_root"][i]) if "ref_root" in batch else None
+        path = _text(batch["ref_path"][i]) if "ref_path" in batch else None
+        if root is None or path is None:
+            raise ImageError("none chosen")
+        return self.stylizer(img, self._load(root, path))  # type: ignore[no-any-return]
 
     def _write(self, img: np.ndarray, rel: str) -> tuple[str, int, int]:
         data = encode_jpeg(img, self.jpeg_quality)
@@ -252,7 +282,9 @@ class StyleAugmenter:
                 error = load_error
                 if img is not None:
                     try:
-                        out = apply_style(img, style, self.params)
+                        out = self._style(img, style, batch, i)
+                    except ImageError as exc:
+                        error = f"style reference: {exc.reason}"
                     except Exception as exc:  # noqa: BLE001
                         error = f"style failed: {type(exc).__name__}: {exc}"[:200]
                     else:
@@ -282,9 +314,11 @@ def augmenter_kwargs(
     max_side: int,
     jpeg_quality: int,
     max_pixels: int,
+    neural: NeuralStyleParams | None = None,
 ) -> dict[str, Any]:
     """Constructor kwargs of `StyleAugmenter` as plain values (for Ray's fn_constructor_kwargs)."""
     return {
+        "neural": None if neural is None else asdict(neural),
         "styles": list(styles),
         "params": asdict(params),
         "roots": dict(roots),

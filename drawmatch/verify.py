@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from drawmatch import storage
+from drawmatch.backbones import backbone_spec, resolve_model
 from drawmatch.labels import (
     SPLITS_FILE,
     LabelImages,
@@ -143,7 +144,7 @@ class Verifier:
             load_weights(backbone, config.model.weights)
         self.images = LabelImages(
             table["path"].tolist(),
-            config.model.image_size,
+            config.model.image_size or backbone_spec(config.model.backbone).input_size,
             config.train_resize,
             config.train_crop,
             backbone.mean,
@@ -341,7 +342,8 @@ def run(config: VerifyConfig) -> VerifyResult:
 
     from drawmatch.rayutil import init_ray
 
-    config = with_absolute_paths(config)
+    # the backbone's own input size and pooling where the config leaves them null
+    config = with_absolute_paths(replace(config, model=resolve_model(config.model)))
     table = prepare(config)
     summary_in = table.attrs.pop("summary")
     counts = table.groupby("set")["label"].agg(["count", "nunique"])

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from drawmatch import augment, catalogue
-from drawmatch.settings import STYLES, AugmentConfig, RayConfig
+from drawmatch.settings import STYLES, AugmentConfig, NeuralStyleParams, RayConfig
 
 from .conftest import make_image
 
@@ -199,3 +201,75 @@ def test_a_re_ingest_keeps_the_copies_and_augment_does_no_work_twice(ray_local, 
     redone = cat[cat["parent_id"] == names[0]]
     parent_sha = cat.loc[cat["id"] == names[0], "sha256"].iloc[0]
     assert len(redone) == 2 and (redone["parent_sha256"] == parent_sha).all()
+
+
+TINY_NEURAL = NeuralStyleParams(backbone="tiny", pretrained=False, size=32, steps=2)
+
+
+def test_neural_references_follow_the_rule(tiny_out: Path) -> None:
+    cat = catalogue.read_catalogue(tiny_out)
+    pairs = pd.DataFrame({"drawing_id": [DRAWINGS[0], DRAWINGS[0]], "artwork_id": ["art0", "art1"]})
+    everything = cat[catalogue.originals(cat)]
+    refs = augment.neural_references(everything, cat, "auto", pairs, seed=0)
+    assert refs[DRAWINGS[0]] in ("art0", "art1")  # one of its paired artworks
+    assert refs[DRAWINGS[1]] in ("art0", "art1")  # no pair: a random artwork
+    # artworks get a usable drawing: never the verso (DRAWINGS[3])
+    usable_drawings = set(DRAWINGS[:3])
+    assert {refs["art0"], refs["art1"]} <= usable_drawings
+    assert DRAWINGS[3] not in refs.values()
+    # the same choice every time; a drawing is never its own reference
+    assert refs == augment.neural_references(everything, cat, "auto", pairs, seed=0)
+    drawing_refs = augment.neural_references(everything, cat, "drawing", None, seed=0)
+    assert all(ref != rid and ref in usable_drawings for rid, ref in drawing_refs.items())
+    artwork_refs = augment.neural_references(everything, cat, "artwork", None, seed=5)
+    assert set(artwork_refs.values()) <= {"art0", "art1"}
+    assert artwork_refs["art0"] == "art1" and artwork_refs["art1"] == "art0"
+
+
+def test_style_augmenter_neural_on_a_plain_batch(tiny_out: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    from drawmatch.styles import StyleAugmenter
+
+    roots = catalogue.read_roots(tiny_out)
+    stage = StyleAugmenter(
+        styles=("gray", "neural"), roots=roots, out_root=str(tmp_path), neural=asdict(TINY_NEURAL)
+    )
+    batch = {
+        "id": np.array([DRAWINGS[0], DRAWINGS[1]], dtype=object),
+        "collection": np.array(["drawing", "drawing"], dtype=object),
+        "root": np.array(["drawings", "drawings"], dtype=object),
+        "path": np.array([f"{DRAWINGS[0]}.jpg", f"{DRAWINGS[1]}.jpg"], dtype=object),
+        "ref_root": np.array(["artworks", None], dtype=object),
+        "ref_path": np.array(["art0.jpg", None], dtype=object),
+    }
+    out = stage(batch)
+    rows = pd.DataFrame(out).set_index("id")
+    done = rows.loc[f"{DRAWINGS[0]}__neural"]
+    assert done["status"] == "ok" and done["style"] == "neural"
+    assert done["parent_id"] == DRAWINGS[0]
+    with Image.open(tmp_path / done["path"]) as img:
+        assert max(img.size) == 32  # the transfer's size
+    missing = rows.loc[f"{DRAWINGS[1]}__neural"]
+    assert missing["status"] == "error" and missing["error"] == "style reference: none chosen"
+    assert rows.loc[f"{DRAWINGS[1]}__gray", "status"] == "ok"  # the other style is unaffected
+
+
+@pytest.mark.slow
+def test_augment_writes_and_skips_neural_copies(ray_local, tiny_out: Path) -> None:
+    config = _config(tiny_out, styles=("gray", "neural"), neural=TINY_NEURAL)
+    result = augment.run(config)
+    assert (result.inputs, result.tasks, result.written, result.errors) == (2, 4, 4, 0)
+    cat = catalogue.read_catalogue(tiny_out)
+    neural = cat[cat["style"] == "neural"]
+    assert set(neural["parent_id"]) == set(DRAWINGS[:2])
+    assert set(neural["id"]) == {f"{d}__neural" for d in DRAWINGS[:2]}
+    assert (neural["status"] == "ok").all() and (neural["collection"] == "drawing").all()
+    paths = [Path(p) for p in catalogue.resolve_paths(neural, catalogue.read_roots(tiny_out))]
+    assert all(p.exists() for p in paths)
+    again = augment.run(config)
+    assert (again.tasks, again.written, again.skipped) == (0, 0, 4)
+    paths[0].unlink()
+    third = augment.run(config)
+    assert (third.tasks, third.written, third.skipped) == (1, 1, 3)
+    assert paths[0].exists()

@@ -100,6 +100,10 @@ BAD_COMMANDS = [
     (["demo", "examples=0"], 2, ["examples: 0"]),
     (["ingest", "extensions=[]"], 2, ["extensions"]),
     (["ingest"], 1, ["needs drawings_root"]),
+    (["stylize", "--content", "c.jpg"], 1, ["needs content=IMG and style=IMG"]),
+    (["stylize", "params.steps=0"], 2, ["params.steps: 0"]),
+    (["stylize", "params.optimizer=sgd"], 2, ["params.optimizer"]),
+    (["stylize", "--content", "c.jpg", "--style", "s.jpg"], 2, ["existing folder"]),
     (["embed", "batchsize=4"], 2, ["unknown config key(s) batchsize"]),
     (["embed", "--no-such-flag"], 2, ["unrecognized arguments"]),
 ]
@@ -126,7 +130,8 @@ def test_missing_or_malformed_config_file(capsys, earlier_run, tmp_path):
 
 @pytest.mark.parametrize("job", sorted(JOBS))
 def test_out_naming_a_file_is_refused(capsys, tmp_path, job):
-    target = tmp_path / "results.txt"
+    # stylize's out is the image it writes: an existing one is kept unless overwrite=true
+    target = tmp_path / ("results.jpg" if job == "stylize" else "results.txt")
     target.write_text("keep me")
     extra = {
         "ingest": [f"drawings_root={tmp_path}"],
@@ -135,6 +140,7 @@ def test_out_naming_a_file_is_refused(capsys, tmp_path, job):
         "evaluate": ["--folds"],
         "split": ["pairs_csv=p.csv"],
         "train": ["fold_csv=f.csv"],
+        "stylize": ["content=c.jpg", "style=s.jpg"],
     }.get(job, [])
     _refused(capsys, [job, f"out={target}", *extra], 2, tmp_path, "existing file")
     assert target.read_text() == "keep me"

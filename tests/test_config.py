@@ -126,6 +126,35 @@ BAD_VALUES: dict[str, dict[str, list[str]]] = {
         "params.texture_sigma_r": ["-0.1", "2"],
         "params.pencil_blur_ksize": ["0", "-3", "100"],
         "params.pencil_scale": ["0", "-1"],
+        "neural_reference": ["paired", "drawings"],
+        "neural.size": ["0", "16"],
+        "neural.steps": ["0", "-1"],
+        "neural.optimizer": ["sgd"],
+        "neural.lr": ["0", "-0.1"],
+        "neural.content_weight": ["-1"],
+        "neural.style_weight": ["-1"],
+        "neural.tv_weight": ["-0.5"],
+        "neural.init_noise": ["-0.1", "1.5"],
+        "neural.seed": ["-1"],
+        "neural.backbone": ["''"],
+        "neural.content_layer": ["''"],
+        "neural.style_layers": ["[]", "['']"],
+    },
+    "StylizeConfig": {
+        "content": ["''"],
+        "style": ["''"],
+        "out": ["''"],
+        "jpeg_quality": ["0", "101"],
+        "max_image_pixels": ["0"],
+        "params.size": ["8"],
+        "params.steps": ["0"],
+        "params.optimizer": ["bfgs"],
+        "params.lr": ["0"],
+        "params.content_weight": ["-1"],
+        "params.style_weight": ["-2"],
+        "params.tv_weight": ["-1"],
+        "params.init_noise": ["2"],
+        "params.seed": ["-3"],
     },
     "EmbedConfig": {
         "collections": ["[]", "[drawings]"],
@@ -366,6 +395,10 @@ def test_every_bad_value_is_refused_naming_its_key(cls_name, key, bad):
         ("EmbedConfig", "model.runtime", "onnx"),
         ("AugmentConfig", "jpeg_quality", "100"),
         ("AugmentConfig", "jpeg_quality", "1"),
+        ("AugmentConfig", "styles", "[oil, neural]"),
+        ("AugmentConfig", "neural.style_weight", "0"),
+        ("AugmentConfig", "neural.init_noise", "0"),
+        ("StylizeConfig", "params.optimizer", "lbfgs"),
         ("TrainConfig", "max_failures", "-1"),
         ("TrainConfig", "bank_refresh_steps", "0"),
         ("SweepConfig", "trial_cpus", "0"),
@@ -425,3 +458,10 @@ def test_every_ranged_key_has_bad_values_listed():
                 continue  # TrainConfig's keys, listed under TrainConfig
             unchecked.append(f"{cls_name}.{key}")
     assert unchecked == []
+
+
+def test_neural_style_needs_a_content_or_style_weight():
+    from drawmatch.settings import StylizeConfig
+
+    with pytest.raises(ConfigError, match="content_weight, style_weight"):
+        load_config(StylizeConfig, None, ["params.content_weight=0", "params.style_weight=0"])
