@@ -306,11 +306,6 @@ def _stored_embeddings(config: ClassifyConfig, table: pd.DataFrame) -> np.ndarra
     """The stored embeddings of the table's ids (catalogue images only)."""
     from drawmatch.embeddings import pick_model_tag, read_embeddings
 
-    if config.data.images is not None:
-        raise ValueError(
-            "model_tag= reads catalogue embeddings: leave data.images out (label catalogue "
-            "images with data.label_column= or data.labels_csv=)"
-        )
     tag = pick_model_tag(config.out, config.model_tag)
     _, emb = read_embeddings(config.out, tag, table["id"].tolist())
     return emb
@@ -349,6 +344,11 @@ def _run_ray(config: ClassifyConfig, run_dir: str, name: str, runs: str) -> dict
 def run(config: ClassifyConfig) -> ClassifyResult:
     """Split, fit and score (see the module docstring)."""
     config = with_absolute_paths(config)
+    if config.method == "probe" and config.model_tag and config.data.images is not None:
+        raise ValueError(
+            "model_tag= reads catalogue embeddings: leave data.images out (label catalogue "
+            "images with data.label_column= or data.labels_csv=)"
+        )
     data = load_labelled(config.data, config.out)
     table = data.images.copy()
     table["set"] = stratified_split(table["label"], config.val, config.test, config.seed).to_numpy()
