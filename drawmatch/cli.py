@@ -286,7 +286,8 @@ def _required(job: str, config: Any) -> None:
     elif job in ("verify", "classify") and config.data.images is None:
         from drawmatch.catalogue import catalogue_path
 
-        if _kind(catalogue_path(str(config.out)), "out") != "file":
+        out = str(config.out)  # an `out=` naming a file is refused below, as for every job
+        if _kind(out, "out") != "file" and _kind(catalogue_path(out), "out") != "file":
             needs = "data.images=DIR (a folder per label, or with data.labels_csv=FILE), or an out= with a catalogue"
     if needs:  # exit code 1, as when the job itself found the key missing
         raise ValueError(f"{job} needs {needs}")
