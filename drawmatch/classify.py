@@ -307,11 +307,6 @@ def _stored_embeddings(config: ClassifyConfig, table: pd.DataFrame) -> np.ndarra
     """The stored embeddings of the table's ids (catalogue images only)."""
     from drawmatch.embeddings import pick_model_tag, read_embeddings
 
-    if config.data.images is not None:
-        raise ValueError(
-            "model_tag= reads catalogue embeddings: leave data.images out (label catalogue "
-            "images with data.label_column= or data.labels_csv=)"
-        )
     tag = pick_model_tag(config.out, config.model_tag)
     _, emb = read_embeddings(config.out, tag, table["id"].tolist())
     return emb
@@ -351,6 +346,11 @@ def run(config: ClassifyConfig) -> ClassifyResult:
     """Split, fit and score (see the module docstring)."""
     # the backbone's own input size and pooling where the config leaves them null
     config = with_absolute_paths(replace(config, model=resolve_model(config.model)))
+    if config.method == "probe" and config.model_tag and config.data.images is not None:
+        raise ValueError(
+            "model_tag= reads catalogue embeddings: leave data.images out (label catalogue "
+            "images with data.label_column= or data.labels_csv=)"
+        )
     data = load_labelled(config.data, config.out)
     table = data.images.copy()
     table["set"] = stratified_split(table["label"], config.val, config.test, config.seed).to_numpy()

@@ -306,7 +306,8 @@ def _required(job: str, config: Any) -> None:
     elif job in ("verify", "classify") and config.data.images is None:
         from drawmatch.catalogue import catalogue_path
 
-        if _kind(catalogue_path(str(config.out)), "out") != "file":
+        out = str(config.out)  # an `out=` naming a file is refused below, as for every job
+        if _kind(out, "out") != "file" and _kind(catalogue_path(out), "out") != "file":
             needs = "data.images=DIR (a folder per label, or with data.labels_csv=FILE), or an out= with a catalogue"
     elif job == "stylize" and not (config.content and config.style):
         needs = "content=IMG and style=IMG (or --content IMG --style IMG)"

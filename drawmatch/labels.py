@@ -336,7 +336,8 @@ def pk_batches(
 
 class LabelImages:
     """Images of a labelled set as model input: `eval_batch` (bilinear resize to size x size,
-    cached as uint8 per worker) and `train_batch` (the project's random train transform)."""
+    cached as uint8 per worker up to `cache_bytes`: evaluation sets are embedded every epoch) and
+    `train_batch` (the project's random train transform)."""
 
     def __init__(
         self,
@@ -346,8 +347,11 @@ class LabelImages:
         train_crop: int,
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
+        cache_bytes: int = 2**31,
     ) -> None:
         self.paths = paths
+        self.cache_bytes = cache_bytes
+        self.cached_bytes = 0
         self.size = size
         self.train_resize = train_resize
         self.transform = train_transform(train_resize, train_crop, mean, std)
@@ -355,9 +359,13 @@ class LabelImages:
         self.cache: dict[int, np.ndarray] = {}
 
     def _array(self, i: int) -> np.ndarray:
-        if i not in self.cache:
-            self.cache[i] = load_eval_array(self.paths[i], self.size)
-        return self.cache[i]
+        if i in self.cache:
+            return self.cache[i]
+        arr = load_eval_array(self.paths[i], self.size)
+        if self.cached_bytes + arr.nbytes <= self.cache_bytes:
+            self.cache[i] = arr
+            self.cached_bytes += arr.nbytes
+        return arr
 
     def eval_batch(self, idx: list[int]) -> torch.Tensor:
         """(n, 3, size, size) normalised tensors."""

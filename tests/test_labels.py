@@ -366,3 +366,14 @@ def test_confusion_figure_is_a_png():
 
     data = png(confusion_figure(np.array([[3, 1], [0, 2]]), ["cubism", "baroque"], "test"))
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_label_images_cache_stops_at_its_budget(tmp_path):
+    from drawmatch.labels import LabelImages
+
+    paths = [str(make_image(tmp_path / f"{i}.jpg", seed=i)) for i in range(3)]
+    images = LabelImages(paths, 32, 36, 32, cache_bytes=2 * 32 * 32 * 3)
+    first = images.eval_batch([0, 1, 2])
+    assert sorted(images.cache) == [0, 1]  # the third would exceed the budget
+    assert torch.equal(images.eval_batch([0, 1, 2]), first)
+    assert images.train_batch([2]).shape == (1, 3, 32, 32)
