@@ -224,10 +224,10 @@ def test_cli_refuses_a_pooling_the_backbone_lacks_before_the_job() -> None:
 def test_model_tags_name_backbone_pooling_size_and_weights() -> None:
     clip = Embedder({"backbone": "openclip_vitb32", "pretrained": False})
     assert clip.tag == "openclip_vitb32-cls-224-random" and clip.image_size == 224
-    torch.manual_seed(0)  # random weights: the same ones for both
+    torch.manual_seed(1)  # random weights come from a fixed seed, whatever the global RNG
     dino = Embedder({"backbone": "dinov2_vits14", "pretrained": False, "image_size": 56})
     assert dino.tag == "dinov2_vits14-cls-56-random" and dino.dim == 384
-    torch.manual_seed(0)
+    torch.manual_seed(2)
     avg = Embedder(
         {"backbone": "dinov2_vits14", "pretrained": False, "image_size": 56, "pooling": "avg"}
     )
