@@ -260,9 +260,13 @@ def resolve_model(model: ModelConfig) -> ModelConfig:
 
 def create_backbone(name: str, pretrained: bool = True, pooling: str | None = None) -> Backbone:
     """Backbone `name` with its pretrained (or random) weights, its normalisation and `pooling`
-    (None: its default pooling)."""
+    (None: its default pooling). Random weights are drawn from a fixed seed, so that every
+    process (embedding actors, training workers, a later search) builds the same ones: a model's
+    weights hash, its provenance, must not depend on where it was built."""
     spec = backbone_spec(name)
-    trunk, dim = _REGISTRY[name](pretrained)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        trunk, dim = _REGISTRY[name](pretrained)
     if spec.kind == "vit" and not isinstance(trunk, TokenTrunk):
         raise TypeError(f"backbone {name} is registered as a vit but its trunk is no TokenTrunk")
     weights = (_PRETRAINED[name] or "random") if pretrained else "random"

@@ -103,6 +103,11 @@ class RegionEmbedder:
         self.embedder = Embedder(model, num_threads=num_threads)
         self.boxes = region_boxes(tuple(levels), overlap)
         self.pooling = self.embedder.net.pooling
+        if self.pooling == "cls":  # a class token sees the whole image: it has no regions
+            raise ValueError(
+                f"region embeddings pool feature-map cells; {self.embedder.tag} pools the class "
+                "token: use pooling avg (the mean of the patch tokens) for regions"
+            )
         self.dim = self.embedder.dim
 
     def embed_regions(self, images: np.ndarray) -> np.ndarray:
@@ -114,7 +119,7 @@ class RegionEmbedder:
         e = self.embedder
         with torch.inference_mode():
             x = normalise(images, e.mean, e.std, e.device)
-            return pool_regions(e.net.trunk(x), self.boxes, self.pooling)
+            return pool_regions(e.net.feature_map(x), self.boxes, self.pooling)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = np.asarray(batch["ok"], dtype=bool)

@@ -160,6 +160,11 @@ def run(config: RegionsConfig) -> RegionsResult:
 
     tag = pick_model_tag(config.out, config.model_tag)
     info = read_model_info(config.out, tag)
+    if info["model"].get("pooling") == "cls":  # before Ray starts: the actors would refuse it
+        raise ValueError(
+            f"{tag} pools the class token, which has no regions: embed with model.pooling=avg "
+            "(the mean of the patch tokens) for region search"
+        )
     whash = str(info["weights_hash"])
     catalogue = cat.read_catalogue(config.out)
     roots = cat.read_roots(config.out)

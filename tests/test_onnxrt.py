@@ -77,7 +77,9 @@ def test_fine_tuned_weights_get_their_export_next_to_them(tmp_path):
 @pytest.mark.parametrize(
     "backbone",
     [
-        pytest.param(b, marks=pytest.mark.slow) if b == "resnext101_32x8d" else b
+        pytest.param(b, marks=pytest.mark.slow)
+        if b in ("resnext101_32x8d", "dinov2_vitb14", "openclip_vitb16")
+        else b
         for b in list_backbones()
     ],
 )
