@@ -54,7 +54,7 @@ class RegionSearcher:
         self.features: dict[str, Features] = {}
         self.feature_kind, self.feature_side = "sift", 400
         if mode != "global":
-            self.index = RegionIndex(out, tag)
+            self.index = RegionIndex(out, tag, self.gallery)
         if mode == "verified":
             local = self.index.info.get("local_features") if self.index else None
             if not local:
