@@ -458,9 +458,10 @@ class SearchConfig:
     batch_output: str | None = None
     mode: str = "global"
     region: RegionSearchParams = field(default_factory=lambda: RegionSearchParams())
+    sheet: str | None = None  # a contact sheet (JPEG) of one query's result, boxes drawn
 
     def __post_init__(self) -> None:
-        _names(self, "out", "model_tag", "query", "batch_output")
+        _names(self, "out", "model_tag", "query", "batch_output", "sheet")
         _at_least("k", self.k, 1)
 
 
