@@ -792,11 +792,11 @@ class RegionSearchParams:
     inliers put a candidate first, by inlier count). `n_hits` region vectors are read from an
     approximate index per query."""
 
-    weight: float = 1.0
-    margin: float = 0.05
+    weight: float = 1.0  # weight, margin and min_inliers tuned on a held-out partial-copy set
+    margin: float = 0.02
     n_hits: int = 2000
     verify_top: int = 50
-    min_inliers: int = 15
+    min_inliers: int = 5
     ratio: float = 0.8
 
     def __post_init__(self) -> None:

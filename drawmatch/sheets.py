@@ -32,7 +32,8 @@ MATCH_BOX = (212, 20, 140)
 BOX_LEGEND = (
     "Magenta frame on an artwork: the part of it that matches the drawing (region search: the "
     "artwork's window closest to the drawing; verified: where the drawing's matched keypoints "
-    "lie). It shows where to look, not an exact outline."
+    "lie); no frame: the artwork as a whole matches best. It shows where to look, not an exact "
+    "outline."
 )
 
 
@@ -84,6 +85,13 @@ def thumbnail(path: str, size: int) -> Image.Image:
         card = Image.new("RGB", (size, size), (235, 235, 235))
         ImageDraw.Draw(card).text((6, size // 2), exc.reason, fill="red", font=font())
         return card
+
+
+def whole_image(box: tuple[float, ...], slack: float = 0.02) -> bool:
+    """Whether a matched box is the whole image (its best window is the artwork itself): such a
+    box is not drawn, the artwork as a whole is the match."""
+    x0, y0, x1, y1 = box
+    return x0 <= slack and y0 <= slack and x1 >= 1 - slack and y1 >= 1 - slack
 
 
 def box_pixels(
@@ -173,6 +181,6 @@ def result_tiles(
             label += f" · {int(r['inliers'])} keypoints"
         label += f"\n{r['artwork_id']}"
         box = tuple(float(r.get(c, math.nan)) for c in ("box_x0", "box_y0", "box_x1", "box_y1"))
-        ok = not any(math.isnan(v) for v in box)
+        ok = not any(math.isnan(v) for v in box) and not whole_image(box)
         row.append(Tile(paths[str(r["artwork_id"])], label, box=box if ok else None))  # type: ignore[arg-type]
     return row

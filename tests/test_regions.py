@@ -400,15 +400,21 @@ def test_the_contact_sheet_frames_the_matched_box_at_its_pixels(tmp_path):
 
 
 def test_search_writes_a_contact_sheet_with_the_matched_boxes(region_run, tmp_path):
+    from drawmatch import sheets
+
     out, _tag, _root, _first, _cfg = region_run
-    target = tmp_path / "detail2.jpg"
+    target = tmp_path / "detail4.jpg"
     found = search.run(
-        SearchConfig(out=str(out), query="detail2", k=3, mode="region", sheet=str(target))
+        SearchConfig(out=str(out), query="detail4", k=3, mode="verified", sheet=str(target))
     )
-    assert found["artwork_id"].iloc[0] == "art2"
-    sheet = np.asarray(Image.open(target).convert("RGB")).astype(int)
-    magenta = (np.abs(sheet - np.array((212, 20, 140))).max(axis=2) < 60) & (sheet[..., 1] < 90)
-    assert magenta.sum() > 100  # each of the three artworks has its best window framed
+    assert found["artwork_id"].iloc[0] == "art4"
+    assert Image.open(target).size[0] == 4 * (sheets.THUMB + sheets.GAP) + sheets.GAP
+    # the sheet's tiles: the query bare, art4 framed at its verified box (pixels: the test above)
+    tiles = sheets.result_tiles("q.png", "detail4", found, {a: a for a in found["artwork_id"]})
+    assert tiles[0].kind == "query" and tiles[0].box is None
+    box = found.iloc[0][["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(dtype=float)
+    assert tiles[1].path == "art4" and tiles[1].box == pytest.approx(tuple(box))
+    assert box[2] <= 0.55 and box[3] <= 0.55  # detail4 is art4's top-left quarter
     with pytest.raises(ValueError, match="one query's result"):
         search.run(SearchConfig(out=str(out), batch=True, mode="region", sheet=str(target)))
 

@@ -40,6 +40,7 @@ from drawmatch.renditions import ensure_rendition
 from drawmatch.serve import security
 from drawmatch.serve.data import SORTS, RegionHit, Workbench
 from drawmatch.settings import SEARCH_MODES, ServeConfig
+from drawmatch.sheets import whole_image
 
 log = logging.getLogger("drawmatch.serve")
 
@@ -745,11 +746,12 @@ MODE_NAMES = {
 
 def box_view(hit: RegionHit | None) -> dict[str, Any]:
     """The template values of a region hit's box: CSS percentages of the artwork's thumbnail
-    (`box`: left, top, width, height) and the evidence behind it."""
+    (`box`: left, top, width, height; None when the whole artwork matched best, which needs no
+    frame) and the evidence behind it."""
     if hit is None:
         return {"box": None, "inliers": None, "verified": False}
     box = None
-    if hit.box is not None:
+    if hit.box is not None and not whole_image(hit.box):
         x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in hit.box)
         box = {
             "left": round(100 * x0, 2),
