@@ -408,6 +408,9 @@ def test_search_writes_a_contact_sheet_with_the_matched_boxes(region_run, tmp_pa
         SearchConfig(out=str(out), query="detail4", k=3, mode="verified", sheet=str(target))
     )
     assert found["artwork_id"].iloc[0] == "art4"
+    # a verified artwork's distance is its fused one (weight 1, margin 0.02), not the bonus
+    g, r = found["global_score"].iloc[0], found["region_score"].iloc[0]
+    assert found["distance"].iloc[0] == pytest.approx(1 - (g + max(0.0, r - g - 0.02)), abs=1e-5)
     assert Image.open(target).size[0] == 4 * (sheets.THUMB + sheets.GAP) + sheets.GAP
     # the sheet's tiles: the query bare, art4 framed at its verified box (pixels: the test above)
     tiles = sheets.result_tiles("q.png", "detail4", found, {a: a for a in found["artwork_id"]})
