@@ -16,7 +16,7 @@ the source artworks) under the constraint that the whole drawings (all 30; there
 split) lose at most `--max-whole-loss` MAP points against global search; the best setting is then
 reported on the `test` details (the other half of the artworks), never seen while tuning.
 
-    python benchmarks/tune_regions.py --work /tmp/pc2 [--run run] [--pool 100]
+    python benchmarks/tune_regions.py --work runs/pc2 [--run run] [--pool 100]
 """
 
 from __future__ import annotations
