@@ -6,7 +6,7 @@ recoloured, drawn on paper and styled, plus the 30 whole drawings of the dev set
 artworks. Each mode is evaluated on the details and on the whole drawings separately, so a mode that
 helps details but hurts whole drawings shows it. Resumable: finished stages are skipped.
 
-    python benchmarks/eval_regions.py --work /tmp/regions [--preset hard] [--region-size 448] \
+    python benchmarks/eval_regions.py --work runs/regions [--preset hard] [--region-size 448] \
         [--modes global region fused verified] [region.weight=1.0 region.margin=0.05 ...]
 """
 
