@@ -2,11 +2,11 @@
 real jobs (ingest, embed, index, regions, evaluate) on a local Ray instance.
 
 The set comes from `benchmarks/make_partial_copies.py` (details cut from the bundled real artworks,
-some styled, plus the 30 whole drawings of the dev set unchanged); the gallery is the 337 real
+recoloured, drawn on paper and styled, plus the 30 whole drawings of the dev set unchanged); the gallery is the 337 real
 artworks. Each mode is evaluated on the details and on the whole drawings separately, so a mode that
 helps details but hurts whole drawings shows it. Resumable: finished stages are skipped.
 
-    python benchmarks/eval_regions.py --work /tmp/regions [--count 120] [--region-size 448] \
+    python benchmarks/eval_regions.py --work runs/regions [--preset hard] [--region-size 448] \
         [--modes global region fused verified] [region.weight=1.0 region.margin=0.05 ...]
 """
 
@@ -36,7 +36,8 @@ KEYS = ("MAP", "R@1", "R@5", "R@20", "R@50", "MP", "MMP")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("--count", type=int, default=120)
+    parser.add_argument("--preset", choices=("hard", "easy"), default="hard")
+    parser.add_argument("--count", type=int, default=None, help="200 (hard) or 120 (easy)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--region-size", type=int, default=448)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 3])
@@ -49,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work.resolve()
     dev = work / "set"
     if not (dev / "pairs.csv").exists():
-        make_partial_copies.main([str(dev), "--count", str(args.count), "--seed", str(args.seed)])
+        make_partial_copies.main(
+            [str(dev), "--preset", args.preset, "--seed", str(args.seed)]
+            + (["--count", str(args.count)] if args.count else [])
+        )
     out = str(work / "run")
     ray = RayConfig(num_cpus=2)
     timings: dict[str, float] = {}
@@ -75,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     timings["regions"] = time.perf_counter() - t
     table: dict[str, dict[str, dict[str, float]]] = {}
     for mode in args.modes:
-        for subset in ("details", "whole"):
+        parts = ["details", "whole"]
+        if (dev / "pairs_details_test.csv").exists():  # the held-out half (hard preset)
+            parts.insert(1, "details_test")
+        for subset in parts:
             t = time.perf_counter()
             result = evaluate.run(
                 load_config(
@@ -96,11 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"model {emb.model_tag}; regions: {reg.regions_per_artwork} per artwork at "
         f"{args.region_size} px; overrides {args.overrides}",
-        f"{'mode':<10}{'set':<9}" + "".join(f"{k:>8}" for k in KEYS),
+        f"{'mode':<10}{'set':<14}" + "".join(f"{k:>8}" for k in KEYS),
     ]
     for mode, subsets in table.items():
         for subset, m in subsets.items():
-            lines.append(f"{mode:<10}{subset:<9}" + "".join(f"{m[k]:>8.1f}" for k in KEYS))
+            lines.append(f"{mode:<10}{subset:<14}" + "".join(f"{m[k]:>8.1f}" for k in KEYS))
     print("\n".join(lines))
     print("timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
     (work / "eval").mkdir(exist_ok=True)

@@ -26,6 +26,7 @@ import pyarrow as pa
 from PIL import Image
 
 from drawmatch import storage
+from drawmatch.embeddings import stored_ids
 
 KINDS = ("sift", "orb")
 SETTINGS_FILE = "features.json"
@@ -215,9 +216,6 @@ class LocalFeatureExtractor:
 
 
 def stored_feature_ids(out: str | Path, kind: str, max_side: int) -> pd.DataFrame:
-    """`id`, `sha256`, `part` of every stored row."""
-    frames = [
-        storage.read_parquet(p, columns=["id", "sha256"]).to_pandas().assign(part=str(p))
-        for p in storage.list_files(features_dir(out, kind, max_side), "part-*.parquet")
-    ]
-    return pd.concat(frames) if frames else pd.DataFrame(columns=["id", "sha256", "part"])
+    """`id`, `sha256`, `part`, `row` of every stored row (the embeddings store's listing: the
+    rows of an artwork whose content changed are dropped with `embeddings.drop_rows`)."""
+    return stored_ids(features_dir(out, kind, max_side))

@@ -1,6 +1,11 @@
 """The region index: a FAISS index over one model's artwork region vectors, under
-`index/<model_tag>/regions/`: `index.faiss`, `regions.parquet` (position -> `id`, `region`, `box`)
-and `index.json` (provenance: model tag, weights hash, region settings, kind).
+`index/<model_tag>/regions/`: `index.faiss`, `regions.parquet` (position -> `id`, `region`, `box`,
+`sha256`: the content hash of the artwork the vector was made from) and `index.json` (provenance:
+model tag, weights hash, region settings, kind).
+
+Like the artwork index, a region index is a snapshot: loading one for a gallery refuses it
+(`StaleIndexError`, naming the command that rebuilds it) once an artwork was added, removed or
+re-embedded since it was built, or when it was built for another model tag or weights.
 
 An artwork's region score for a query is the best (highest cosine) of its regions. `flat` is
 exact; `ivf` (IVFFlat: `nprobe` of `nlist` lists searched, exact vectors), `ivfpq` (IVF with
@@ -25,8 +30,8 @@ import pandas as pd
 import pyarrow as pa
 
 from drawmatch import storage
-from drawmatch.artwork_index import build_faiss_index, index_dir
-from drawmatch.embeddings import read_model_info
+from drawmatch.artwork_index import StaleIndexError, build_faiss_index, index_dir, staleness
+from drawmatch.embeddings import embeddings_dir, read_model_info, stored_ids
 from drawmatch.region_embedder import read_region_settings
 
 INDEX_FILE = "index.faiss"
@@ -75,21 +80,24 @@ def write_region_index(
     region: np.ndarray,
     box: np.ndarray,
     info: dict[str, Any],
+    sha256: list[str] | None = None,
 ) -> None:
-    """Save the index, its position -> (id, region, box) map and its provenance."""
+    """Save the index, its position -> (id, region, box, sha256 when given) map and its
+    provenance."""
     import faiss
 
     storage.makedirs(directory)
     storage.write_bytes(storage.join(directory, INDEX_FILE), faiss.serialize_index(index).tobytes())
     box_values = pa.array(np.ascontiguousarray(box, dtype=np.float32).reshape(-1))
-    table = pa.table(
-        {
-            "position": pa.array(np.arange(len(ids), dtype=np.int64)),
-            "id": pa.array(ids, pa.string()),
-            "region": pa.array(np.asarray(region, dtype=np.int16)),
-            "box": pa.FixedSizeListArray.from_arrays(box_values, 4),
-        }
-    )
+    columns = {
+        "position": pa.array(np.arange(len(ids), dtype=np.int64)),
+        "id": pa.array(ids, pa.string()),
+        "region": pa.array(np.asarray(region, dtype=np.int16)),
+        "box": pa.FixedSizeListArray.from_arrays(box_values, 4),
+    }
+    if sha256 is not None:
+        columns["sha256"] = pa.array(sha256, pa.string())
+    table = pa.table(columns)
     storage.write_parquet(table, storage.join(directory, MAP_FILE))
     storage.write_bytes(storage.join(directory, INFO_FILE), json.dumps(info, indent=2).encode())
 
@@ -119,35 +127,64 @@ def fuse(
     return g + np.float32(weight) * np.maximum(0.0, r - g - np.float32(margin))
 
 
-class RegionIndex:
-    """A saved region index, checked against the embeddings' model and region settings."""
+def rebuild_command(out: str | Path, tag: str) -> str:
+    return f"drawmatch regions out={out} model_tag={tag}"
 
-    def __init__(self, out: str | Path, tag: str) -> None:
+
+class RegionIndex:
+    """A saved region index, checked against the embeddings' model and region settings and, when
+    `gallery` (the current `catalogue.gallery_ids`) is given, against the gallery and the stored
+    global artwork embeddings: a stale index is refused (`StaleIndexError`)."""
+
+    def __init__(self, out: str | Path, tag: str, gallery: list[str] | None = None) -> None:
         import faiss
 
         directory = region_index_dir(out, tag)
+        rebuild = rebuild_command(out, tag)
         if not storage.exists(storage.join(directory, INFO_FILE)):
-            raise FileNotFoundError(
-                f"no region index for model {tag!r}: run `drawmatch regions` first"
-            )
+            raise FileNotFoundError(f"no region index for model {tag!r}: run `{rebuild}` first")
         self.info = json.loads(storage.read_text(storage.join(directory, INFO_FILE)))
+        if self.info.get("model_tag") != tag:
+            raise StaleIndexError(
+                f"region index {directory} was built for model {self.info.get('model_tag')!r}, "
+                f"not {tag!r}: run `{rebuild}`"
+            )
         model = read_model_info(out, tag)
         if self.info["weights_hash"] != model["weights_hash"]:
-            raise ValueError(
+            raise StaleIndexError(
                 f"region index {directory} was built from weights {self.info['weights_hash']} but "
-                f"the embeddings of {tag} are from {model['weights_hash']}: rebuild it"
+                f"the embeddings of {tag} are from {model['weights_hash']}: run `{rebuild}`"
             )
         settings = read_region_settings(out, tag)
         if settings.get("boxes") != self.info.get("regions", {}).get("boxes"):
-            raise ValueError(f"region index {directory} is stale (other region settings): rebuild")
+            raise StaleIndexError(
+                f"region index {directory} is stale (other region settings): run `{rebuild}`"
+            )
         data = storage.read_bytes(storage.join(directory, INDEX_FILE))
         self.index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
         table = storage.read_parquet(storage.join(directory, MAP_FILE))
         self.ids: list[str] = table.column("id").to_pylist()
+        if self.index.ntotal != len(self.ids):
+            raise StaleIndexError(
+                f"the region index of {tag} holds {self.index.ntotal} vectors but maps "
+                f"{len(self.ids)} (written while being read?): run `{rebuild}`"
+            )
         self.region = table.column("region").to_numpy()
         n = len(table)
         self.box = table.column("box").combine_chunks().flatten().to_numpy().reshape(n, 4)
         self.artworks = list(dict.fromkeys(self.ids))
+        if gallery is not None:
+            per_artwork = pd.DataFrame({"id": self.ids})
+            if "sha256" in table.column_names:
+                per_artwork["sha256"] = table.column("sha256").to_pylist()
+            indexed = per_artwork.drop_duplicates("id")
+            diff = staleness(indexed, gallery, stored_ids(embeddings_dir(out, tag)))
+            if any(diff[k] for k in ("removed", "added", "changed")):
+                raise StaleIndexError(
+                    f"the region index of {tag} is out of date ({diff['removed']} artworks "
+                    f"removed, {diff['added']} added, {diff['changed']} re-embedded since it was "
+                    f"built): run `{rebuild}`"
+                )
 
     def search(
         self, queries: np.ndarray, n_hits: int

@@ -54,7 +54,7 @@ class RegionSearcher:
         self.features: dict[str, Features] = {}
         self.feature_kind, self.feature_side = "sift", 400
         if mode != "global":
-            self.index = RegionIndex(out, tag)
+            self.index = RegionIndex(out, tag, self.gallery)
         if mode == "verified":
             local = self.index.info.get("local_features") if self.index else None
             if not local:
@@ -190,7 +190,9 @@ def search_mode(config: Any, catalogue: pd.DataFrame, tag: str) -> pd.DataFrame 
     meta = catalogue.set_index("id")
 
     def annotate(frame: pd.DataFrame) -> pd.DataFrame:
-        frame["distance"] = 1.0 - frame["score"]
+        verified = frame["score"] >= VERIFIED_BONUS / 2  # moved first by the keypoint check
+        fused = frame["score"] - np.where(verified, VERIFIED_BONUS + frame["inliers"], 0.0)
+        frame["distance"] = 1.0 - fused  # the fused distance; the bonus only orders the rows
         for column in ("artist", "title"):
             if column in meta.columns:
                 frame[column] = meta.loc[frame["artwork_id"], column].to_numpy()

@@ -7,7 +7,12 @@ rebuilt from its `model.json` and checked by weights hash) turns each image into
 and write tasks store them as Parquet parts under `embeddings/<model_tag>/regions/`. Local features
 (SIFT or ORB keypoints and descriptors) are extracted by CPU tasks into `local_features/`. A rerun
 does only the artworks that are missing or whose content changed; the region index is then rebuilt
-from all stored region vectors (`index/<model_tag>/regions/`).
+from the stored region vectors of the gallery artworks that have a global embedding
+(`index/<model_tag>/regions/`), with each artwork's content hash for the staleness check of
+`drawmatch.region_index.RegionIndex`.
+
+One run per output root at a time (`drawmatch.locks`: it writes the local features, which every
+model shares, and the model's regions and region index): a second is refused in one line.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from drawmatch import catalogue as cat
 from drawmatch import storage
 from drawmatch.embeddings import (
     drop_rows,
+    embeddings_dir,
     pick_model_tag,
     read_model_info,
     remove_rows,
@@ -38,6 +44,7 @@ from drawmatch.local_features import (
     features_table,
     stored_feature_ids,
 )
+from drawmatch.locks import job_lock
 from drawmatch.pipeline import Stage, record_errors, run_stages
 from drawmatch.preprocess import load_eval_array
 from drawmatch.region_embedder import (
@@ -155,7 +162,13 @@ def drop_stale_regions(directory: str, current: pd.DataFrame) -> int:
 
 
 def run(config: RegionsConfig) -> RegionsResult:
-    """Embed the regions of the artworks that lack them, extract local features, build the index."""
+    """Embed the regions of the artworks that lack them, extract local features, build the index;
+    one run per output root at a time (`drawmatch.locks`)."""
+    with job_lock(str(config.out), "regions", name="regions"):
+        return _run(config)
+
+
+def _run(config: RegionsConfig) -> RegionsResult:
     from drawmatch.rayutil import check_resources, init_ray
 
     tag = pick_model_tag(config.out, config.model_tag)
@@ -304,10 +317,16 @@ def run(config: RegionsConfig) -> RegionsResult:
 
     start = time.perf_counter()
     ids, region, box, emb = read_regions(config.out, tag)
-    keep = np.array([k in gallery for k in ids], dtype=bool)
+    region_sha = stored_ids(directory).drop_duplicates("id", keep="first")  # as read_regions
+    sha_of = dict(zip(region_sha["id"], region_sha["sha256"]))
+    embedded = set(stored_ids(embeddings_dir(config.out, tag))["id"])
+    keep = np.array([k in gallery and k in embedded for k in ids], dtype=bool)
+    no_global = len({k for k in ids if k in gallery and k not in embedded})
     ids = [k for k, kept in zip(ids, keep) if kept]
     if not ids:
-        raise ValueError(f"no artwork regions for model {tag}: nothing to index")
+        raise ValueError(
+            f"no artwork regions for model {tag} (with a global embedding): nothing to index"
+        )
     index = build_region_faiss(
         emb[keep],
         config.index_kind,
@@ -323,7 +342,8 @@ def run(config: RegionsConfig) -> RegionsResult:
         ids,
         region[keep],
         box[keep],
-        {
+        sha256=[sha_of[k] for k in ids],
+        info={
             "model_tag": tag,
             "weights_hash": whash,
             "kind": config.index_kind,
@@ -348,5 +368,10 @@ def run(config: RegionsConfig) -> RegionsResult:
         f"regions {tag}: {result.embedded} artworks embedded, {result.features_extracted} with "
         f"local features, {len(errors)} errors {result.errors}; {config.index_kind} region index "
         f"of {len(ids)} vectors ({len(set(ids))} artworks) in {result.index_seconds:.1f} s"
+        + (
+            f"; {no_global} artworks left out (no global embedding yet: run `drawmatch embed`)"
+            if no_global
+            else ""
+        )
     )
     return result

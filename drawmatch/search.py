@@ -110,15 +110,43 @@ def search_batch(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> str
     return target
 
 
+def write_sheet(
+    config: SearchConfig, catalogue: pd.DataFrame, tag: str, result: pd.DataFrame
+) -> str:
+    """The contact sheet of one query's result (`sheet=`): the query, then its top-k artworks,
+    each region-mode result framed where it matches (`drawmatch.sheets`)."""
+    from drawmatch.sheets import contact_sheet, result_tiles
+
+    assert config.query is not None and config.sheet is not None
+    roots = cat.read_roots(config.out)
+    known = catalogue[catalogue["id"] == config.query]
+    query_path = cat.resolve_paths(known, roots)[0] if len(known) else config.query
+    rows = catalogue.set_index("id").loc[result["artwork_id"]].reset_index()
+    paths = dict(zip(rows["id"], cat.resolve_paths(rows, roots)))
+    legend = [
+        f"drawmatch search, model {tag}, mode {config.mode}: the query (blue frame), then its "
+        f"top-{config.k} artworks, closest first (cosine distance; 0 = identical)."
+    ]
+    target = contact_sheet(
+        [result_tiles(query_path, config.query, result, paths)], config.sheet, legend
+    )
+    print(f"contact sheet written to {target}")
+    return target
+
+
 def run(config: SearchConfig) -> pd.DataFrame | str:
     tag = pick_model_tag(config.out, config.model_tag)
     catalogue = cat.read_catalogue(config.out)
+    if config.sheet and config.batch:
+        raise ValueError("sheet= draws one query's result: give query=, not batch=true")
     if config.mode != "global":  # region modes (partial copies): drawmatch.region_search
         from drawmatch.region_search import search_mode
 
         result_or_path = search_mode(config, catalogue, tag)
         if isinstance(result_or_path, str):
             save_config(config, storage.join(storage.parent(result_or_path), "search_config.yaml"))
+        elif config.sheet:
+            write_sheet(config, catalogue, tag, result_or_path)
         return result_or_path
     if config.batch:
         target = search_batch(config, catalogue, tag)
@@ -128,4 +156,6 @@ def run(config: SearchConfig) -> pd.DataFrame | str:
     with pd.option_context("display.width", 160, "display.max_colwidth", 60):
         print(f"top-{config.k} artworks for {config.query} ({tag}):")
         print(result.to_string(index=False))
+    if config.sheet:
+        write_sheet(config, catalogue, tag, result)
     return result

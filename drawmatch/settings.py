@@ -512,9 +512,10 @@ class SearchConfig:
     batch_output: str | None = None
     mode: str = "global"
     region: RegionSearchParams = field(default_factory=lambda: RegionSearchParams())
+    sheet: str | None = None  # a contact sheet (JPEG) of one query's result, boxes drawn
 
     def __post_init__(self) -> None:
-        _names(self, "out", "model_tag", "query", "batch_output")
+        _names(self, "out", "model_tag", "query", "batch_output", "sheet")
         _at_least("k", self.k, 1)
 
 
@@ -882,11 +883,11 @@ class RegionSearchParams:
     inliers put a candidate first, by inlier count). `n_hits` region vectors are read from an
     approximate index per query."""
 
-    weight: float = 1.0
-    margin: float = 0.05
+    weight: float = 1.0  # weight, margin and min_inliers tuned on a held-out partial-copy set
+    margin: float = 0.02
     n_hits: int = 2000
     verify_top: int = 50
-    min_inliers: int = 15
+    min_inliers: int = 5
     ratio: float = 0.8
 
     def __post_init__(self) -> None:

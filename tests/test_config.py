@@ -185,6 +185,7 @@ BAD_VALUES: dict[str, dict[str, list[str]]] = {
     "SearchConfig": {
         "k": ["0", "-1"],
         "query": ["''"],
+        "sheet": ["''"],
         "out": ["''"],
         "region.weight": ["-1"],
         "region.margin": ["3"],

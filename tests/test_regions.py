@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from drawmatch import embed, evaluate, index, regions, search
+from drawmatch import catalogue as cat
+from drawmatch import cli, embed, evaluate, index, regions, search
+from drawmatch.artwork_index import StaleIndexError
 from drawmatch.embedder import Embedder
 from drawmatch.local_features import extract, verify
 from drawmatch.region_embedder import (
@@ -278,3 +285,252 @@ def test_stale_regions_are_dropped_whole(tmp_path):
     assert regions.drop_stale_regions(str(tmp_path), current) == 6
     left = stored_ids(str(tmp_path))
     assert left["id"].tolist() == ["a", "a", "a"] and left["part"].nunique() == 1
+
+
+_HOLD = (
+    "import sys, time; from drawmatch.locks import job_lock\n"
+    "with job_lock(sys.argv[1], 'regions', name='regions'):\n"
+    "    print('holding', flush=True); time.sleep(600)\n"
+)
+
+
+def test_a_second_regions_run_on_one_output_root_is_refused_in_one_line(region_run, capsys):
+    out, _tag, _root, _first, cfg = region_run
+    holder = subprocess.Popen(  # another regions run, holding the output root's regions lock
+        [sys.executable, "-c", _HOLD, str(out)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        before = sorted(p.name for p in Path(out).rglob("*"))
+        code = cli.main(["regions", f"out={out}", "region_size=64", "levels=[1, 2]", "overlap=0"])
+        err = capsys.readouterr().err
+        assert code == 1
+        assert err.startswith(
+            f"drawmatch regions: error: another drawmatch regions run is writing to {out} "
+            f"(pid {holder.pid} on host "
+        )
+        assert err.endswith("wait for it or use another out=\n") and err.count("\n") == 1
+        assert sorted(p.name for p in Path(out).rglob("*")) == before  # nothing written
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert regions.run(cfg).already_done == 6  # released: the next run goes ahead
+
+
+def test_a_stale_region_index_is_refused_with_the_command_that_rebuilds_it(region_run, tmp_path):
+    src, tag, _root, _first, cfg = region_run
+    pairs = tmp_path / "pairs.csv"
+    pd.DataFrame({"drawing_id": ["detail2"], "artwork_id": ["art2"]}).to_csv(pairs, index=False)
+    out = tmp_path / "out"
+    shutil.copytree(src, out)
+    cfg = replace(cfg, out=str(out))
+    catalogue = cat.read_catalogue(out)
+    rebuild = f"run `drawmatch regions out={out} model_tag={tag}`"
+
+    def region_search() -> pd.DataFrame:
+        return search.run(SearchConfig(out=str(out), query="detail2", k=10, mode="region"))
+
+    def refused(removed: int, added: int, changed: int) -> None:
+        with pytest.raises(StaleIndexError) as err:
+            region_search()
+        assert str(err.value) == (
+            f"the region index of {tag} is out of date ({removed} artworks removed, {added} "
+            f"added, {changed} re-embedded since it was built): {rebuild}"
+        )
+
+    assert len(region_search()) == 6
+    cat.write_catalogue(catalogue[catalogue["id"] != "art5"], out)  # art5 left the gallery
+    refused(1, 0, 0)
+    with pytest.raises(StaleIndexError, match="1 artworks removed"):  # evaluate too
+        evaluate.run(EvaluateConfig(out=str(out), pairs_csv=str(pairs), mode="fused"))
+    regions.run(cfg)
+    found = region_search()
+    assert found["artwork_id"].iloc[0] == "art2" and "art5" not in set(found["artwork_id"])
+
+    cat.write_catalogue(catalogue, out)  # art5 is back (its global embedding was kept)
+    refused(0, 1, 0)
+    regions.run(cfg)
+    assert len(region_search()) == 6
+
+    # art3's image changed and the embed job re-embedded it; the regions job has not run since
+    changed = catalogue.copy()
+    changed.loc[changed["id"] == "art3", "sha256"] = "0" * 64
+    cat.write_catalogue(changed, out)
+    tiny = ["model.backbone=tiny", "model.pretrained=false", "model.image_size=32"]
+    assert embed.run(load_config(EmbedConfig, None, [f"out={out}", *tiny])).embedded == 1
+    refused(0, 0, 1)
+    assert regions.run(cfg).embedded == 1  # art3's regions again, then a fresh index
+    assert region_search()["artwork_id"].iloc[0] == "art2"
+
+    # an index folder copied from another model
+    info_path = out / "index" / tag / "regions" / "index.json"
+    info_path.write_text(info_path.read_text().replace(f'"{tag}"', '"other-model-tag"'))
+    with pytest.raises(StaleIndexError, match=f"built for model 'other-model-tag', not '{tag}'"):
+        region_search()
+
+
+def test_the_contact_sheet_frames_the_matched_box_at_its_pixels(tmp_path):
+    """A 168 x 84 gray artwork fits a tile's 168-px thumbnail unscaled, pasted at (6, 48); its
+    box (0.25, 0.5, 0.75, 1.0) is pixels x 6+42..6+126-1, y 48+42..48+84-1 of the tile."""
+    from drawmatch import sheets
+
+    art = tmp_path / "art.png"
+    Image.new("RGB", (168, 84), (128, 128, 128)).save(art)
+    assert sheets.box_pixels((0.25, 0.5, 0.75, 1.0), 168, 84, 6, 48) == (48, 90, 131, 131)
+    boxed = sheets.Tile(str(art), "art", box=(0.25, 0.5, 0.75, 1.0))
+    target = sheets.contact_sheet([[boxed, sheets.Tile(str(art), "art")]], tmp_path / "s.jpg")
+    sheet = np.asarray(Image.open(target).convert("RGB")).astype(int)
+    plain = sheets.contact_sheet([[sheets.Tile(str(art), "art")] * 2], tmp_path / "p.jpg")
+    top = sheet.shape[0] - np.asarray(Image.open(plain)).shape[0] + sheets.GAP  # one legend line
+    assert top > sheets.GAP
+    magenta = (
+        (np.abs(sheet - np.array(sheets.MATCH_BOX)).max(axis=2) < 60)
+        & (sheet[..., 1] < 90)  # not the gray artwork nor the white paper
+    )
+    ys, xs = np.nonzero(magenta)
+    tile_x, tile_y = sheets.GAP, top
+    assert abs(xs.min() - (tile_x + 48)) <= 1 and abs(xs.max() - (tile_x + 131)) <= 1
+    assert abs(ys.min() - (tile_y + 90)) <= 1 and abs(ys.max() - (tile_y + 131)) <= 1
+    # the detail inside the frame is not covered, and the unboxed tile has no frame
+    assert np.abs(sheet[tile_y + 110, tile_x + 90] - 128).max() < 12
+    assert not magenta[:, sheets.GAP * 2 + sheets.THUMB :].any()
+
+
+def test_search_writes_a_contact_sheet_with_the_matched_boxes(region_run, tmp_path):
+    from drawmatch import sheets
+
+    out, _tag, _root, _first, _cfg = region_run
+    target = tmp_path / "detail4.jpg"
+    found = search.run(
+        SearchConfig(out=str(out), query="detail4", k=3, mode="verified", sheet=str(target))
+    )
+    assert found["artwork_id"].iloc[0] == "art4"
+    # a verified artwork's distance is its fused one (weight 1, margin 0.02), not the bonus
+    g, r = found["global_score"].iloc[0], found["region_score"].iloc[0]
+    assert found["distance"].iloc[0] == pytest.approx(1 - (g + max(0.0, r - g - 0.02)), abs=1e-5)
+    assert Image.open(target).size[0] == 4 * (sheets.THUMB + sheets.GAP) + sheets.GAP
+    # the sheet's tiles: the query bare, art4 framed at its verified box (pixels: the test above)
+    tiles = sheets.result_tiles("q.png", "detail4", found, {a: a for a in found["artwork_id"]})
+    assert tiles[0].kind == "query" and tiles[0].box is None
+    box = found.iloc[0][["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(dtype=float)
+    assert tiles[1].path == "art4" and tiles[1].box == pytest.approx(tuple(box))
+    assert box[2] <= 0.55 and box[3] <= 0.55  # detail4 is art4's top-left quarter
+    with pytest.raises(ValueError, match="one query's result"):
+        search.run(SearchConfig(out=str(out), batch=True, mode="region", sheet=str(target)))
+
+
+def _serve_client(out):
+    from drawmatch.serve.app import create_app
+    from drawmatch.settings import ServeConfig
+    from tests.test_serve import signed_in
+
+    client, _token = signed_in(create_app(ServeConfig(out=str(out), load_model=False)))
+    return client
+
+
+def test_the_drawing_page_frames_the_matched_part_of_each_artwork(region_run):
+    import re
+
+    out, tag, _root, _first, _cfg = region_run
+    client = _serve_client(out)
+    expected = search.run(SearchConfig(out=str(out), query="detail4", k=6, mode="verified"))
+    page = client.get(f"/drawings/detail4?model={tag}&mode=verified&k=6")
+    assert page.status_code == 200
+    assert "The frame on an artwork marks the part that matches the drawing" in page.text
+    shown = re.findall(r'id="pair-[^"]*-(art\d)".*?(?:data-box="([^"]+)"|</li>)', page.text, re.S)
+    assert [a for a, _b in shown] == expected["artwork_id"].tolist()
+    first = expected.iloc[0]
+    assert first["artwork_id"] == "art4" and first["inliers"] >= 15
+    left, top, width, height = (float(v) for v in shown[0][1].split(","))
+    x0, y0, x1, y1 = first[["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(dtype=float)
+    assert (left, top) == pytest.approx((100 * x0, 100 * y0), abs=0.01)
+    assert (width, height) == pytest.approx((100 * (x1 - x0), 100 * (y1 - y0)), abs=0.01)
+    assert f'<rect class="line" x="{shown[0][1].split(",")[0]}" y="' in page.text
+    assert "keypoints · verified" in page.text
+    # global mode: no frames; a bad mode is refused
+    plain = client.get(f"/drawings/detail4?model={tag}")
+    assert "match-box" not in plain.text and 'data-box="' not in plain.text
+    assert client.get("/drawings/detail4?mode=nearest").status_code == 400
+
+
+def test_the_drawing_page_says_when_the_region_index_is_stale(region_run, tmp_path):
+    src, tag, _root, _first, _cfg = region_run
+    out = tmp_path / "out"
+    shutil.copytree(src, out)
+    catalogue = cat.read_catalogue(out)
+    cat.write_catalogue(catalogue[catalogue["id"] != "art5"], out)
+    index.run(IndexConfig(out=str(out)))  # the artwork index is rebuilt, the region index not
+    page = _serve_client(out).get(f"/drawings/detail2?model={tag}&mode=fused")
+    assert page.status_code == 200
+    assert "out of date (1 artworks removed" in page.text
+    assert f"drawmatch regions out={out} model_tag={tag}" in page.text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="no Debian chromium")
+def test_chromium_draws_the_box_over_the_matched_part(region_run, tmp_path):
+    """In a real browser the frame lies over the artwork's image where the search put it."""
+    import time
+
+    import httpx
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_serve import _free_port
+    from tests.test_serve_browser import ARGS, CHROMIUM
+
+    out, tag, _root, _first, _cfg = region_run
+    expected = search.run(SearchConfig(out=str(out), query="detail4", k=3, mode="verified"))
+    x0, y0, x1, y1 = expected.iloc[0][["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(float)
+    port = _free_port()
+    code = (
+        "import sys; from drawmatch.cli import main; "
+        f"sys.exit(main(['serve', 'out={out}', 'port={port}', 'load_model=false', "
+        "'log_level=warning']))"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            assert proc.poll() is None, "server exited"
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.3)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(url + "/login?next=" + f"/drawings/detail4%3Fmodel%3D{tag}%26mode%3Dverified")
+            page.fill("input[name=name]", "Test Expert")
+            page.click("button[type=submit]")
+            page.wait_for_selector("li.pair .match-box")
+            page.wait_for_function(
+                "() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
+            )
+            rects = page.evaluate(
+                """() => { const li = document.querySelector('li.pair');
+                const r = e => { const b = e.getBoundingClientRect();
+                  return [b.left, b.top, b.width, b.height]; };
+                return [r(li.querySelector('.framed img')), r(li.querySelector('.match-box .line'))]; }"""
+            )
+            shot = tmp_path / "region-drawing.png"
+            page.screenshot(path=str(shot))
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    (il, it, iw, ih), (bl, bt, bw, bh) = rects
+    assert iw > 50 and ih > 50  # the artwork is shown at a readable size
+    assert bl == pytest.approx(il + x0 * iw, abs=1.5) and bt == pytest.approx(it + y0 * ih, abs=1.5)
+    assert bw == pytest.approx((x1 - x0) * iw, abs=1.5)
+    assert bh == pytest.approx((y1 - y0) * ih, abs=1.5)
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    edge = pixels[int(bt + bh / 2), int(bl) - 1 : int(bl) + 2]  # the frame's left edge
+    assert (np.abs(edge - np.array((212, 20, 140))).max(axis=1) < 40).any()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
+import numpy as np
 from fastapi import FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -37,8 +38,9 @@ from drawmatch.images import ImageError, open_image
 from drawmatch.preprocess import eval_resize
 from drawmatch.renditions import ensure_rendition
 from drawmatch.serve import security
-from drawmatch.serve.data import SORTS, Workbench
-from drawmatch.settings import ServeConfig
+from drawmatch.serve.data import SORTS, RegionHit, Workbench
+from drawmatch.settings import SEARCH_MODES, ServeConfig
+from drawmatch.sheets import whole_image
 
 log = logging.getLogger("drawmatch.serve")
 
@@ -215,12 +217,30 @@ def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastA
         tag: str,
         current: Decision | None,
         history: int,
+        hit: RegionHit | None = None,
     ) -> dict[str, Any]:
         view = artwork_card(artwork)
         view.update(
             drawing=drawing, rank=rank, distance=dist, model=tag, current=current, history=history
         )
+        view.update(box_view(hit))
         return view
+
+    def check_mode(mode: str) -> str:
+        if mode not in SEARCH_MODES:
+            raise HTTPException(400, f"mode must be one of {', '.join(SEARCH_MODES)}")
+        return mode
+
+    def region_results(
+        tag: str, mode: str, vector: np.ndarray | None, image: Any, k: int
+    ) -> tuple[list[RegionHit], str | None]:
+        """A region-mode ranking, or no hits and the reason (no region index yet, a stale one)."""
+        if vector is None:
+            return [], None
+        try:
+            return wb.region_top(tag, mode, vector, image, k), None
+        except (FileNotFoundError, ValueError) as exc:
+            return [], str(exc)
 
     # -- errors --------------------------------------------------------------------------------
     @app.exception_handler(LoginRequired)
@@ -377,25 +397,47 @@ def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastA
         model: str | None = Query(None, max_length=MAX_ID),
         compare: str | None = Query(None, max_length=MAX_ID),
         k: int = Query(config.k, ge=1, le=100),
+        mode: str = Query("global", max_length=20),
     ) -> Response:
         session = require(request)
         key = drawing_of(drawing_id)
         tag = optional_tag(model)
         other = tag_of(compare) if compare and tag else None
+        check_mode(mode)
         current = store.current_by_pair(key)
         counts = _history_counts(store.history(drawing_id=key))
         columns: list[dict[str, Any]] = []
+        image = wb.drawing_image(key) if mode == "verified" else None
         for t in [t for t in (tag, other) if t]:
-            results = wb.top_artworks(t, key, k)
+            problem = None
+            if mode == "global":
+                pairs = [
+                    pair_view(key, a, r, d, t, current.get(a), counts.get(a, 0))
+                    for a, r, d in wb.top_artworks(t, key, k)
+                ]
+            else:
+                hits, problem = region_results(t, mode, wb.models[t].drawing_vector(key), image, k)
+                pairs = [
+                    pair_view(
+                        key,
+                        h.artwork,
+                        h.rank,
+                        h.distance,
+                        t,
+                        current.get(h.artwork),
+                        counts.get(h.artwork, 0),
+                        h,
+                    )
+                    for h in hits
+                    if wb.is_artwork(h.artwork)
+                ]
             columns.append(
                 {
                     "tag": t,
                     "embedded": key in wb.models[t].drawing_rows
-                    or wb.models[t].by_drawing is not None,
-                    "pairs": [
-                        pair_view(key, a, r, d, t, current.get(a), counts.get(a, 0))
-                        for a, r, d in results
-                    ],
+                    or (mode == "global" and wb.models[t].by_drawing is not None),
+                    "pairs": pairs,
+                    "problem": problem,
                 }
             )
         listed = {p["id"] for c in columns for p in c["pairs"]}
@@ -414,6 +456,8 @@ def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastA
             tag=tag,
             compare=other,
             k=k,
+            mode=mode,
+            modes=MODE_NAMES,
             columns=columns,
             elsewhere=elsewhere,
             similar=wb.similar_drawings(tag, key, 12) if tag else [],
@@ -562,6 +606,8 @@ def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastA
             error=None,
             status=wb.query_models.status(tag),
             limit_mb=config.max_upload_bytes / 1e6,
+            mode="global",
+            modes=MODE_NAMES,
         )
 
     @app.post("/upload", response_class=HTMLResponse)
@@ -570,11 +616,13 @@ def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastA
         image: Annotated[UploadFile, File()],
         model: str = Form("", max_length=MAX_ID),
         k: int = Form(config.k, ge=1, le=100),
+        mode: str = Form("global", max_length=20),
         csrf_token: str | None = Form(None),
     ) -> Response:
         session = require(request)
         check_post(request, session, csrf_token)
         tag = tag_of(model or None)
+        check_mode(mode)
 
         def fail(status: int, message: str) -> Response:
             response = page(
@@ -586,6 +634,8 @@ def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastA
                 error=message,
                 status=wb.query_models.status(tag),
                 limit_mb=config.max_upload_bytes / 1e6,
+                mode=mode,
+                modes=MODE_NAMES,
             )
             response.status_code = status
             return response
@@ -604,21 +654,29 @@ def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastA
                 return fail(500, f"The model {tag} could not be loaded: see the server log.")
             return fail(503, "The model is still loading; try again in a few seconds.")
 
-        def search() -> list[tuple[str, int, float]]:
+        def search() -> list[dict[str, Any]]:
             img = open_image(
                 "upload",
-                draft_size=embedder.image_size,
+                draft_size=max(embedder.image_size, 1024 if mode == "verified" else 0),
                 max_pixels=config.max_upload_pixels,
                 data=data,
             )
             vector = embedder.embed_images(eval_resize(img, embedder.image_size)[None])
-            return wb.search_vector(tag, vector, k)
+            if mode == "global":
+                found = wb.search_vector(tag, vector, k)
+                return [dict(artwork_card(a), rank=r, distance=d) for a, r, d in found]
+            return [
+                dict(artwork_card(h.artwork), rank=h.rank, distance=h.distance, **box_view(h))
+                for h in wb.region_top(tag, mode, vector, img, k)
+                if wb.is_artwork(h.artwork)
+            ]
 
         try:
-            found = await run_in_threadpool(search)
+            results = await run_in_threadpool(search)
         except ImageError as exc:
             return fail(400, f"This file cannot be read as an image ({exc.reason}).")
-        results = [dict(artwork_card(a), rank=r, distance=d) for a, r, d in found]
+        except (FileNotFoundError, ValueError) as exc:  # no region index yet, or a stale one
+            return fail(409, str(exc))
         return page(
             request,
             "upload.html",
@@ -629,6 +687,8 @@ def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastA
             status="ready",
             limit_mb=config.max_upload_bytes / 1e6,
             filename=(image.filename or "upload")[:100],
+            mode=mode,
+            modes=MODE_NAMES,
         )
 
     @app.get("/export.csv")
@@ -674,6 +734,32 @@ def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastA
         return rendition(image_id, config.view_size)
 
     return app
+
+
+MODE_NAMES = {
+    "global": "whole image",
+    "region": "best region",
+    "fused": "whole image + regions",
+    "verified": "fused + keypoint check",
+}
+
+
+def box_view(hit: RegionHit | None) -> dict[str, Any]:
+    """The template values of a region hit's box: CSS percentages of the artwork's thumbnail
+    (`box`: left, top, width, height; None when the whole artwork matched best, which needs no
+    frame) and the evidence behind it."""
+    if hit is None:
+        return {"box": None, "inliers": None, "verified": False}
+    box = None
+    if hit.box is not None and not whole_image(hit.box):
+        x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in hit.box)
+        box = {
+            "left": round(100 * x0, 2),
+            "top": round(100 * y0, 2),
+            "width": round(100 * (x1 - x0), 2),
+            "height": round(100 * (y1 - y0), 2),
+        }
+    return {"box": box, "inliers": hit.inliers, "verified": hit.verified}
 
 
 def _history_counts(history: list[Decision]) -> dict[str, int]:

@@ -5,7 +5,10 @@ these arrays and dicts and never read Parquet per request.
 - the drawing grid's filter codes and pre-sorted orders (numpy);
 - per model tag: drawing embeddings (float16), the artwork index, batch-search candidates sorted
   for the review queue, neighbour tables (similar drawings, drawings closest to an artwork);
-- the query models for uploads, loaded in background threads so that no request waits on them.
+- the query models for uploads, loaded in background threads so that no request waits on them;
+- region searchers (`drawmatch.region_search`) for the region modes, loaded on first use per model
+  and mode: the drawing and upload pages can rank by region, fused or verified search and show the
+  matched box on each artwork.
 """
 
 from __future__ import annotations
@@ -95,6 +98,20 @@ class Candidates:
 
     def __len__(self) -> int:
         return len(self.distance)
+
+
+@dataclass(frozen=True)
+class RegionHit:
+    """One artwork of a region-mode ranking: `box` is the matched part of the artwork (x0, y0,
+    x1, y1 in fractions of its width and height; None when there is none), `inliers` the
+    keypoints verified against it (None when not checked), `verified` whether they passed."""
+
+    artwork: str
+    rank: int
+    distance: float
+    box: tuple[float, ...] | None
+    inliers: int | None
+    verified: bool
 
 
 @dataclass
@@ -223,6 +240,9 @@ class Workbench:
         self.meta = shown.set_index("id", drop=False)
         self._build_grid(shown)
         self.artwork_ids = set(shown.loc[shown["collection"] == "artwork", "id"])
+        self.gallery = cat.gallery_ids(catalogue)
+        self._searchers: dict[tuple[str, str], Any] = {}
+        self._searchers_lock = threading.Lock()
         self.tags = list_model_tags(self.out)
         self.models: dict[str, ModelData] = {t: self._load_model(t) for t in self.tags}
         if default_tag is not None and default_tag not in self.models:
@@ -465,6 +485,60 @@ class Workbench:
         ids, dist = model.index.search(vector.astype(np.float32), k)
         found = [(a, float(d)) for a, d in zip(ids[0], dist[0]) if self.is_artwork(a)]
         return [(a, r + 1, d) for r, (a, d) in enumerate(found)]
+
+    def region_searcher(self, tag: str, mode: str) -> Any:
+        """The region searcher of `tag` in `mode` (loaded once; FileNotFoundError or
+        ValueError, e.g. a stale region index, when it cannot be used)."""
+        from drawmatch.region_search import RegionSearcher
+        from drawmatch.settings import RegionSearchParams
+
+        with self._searchers_lock:
+            key = (tag, mode)
+            if key not in self._searchers:
+                self._searchers[key] = RegionSearcher(
+                    self.out, tag, self.gallery, mode, RegionSearchParams()
+                )
+            return self._searchers[key]
+
+    def region_top(
+        self, tag: str, mode: str, vector: np.ndarray, image: Any, k: int
+    ) -> list[RegionHit]:
+        """The k best artworks for one query (vector (1, D); `image`: a PIL image, needed in
+        verified mode) in a region mode, each with its matched box."""
+        from drawmatch.region_search import VERIFIED_BONUS, ranked
+
+        searcher = self.region_searcher(tag, mode)
+        scores, details = searcher.score(vector.astype(np.float32), [image] if image else None)
+        table = ranked(scores, details, 0, searcher.gallery, k)
+        boxes = table[["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(dtype=np.float64)
+        hits = []
+        for i, (artwork, rank, score, inliers) in enumerate(
+            zip(
+                table["artwork_id"].astype(str),
+                table["rank"].to_numpy(dtype=np.int64),
+                table["score"].to_numpy(dtype=np.float64),
+                table["inliers"].to_numpy(dtype=np.int64),
+            )
+        ):
+            verified = mode == "verified" and inliers >= searcher.params.min_inliers
+            shown = float(score) - (VERIFIED_BONUS + float(inliers) if verified else 0.0)
+            box = boxes[i]
+            hits.append(
+                RegionHit(
+                    artwork,
+                    int(rank),
+                    1.0 - shown,
+                    None if np.isnan(box).any() else tuple(float(v) for v in box),
+                    int(inliers) if inliers >= 0 else None,
+                    bool(verified),
+                )
+            )
+        return hits
+
+    def drawing_image(self, drawing_id: str) -> Any:
+        from drawmatch.images import open_image
+
+        return open_image(self.sources[drawing_id], draft_size=1024)
 
     def next_candidates(
         self, tag: str, decided: set[tuple[str, str]], n: int = 1
