@@ -1,8 +1,9 @@
 """Image preprocessing shared by the embedding actors, the training loader and query search.
 
 Two transforms, as in the thesis (sec. 5.2.1):
-- eval: bilinear resize to (size, size), then per-channel normalisation with the backbone's mean and
-  std (ImageNet's for every registry backbone);
+- eval: bilinear resize to (size, size), then per-channel normalisation with the backbone's own mean
+  and std (`Backbone.mean`/`std`: ImageNet's for most, CLIP's for the OpenCLIP towers, TensorFlow
+  Lite's for EfficientNet-Lite2; the ImageNet defaults below are only defaults);
 - train: resize, random crop, h-flip p=0.2, rotation +-5 deg, brightness/contrast/saturation jitter
   0.9-1.1, grayscale p=0.4, normalisation.
 Decoding (`drawmatch.images.open_image`) is separate, so the resize can run in CPU tasks and the

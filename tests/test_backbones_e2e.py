@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from drawmatch import embed, embeddings, sweep, train
+from drawmatch.backbones import resolve_model
 from drawmatch.embedder import embed_image_file
 from drawmatch.settings import EmbedConfig, SweepConfig, TrainConfig, load_config
 from tests.conftest import tiny_training_set
@@ -89,6 +90,8 @@ def test_a_vit_runs_embed_search_train_and_sweep(ray_local, tmp_path):
     (best_id,) = swept.table
     assert swept.best["params"]["backbone"] == "dinov2_vits14"
     best = load_config(TrainConfig, swept.best_config)
-    assert best.model.backbone == "dinov2_vits14" and best.model.pooling == "cls"
+    assert best.model.backbone == "dinov2_vits14"
+    # pooling stays null in the sweep's config (each backbone its own): cls for this one
+    assert best.model.pooling is None and resolve_model(best.model).pooling == "cls"
     mean, std = swept.table[best_id]["tables"]["val/fine-tuned"]["MAP"]
     assert 0.0 <= mean <= 100.0 and std >= 0.0

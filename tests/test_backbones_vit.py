@@ -264,3 +264,30 @@ def test_onnx_runtime_matches_torch(name: str, size: int, tmp_path, monkeypatch)
         exported.embed_images(images), reference.embed_images(images), atol=1e-5
     )
     assert torch.backends.mha.get_fastpath_enabled()  # the export put the fast path back
+
+
+def test_drawmatch_models_prints_the_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["models"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:] if line.strip()}
+    for name in list_backbones():
+        assert name in rows
+    # name, kind, input, normalisation, pooling, dim, weights, offline, GPU, source...
+    assert rows["efficientnet_lite2"][1:9] == [
+        "cnn", "280", "tf-lite", "avg,max,gem", "1280", "imagenet", "yes", "no",
+    ]  # fmt: skip
+    assert rows["openclip_vitb32"][1:9] == [
+        "vit", "224", "clip", "cls,avg", "512", "laion2b", "no", "no",
+    ]  # fmt: skip
+    assert rows["dinov2_vitb14"][2:9] == [
+        "224",
+        "imagenet",
+        "cls,avg",
+        "768",
+        "lvd142m",
+        "no",
+        "yes",
+    ]
+    assert "clip: mean 0.4815, 0.4578, 0.4082" in out
+    assert cli.main(["models", "extra"]) == 2
+    assert cli.main(["--help"]) == 0 and "models" in capsys.readouterr().out
