@@ -8,7 +8,7 @@ Train workers). Out-of-fold metrics are pooled over the 30 test queries (MAP, MM
 queries, MP by pairs) and the spread across folds is given as std. Resumable: finished runs are
 skipped, interrupted ones resume from their checkpoints.
 
-    python benchmarks/bench_finetune.py --work /tmp/ft [--folds 5] [--epochs 5] [--image-size 224]
+    python benchmarks/bench_finetune.py --work runs/ft [--folds 5] [--epochs 5] [--image-size 224]
 
 A variant (`--variant NAME`) runs one fine-tuning configuration instead of the two above: the
 `--set key=value` train overrides on top of the protocol's, optionally after a pseudo-pair stage
@@ -17,7 +17,7 @@ stage serves every fold) whose weights every fold starts from. Its table compare
 weights (embedded once), the pseudo-pair stage alone and the fine-tuned weights, pooled over the
 folds' test queries, with the validation MAP pooled over the folds' validation queries.
 
-    python benchmarks/bench_finetune.py --work /tmp/ft --variant ms-l2sp --pseudo-epochs 2 \
+    python benchmarks/bench_finetune.py --work runs/ft --variant ms-l2sp --pseudo-epochs 2 \
         --set loss=multi_similarity --set l2sp=0.01 --set selection=last
 
 `--neural` also writes `neural` renditions of the paired drawings (neural style transfer, each
@@ -26,7 +26,7 @@ px). Without `--variant` it then compares the five OpenCV copies ("aug") with th
 neural one ("aug+neural"), each arm reading only its own styles' copies; with `--variant` the
 variant trains on both.
 
-    python benchmarks/bench_finetune.py --work /tmp/ft-neural --neural --lr 1e-5 [--neural-steps 60]
+    python benchmarks/bench_finetune.py --work runs/ft-neural --neural --lr 1e-5 [--neural-steps 60]
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ images at 448 px is out of reach of these 2 cores). Queries: the run's real quer
 (details and whole drawings). Recall@50: share of the exact index's 50 best artworks (best region
 per artwork) that an approximate index also returns in its 50 best, averaged over queries.
 
-    python benchmarks/bench_regions.py --run /tmp/regions/run [--artworks 10000] [--threads 2] \
+    python benchmarks/bench_regions.py --run runs/regions/run [--artworks 10000] [--threads 2] \
         [--nprobe 64 128]
 """
 
