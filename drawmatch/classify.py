@@ -28,7 +28,7 @@ import copy
 import io
 import json
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -38,13 +38,14 @@ import torch
 from torch import nn
 
 from drawmatch import storage
-from drawmatch.backbones import backbone_spec, resolve_model
+from drawmatch.backbones import backbone_spec
 from drawmatch.labels import (
     SPLITS_FILE,
     LabelImages,
     embed_all,
     freeze_batchnorm,
     load_labelled,
+    prepared_config,
     stratified_split,
 )
 from drawmatch.settings import ClassifyConfig, from_dict, save_config, to_dict
@@ -279,20 +280,6 @@ class ClassifyResult:
     metrics: dict[str, Any]
 
 
-def with_absolute_paths(config: ClassifyConfig) -> ClassifyConfig:
-    data, model = config.data, config.model
-    return replace(
-        config,
-        out=storage.absolute(config.out),
-        data=replace(
-            data,
-            images=storage.absolute(data.images) if data.images else None,
-            labels_csv=storage.absolute(data.labels_csv) if data.labels_csv else None,
-        ),
-        model=replace(model, weights=storage.absolute(model.weights) if model.weights else None),
-    )
-
-
 def default_run_name(config: ClassifyConfig) -> str:
     source = (
         config.data.label_column if config.data.labels_csv or not config.data.images else "folders"
@@ -344,8 +331,7 @@ def _run_ray(config: ClassifyConfig, run_dir: str, name: str, runs: str) -> dict
 
 def run(config: ClassifyConfig) -> ClassifyResult:
     """Split, fit and score (see the module docstring)."""
-    # the backbone's own input size and pooling where the config leaves them null
-    config = with_absolute_paths(replace(config, model=resolve_model(config.model)))
+    config = prepared_config(config)
     if config.method == "probe" and config.model_tag and config.data.images is not None:
         raise ValueError(
             "model_tag= reads catalogue embeddings: leave data.images out (label catalogue "

@@ -28,8 +28,8 @@ import math
 import posixpath
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -45,7 +45,7 @@ from drawmatch.preprocess import (
     normalise,
     train_transform,
 )
-from drawmatch.settings import LabelsConfig
+from drawmatch.settings import ClassifyConfig, LabelsConfig, VerifyConfig
 
 SPLITS_FILE = "splits.csv"
 
@@ -61,6 +61,27 @@ class LabelledSet:
     @property
     def labels(self) -> list[str]:
         return sorted(self.images["label"].unique())
+
+
+LabelJobConfig = TypeVar("LabelJobConfig", VerifyConfig, ClassifyConfig)
+
+
+def prepared_config(config: LabelJobConfig) -> LabelJobConfig:
+    """A label job's config as it runs and is saved: absolute paths (Ray workers run elsewhere),
+    and the backbone's own input size and pooling where the config leaves them null."""
+    from drawmatch.backbones import resolve_model
+
+    data, model = config.data, resolve_model(config.model)
+    return replace(
+        config,
+        out=storage.absolute(config.out),
+        data=replace(
+            data,
+            images=storage.absolute(data.images) if data.images else None,
+            labels_csv=storage.absolute(data.labels_csv) if data.labels_csv else None,
+        ),
+        model=replace(model, weights=storage.absolute(model.weights) if model.weights else None),
+    )
 
 
 def _walk(root: str, extensions: tuple[str, ...]) -> list[str]:

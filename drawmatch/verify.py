@@ -31,7 +31,7 @@ import copy
 import io
 import json
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from drawmatch import storage
-from drawmatch.backbones import backbone_spec, resolve_model
+from drawmatch.backbones import backbone_spec
 from drawmatch.labels import (
     SPLITS_FILE,
     LabelImages,
@@ -50,6 +50,7 @@ from drawmatch.labels import (
     label_disjoint_split,
     load_labelled,
     pk_batches,
+    prepared_config,
     random_triplets,
 )
 from drawmatch.settings import VerifyConfig, from_dict, save_config, to_dict
@@ -299,20 +300,6 @@ class VerifyResult:
     summary: dict[str, Any]
 
 
-def with_absolute_paths(config: VerifyConfig) -> VerifyConfig:
-    data, model = config.data, config.model
-    return replace(
-        config,
-        out=storage.absolute(config.out),
-        data=replace(
-            data,
-            images=storage.absolute(data.images) if data.images else None,
-            labels_csv=storage.absolute(data.labels_csv) if data.labels_csv else None,
-        ),
-        model=replace(model, weights=storage.absolute(model.weights) if model.weights else None),
-    )
-
-
 def default_run_name(config: VerifyConfig) -> str:
     source = (
         config.data.label_column if config.data.labels_csv or not config.data.images else "folders"
@@ -342,8 +329,7 @@ def run(config: VerifyConfig) -> VerifyResult:
 
     from drawmatch.rayutil import init_ray
 
-    # the backbone's own input size and pooling where the config leaves them null
-    config = with_absolute_paths(replace(config, model=resolve_model(config.model)))
+    config = prepared_config(config)
     table = prepare(config)
     summary_in = table.attrs.pop("summary")
     counts = table.groupby("set")["label"].agg(["count", "nunique"])
