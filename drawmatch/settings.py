@@ -891,12 +891,12 @@ class RegionSearchParams:
     ratio: float = 0.8
 
     def __post_init__(self) -> None:
-        _at_least("region.weight", self.weight, 0)
-        _between("region.margin", self.margin, -2.0, 2.0)
-        _at_least("region.n_hits", self.n_hits, 1)
-        _at_least("region.verify_top", self.verify_top, 0)
-        _at_least("region.min_inliers", self.min_inliers, 3)
-        _between("region.ratio", self.ratio, 0.01, 1.0)
+        _at_least("weight", self.weight, 0)
+        _between("margin", self.margin, -2.0, 2.0)
+        _at_least("n_hits", self.n_hits, 1)
+        _at_least("verify_top", self.verify_top, 0)
+        _at_least("min_inliers", self.min_inliers, 3)
+        _between("ratio", self.ratio, 0.01, 1.0)
 
 
 @dataclass(frozen=True)

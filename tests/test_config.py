@@ -381,8 +381,11 @@ def test_every_bad_value_is_refused_naming_its_key(cls_name, key, bad):
     with pytest.raises(ConfigError) as err:
         load_config(cls, None, [f"{key}={bad}"])
     message = str(err.value)
-    # the full dotted key (a list item as key[i]) is named, and so is the bad value
+    # the full dotted key (a list item as key[i]) is named, and so is the bad value; a nested
+    # key's section is named once (region.min_inliers, not region.region.min_inliers)
     assert message.startswith(key) or message.startswith(f"{key}[") or key in message, message
+    section = key.split(".")[0]
+    assert f"{section}.{section}." not in message, message
     assert "\n" not in message
 
 
