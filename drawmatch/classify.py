@@ -43,6 +43,7 @@ from drawmatch.labels import (
     SPLITS_FILE,
     LabelImages,
     embed_all,
+    fit_label_run,
     freeze_batchnorm,
     load_labelled,
     prepared_config,
@@ -299,29 +300,9 @@ def _stored_embeddings(config: ClassifyConfig, table: pd.DataFrame) -> np.ndarra
     return emb
 
 
-def _run_ray(config: ClassifyConfig, run_dir: str, name: str, runs: str) -> dict[str, Any]:
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from drawmatch.rayutil import init_ray
-
-    init_ray(config.ray)
+def _run_ray(config: ClassifyConfig, runs: str, name: str) -> dict[str, Any]:
     loop = probe_loop if config.method == "probe" else finetune_loop
-    trainer = TorchTrainer(
-        loop,
-        train_loop_config={"config": to_dict(config), "run_dir": run_dir},
-        scaling_config=ScalingConfig(
-            num_workers=config.num_workers,
-            use_gpu=config.use_gpu,
-            resources_per_worker={"CPU": config.cpus_per_worker},
-        ),
-        run_config=RunConfig(name=name, storage_path=runs),
-    )
-    fit = trainer.fit()
-    if fit.error:
-        raise RuntimeError(f"classification run {name} failed: {fit.error}")
-    if fit.checkpoint is None:
-        raise RuntimeError(f"classification run {name} reported no result")
+    fit = fit_label_run(loop, config, runs, name, "classification")
     with fit.checkpoint.as_directory() as directory:
         result: dict[str, Any] = torch.load(
             Path(directory) / RESULT_FILE, map_location="cpu", weights_only=True
@@ -363,7 +344,7 @@ def run(config: ClassifyConfig) -> ClassifyResult:
         pred, head, history = probe(stored, codes, table["set"].to_numpy(), len(classes), config)
         result: dict[str, Any] = {"predicted": pred, "head": head.state_dict(), "history": history}
     else:
-        result = _run_ray(config, run_dir, name, runs)
+        result = _run_ray(config, runs, name)
     table["predicted"] = [classes[i] for i in np.asarray(result["predicted"])]
     metrics = write_outputs(config, run_dir, table, classes, result)
     return ClassifyResult(run_dir, metrics)

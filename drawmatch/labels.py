@@ -84,6 +84,37 @@ def prepared_config(config: LabelJobConfig) -> LabelJobConfig:
     )
 
 
+def fit_label_run(
+    loop: Any, config: VerifyConfig | ClassifyConfig, runs: str, name: str, what: str
+) -> Any:
+    """Run a label job's training `loop` with Ray Train (its workers, CPUs and GPU from `config`)
+    as run `name` under `runs`; return the fit's result, whose checkpoint holds what the loop
+    reported. `what` names the run in errors ("verification", "classification")."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from drawmatch.rayutil import init_ray
+    from drawmatch.settings import to_dict
+
+    init_ray(config.ray)
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config={"config": to_dict(config), "run_dir": storage.join(runs, name)},
+        scaling_config=ScalingConfig(
+            num_workers=config.num_workers,
+            use_gpu=config.use_gpu,
+            resources_per_worker={"CPU": config.cpus_per_worker},
+        ),
+        run_config=RunConfig(name=name, storage_path=runs),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise RuntimeError(f"{what} run {name} failed: {result.error}")
+    if result.checkpoint is None:
+        raise RuntimeError(f"{what} run {name} reported no result")
+    return result
+
+
 def _walk(root: str, extensions: tuple[str, ...]) -> list[str]:
     """Paths (posix, relative to `root`) of the files under `root` with one of `extensions`."""
     import pyarrow.fs as pafs

@@ -46,6 +46,7 @@ from drawmatch.labels import (
     SPLITS_FILE,
     LabelImages,
     embed_all,
+    fit_label_run,
     freeze_batchnorm,
     label_disjoint_split,
     load_labelled,
@@ -324,10 +325,6 @@ def prepare(config: VerifyConfig) -> pd.DataFrame:
 
 def run(config: VerifyConfig) -> VerifyResult:
     """Split, train and score with Ray Train (see the module docstring)."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from drawmatch.rayutil import init_ray
 
     config = prepared_config(config)
     table = prepare(config)
@@ -344,22 +341,7 @@ def run(config: VerifyConfig) -> VerifyResult:
     storage.write_text(storage.join(run_dir, "data_summary.json"), json.dumps(summary_in, indent=2))
     save_config(config, storage.join(run_dir, "verify_config.yaml"))
     print(f"verify {name}: {json.dumps(summary_in['sets'])}")
-    init_ray(config.ray)
-    trainer = TorchTrainer(
-        verify_loop,
-        train_loop_config={"config": to_dict(config), "run_dir": run_dir},
-        scaling_config=ScalingConfig(
-            num_workers=config.num_workers,
-            use_gpu=config.use_gpu,
-            resources_per_worker={"CPU": config.cpus_per_worker},
-        ),
-        run_config=RunConfig(name=name, storage_path=runs),
-    )
-    result = trainer.fit()
-    if result.error:
-        raise RuntimeError(f"verification run {name} failed: {result.error}")
-    if result.checkpoint is None:
-        raise RuntimeError(f"verification run {name} reported no result")
+    result = fit_label_run(verify_loop, config, runs, name, "verification")
     with result.checkpoint.as_directory() as directory:
         state = torch.load(Path(directory) / BEST_MODEL_FILE, map_location="cpu", weights_only=True)
         summary = json.loads((Path(directory) / SUMMARY_FILE).read_text())
