@@ -47,9 +47,10 @@ from drawmatch.labels import (
     freeze_batchnorm,
     load_labelled,
     prepared_config,
+    start_label_run,
     stratified_split,
 )
-from drawmatch.settings import ClassifyConfig, from_dict, save_config, to_dict
+from drawmatch.settings import ClassifyConfig, from_dict, to_dict
 
 RUNS_DIR = "classify"
 RESULT_FILE = "result.pt"
@@ -326,19 +327,9 @@ def run(config: ClassifyConfig) -> ClassifyResult:
     stored = (
         _stored_embeddings(config, table) if config.method == "probe" and config.model_tag else None
     )
-    counts = table.groupby("set")["label"].agg(["count", "nunique"])
-    data.summary["sets"] = {
-        s: {"images": int(r["count"]), "labels": int(r["nunique"])} for s, r in counts.iterrows()
-    }
     name = config.run_name or default_run_name(config)
     runs = storage.join(config.out, RUNS_DIR)
-    run_dir = storage.join(runs, name)
-    storage.makedirs(run_dir)
-    storage.write_text(storage.join(run_dir, SPLITS_FILE), table.to_csv(index=False))
-    storage.write_text(
-        storage.join(run_dir, "data_summary.json"), json.dumps(data.summary, indent=2)
-    )
-    save_config(config, storage.join(run_dir, "classify_config.yaml"))
+    run_dir = start_label_run(config, table, data.summary, runs, name, "classify")
     print(f"classify {name}: {len(classes)} labels, {json.dumps(data.summary['sets'])}")
     if stored is not None:
         pred, head, history = probe(stored, codes, table["set"].to_numpy(), len(classes), config)

@@ -24,6 +24,7 @@ artists). Every count is in `LabelledSet.summary`.
 
 from __future__ import annotations
 
+import json
 import math
 import posixpath
 import re
@@ -45,7 +46,7 @@ from drawmatch.preprocess import (
     normalise,
     train_transform,
 )
-from drawmatch.settings import ClassifyConfig, LabelsConfig, VerifyConfig
+from drawmatch.settings import ClassifyConfig, LabelsConfig, VerifyConfig, save_config
 
 SPLITS_FILE = "splits.csv"
 
@@ -82,6 +83,29 @@ def prepared_config(config: LabelJobConfig) -> LabelJobConfig:
         ),
         model=replace(model, weights=storage.absolute(model.weights) if model.weights else None),
     )
+
+
+def start_label_run(
+    config: VerifyConfig | ClassifyConfig,
+    table: pd.DataFrame,
+    summary: dict[str, Any],
+    runs: str,
+    name: str,
+    job: str,
+) -> str:
+    """Write a label run's folder `runs/name` before training: `splits.csv` (`table`: `id, path,
+    label, set`), `data_summary.json` (`summary` with images and labels per set, added here) and
+    `<job>_config.yaml`. Returns the run folder."""
+    counts = table.groupby("set")["label"].agg(["count", "nunique"])
+    summary["sets"] = {
+        s: {"images": int(r["count"]), "labels": int(r["nunique"])} for s, r in counts.iterrows()
+    }
+    run_dir = storage.join(runs, name)
+    storage.makedirs(run_dir)
+    storage.write_text(storage.join(run_dir, SPLITS_FILE), table.to_csv(index=False))
+    storage.write_text(storage.join(run_dir, "data_summary.json"), json.dumps(summary, indent=2))
+    save_config(config, storage.join(run_dir, f"{job}_config.yaml"))
+    return run_dir
 
 
 def fit_label_run(

@@ -240,6 +240,13 @@ def _each(key: str, values: tuple[Any, ...], check: Any, *args: Any) -> None:
         check(f"{key}[{i}]", value, *args)
 
 
+def _train_crop(crop: int, resize: int) -> None:
+    """Training crops: at least MIN_IMAGE_SIZE and within the resized image they are cut from."""
+    _at_least("train_crop", crop, MIN_IMAGE_SIZE)
+    if crop > resize:
+        raise ConfigError(f"train_crop: {crop} must not exceed train_resize ({resize})")
+
+
 def _not_empty(key: str, value: str | None) -> None:
     if value is not None and not value.strip():
         raise ConfigError(f"{key}: an empty value is not allowed (leave the key out instead)")
@@ -668,11 +675,7 @@ class TrainConfig:
         ):
             _at_least(key, getattr(self, key), 1)
         _at_least("bank_refresh_steps", self.bank_refresh_steps, 0)  # 0: once per epoch
-        _at_least("train_crop", self.train_crop, MIN_IMAGE_SIZE)
-        if self.train_crop > self.train_resize:
-            raise ConfigError(
-                f"train_crop: {self.train_crop} must not exceed train_resize ({self.train_resize})"
-            )
+        _train_crop(self.train_crop, self.train_resize)
         _above("cpus_per_worker", self.cpus_per_worker, 0)
         _at_least("max_failures", self.max_failures, -1)  # -1: retry forever (Ray Train)
         _at_least("seed", self.seed, 0)
@@ -1049,11 +1052,7 @@ class VerifyConfig:
         _at_least("labels_per_batch", self.labels_per_batch, 2)
         _at_least("images_per_label", self.images_per_label, 2)
         _at_least("max_pair_images", self.max_pair_images, 2)
-        _at_least("train_crop", self.train_crop, MIN_IMAGE_SIZE)
-        if self.train_crop > self.train_resize:
-            raise ConfigError(
-                f"train_crop: {self.train_crop} must not exceed train_resize ({self.train_resize})"
-            )
+        _train_crop(self.train_crop, self.train_resize)
         _between("test_labels", self.test_labels, 0.0, 0.9)
         _above("test_labels", self.test_labels, 0)
         _between("val_images", self.val_images, 0.0, 0.9)
@@ -1112,11 +1111,7 @@ class ClassifyConfig:
         _above("lr", self.lr, 0)
         _above("head_lr", self.head_lr, 0)
         _at_least("weight_decay", self.weight_decay, 0)
-        _at_least("train_crop", self.train_crop, MIN_IMAGE_SIZE)
-        if self.train_crop > self.train_resize:
-            raise ConfigError(
-                f"train_crop: {self.train_crop} must not exceed train_resize ({self.train_resize})"
-            )
+        _train_crop(self.train_crop, self.train_resize)
         _above("cpus_per_worker", self.cpus_per_worker, 0)
         _at_least("seed", self.seed, 0)
 

@@ -53,8 +53,9 @@ from drawmatch.labels import (
     pk_batches,
     prepared_config,
     random_triplets,
+    start_label_run,
 )
-from drawmatch.settings import VerifyConfig, from_dict, save_config, to_dict
+from drawmatch.settings import VerifyConfig, from_dict, to_dict
 
 RUNS_DIR = "verify"
 METRICS_FILE = "metrics.json"
@@ -329,17 +330,9 @@ def run(config: VerifyConfig) -> VerifyResult:
     config = prepared_config(config)
     table = prepare(config)
     summary_in = table.attrs.pop("summary")
-    counts = table.groupby("set")["label"].agg(["count", "nunique"])
-    summary_in["sets"] = {
-        s: {"images": int(r["count"]), "labels": int(r["nunique"])} for s, r in counts.iterrows()
-    }
     name = config.run_name or default_run_name(config)
     runs = storage.join(config.out, RUNS_DIR)
-    run_dir = storage.join(runs, name)
-    storage.makedirs(run_dir)
-    storage.write_text(storage.join(run_dir, SPLITS_FILE), table.to_csv(index=False))
-    storage.write_text(storage.join(run_dir, "data_summary.json"), json.dumps(summary_in, indent=2))
-    save_config(config, storage.join(run_dir, "verify_config.yaml"))
+    run_dir = start_label_run(config, table, summary_in, runs, name, "verify")
     print(f"verify {name}: {json.dumps(summary_in['sets'])}")
     result = fit_label_run(verify_loop, config, runs, name, "verification")
     with result.checkpoint.as_directory() as directory:

@@ -180,3 +180,29 @@ def tiny_training_set(root: Path, n_pairs: int = 12, n_folds: int = 1) -> tuple[
             }
         ).to_csv(out / "folds" / f"fold_{k:02d}.csv", index=False)
     return out, out / "folds" / "fold_00.csv"
+
+
+# The tiny training set's settings: tiny backbone at 32 px, 2 gloo workers, a learning rate that
+# moves random weights in a few steps. Later overrides win.
+TINY_TRAIN = (
+    "model.backbone=tiny",
+    "model.pretrained=false",
+    "model.image_size=32",
+    "train_resize=36",
+    "train_crop=32",
+    "batch_size=2",
+    "n_hardest=3",
+    "lr=0.01",
+    "patience=10",
+    "cpus_per_worker=0.5",
+    "num_workers=2",
+)
+
+
+def tiny_train_config(out: Path, fold_csv: Path, *overrides: str):
+    """A TrainConfig for `tiny_training_set` (TINY_TRAIN, then `overrides`)."""
+    from drawmatch.settings import TrainConfig, load_config
+
+    return load_config(
+        TrainConfig, None, [f"out={out}", f"fold_csv={fold_csv}", *TINY_TRAIN, *overrides]
+    )

@@ -18,7 +18,7 @@ from drawmatch.backbones import create_backbone
 from drawmatch.losses import make_loss, retrieval_step_loss
 from drawmatch.mining import extra_positives
 from drawmatch.settings import ConfigError, SweepConfig, TrainConfig, load_config
-from tests.conftest import tiny_training_set
+from tests.conftest import tiny_train_config, tiny_training_set
 
 # Two anchors and four refs on the unit circle, so that every cosine similarity is cos(angle).
 ANGLES_A = [0.0, math.pi / 2]
@@ -197,26 +197,7 @@ def two_positive_fold(tmp_path_factory):
 
 
 def _config(out, fold_csv, *overrides):
-    return load_config(
-        TrainConfig,
-        None,
-        [
-            f"out={out}",
-            f"fold_csv={fold_csv}",
-            "model.backbone=tiny",
-            "model.pretrained=false",
-            "model.image_size=32",
-            "train_resize=36",
-            "train_crop=32",
-            "batch_size=2",
-            "n_hardest=3",
-            "lr=0.01",
-            "patience=10",
-            "cpus_per_worker=0.5",
-            "num_workers=2",
-            *overrides,
-        ],
-    )
+    return tiny_train_config(out, fold_csv, *overrides)
 
 
 def test_frozen_blocks_do_not_move_and_get_no_gradient(two_positive_fold):

@@ -27,10 +27,9 @@ from drawmatch.settings import (
     EmbedConfig,
     EvaluateConfig,
     ReportConfig,
-    TrainConfig,
     load_config,
 )
-from tests.conftest import tiny_training_set
+from tests.conftest import tiny_train_config, tiny_training_set
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSO = "2004_10-13_0099_FRA_V_C"
@@ -210,27 +209,14 @@ def test_demo_report_renders_in_headless_chromium(demo_report, tmp_path):
 
 def _train(out: Path, fold_csv: Path, name: str) -> train.TrainResult:
     return train.run(
-        load_config(
-            TrainConfig,
-            None,
-            [
-                f"out={out}",
-                f"fold_csv={fold_csv}",
-                f"run_name={name}",
-                "model.backbone=tiny",
-                "model.pretrained=false",
-                "model.image_size=32",
-                "train_resize=36",
-                "train_crop=32",
-                "batch_size=2",
-                "n_hardest=3",
-                "lr=0.01",
-                "epochs=2",
-                "patience=10",
-                "num_workers=1",
-                "cpus_per_worker=1",
-                "use_styles=false",
-            ],
+        tiny_train_config(
+            out,
+            fold_csv,
+            f"run_name={name}",
+            "epochs=2",
+            "num_workers=1",
+            "cpus_per_worker=1",
+            "use_styles=false",
         )
     )
 

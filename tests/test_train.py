@@ -12,7 +12,7 @@ import torch
 
 from drawmatch import embed, train
 from drawmatch.settings import ConfigError, EmbedConfig, TrainConfig, load_config
-from tests.conftest import tiny_training_set
+from tests.conftest import tiny_train_config, tiny_training_set
 
 N_PAIRS = 12
 
@@ -23,26 +23,7 @@ def fold(tmp_path_factory):
 
 
 def _config(out, fold_csv, *overrides):
-    return load_config(
-        TrainConfig,
-        None,
-        [
-            f"out={out}",
-            f"fold_csv={fold_csv}",
-            "model.backbone=tiny",
-            "model.pretrained=false",
-            "model.image_size=32",
-            "train_resize=36",
-            "train_crop=32",
-            "batch_size=2",
-            "n_hardest=3",
-            "lr=0.01",
-            "patience=10",
-            "cpus_per_worker=0.5",
-            "num_workers=2",
-            *overrides,
-        ],
-    )
+    return tiny_train_config(out, fold_csv, *overrides)
 
 
 def test_training_lowers_the_loss_and_writes_usable_checkpoints(ray_local, fold):
