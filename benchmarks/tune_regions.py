@@ -44,11 +44,11 @@ GATES = (4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 10**9)  # 10**9: verification off
 VERIFY_TOP = 50
 
 
-def scores_and_inliers(work: Path, run: str, pool: int) -> dict[str, np.ndarray]:
-    cache = work / f"tune_cache_{run}.npz"
-    if cache.exists():
-        return dict(np.load(cache, allow_pickle=False))
-    out = str(work / run)
+def global_and_region_scores(
+    out: str,
+) -> tuple[np.ndarray, np.ndarray, list[str], list[str], list[str]]:
+    """Global and exact best-region scores (Q, G) of every query of the run `out` against its
+    gallery, the (sorted) query ids, the gallery ids and the query image paths."""
     tag = pick_model_tag(out, None)
     catalogue = cat.read_catalogue(out)
     gallery = cat.gallery_ids(catalogue)
@@ -58,10 +58,19 @@ def scores_and_inliers(work: Path, run: str, pool: int) -> dict[str, np.ndarray]
     rids, _region, _box, remb = read_regions(out, tag)
     g = q_emb @ g_emb.T
     r, _rows = exact_region_scores(q_emb, remb, rids, gallery)
-    feats = read_features(out, "sift", 400)
     paths = cat.resolve_paths(
         catalogue.set_index("id").loc[queries].reset_index(), cat.read_roots(out)
     )
+    return g, r, queries, gallery, paths
+
+
+def scores_and_inliers(work: Path, run: str, pool: int) -> dict[str, np.ndarray]:
+    cache = work / f"tune_cache_{run}.npz"
+    if cache.exists():
+        return dict(np.load(cache, allow_pickle=False))
+    out = str(work / run)
+    g, r, queries, gallery, paths = global_and_region_scores(out)
+    feats = read_features(out, "sift", 400)
     inliers = np.full(g.shape, -1, np.int32)
     for qi, path in enumerate(paths):
         qf = extract(open_image(path, draft_size=1024), "sift", 400, 500)

@@ -110,7 +110,9 @@ class RegionSearcher:
                 cand = self.features.get(self.gallery[j])
                 if cand is None:
                     continue
-                n, box = verify(qf, cand, self.feature_kind, self.params.ratio)
+                n, box = verify(
+                    qf, cand, self.feature_kind, self.params.ratio, rootsift=self.params.rootsift
+                )
                 details["inliers"][qi, j] = n
                 if n >= self.params.min_inliers:
                     final[qi, j] = fused[qi, j] + VERIFIED_BONUS + n

@@ -889,6 +889,7 @@ class RegionSearchParams:
     verify_top: int = 50
     min_inliers: int = 5
     ratio: float = 0.8
+    rootsift: bool = False  # match SIFT descriptors as RootSIFT (Hellinger distance)
 
     def __post_init__(self) -> None:
         _at_least("weight", self.weight, 0)

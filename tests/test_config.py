@@ -193,6 +193,7 @@ BAD_VALUES: dict[str, dict[str, list[str]]] = {
         "region.verify_top": ["-1"],
         "region.min_inliers": ["2"],
         "region.ratio": ["0", "1.5"],
+        "region.rootsift": ["maybe", "2"],
     },
     "EvaluateConfig": {
         "region.weight": ["-1"],
@@ -201,6 +202,7 @@ BAD_VALUES: dict[str, dict[str, list[str]]] = {
         "region.verify_top": ["-1"],
         "region.min_inliers": ["2"],
         "region.ratio": ["0", "1.5"],
+        "region.rootsift": ["maybe", "2"],
         "ks": ["[]", "[0]", "[1, -5]"],
         "split_set": ["training", "TEST"],
         "runs": ["''"],

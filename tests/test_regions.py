@@ -230,6 +230,25 @@ def test_regions_job_writes_regions_with_provenance_and_resumes(region_run):
     assert again.embedded == 0 and again.already_done == 6 and again.features_extracted == 0
     with pytest.raises(ValueError, match="other settings"):
         regions.run(RegionsConfig(out=str(out), region_size=64, levels=(1, 3), overlap=0.0))
+    # features of another keypoint limit at the same side are refused, before anything is written
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in Path(out).rglob("*") if p.is_file())
+    n = cfg.n_features
+    with pytest.raises(ValueError, match=rf"at most {n} keypoints.*use n_features={n}$"):
+        regions.run(replace(cfg, n_features=2 * n))
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in Path(out).rglob("*") if p.is_file()) == (
+        before
+    )
+    # another side is another folder: extracted there, and the index then points to it
+    side = cfg.feature_side // 2
+    other_side = regions.run(replace(cfg, feature_side=side, n_features=2 * n))
+    assert other_side.features_extracted == 6 and other_side.embedded == 0
+    assert RegionIndex(out, tag).info["local_features"] == {
+        "kind": "sift",
+        "max_side": side,
+        "n_features": 2 * n,
+    }
+    assert regions.run(cfg).features_extracted == 0  # back to the first folder: nothing to redo
+    assert RegionIndex(out, tag).info["local_features"]["max_side"] == cfg.feature_side
 
 
 def test_region_search_finds_details_and_returns_the_box(region_run):
