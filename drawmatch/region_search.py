@@ -63,11 +63,14 @@ class RegionSearcher:
                     "local_features=sift (or orb)"
                 )
             self.feature_kind, self.feature_side = str(local["kind"]), int(local["max_side"])
-            self.n_features = int(local.get("n_features", 500))
             self.features = read_features(out, self.feature_kind, self.feature_side)
 
     def query_features(self, image: Any) -> Features:
-        return extract(image, self.feature_kind, self.feature_side, self.n_features)
+        """The query's local features, at the query's own side and keypoint limit (a detail is a
+        small part of its artwork: artworks are stored at a larger side than queries need)."""
+        return extract(
+            image, self.feature_kind, self.params.query_feature_side, self.params.query_n_features
+        )
 
     def score(
         self, queries: np.ndarray, images: list[Any] | None = None

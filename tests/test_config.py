@@ -194,6 +194,8 @@ BAD_VALUES: dict[str, dict[str, list[str]]] = {
         "region.min_inliers": ["2"],
         "region.ratio": ["0", "1.5"],
         "region.rootsift": ["maybe", "2"],
+        "region.query_feature_side": ["16"],
+        "region.query_n_features": ["0"],
     },
     "EvaluateConfig": {
         "region.weight": ["-1"],
@@ -203,6 +205,8 @@ BAD_VALUES: dict[str, dict[str, list[str]]] = {
         "region.min_inliers": ["2"],
         "region.ratio": ["0", "1.5"],
         "region.rootsift": ["maybe", "2"],
+        "region.query_feature_side": ["16"],
+        "region.query_n_features": ["0"],
         "ks": ["[]", "[0]", "[1, -5]"],
         "split_set": ["training", "TEST"],
         "runs": ["''"],

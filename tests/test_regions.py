@@ -35,6 +35,7 @@ from drawmatch.region_index import (
     exact_region_scores,
     fuse,
 )
+from drawmatch.region_search import RegionSearcher
 from drawmatch.settings import (
     EmbedConfig,
     EvaluateConfig,
@@ -283,6 +284,19 @@ def test_evaluate_modes_and_fusion_off_equals_global(region_run):
     assert Path(off.path).name == "metrics-pairs-fused.json"
     verified = evaluate.run(EvaluateConfig(out=str(out), pairs_csv=pairs, mode="verified"))
     assert verified.metrics["R@1"] == pytest.approx(100.0)
+
+
+def test_query_features_have_their_own_side_and_the_artworks_the_stored_one(region_run):
+    out, tag, root, _first, cfg = region_run
+    gallery = [f"art{i}" for i in range(6)]
+    params = RegionSearchParams(query_feature_side=200, query_n_features=40)
+    searcher = RegionSearcher(out, tag, gallery, "verified", params)
+    query = searcher.query_features(Image.open(root / "d" / "detail4.png"))  # 128 x 128 px
+    assert (query.width, query.height) == (200, 200) and 0 < len(query.keypoints) <= 40
+    art = searcher.features["art4"]  # the regions job's side (256 px artworks scaled up)
+    assert searcher.feature_side == cfg.feature_side
+    assert (art.width, art.height) == (cfg.feature_side, cfg.feature_side)
+    assert len(art.keypoints) > 40
 
 
 def test_stale_regions_are_dropped_whole(tmp_path):
