@@ -105,7 +105,9 @@ class RegionSearcher:
             return fused, details
         if images is None or len(images) != n_q:
             raise ValueError("verified mode needs the query images")
-        final = fused.copy()
+        # float64: the bonus and inlier count (100-1000) would leave float32 about 1e-5 of the
+        # fused score, which `annotate` and the workbench recover as the distance
+        final = fused.astype(np.float64)
         for qi in range(n_q):
             qf = self.query_features(images[qi])
             top = np.argsort(-fused[qi], kind="stable")[: self.params.verify_top]
@@ -118,7 +120,7 @@ class RegionSearcher:
                 )
                 details["inliers"][qi, j] = n
                 if n >= self.params.min_inliers:
-                    final[qi, j] = fused[qi, j] + VERIFIED_BONUS + n
+                    final[qi, j] = float(fused[qi, j]) + VERIFIED_BONUS + n
                     if box is not None:
                         details["box"][qi, j] = box
         return final, details

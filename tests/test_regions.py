@@ -231,14 +231,17 @@ def test_regions_job_writes_regions_with_provenance_and_resumes(region_run):
     assert again.embedded == 0 and again.already_done == 6 and again.features_extracted == 0
     with pytest.raises(ValueError, match="other settings"):
         regions.run(RegionsConfig(out=str(out), region_size=64, levels=(1, 3), overlap=0.0))
+
     # features of another keypoint limit at the same side are refused, before anything is written
-    before = sorted((p.name, p.stat().st_mtime_ns) for p in Path(out).rglob("*") if p.is_file())
+    def written() -> list[tuple[str, int]]:  # every file but the job's lock, and when written
+        files = [p for p in Path(out).rglob("*") if p.is_file() and p.suffix != ".lock"]
+        return sorted((str(p), p.stat().st_mtime_ns) for p in files)
+
+    before = written()
     n = cfg.n_features
     with pytest.raises(ValueError, match=rf"at most {n} keypoints.*use n_features={n}$"):
         regions.run(replace(cfg, n_features=2 * n))
-    assert sorted((p.name, p.stat().st_mtime_ns) for p in Path(out).rglob("*") if p.is_file()) == (
-        before
-    )
+    assert written() == before
     # another side is another folder: extracted there, and the index then points to it
     side = cfg.feature_side // 2
     other_side = regions.run(replace(cfg, feature_side=side, n_features=2 * n))
