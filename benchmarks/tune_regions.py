@@ -4,7 +4,8 @@ report on the other half, held out by source artwork.
 Works on a run of `benchmarks/eval_regions.py` (its `run/` and `set/`): reads the stored global
 embeddings, the region vectors (exact best-region scores) and the local features, verifies every
 query against its `--pool` best artworks by global and by region score with SIFT + RANSAC (the
-library's `verify`, cached in `WORK/tune_cache_RUN.npz`), and then replays the search modes for every
+library's `verify` with the default query settings and the artworks' features the run's region
+index names, cached in `WORK/tune_cache_RUN_SIDE.npz`), and then replays the search modes for every
 setting of the grid without embedding anything again:
 
     fused    = global + weight * max(0, region - global - margin)
@@ -35,7 +36,8 @@ from drawmatch.images import open_image
 from drawmatch.local_features import extract, read_features, verify
 from drawmatch.metrics import retrieval_metrics
 from drawmatch.region_embedder import read_regions
-from drawmatch.region_index import exact_region_scores, fuse
+from drawmatch.region_index import RegionIndex, exact_region_scores, fuse
+from drawmatch.settings import RegionSearchParams
 
 KS = (1, 5, 20, 50)
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0)
@@ -44,11 +46,11 @@ GATES = (4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 10**9)  # 10**9: verification off
 VERIFY_TOP = 50
 
 
-def scores_and_inliers(work: Path, run: str, pool: int) -> dict[str, np.ndarray]:
-    cache = work / f"tune_cache_{run}.npz"
-    if cache.exists():
-        return dict(np.load(cache, allow_pickle=False))
-    out = str(work / run)
+def global_and_region_scores(
+    out: str,
+) -> tuple[np.ndarray, np.ndarray, list[str], list[str], list[str]]:
+    """Global and exact best-region scores (Q, G) of every query of the run `out` against its
+    gallery, the (sorted) query ids, the gallery ids and the query image paths."""
     tag = pick_model_tag(out, None)
     catalogue = cat.read_catalogue(out)
     gallery = cat.gallery_ids(catalogue)
@@ -58,18 +60,30 @@ def scores_and_inliers(work: Path, run: str, pool: int) -> dict[str, np.ndarray]
     rids, _region, _box, remb = read_regions(out, tag)
     g = q_emb @ g_emb.T
     r, _rows = exact_region_scores(q_emb, remb, rids, gallery)
-    feats = read_features(out, "sift", 400)
     paths = cat.resolve_paths(
         catalogue.set_index("id").loc[queries].reset_index(), cat.read_roots(out)
     )
+    return g, r, queries, gallery, paths
+
+
+def scores_and_inliers(work: Path, run: str, pool: int) -> dict[str, np.ndarray]:
+    out = str(work / run)
+    local = RegionIndex(out, pick_model_tag(out, None)).info["local_features"]
+    side, params = int(local["max_side"]), RegionSearchParams()
+    cache = work / f"tune_cache_{run}_{side}.npz"
+    if cache.exists():
+        return dict(np.load(cache, allow_pickle=False))
+    g, r, queries, gallery, paths = global_and_region_scores(out)
+    feats = read_features(out, "sift", side)
     inliers = np.full(g.shape, -1, np.int32)
     for qi, path in enumerate(paths):
-        qf = extract(open_image(path, draft_size=1024), "sift", 400, 500)
+        image = open_image(path, draft_size=1024)
+        qf = extract(image, "sift", params.query_feature_side, params.query_n_features)
         candidates = set(np.argsort(-g[qi])[:pool]) | set(np.argsort(-r[qi])[:pool])
         for j in candidates:
             cand = feats.get(gallery[j])
             if cand is not None:
-                inliers[qi, j] = verify(qf, cand, "sift", 0.8)[0]
+                inliers[qi, j] = verify(qf, cand, "sift", 0.8, rootsift=params.rootsift)[0]
         if qi % 20 == 0:
             print(f"verified {qi + 1}/{len(queries)} queries", flush=True)
     data = {

@@ -79,6 +79,15 @@ def extract(
     return Features(points, descriptors, gray.shape[1], gray.shape[0])
 
 
+def root_sift(descriptors: np.ndarray) -> np.ndarray:
+    """RootSIFT (Arandjelovic & Zisserman 2012): each descriptor divided by its L1 norm, then the
+    element-wise square root, as float32. The Euclidean distance of RootSIFT descriptors is the
+    Hellinger distance of the SIFT histograms; rows of zeros stay zero."""
+    d = np.asarray(descriptors, dtype=np.float32)
+    norms = np.abs(d).sum(axis=1, keepdims=True)
+    return np.sqrt(np.abs(d) / np.maximum(norms, np.float32(1e-12)))
+
+
 def verify(
     query: Features,
     candidate: Features,
@@ -88,16 +97,22 @@ def verify(
     min_scale: float = 0.1,
     max_scale: float = 4.0,
     min_spread: float = 0.05,
+    rootsift: bool = False,
 ) -> tuple[int, tuple[float, float, float, float] | None]:
     """RANSAC inliers of the query's matches in `candidate`, and the inliers' bounding box in the
     candidate (x0, y0, x1, y1 fractions; None under 3 inliers). A transform whose scale is outside
     [min_scale, max_scale], or whose inliers span less than `min_spread` of the candidate's side,
-    is degenerate and counts 0 inliers."""
+    is degenerate and counts 0 inliers. `rootsift`: match SIFT descriptors as RootSIFT
+    (`root_sift`; ignored for ORB)."""
     if len(query.keypoints) < 3 or len(candidate.keypoints) < 3:
         return 0, None
     if kind == "sift":
         matcher = cv2.BFMatcher(cv2.NORM_L2)
-        qd, cd = query.descriptors.astype(np.float32), candidate.descriptors.astype(np.float32)
+        if rootsift:
+            qd, cd = root_sift(query.descriptors), root_sift(candidate.descriptors)
+        else:
+            qd = query.descriptors.astype(np.float32)
+            cd = candidate.descriptors.astype(np.float32)
     else:
         matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
         qd, cd = query.descriptors, candidate.descriptors

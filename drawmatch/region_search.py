@@ -63,11 +63,14 @@ class RegionSearcher:
                     "local_features=sift (or orb)"
                 )
             self.feature_kind, self.feature_side = str(local["kind"]), int(local["max_side"])
-            self.n_features = int(local.get("n_features", 500))
             self.features = read_features(out, self.feature_kind, self.feature_side)
 
     def query_features(self, image: Any) -> Features:
-        return extract(image, self.feature_kind, self.feature_side, self.n_features)
+        """The query's local features, at the query's own side and keypoint limit (a detail is a
+        small part of its artwork: artworks are stored at a larger side than queries need)."""
+        return extract(
+            image, self.feature_kind, self.params.query_feature_side, self.params.query_n_features
+        )
 
     def score(
         self, queries: np.ndarray, images: list[Any] | None = None
@@ -102,7 +105,9 @@ class RegionSearcher:
             return fused, details
         if images is None or len(images) != n_q:
             raise ValueError("verified mode needs the query images")
-        final = fused.copy()
+        # float64: the bonus and inlier count (100-1000) would leave float32 about 1e-5 of the
+        # fused score, which `annotate` and the workbench recover as the distance
+        final = fused.astype(np.float64)
         for qi in range(n_q):
             qf = self.query_features(images[qi])
             top = np.argsort(-fused[qi], kind="stable")[: self.params.verify_top]
@@ -110,10 +115,12 @@ class RegionSearcher:
                 cand = self.features.get(self.gallery[j])
                 if cand is None:
                     continue
-                n, box = verify(qf, cand, self.feature_kind, self.params.ratio)
+                n, box = verify(
+                    qf, cand, self.feature_kind, self.params.ratio, rootsift=self.params.rootsift
+                )
                 details["inliers"][qi, j] = n
                 if n >= self.params.min_inliers:
-                    final[qi, j] = fused[qi, j] + VERIFIED_BONUS + n
+                    final[qi, j] = float(fused[qi, j]) + VERIFIED_BONUS + n
                     if box is not None:
                         details["box"][qi, j] = box
         return final, details

@@ -200,6 +200,24 @@ def _run(config: RegionsConfig) -> RegionsResult:
                 f" levels {old.get('levels')}, overlap {old.get('overlap')}); remove that folder "
                 "or use the same settings"
             )
+    feat_settings = {
+        "kind": config.local_features,
+        "max_side": config.feature_side,
+        "n_features": config.n_features,
+    }
+    if config.local_features:
+        # features of another keypoint limit at the same side share the folder: refuse to mix
+        feat_where = features_dir(
+            storage.absolute(config.out), config.local_features, config.feature_side
+        )
+        feat_path = storage.join(feat_where, FEATURES_FILE)
+        if storage.exists(feat_path):
+            before = int(json.loads(storage.read_text(feat_path)).get("n_features", 500))
+            if before != config.n_features:
+                raise ValueError(
+                    f"{feat_where} holds {config.local_features} features of at most {before} "
+                    f"keypoints (n_features={before}); remove that folder or use n_features={before}"
+                )
     storage.makedirs(directory)
     storage.write_text(settings_path, json.dumps(settings, indent=2))
     save_config(config, storage.join(directory, "regions_config.yaml"))
@@ -217,16 +235,7 @@ def _run(config: RegionsConfig) -> RegionsResult:
             storage.absolute(config.out), config.local_features, config.feature_side
         )
         storage.makedirs(feat_dir)
-        storage.write_text(
-            storage.join(feat_dir, FEATURES_FILE),
-            json.dumps(
-                {
-                    "kind": config.local_features,
-                    "max_side": config.feature_side,
-                    "n_features": config.n_features,
-                }
-            ),
-        )
+        storage.write_text(storage.join(feat_dir, FEATURES_FILE), json.dumps(feat_settings))
         stored = stored_feature_ids(config.out, config.local_features, config.feature_side)
         drop_rows(feat_dir, stored, rows)
         have = set(stored_feature_ids(config.out, config.local_features, config.feature_side)["id"])
@@ -351,15 +360,7 @@ def _run(config: RegionsConfig) -> RegionsResult:
             "artworks": len(set(ids)),
             "dim": int(emb.shape[1]),
             "regions": settings,
-            "local_features": (
-                {
-                    "kind": config.local_features,
-                    "max_side": config.feature_side,
-                    "n_features": config.n_features,
-                }
-                if config.local_features
-                else None
-            ),
+            "local_features": feat_settings if config.local_features else None,
         },
     )
     result.index_seconds = time.perf_counter() - start

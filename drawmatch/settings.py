@@ -884,14 +884,19 @@ class RegionSearchParams:
     fused (global + weight * max(0, region - global - margin)) or verified (fused, then the
     `verify_top` best candidates checked with local features and RANSAC; `min_inliers` or more
     inliers put a candidate first, by inlier count). `n_hits` region vectors are read from an
-    approximate index per query."""
+    approximate index per query. The query's SIFT features are extracted at `query_feature_side`
+    px with at most `query_n_features` keypoints (the artworks' are the regions job's
+    `feature_side` and `n_features`) and matched as RootSIFT when `rootsift` is true."""
 
     weight: float = 1.0  # weight, margin and min_inliers tuned on a held-out partial-copy set
     margin: float = 0.02
     n_hits: int = 2000
-    verify_top: int = 50
+    verify_top: int = 500  # a gallery of up to 500 artworks is verified whole
     min_inliers: int = 5
     ratio: float = 0.8
+    rootsift: bool = True  # match SIFT descriptors as RootSIFT (Hellinger distance)
+    query_feature_side: int = 400  # the query's local features: longer side in px, keypoints
+    query_n_features: int = 500
 
     def __post_init__(self) -> None:
         _at_least("weight", self.weight, 0)
@@ -900,6 +905,8 @@ class RegionSearchParams:
         _at_least("verify_top", self.verify_top, 0)
         _at_least("min_inliers", self.min_inliers, 3)
         _between("ratio", self.ratio, 0.01, 1.0)
+        _at_least("query_feature_side", self.query_feature_side, 32)
+        _at_least("query_n_features", self.query_n_features, 1)
 
 
 @dataclass(frozen=True)
@@ -920,8 +927,8 @@ class RegionsConfig:
     hnsw_m: int = 32
     ef_search: int = 128
     local_features: str | None = "sift"
-    feature_side: int = 400
-    n_features: int = 500
+    feature_side: int = 800  # artworks' local features: longer side in px (small ones scaled up)
+    n_features: int = 2000
     batch_size: int = 4
     num_actors: int = 1
     cpus_per_actor: float = 1.0

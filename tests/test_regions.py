@@ -35,6 +35,7 @@ from drawmatch.region_index import (
     exact_region_scores,
     fuse,
 )
+from drawmatch.region_search import RegionSearcher
 from drawmatch.settings import (
     EmbedConfig,
     EvaluateConfig,
@@ -231,6 +232,28 @@ def test_regions_job_writes_regions_with_provenance_and_resumes(region_run):
     with pytest.raises(ValueError, match="other settings"):
         regions.run(RegionsConfig(out=str(out), region_size=64, levels=(1, 3), overlap=0.0))
 
+    # features of another keypoint limit at the same side are refused, before anything is written
+    def written() -> list[tuple[str, int]]:  # every file but the job's lock, and when written
+        files = [p for p in Path(out).rglob("*") if p.is_file() and p.suffix != ".lock"]
+        return sorted((str(p), p.stat().st_mtime_ns) for p in files)
+
+    before = written()
+    n = cfg.n_features
+    with pytest.raises(ValueError, match=rf"at most {n} keypoints.*use n_features={n}$"):
+        regions.run(replace(cfg, n_features=2 * n))
+    assert written() == before
+    # another side is another folder: extracted there, and the index then points to it
+    side = cfg.feature_side // 2
+    other_side = regions.run(replace(cfg, feature_side=side, n_features=2 * n))
+    assert other_side.features_extracted == 6 and other_side.embedded == 0
+    assert RegionIndex(out, tag).info["local_features"] == {
+        "kind": "sift",
+        "max_side": side,
+        "n_features": 2 * n,
+    }
+    assert regions.run(cfg).features_extracted == 0  # back to the first folder: nothing to redo
+    assert RegionIndex(out, tag).info["local_features"]["max_side"] == cfg.feature_side
+
 
 def test_region_search_finds_details_and_returns_the_box(region_run):
     out, _tag, _root, _first, _cfg = region_run
@@ -264,6 +287,19 @@ def test_evaluate_modes_and_fusion_off_equals_global(region_run):
     assert Path(off.path).name == "metrics-pairs-fused.json"
     verified = evaluate.run(EvaluateConfig(out=str(out), pairs_csv=pairs, mode="verified"))
     assert verified.metrics["R@1"] == pytest.approx(100.0)
+
+
+def test_query_features_have_their_own_side_and_the_artworks_the_stored_one(region_run):
+    out, tag, root, _first, cfg = region_run
+    gallery = [f"art{i}" for i in range(6)]
+    params = RegionSearchParams(query_feature_side=200, query_n_features=40)
+    searcher = RegionSearcher(out, tag, gallery, "verified", params)
+    query = searcher.query_features(Image.open(root / "d" / "detail4.png"))  # 128 x 128 px
+    assert (query.width, query.height) == (200, 200) and 0 < len(query.keypoints) <= 40
+    art = searcher.features["art4"]  # the regions job's side (256 px artworks scaled up)
+    assert searcher.feature_side == cfg.feature_side
+    assert (art.width, art.height) == (cfg.feature_side, cfg.feature_side)
+    assert len(art.keypoints) > 40
 
 
 def test_stale_regions_are_dropped_whole(tmp_path):
