@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spread", type=float, default=0.8)
     parser.add_argument("--n-hits", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--verify-top", type=int, default=50)
+    parser.add_argument("--verify-top", type=int, default=500, help="the search default")
+    parser.add_argument("--verification-only", action="store_true", help="skip the region indexes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--nprobe", type=int, nargs="*", help="only flat and ivf at these nprobe")
     args = parser.parse_args(argv)
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     out = str(args.run)
     tag = pick_model_tag(out, None)
     catalogue = cat.read_catalogue(out)
+    if args.verification_only:
+        verification_cost(out, catalogue, cat.query_ids(catalogue), args.verify_top)
+        return 0
     ids, _region, _box, emb = read_regions(out, tag)
     per_artwork = len(ids) / len(set(ids))
     gids, gemb = generated_gallery(ids, emb, args.artworks, args.spread, args.seed)
@@ -133,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def verification_cost(out: str, catalogue: object, query_ids: list[str], top: int) -> None:
-    """Mean time per query to extract its SIFT features and verify `top` stored artworks."""
+    """Mean time per query to extract its local features and verify `top` stored artworks, with
+    the search defaults (`RegionSearchParams`: the query's own side and keypoint limit, RootSIFT)."""
     import json
 
     import cv2
@@ -142,6 +147,9 @@ def verification_cost(out: str, catalogue: object, query_ids: list[str], top: in
     from drawmatch.images import open_image
     from drawmatch.local_features import extract, read_features, verify
     from drawmatch.region_index import region_index_dir
+    from drawmatch.settings import RegionSearchParams
+
+    params = RegionSearchParams()
 
     cv2.setNumThreads(1)
     info = json.loads(
@@ -162,15 +170,18 @@ def verification_cost(out: str, catalogue: object, query_ids: list[str], top: in
     t_extract, t_verify = [], []
     for i, path in enumerate(paths):
         start = time.perf_counter()
-        qf = extract(open_image(path, draft_size=1024), local["kind"], int(local["max_side"]))
+        image = open_image(path, draft_size=1024)
+        qf = extract(image, local["kind"], params.query_feature_side, params.query_n_features)
         t_extract.append(time.perf_counter() - start)
         start = time.perf_counter()
         for j in range(top):
-            verify(qf, feats[names[(i * top + j) % len(names)]], local["kind"])
+            cand = feats[names[(i * top + j) % len(names)]]
+            verify(qf, cand, local["kind"], params.ratio, rootsift=params.rootsift)
         t_verify.append(time.perf_counter() - start)
     n_kp = np.mean([len(f.keypoints) for f in feats.values()])
     print(
-        f"verification ({local['kind']}, {n_kp:.0f} keypoints per artwork, 1 thread): query "
+        f"verification ({local['kind']} at {local['max_side']} px, {n_kp:.0f} keypoints per "
+        f"artwork, rootsift {params.rootsift}, 1 thread): query "
         f"features {1000 * np.mean(t_extract):.0f} ms, {top} candidates "
         f"{1000 * np.mean(t_verify):.0f} ms ({1000 * np.mean(t_verify) / top:.1f} ms each), "
         f"stored features {sum(f.descriptors.nbytes + f.keypoints.nbytes for f in feats.values()) / len(feats) / 1e3:.0f} kB per artwork"
