@@ -38,7 +38,6 @@ import torch
 from torch import nn
 
 from drawmatch import storage
-from drawmatch.backbones import backbone_spec
 from drawmatch.labels import (
     SPLITS_FILE,
     LabelImages,
@@ -47,6 +46,7 @@ from drawmatch.labels import (
     freeze_batchnorm,
     load_labelled,
     prepared_config,
+    seeded_backbone,
     start_label_run,
     stratified_split,
 )
@@ -136,26 +136,13 @@ def _setup(
 ) -> tuple[ClassifyConfig, pd.DataFrame, np.ndarray, list[str], Any, LabelImages, torch.device]:
     import ray.train.torch
 
-    from drawmatch.backbones import create_backbone, load_weights
-
     config = from_dict(ClassifyConfig, loop_config["config"])
     table = storage.read_csv(
         storage.join(loop_config["run_dir"], SPLITS_FILE), dtype=str, keep_default_na=False
     )
     classes = sorted(table["label"].unique())
     codes = table["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
-    torch.manual_seed(config.seed)
-    backbone = create_backbone(config.model.backbone, config.model.pretrained, config.model.pooling)
-    if config.model.weights:
-        load_weights(backbone, config.model.weights)
-    images = LabelImages(
-        table["path"].tolist(),
-        config.model.image_size or backbone_spec(config.model.backbone).input_size,
-        config.train_resize,
-        config.train_crop,
-        backbone.mean,
-        backbone.std,
-    )
+    backbone, images = seeded_backbone(config, table["path"].tolist())
     return config, table, codes, classes, backbone, images, ray.train.torch.get_device()
 
 

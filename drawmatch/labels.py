@@ -454,6 +454,29 @@ class LabelImages:
         )
 
 
+def seeded_backbone(
+    config: VerifyConfig | ClassifyConfig, paths: list[str]
+) -> tuple[nn.Module, LabelImages]:
+    """A label job's backbone, built after seeding torch with `seed` (any new layer is the same
+    on every worker) with `model.weights` loaded, and the loader of `paths` at the backbone's
+    input size and normalisation."""
+    from drawmatch.backbones import backbone_spec, create_backbone, load_weights
+
+    torch.manual_seed(config.seed)
+    backbone = create_backbone(config.model.backbone, config.model.pretrained, config.model.pooling)
+    if config.model.weights:
+        load_weights(backbone, config.model.weights)
+    images = LabelImages(
+        paths,
+        config.model.image_size or backbone_spec(config.model.backbone).input_size,
+        config.train_resize,
+        config.train_crop,
+        backbone.mean,
+        backbone.std,
+    )
+    return backbone, images
+
+
 def freeze_batchnorm(model: nn.Module) -> None:
     """BatchNorm layers in eval mode (pretrained running statistics kept), the rest untouched."""
     for module in model.modules():

@@ -41,10 +41,8 @@ import torch
 from torch import nn
 
 from drawmatch import storage
-from drawmatch.backbones import backbone_spec
 from drawmatch.labels import (
     SPLITS_FILE,
-    LabelImages,
     embed_all,
     fit_label_run,
     freeze_batchnorm,
@@ -53,6 +51,7 @@ from drawmatch.labels import (
     pk_batches,
     prepared_config,
     random_triplets,
+    seeded_backbone,
     start_label_run,
 )
 from drawmatch.settings import VerifyConfig, from_dict, to_dict
@@ -132,27 +131,13 @@ class Verifier:
         device: torch.device | None = None,
         prepare_model: Any = None,
     ) -> None:
-        from drawmatch.backbones import create_backbone, load_weights
         from drawmatch.distributed import world
         from drawmatch.losses import make_loss
 
         self.config = config
         self.rank, self.world_size = world()
         self.device = device or torch.device("cpu")
-        torch.manual_seed(config.seed)
-        backbone = create_backbone(
-            config.model.backbone, config.model.pretrained, config.model.pooling
-        )
-        if config.model.weights:
-            load_weights(backbone, config.model.weights)
-        self.images = LabelImages(
-            table["path"].tolist(),
-            config.model.image_size or backbone_spec(config.model.backbone).input_size,
-            config.train_resize,
-            config.train_crop,
-            backbone.mean,
-            backbone.std,
-        )
+        backbone, self.images = seeded_backbone(config, table["path"].tolist())
         self.model: nn.Module = (
             prepare_model(backbone) if prepare_model else backbone.to(self.device)
         )
