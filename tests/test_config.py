@@ -100,6 +100,19 @@ def test_every_example_config_loads():
         load_config(JOBS[job][0], path)  # raises on any unknown key or wrong type
 
 
+# the region search keys of search and evaluate (one RegionSearchParams section in both)
+REGION_SEARCH_BAD = {
+    "region.weight": ["-1"],
+    "region.margin": ["3"],
+    "region.n_hits": ["0"],
+    "region.verify_top": ["-1"],
+    "region.min_inliers": ["2"],
+    "region.ratio": ["0", "1.5"],
+    "region.rootsift": ["maybe", "2"],
+    "region.query_feature_side": ["16"],
+    "region.query_n_features": ["0"],
+}
+
 # every key with a range or a set of choices, and values it must refuse (as override text)
 BAD_VALUES: dict[str, dict[str, list[str]]] = {
     "IngestConfig": {
@@ -187,26 +200,10 @@ BAD_VALUES: dict[str, dict[str, list[str]]] = {
         "query": ["''"],
         "sheet": ["''"],
         "out": ["''"],
-        "region.weight": ["-1"],
-        "region.margin": ["3"],
-        "region.n_hits": ["0"],
-        "region.verify_top": ["-1"],
-        "region.min_inliers": ["2"],
-        "region.ratio": ["0", "1.5"],
-        "region.rootsift": ["maybe", "2"],
-        "region.query_feature_side": ["16"],
-        "region.query_n_features": ["0"],
+        **REGION_SEARCH_BAD,
     },
     "EvaluateConfig": {
-        "region.weight": ["-1"],
-        "region.margin": ["3"],
-        "region.n_hits": ["0"],
-        "region.verify_top": ["-1"],
-        "region.min_inliers": ["2"],
-        "region.ratio": ["0", "1.5"],
-        "region.rootsift": ["maybe", "2"],
-        "region.query_feature_side": ["16"],
-        "region.query_n_features": ["0"],
+        **REGION_SEARCH_BAD,
         "ks": ["[]", "[0]", "[1, -5]"],
         "split_set": ["training", "TEST"],
         "runs": ["''"],

@@ -701,8 +701,8 @@ def test_exported_pairs_split_and_train(ray_local, tmp_path):
     """Pairs annotated in the workbench, exported, split into folds and used to fine-tune."""
     from drawmatch import export, splits, train
     from drawmatch.pairs import read_pairs
-    from drawmatch.settings import ExportConfig, SplitConfig, TrainConfig
-    from tests.conftest import tiny_training_set
+    from drawmatch.settings import ExportConfig, SplitConfig
+    from tests.conftest import tiny_train_config, tiny_training_set
 
     out, _fold = tiny_training_set(tmp_path)
     http, token = signed_in(create_app(ServeConfig(out=str(out), load_model=False)))
@@ -733,25 +733,7 @@ def test_exported_pairs_split_and_train(ray_local, tmp_path):
     splits.run(SplitConfig(out=str(out), pairs_csv=exported.path, n_folds=1))
     fold_csv = out / "folds" / "fold_00.csv"
     result = train.run(
-        load_config(
-            TrainConfig,
-            None,
-            [
-                f"out={out}",
-                f"fold_csv={fold_csv}",
-                "run_name=from-workbench",
-                "model.backbone=tiny",
-                "model.pretrained=false",
-                "model.image_size=32",
-                "train_resize=36",
-                "train_crop=32",
-                "batch_size=2",
-                "n_hardest=3",
-                "epochs=1",
-                "num_workers=1",
-                "cpus_per_worker=0.5",
-            ],
-        )
+        tiny_train_config(out, fold_csv, "run_name=from-workbench", "epochs=1", "num_workers=1")
     )
     assert result.summary["history"][0]["steps"] >= 1
     assert Path(result.best_model).exists()
