@@ -15,7 +15,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from drawmatch.backbones import backbone_spec, create_backbone, list_backbones
+from drawmatch.models.backbones import backbone_spec, create_backbone, list_backbones
 
 
 def main(argv: list[str] | None = None) -> int:

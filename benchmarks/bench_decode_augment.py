@@ -35,10 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from make_scans import make_scans
 
-from drawmatch import augment, catalogue
-from drawmatch.images import open_image
-from drawmatch.settings import STYLES, AugmentConfig, RayConfig, StyleParams
-from drawmatch.styles import StyleAugmenter, apply_style, shrink
+from drawmatch.augment.styles import StyleAugmenter, apply_style, shrink
+from drawmatch.core.images import open_image
+from drawmatch.core.settings import STYLES, AugmentConfig, RayConfig, StyleParams
+from drawmatch.data import catalogue
+from drawmatch.jobs import augment
 
 RESIZE = 330
 
@@ -151,7 +152,7 @@ def bench_ray_job(paths: list[Path], work: Path, cpus: int) -> tuple[int, int, f
     )
     import ray
 
-    from drawmatch.rayutil import init_ray
+    from drawmatch.runtime.ray_setup import init_ray
 
     init_ray(config.ray)
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -5,7 +5,7 @@
 
 Arms, each run once per round, the order rotated every round (`benchlib.run_interleaved`):
 
-- `job <runtime>`: the whole embed job (`drawmatch.embed.run`: Ray Data decode tasks -> one
+- `job <runtime>`: the whole embed job (`drawmatch.jobs.embed.run`: Ray Data decode tasks -> one
   embedding actor -> Parquet parts) over the rectos of `--count` generated 3750x2500 scans, each
   linked under `--copies` names (distinct ids, same content; every copy is decoded). Its rate is
   the steady state of that one run: the images written after the first Parquet part, over the
@@ -52,10 +52,10 @@ from benchlib import (
 )
 from make_scans import make_scans
 
-from drawmatch import embed, ingest
-from drawmatch.embedder import Embedder
-from drawmatch.preprocess import load_eval_array
-from drawmatch.settings import EmbedConfig, IngestConfig, ModelConfig, load_config
+from drawmatch.core.settings import EmbedConfig, IngestConfig, ModelConfig, load_config
+from drawmatch.jobs import embed, ingest
+from drawmatch.models.embedder import Embedder
+from drawmatch.models.preprocess import load_eval_array
 
 
 def ingest_scans(scans: list[Path], work: Path) -> Path:

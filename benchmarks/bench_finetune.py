@@ -40,12 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from drawmatch import augment, train
-from drawmatch import catalogue as cat
-from drawmatch.demo import demo_data_dir, ingest_data
-from drawmatch.metrics import aggregate
-from drawmatch.pairs import read_pairs
-from drawmatch.settings import (
+from drawmatch.core.settings import (
     NEURAL,
     STYLES,
     AugmentConfig,
@@ -54,7 +49,12 @@ from drawmatch.settings import (
     TrainConfig,
     load_config,
 )
-from drawmatch.splits import FOLD_COLUMNS, add_styled_copies, pair_components
+from drawmatch.data import catalogue as cat
+from drawmatch.data.pairs import read_pairs
+from drawmatch.jobs import augment, train
+from drawmatch.jobs.split import FOLD_COLUMNS, add_styled_copies, pair_components
+from drawmatch.retrieval.metrics import aggregate
+from drawmatch.workflows.demo import demo_data_dir, ingest_data
 
 KEYS = ("MAP", "R@1", "R@5", "R@10", "R@20", "R@50", "R@100", "MP", "MMP")
 
@@ -254,8 +254,8 @@ def imagenet_test_metrics(out: Path, fold_csvs: list[Path], image_size: int) -> 
     once, as the train job embeds them."""
     import torch
 
-    from drawmatch.backbones import create_backbone
-    from drawmatch.metrics import retrieval_metrics_from_embeddings
+    from drawmatch.models.backbones import create_backbone
+    from drawmatch.retrieval.metrics import retrieval_metrics_from_embeddings
 
     config = load_config(
         TrainConfig,

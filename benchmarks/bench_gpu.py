@@ -7,7 +7,7 @@ For a GPU node of a cluster (one or more CUDA GPUs); refuses to run without one.
 minutes it generates scan-sized JPEGs (`make_scans.py`, 3750x2500, JPEG q90; the rectos linked
 under many names, distinct ids), then runs, interleaved and repeated (`benchlib`):
 
-- `job`: the embed job (`drawmatch.embed.run`) with one embedding actor per GPU
+- `job`: the embed job (`drawmatch.jobs.embed.run`) with one embedding actor per GPU
   (`gpus_per_actor=1`) and CPU decode tasks (`decode_cpus` each) on the node's other CPUs;
   steady-state rate from the Parquet parts' times (start-up left out);
 - `bare fp32`: the Embedder's own forward on pre-decoded (S, S, 3) uint8 batches already on the
@@ -126,11 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import ray
 
-    from drawmatch import embed
-    from drawmatch.embed import decode_batch
-    from drawmatch.embedder import Embedder
-    from drawmatch.preprocess import normalise
-    from drawmatch.settings import EmbedConfig, ModelConfig, load_config
+    from drawmatch.core.settings import EmbedConfig, ModelConfig, load_config
+    from drawmatch.jobs import embed
+    from drawmatch.jobs.embed import decode_batch
+    from drawmatch.models.embedder import Embedder
+    from drawmatch.models.preprocess import normalise
 
     t_start = time.perf_counter()
     n_gpus = 0 if on_cpu else torch.cuda.device_count()

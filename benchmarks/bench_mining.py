@@ -22,10 +22,10 @@ import time
 import torch
 from torch import nn
 
-from drawmatch.backbones import create_backbone
-from drawmatch.losses import make_loss, retrieval_step_loss
-from drawmatch.mining import hardest_negatives, positive_mask
-from drawmatch.train import set_train_mode
+from drawmatch.jobs.train import set_train_mode
+from drawmatch.models.backbones import create_backbone
+from drawmatch.training.losses import make_loss, retrieval_step_loss
+from drawmatch.training.mining import hardest_negatives, positive_mask
 
 
 def main() -> int:

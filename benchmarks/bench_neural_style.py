@@ -18,9 +18,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from drawmatch.demo import demo_data_dir
-from drawmatch.neural_style import NeuralStylizer
-from drawmatch.settings import NeuralStyleParams
+from drawmatch.augment.neural_style import NeuralStylizer
+from drawmatch.core.settings import NeuralStyleParams
+from drawmatch.workflows.demo import demo_data_dir
 
 
 def main() -> int:

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from drawmatch import catalogue as cat
-from drawmatch.embeddings import pick_model_tag, read_embeddings
-from drawmatch.region_embedder import read_regions
-from drawmatch.region_index import best_per_artwork, build_region_faiss
+from drawmatch.data import catalogue as cat
+from drawmatch.data.embeddings import pick_model_tag, read_embeddings
+from drawmatch.models.region_embedder import read_regions
+from drawmatch.retrieval.region_index import best_per_artwork, build_region_faiss
 
 CONFIGS = (
     ("flat", {}),
@@ -143,11 +143,11 @@ def verification_cost(out: str, catalogue: object, query_ids: list[str], top: in
 
     import cv2
 
-    from drawmatch import storage
-    from drawmatch.images import open_image
-    from drawmatch.local_features import extract, read_features, verify
-    from drawmatch.region_index import region_index_dir
-    from drawmatch.settings import RegionSearchParams
+    from drawmatch.core import storage
+    from drawmatch.core.images import open_image
+    from drawmatch.core.settings import RegionSearchParams
+    from drawmatch.models.local_features import extract, read_features, verify
+    from drawmatch.retrieval.region_index import region_index_dir
 
     params = RegionSearchParams()
 

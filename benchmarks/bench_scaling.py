@@ -4,7 +4,7 @@
                                        [--cpus-per-actor 0.75] [--decode-batch-size 2]
                                        [--rounds 3] [--no-reference]
 
-Both jobs run for real (`drawmatch.embed.run`, `drawmatch.augment.run`) on a local Ray instance
+Both jobs run for real (`drawmatch.jobs.embed.run`, `drawmatch.jobs.augment.run`) on a local Ray instance
 with 2 CPUs, on scan-sized JPEGs made with `make_scans.py` (3750x2500, JPEG q90):
 
 - embed: EfficientNet-Lite0 (ImageNet weights) at 280 px, batch 4, `collections=[drawing]`,
@@ -64,8 +64,8 @@ from benchlib import (
 )
 from make_scans import make_scans
 
-from drawmatch import augment, embed
-from drawmatch.settings import STYLES, AugmentConfig, EmbedConfig, StyleParams, load_config
+from drawmatch.core.settings import STYLES, AugmentConfig, EmbedConfig, StyleParams, load_config
+from drawmatch.jobs import augment, embed
 
 WORKERS = (1, 2)
 NODE_VCPUS = (8, 16)
@@ -89,14 +89,14 @@ def _plain_worker(kind: str, arg: Any, out_dir: str, queue: Any) -> None:
 
     cv2.setNumThreads(1)
     if kind == "embed":
-        from drawmatch.embedder import Embedder
-        from drawmatch.settings import ModelConfig
+        from drawmatch.core.settings import ModelConfig
+        from drawmatch.models.embedder import Embedder
 
         embedder = Embedder(asdict(ModelConfig()), num_threads=1)
         pre = np.random.default_rng(0).integers(0, 255, (arg, 280, 280, 3), dtype=np.uint8)
         queue.put(bare_rate(embedder, pre, 4))
         return
-    from drawmatch.styles import StyleAugmenter
+    from drawmatch.augment.styles import StyleAugmenter
 
     files: list[Path] = arg
     batch = {

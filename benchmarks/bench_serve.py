@@ -35,15 +35,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from drawmatch import catalogue as cat
-from drawmatch import storage
-from drawmatch.annotations import AnnotationStore, db_path
-from drawmatch.artwork_index import build_faiss_index, index_dir, write_index
-from drawmatch.demo import demo_data_dir
-from drawmatch.embedder import Embedder
-from drawmatch.embeddings import embeddings_dir, embeddings_table, write_model_info, write_part
-from drawmatch.neighbours import ARTWORKS_FILE, DRAWINGS_FILE, candidates_path, similar_dir
-from drawmatch.settings import ModelConfig
+from drawmatch.core import storage
+from drawmatch.core.settings import ModelConfig
+from drawmatch.data import catalogue as cat
+from drawmatch.data.annotations import AnnotationStore, db_path
+from drawmatch.data.embeddings import embeddings_dir, embeddings_table, write_model_info, write_part
+from drawmatch.data.neighbours import ARTWORKS_FILE, DRAWINGS_FILE, candidates_path, similar_dir
+from drawmatch.models.embedder import Embedder
+from drawmatch.retrieval.artwork_index import build_faiss_index, index_dir, write_index
+from drawmatch.workflows.demo import demo_data_dir
 
 COUNTRIES = ["BLG", "FRA", "JPN", "BRA", "IND", "KEN", "MEX", "POL", "USA", "VNM", "EGY", "CHN"]
 AGES = ["3-5", "6-9", "10-13", "14-17", "18-25", "MS"]

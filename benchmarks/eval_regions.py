@@ -18,9 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from drawmatch import embed, evaluate, index, ingest, regions
-from drawmatch.demo import demo_data_dir
-from drawmatch.settings import (
+from drawmatch.core.settings import (
     EmbedConfig,
     EvaluateConfig,
     IndexConfig,
@@ -29,6 +27,8 @@ from drawmatch.settings import (
     RegionsConfig,
     load_config,
 )
+from drawmatch.jobs import embed, evaluate, index, ingest, regions
+from drawmatch.workflows.demo import demo_data_dir
 
 KEYS = ("MAP", "R@1", "R@5", "R@20", "R@50", "MP", "MMP")
 

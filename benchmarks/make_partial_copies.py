@@ -8,7 +8,7 @@ paper: a small detail (`--fractions`, default 15-30 % of the artwork's side, at 
 turned, saturation and contrast changed, so that global colour statistics no longer name the
 artwork); drawn onto a plain paper-coloured sheet (50-80 % of the sheet's longer side, off-centre)
 with some rotation (up to 20 degrees), scale and perspective; then passed through one of the style
-effects of `drawmatch.styles` (pencil, watercolour, oil, gray, or none); the photo's white backdrop becomes paper. `easy` is the first
+effects of `drawmatch.augment.styles` (pencil, watercolour, oil, gray, or none); the photo's white backdrop becomes paper. `easy` is the first
 version (larger details, 30-65 %, scaled to fill the image, some styled, colours kept): global
 search already found most of them.
 
@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from drawmatch.styles import apply_style
+from drawmatch.augment.styles import apply_style
 
 STYLES = ("original", "pencil", "watercolor", "gray")
 HARD_STYLES = ("pencil", "watercolor", "oil", "gray", "original")

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from drawmatch.embedder import Embedder
-from drawmatch.metrics import retrieval_metrics_from_embeddings
-from drawmatch.preprocess import load_eval_array
-from drawmatch.settings import ModelConfig
+from drawmatch.core.settings import ModelConfig
+from drawmatch.models.embedder import Embedder
+from drawmatch.models.preprocess import load_eval_array
+from drawmatch.retrieval.metrics import retrieval_metrics_from_embeddings
 
 DEMO = Path(__file__).resolve().parents[1] / "drawmatch" / "demo_data"
 

@@ -30,11 +30,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from drawmatch import catalogue as cat
-from drawmatch.images import open_image
-from drawmatch.local_features import Features, extract, verify
-from drawmatch.metrics import retrieval_metrics
-from drawmatch.region_index import fuse
+from drawmatch.core.images import open_image
+from drawmatch.data import catalogue as cat
+from drawmatch.models.local_features import Features, extract, verify
+from drawmatch.retrieval.metrics import retrieval_metrics
+from drawmatch.retrieval.region_index import fuse
 
 KS = (1, 5, 20, 50)
 WEIGHTS = (0.0, 1.0, 2.0)

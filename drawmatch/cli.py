@@ -4,7 +4,7 @@
 `ray job submit` runs) are the same code path.
 
 Everything a command line says is checked before the job starts (before Ray, before anything is
-written): keys, types and ranges (`drawmatch.settings`), then the paths it names (`preflight`).
+written): keys, types and ranges (`drawmatch.core.settings`), then the paths it names (`preflight`).
 A mistake costs one line on stderr: exit code 2 for a config error, 1 for anything else.
 """
 
@@ -21,52 +21,64 @@ import typing
 from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 
-from drawmatch import settings
-from drawmatch.settings import ConfigError, load_config
+from drawmatch.core import settings
+from drawmatch.core.settings import ConfigError, load_config
 
 # job name -> (config class, module holding `run(config)`, one-line help)
 JOBS: dict[str, tuple[type, str, str]] = {
-    "ingest": (settings.IngestConfig, "drawmatch.ingest", "catalogue drawings and artworks"),
-    "augment": (settings.AugmentConfig, "drawmatch.augment", "write style-augmented copies"),
-    "embed": (settings.EmbedConfig, "drawmatch.embed", "embed catalogue images with a CNN"),
-    "index": (settings.IndexConfig, "drawmatch.index", "build a FAISS index of artworks"),
+    "ingest": (settings.IngestConfig, "drawmatch.jobs.ingest", "catalogue drawings and artworks"),
+    "augment": (settings.AugmentConfig, "drawmatch.jobs.augment", "write style-augmented copies"),
+    "embed": (settings.EmbedConfig, "drawmatch.jobs.embed", "embed catalogue images with a CNN"),
+    "index": (settings.IndexConfig, "drawmatch.jobs.index", "build a FAISS index of artworks"),
     "regions": (
         settings.RegionsConfig,
-        "drawmatch.regions",
+        "drawmatch.jobs.regions",
         "region embeddings, region index and local features of artworks",
     ),
-    "search": (settings.SearchConfig, "drawmatch.search", "top-k artworks for a drawing"),
-    "evaluate": (settings.EvaluateConfig, "drawmatch.evaluate", "retrieval metrics for pairs"),
-    "split": (settings.SplitConfig, "drawmatch.splits", "artwork-disjoint train/val/test folds"),
+    "search": (settings.SearchConfig, "drawmatch.jobs.search", "top-k artworks for a drawing"),
+    "evaluate": (settings.EvaluateConfig, "drawmatch.jobs.evaluate", "retrieval metrics for pairs"),
+    "split": (
+        settings.SplitConfig,
+        "drawmatch.jobs.split",
+        "artwork-disjoint train/val/test folds",
+    ),
     "train": (
         settings.TrainConfig,
-        "drawmatch.train",
+        "drawmatch.jobs.train",
         "fine-tune a backbone on one fold (Ray Train)",
     ),
-    "sweep": (settings.SweepConfig, "drawmatch.sweep", "two-stage Ray Tune sweep over folds"),
-    "demo": (settings.DemoConfig, "drawmatch.demo", "run the whole pipeline on bundled data"),
-    "report": (settings.ReportConfig, "drawmatch.report", "static HTML report of the outputs"),
+    "sweep": (
+        settings.SweepConfig,
+        "drawmatch.workflows.sweep",
+        "two-stage Ray Tune sweep over folds",
+    ),
+    "demo": (
+        settings.DemoConfig,
+        "drawmatch.workflows.demo",
+        "run the whole pipeline on bundled data",
+    ),
+    "report": (settings.ReportConfig, "drawmatch.jobs.report", "static HTML report of the outputs"),
     "thumbnails": (
         settings.ThumbnailsConfig,
-        "drawmatch.thumbnails",
+        "drawmatch.jobs.thumbnails",
         "thumbnails of every showable image (Ray Data)",
     ),
-    "similar": (settings.SimilarConfig, "drawmatch.similar", "drawing-to-drawing neighbours"),
-    "serve": (settings.ServeConfig, "drawmatch.serve", "the experts' workbench (web app)"),
-    "export": (settings.ExportConfig, "drawmatch.export", "annotated pairs to a pairs CSV"),
+    "similar": (settings.SimilarConfig, "drawmatch.jobs.similar", "drawing-to-drawing neighbours"),
+    "serve": (settings.ServeConfig, "drawmatch.jobs.serve", "the experts' workbench (web app)"),
+    "export": (settings.ExportConfig, "drawmatch.jobs.export", "annotated pairs to a pairs CSV"),
     "verify": (
         settings.VerifyConfig,
-        "drawmatch.verify",
+        "drawmatch.jobs.verify",
         "artist-style verification: train on labels, label-disjoint test (Ray Train)",
     ),
     "classify": (
         settings.ClassifyConfig,
-        "drawmatch.classify",
+        "drawmatch.jobs.classify",
         "label classification: linear probe or fine-tuned head (Ray Train)",
     ),
     "stylize": (
         settings.StylizeConfig,
-        "drawmatch.stylize",
+        "drawmatch.jobs.stylize",
         "render an image in the style of another (neural style transfer)",
     ),
 }
@@ -277,7 +289,7 @@ def _get(config: Any, dotted: str) -> Any:
 def _kind(path: str, key: str) -> str:
     """The kind of `path` (a local path or a URI): "file", "dir" or "missing"; a URI pyarrow
     cannot use is a ConfigError naming `key`."""
-    from drawmatch import storage  # pandas and pyarrow: not needed to refuse a bad value
+    from drawmatch.core import storage
 
     try:
         if storage.is_file(path):
@@ -304,7 +316,7 @@ def _required(job: str, config: Any) -> None:
     elif job == "train" and not config.fold_csv:
         needs = "fold_csv=FILE (make folds with `drawmatch split`)"
     elif job in ("verify", "classify") and config.data.images is None:
-        from drawmatch.catalogue import catalogue_path
+        from drawmatch.data.catalogue import catalogue_path
 
         out = str(config.out)  # an `out=` naming a file is refused below, as for every job
         if _kind(out, "out") != "file" and _kind(catalogue_path(out), "out") != "file":
@@ -324,7 +336,7 @@ def _check_backbones(job: str, config: Any) -> None:
     keys = BACKBONE_KEYS.get(job, ())
     if not keys:
         return
-    from drawmatch.backbones import list_backbones
+    from drawmatch.models.backbones import list_backbones
 
     known = list_backbones()
     for key in keys:
@@ -338,7 +350,7 @@ def _check_backbones(job: str, config: Any) -> None:
 def _check_poolings(job: str, config: Any, keys: tuple[str, ...]) -> None:
     """The pooling a job's config names must suit each backbone it names (CNNs: avg, max, gem;
     vision transformers: cls, avg)."""
-    from drawmatch.backbones import pooling_error
+    from drawmatch.models.backbones import pooling_error
 
     pooling_key = POOLING_KEYS.get(job)
     if pooling_key is None:
@@ -380,14 +392,14 @@ def preflight(job: str, config: Any) -> None:
                 f"no drawmatch output at {out} (run `drawmatch ingest out={out}` first)"
             )
         needs_catalogue = not (job == "evaluate" and config.folds)
-        from drawmatch.catalogue import catalogue_path
+        from drawmatch.data.catalogue import catalogue_path
 
         if needs_catalogue and _kind(catalogue_path(out), "out") != "file":
             raise FileNotFoundError(
                 f"{out} holds no catalogue (run `drawmatch ingest out={out}` first)"
             )
         if job in NEEDS_EMBEDDINGS and not (job == "evaluate" and config.folds):
-            from drawmatch import storage
+            from drawmatch.core import storage
 
             models = storage.list_files(storage.join(out, "embeddings"), "*/model.json", True)
             if not models:
@@ -450,7 +462,7 @@ def models_table() -> str:
     """One row per registered backbone: name, kind, default input size, normalisation, poolings
     (the first is the default), output width, pretrained weights and where they come from,
     whether they work offline here, and whether a GPU is recommended."""
-    from drawmatch.backbones import (
+    from drawmatch.models.backbones import (
         NORMALISATIONS,
         backbone_spec,
         list_backbones,

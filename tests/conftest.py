@@ -111,7 +111,7 @@ def hand_catalogue(out: Path, files: dict[str, list[Path]]) -> object:
 
     import pandas as pd
 
-    from drawmatch import catalogue as cat
+    from drawmatch.data import catalogue as cat
 
     rows = []
     roots = {}
@@ -201,7 +201,7 @@ TINY_TRAIN = (
 
 def tiny_train_config(out: Path, fold_csv: Path, *overrides: str):
     """A TrainConfig for `tiny_training_set` (TINY_TRAIN, then `overrides`)."""
-    from drawmatch.settings import TrainConfig, load_config
+    from drawmatch.core.settings import TrainConfig, load_config
 
     return load_config(
         TrainConfig, None, [f"out={out}", f"fold_csv={fold_csv}", *TINY_TRAIN, *overrides]

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from drawmatch import catalogue as cat
-from drawmatch import search, similar
-from drawmatch.artwork_index import build_faiss_index, index_dir, write_index
-from drawmatch.embedder import Embedder
-from drawmatch.embeddings import embeddings_dir, embeddings_table, write_model_info, write_part
-from drawmatch.neighbours import candidates_path
-from drawmatch.preprocess import load_eval_array
-from drawmatch.settings import SearchConfig, SimilarConfig
+from drawmatch.core.settings import SearchConfig, SimilarConfig
+from drawmatch.data import catalogue as cat
+from drawmatch.data.embeddings import embeddings_dir, embeddings_table, write_model_info, write_part
+from drawmatch.data.neighbours import candidates_path
+from drawmatch.jobs import search, similar
+from drawmatch.models.embedder import Embedder
+from drawmatch.models.preprocess import load_eval_array
+from drawmatch.retrieval.artwork_index import build_faiss_index, index_dir, write_index
 from tests.conftest import make_image
 
 COUNTRIES = ["BLG", "FRA", "JPN"]
@@ -179,6 +179,6 @@ def build(root: Path, n_drawings: int = 12, n_artworks: int = 10, demo: Path | N
 
 
 def model_tags(out: Path) -> list[str]:
-    from drawmatch.embeddings import list_model_tags
+    from drawmatch.data.embeddings import list_model_tags
 
     return list_model_tags(out)

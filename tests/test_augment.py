@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from drawmatch import augment, catalogue
-from drawmatch.settings import STYLES, AugmentConfig, NeuralStyleParams, RayConfig
+from drawmatch.core.settings import STYLES, AugmentConfig, NeuralStyleParams, RayConfig
+from drawmatch.data import catalogue
+from drawmatch.jobs import augment
 
 from .conftest import make_image
 
@@ -170,8 +171,8 @@ def test_select_checks(tiny_out: Path) -> None:
 def test_a_re_ingest_keeps_the_copies_and_augment_does_no_work_twice(ray_local, tmp_path: Path):
     """ingest -> augment -> ingest again -> augment: the second augment writes nothing, as the demo
     does when it is run twice; a parent whose content changed gets new copies."""
-    from drawmatch import ingest
-    from drawmatch.settings import IngestConfig
+    from drawmatch.core.settings import IngestConfig
+    from drawmatch.jobs import ingest
 
     scans = tmp_path / "scans"
     names = DRAWINGS[:3]
@@ -229,7 +230,7 @@ def test_neural_references_follow_the_rule(tiny_out: Path) -> None:
 def test_style_augmenter_neural_on_a_plain_batch(tiny_out: Path, tmp_path: Path) -> None:
     from PIL import Image
 
-    from drawmatch.styles import StyleAugmenter
+    from drawmatch.augment.styles import StyleAugmenter
 
     roots = catalogue.read_roots(tiny_out)
     stage = StyleAugmenter(

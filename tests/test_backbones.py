@@ -1,4 +1,4 @@
-"""Tests for drawmatch.backbones: registry, shapes, offline EfficientNet-Lite0 weights, pooling,
+"""Tests for drawmatch.models.backbones: registry, shapes, offline EfficientNet-Lite0 weights, pooling,
 weights hash and checkpoint loading. Never downloads anything (a fixture makes downloads fail)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from drawmatch import backbones
-from drawmatch.backbones import (
+from drawmatch.models import backbones
+from drawmatch.models.backbones import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Backbone,
@@ -22,8 +22,9 @@ from drawmatch.backbones import (
     register_backbone,
     weights_hash,
 )
+from drawmatch.workflows.demo import demo_data_dir
 
-ARTWORKS = Path(backbones.__file__).resolve().parent / "demo_data" / "artworks"
+ARTWORKS = demo_data_dir() / "artworks"
 EXPECTED = {"resnext101_32x8d", "resnet50", "efficientnet_lite0", "tiny"}
 
 

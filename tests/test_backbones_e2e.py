@@ -9,10 +9,12 @@ import json
 import numpy as np
 import pytest
 
-from drawmatch import embed, embeddings, sweep, train
-from drawmatch.backbones import resolve_model
-from drawmatch.embedder import embed_image_file
-from drawmatch.settings import EmbedConfig, SweepConfig, TrainConfig, load_config
+from drawmatch.core.settings import EmbedConfig, SweepConfig, TrainConfig, load_config
+from drawmatch.data import embeddings
+from drawmatch.jobs import embed, train
+from drawmatch.models.backbones import resolve_model
+from drawmatch.models.embedder import embed_image_file
+from drawmatch.workflows import sweep
 from tests.conftest import tiny_training_set
 
 pytest.importorskip("timm")

@@ -4,22 +4,22 @@ a classifier on real photos of the bundled demo data whose ImageNet classes are 
 from __future__ import annotations
 
 import importlib.metadata
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from drawmatch import backbones
-from drawmatch.backbones import (
+from drawmatch.models import backbones
+from drawmatch.models.backbones import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     backbone_spec,
     create_backbone,
     efficientnet_lite2_weights_file,
 )
+from drawmatch.workflows.demo import demo_data_dir
 
-ARTWORKS = Path(backbones.__file__).resolve().parent / "demo_data" / "artworks"
+ARTWORKS = demo_data_dir() / "artworks"
 # Photos whose subject (artworks.csv) names exactly one ImageNet class (elephant: any of the
 # three elephant classes), chosen by subject before any model was run on them.
 PHOTOS = {

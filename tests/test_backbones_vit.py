@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from drawmatch import cli
-from drawmatch.backbones import (
+from drawmatch.core.settings import ConfigError, EmbedConfig, ModelConfig, SweepConfig, load_config
+from drawmatch.models.backbones import (
     CLIP_MEAN,
     CLIP_STD,
     IMAGENET_MEAN,
@@ -26,9 +27,8 @@ from drawmatch.backbones import (
     resample_positions,
     resolve_model,
 )
-from drawmatch.embedder import Embedder
-from drawmatch.preprocess import normalise
-from drawmatch.settings import ConfigError, EmbedConfig, ModelConfig, SweepConfig, load_config
+from drawmatch.models.embedder import Embedder
+from drawmatch.models.preprocess import normalise
 
 timm = pytest.importorskip("timm")
 open_clip = pytest.importorskip("open_clip")

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from drawmatch.cli import main, parse_job_config
-from drawmatch.settings import (
+from drawmatch.core.settings import (
     ConfigError,
     EmbedConfig,
     IndexConfig,
@@ -49,7 +49,7 @@ def test_bad_keys_and_types_are_clear_errors(overrides, message):
 
 
 def test_floats_in_exponent_form_are_floats():
-    from drawmatch.settings import TrainConfig
+    from drawmatch.core.settings import TrainConfig
 
     assert load_config(TrainConfig, None, ["lr=1e-4"]).lr == 1e-4
     with pytest.raises(ConfigError, match="lr: expected float"):
@@ -378,7 +378,7 @@ CASES = [
 
 @pytest.mark.parametrize("cls_name, key, bad", CASES)
 def test_every_bad_value_is_refused_naming_its_key(cls_name, key, bad):
-    from drawmatch import settings
+    from drawmatch.core import settings
 
     cls = getattr(settings, cls_name)
     with pytest.raises(ConfigError) as err:
@@ -416,7 +416,7 @@ def test_every_bad_value_is_refused_naming_its_key(cls_name, key, bad):
     ],
 )
 def test_edge_values_that_make_sense_are_accepted(cls_name, key, good):
-    from drawmatch import settings
+    from drawmatch.core import settings
 
     extra = ["val=0", "test=0"] if cls_name == "SplitConfig" else []
     load_config(getattr(settings, cls_name), None, [f"{key}={good}", *extra])
@@ -428,7 +428,7 @@ def test_every_ranged_key_has_bad_values_listed():
     import dataclasses
     import typing
 
-    from drawmatch import settings
+    from drawmatch.core import settings
 
     unchecked = []
     for cls_name in BAD_VALUES:
@@ -468,7 +468,7 @@ def test_every_ranged_key_has_bad_values_listed():
 
 
 def test_neural_style_needs_a_content_or_style_weight():
-    from drawmatch.settings import StylizeConfig
+    from drawmatch.core.settings import StylizeConfig
 
     with pytest.raises(ConfigError, match="content_weight, style_weight"):
         load_config(StylizeConfig, None, ["params.content_weight=0", "params.style_weight=0"])

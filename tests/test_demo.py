@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from drawmatch import catalogue as cat
-from drawmatch.demo import CONTACT_SHEET, demo_data_dir
+from drawmatch.data import catalogue as cat
+from drawmatch.workflows.demo import CONTACT_SHEET, demo_data_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 CROSS_CHECK = {"MAP": 24.6, "R@20": 48.9, "MP": 63.8, "MMP": 42.1}

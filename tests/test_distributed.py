@@ -16,9 +16,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from drawmatch import distributed
-from drawmatch.losses import distributed_step_loss, make_loss
-from drawmatch.mining import GalleryBank, positive_mask
+from drawmatch.training import distributed
+from drawmatch.training.losses import distributed_step_loss, make_loss
+from drawmatch.training.mining import GalleryBank, positive_mask
 
 WORLD = 2
 TIMEOUT_S = 120.0

@@ -13,10 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from drawmatch import catalogue as cat
-from drawmatch import embed, embedder, embeddings, storage
-from drawmatch.backbones import create_backbone
-from drawmatch.settings import EmbedConfig, ModelConfig, load_config
+from drawmatch.core import storage
+from drawmatch.core.settings import EmbedConfig, ModelConfig, load_config
+from drawmatch.data import catalogue as cat
+from drawmatch.data import embeddings
+from drawmatch.jobs import embed
+from drawmatch.models import embedder
+from drawmatch.models.backbones import create_backbone
 from tests.conftest import hand_catalogue, make_image
 
 TINY = ModelConfig(backbone="tiny", pretrained=False, image_size=48)
@@ -193,8 +196,8 @@ def test_fine_tuned_weights_give_their_own_model(ray_local, tiny_collection, tmp
 def test_embed_that_leaves_no_cpu_for_decoding_is_refused(ray_local, tiny_collection, capsys):
     """Two 1-CPU embedding actors on 2 CPUs leave nothing for a decode task: Ray would wait
     forever, so the job refuses before any work; an autoscaling cluster waits for nodes instead."""
-    from drawmatch.rayutil import check_resources
-    from drawmatch.settings import RayConfig
+    from drawmatch.core.settings import RayConfig
+    from drawmatch.runtime.ray_setup import check_resources
 
     out = tiny_collection
     with pytest.raises(ValueError, match="lower cpus_per_actor or decode_cpus"):
@@ -268,7 +271,7 @@ def test_two_embed_runs_at_once_one_is_refused_and_each_id_is_stored_once(ray_lo
 
 
 def test_an_embed_run_holding_the_lock_refuses_another_and_releases_it(ray_local, tiny_collection):
-    from drawmatch.locks import JobLockedError, job_lock
+    from drawmatch.core.locks import JobLockedError, job_lock
 
     config = _config(tiny_collection)
     directory = embeddings.embeddings_dir(storage.absolute(tiny_collection), "tiny-avg-48-random")

@@ -13,11 +13,13 @@ import pytest
 import torch
 from torch import nn
 
-from drawmatch import losses, pseudo, sweep, train
-from drawmatch.backbones import create_backbone
-from drawmatch.losses import make_loss, retrieval_step_loss
-from drawmatch.mining import extra_positives
-from drawmatch.settings import ConfigError, SweepConfig, TrainConfig, load_config
+from drawmatch.core.settings import ConfigError, SweepConfig, TrainConfig, load_config
+from drawmatch.jobs import train
+from drawmatch.models.backbones import create_backbone
+from drawmatch.training import losses, pseudo_pairs
+from drawmatch.training.losses import make_loss, retrieval_step_loss
+from drawmatch.training.mining import extra_positives
+from drawmatch.workflows import sweep
 from tests.conftest import tiny_train_config, tiny_training_set
 
 # Two anchors and four refs on the unit circle, so that every cosine similarity is cos(angle).
@@ -144,44 +146,50 @@ def test_l2sp_penalty_by_hand_counts_only_trained_parameters():
 
 def test_plan_renditions_are_linked_to_their_parents():
     parents = ["art-a", "art-b", "art-c"]
-    plan = pseudo.plan_renditions(parents, 4, np.random.default_rng(1), detail_share=0.5)
-    frame = pseudo.renditions_frame(plan)
+    plan = pseudo_pairs.plan_renditions(parents, 4, np.random.default_rng(1), detail_share=0.5)
+    frame = pseudo_pairs.renditions_frame(plan)
     assert len(frame) == 12 and frame["id"].is_unique
     assert frame.groupby("parent_id").size().to_dict() == {p: 4 for p in parents}
     assert all(i.startswith(f"{p}~pseudo-") for i, p in zip(frame["id"], frame["parent_id"]))
-    assert set(frame["effect"]) <= set(pseudo.PSEUDO_EFFECTS)
+    assert set(frame["effect"]) <= set(pseudo_pairs.PSEUDO_EFFECTS)
     for r in plan:
         x0, y0, x1, y1 = r.crop
         assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
         if r.is_detail:
             assert x1 - x0 >= 0.4 - 1e-9 and y1 - y0 >= 0.4 - 1e-9
         assert all(abs(v) <= 0.08 for v in r.warp)
-    whole = pseudo.plan_renditions(parents, 2, np.random.default_rng(1), detail_share=0.0, warp=0)
+    whole = pseudo_pairs.plan_renditions(
+        parents, 2, np.random.default_rng(1), detail_share=0.0, warp=0
+    )
     assert not any(r.is_detail or any(r.warp) for r in whole)
-    again = pseudo.plan_renditions(parents, 4, np.random.default_rng(1), detail_share=0.5)
+    again = pseudo_pairs.plan_renditions(parents, 4, np.random.default_rng(1), detail_share=0.5)
     assert again == plan
     with pytest.raises(ValueError, match="unknown pseudo effect"):
-        pseudo.plan_renditions(parents, 1, np.random.default_rng(0), effects=["sketchy"])
+        pseudo_pairs.plan_renditions(parents, 1, np.random.default_rng(0), effects=["sketchy"])
 
 
 def test_renders_are_drawn_looking_images_of_the_planned_part():
     rng = np.random.default_rng(0)
     img = (rng.random((60, 80, 3)) * 255).astype(np.uint8)
     img[20:40, 30:50] = 255  # a white square: edges around it
-    for effect in pseudo.PSEUDO_EFFECTS:
-        out = pseudo.render(img, pseudo.Rendition("p", 0, effect))
+    for effect in pseudo_pairs.PSEUDO_EFFECTS:
+        out = pseudo_pairs.render(img, pseudo_pairs.Rendition("p", 0, effect))
         assert out.shape == img.shape and out.dtype == np.uint8, effect
-    lines = pseudo.edges(img)
+    lines = pseudo_pairs.edges(img)
     assert set(np.unique(lines)) <= {0, 255} and (lines == 0).any() and (lines == 255).any()
-    flat = pseudo.quantise(img, 4)
+    flat = pseudo_pairs.quantise(img, 4)
     assert set(np.unique(flat)) <= {32, 96, 160, 224}
-    detail = pseudo.render(img, pseudo.Rendition("p", 0, "gray", crop=(0.25, 0.5, 0.75, 1.0)))
+    detail = pseudo_pairs.render(
+        img, pseudo_pairs.Rendition("p", 0, "gray", crop=(0.25, 0.5, 0.75, 1.0))
+    )
     assert detail.shape == (30, 40, 3)
     # the crop is taken before the effect: the gray detail is the gray of the image's part
     assert np.array_equal(
-        detail, pseudo.apply_effect(np.ascontiguousarray(img[30:60, 20:60]), "gray")
+        detail, pseudo_pairs.apply_effect(np.ascontiguousarray(img[30:60, 20:60]), "gray")
     )
-    warped = pseudo.render(img, pseudo.Rendition("p", 0, "gray", warp=(0.1,) * 2 + (0.0,) * 6))
+    warped = pseudo_pairs.render(
+        img, pseudo_pairs.Rendition("p", 0, "gray", warp=(0.1,) * 2 + (0.0,) * 6)
+    )
     assert warped.shape == img.shape and (warped[0, 0] == 255).all()  # uncovered paper is white
 
 

@@ -1,4 +1,4 @@
-"""Safe decoding of bad and unusual image files (drawmatch.images), one kind per test."""
+"""Safe decoding of bad and unusual image files (drawmatch.core.images), one kind per test."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drawmatch.images import ImageError, open_image
+from drawmatch.core.images import ImageError, open_image
 from tests.conftest import make_image
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from drawmatch.imaj import (
+from drawmatch.data.imaj import (
     AGE_GROUPS,
     CountryNormaliser,
     ParsedName,

@@ -10,8 +10,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from drawmatch import artwork_index, embed, embeddings, index
-from drawmatch.settings import EmbedConfig, IndexConfig, load_config
+from drawmatch.core.settings import EmbedConfig, IndexConfig, load_config
+from drawmatch.data import embeddings
+from drawmatch.jobs import embed, index
+from drawmatch.retrieval import artwork_index
 from tests.conftest import hand_catalogue, make_image
 
 
@@ -53,7 +55,7 @@ def test_index_job_search_filter_and_model_check(ray_local, tmp_path):
     out = tmp_path / "out"
     catalogue = hand_catalogue(out, {"drawing": drawings, "artwork": artworks})
     catalogue["artist"] = ["", "", "Monet", "Monet", "Klimt", "Klimt", "Klimt", "Monet"]
-    from drawmatch import catalogue as cat
+    from drawmatch.data import catalogue as cat
 
     cat.write_catalogue(catalogue, out)
     result = embed.run(
@@ -107,9 +109,9 @@ def _embed(out):
 
 
 def test_a_stale_index_is_refused_with_the_command_that_rebuilds_it(ray_local, tmp_path):
-    from drawmatch import catalogue as cat
-    from drawmatch import search
-    from drawmatch.settings import SearchConfig
+    from drawmatch.core.settings import SearchConfig
+    from drawmatch.data import catalogue as cat
+    from drawmatch.jobs import search
 
     out, catalogue = _tiny_out(tmp_path, n_art=6)
     cat.write_catalogue(catalogue[catalogue["id"] != "art5"], out)  # art5 comes later
@@ -141,8 +143,8 @@ def test_a_stale_index_is_refused_with_the_command_that_rebuilds_it(ray_local, t
 
 def test_an_index_that_maps_an_artwork_twice_is_refused_and_rebuilt_once(ray_local, tmp_path):
     """An older version indexed repeated embedding rows: search returned an artwork twice."""
-    from drawmatch import search
-    from drawmatch.settings import SearchConfig
+    from drawmatch.core.settings import SearchConfig
+    from drawmatch.jobs import search
 
     out, _catalogue = _tiny_out(tmp_path)
     tag = _embed(out).model_tag
@@ -167,7 +169,7 @@ def _write_old_index(out, tag, gallery, emb):
     import faiss
     import pyarrow as pa
 
-    from drawmatch import storage
+    from drawmatch.core import storage
 
     directory = artwork_index.index_dir(out, tag)
     built = artwork_index.build_faiss_index(np.concatenate([emb, emb]))

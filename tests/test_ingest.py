@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from drawmatch import catalogue, ingest
-from drawmatch.settings import IngestConfig, load_config
+from drawmatch.core.settings import IngestConfig, load_config
+from drawmatch.data import catalogue
+from drawmatch.jobs import ingest
 from tests.conftest import make_image
 
 DUERER = "Albrecht_Du╠êrer"  # as the folder is named in the real collection
@@ -420,9 +421,11 @@ def _one_name_per_shape(imaj_dir: Path) -> list[str]:
 def test_no_verso_reaches_embeddings_index_or_top_k(
     ray_local, tmp_path, imaj_dir, capsys, monkeypatch
 ):
-    from drawmatch import artwork_index, embed, embeddings, index, search
     from drawmatch.cli import main
-    from drawmatch.settings import EmbedConfig, IndexConfig, SearchConfig
+    from drawmatch.core.settings import EmbedConfig, IndexConfig, SearchConfig
+    from drawmatch.data import embeddings
+    from drawmatch.jobs import embed, index, search
+    from drawmatch.retrieval import artwork_index
 
     names = sorted(set(_one_name_per_shape(imaj_dir) + VERSO_FILES + RECTO_FILES))
     d, a = tmp_path / "drawings", tmp_path / "artworks"
@@ -488,9 +491,9 @@ def test_duplicates_are_deterministic_and_ids_are_unique_across_collections(ray_
     to the first id in sorted order whatever the paths; an id shared by a drawing and an artwork
     keeps the artwork and makes the drawing an error row naming both files, and evaluate then
     refuses a pair that uses the artwork as a drawing."""
-    from drawmatch import evaluate
-    from drawmatch.pairs import PairsError
-    from drawmatch.settings import EvaluateConfig
+    from drawmatch.core.settings import EvaluateConfig
+    from drawmatch.data.pairs import PairsError
+    from drawmatch.jobs import evaluate
 
     d, a = tmp_path / "drawings", tmp_path / "artworks"
     (d / "aa").mkdir(parents=True)

@@ -6,8 +6,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from drawmatch import ingest
-from drawmatch.settings import IngestConfig
+from drawmatch.core.settings import IngestConfig
+from drawmatch.jobs import ingest
 from tests.conftest import make_image
 
 

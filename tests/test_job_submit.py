@@ -15,8 +15,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from drawmatch import catalogue as cat
-from drawmatch import embeddings, storage
+from drawmatch.core import storage
+from drawmatch.data import catalogue as cat
+from drawmatch.data import embeddings
 from tests.conftest import hand_catalogue, make_bucket, make_image, tiny_training_set
 
 ROOT = Path(__file__).resolve().parents[1]

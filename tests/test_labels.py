@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 import torch
 
-from drawmatch.labels import (
+from drawmatch.core.settings import LabelsConfig
+from drawmatch.training.labels import (
     label_disjoint_split,
     load_labelled,
     pk_batches,
     random_triplets,
     stratified_split,
 )
-from drawmatch.settings import LabelsConfig
 from tests.conftest import hand_catalogue, make_image
 
 # ----------------------------------------------------------------------------------------------
@@ -131,7 +131,7 @@ def test_catalogue_column_or_labels_csv_by_id(tmp_path):
     out = tmp_path / "out"
     df = hand_catalogue(out, {"artwork": files})
     df["artist"] = ["Monet", "Monet", "Kahlo", "Kahlo", None]
-    from drawmatch import catalogue as cat
+    from drawmatch.data import catalogue as cat
 
     cat.write_catalogue(df, out)
     data = load_labelled(LabelsConfig(label_column="artist"), str(out))
@@ -240,7 +240,7 @@ def _unit(rows):
 
 
 def test_triplet_and_contrastive_losses_on_hand_made_embeddings():
-    from drawmatch.losses import make_loss, triplets_to_pairs, tuple_loss
+    from drawmatch.training.losses import make_loss, triplets_to_pairs, tuple_loss
 
     # triplet 0: d(a,p) = 1 - 0.6 = 0.4, d(a,n) = 1 - 0.8 = 0.2 -> 0.4 - 0.2 + 0.7 = 0.9
     # triplet 1: d(a,p) = 0, d(a,n) = 2 -> max(0, -1.3) = 0 (left out of the non-zero mean)
@@ -261,8 +261,8 @@ def test_triplet_and_contrastive_losses_on_hand_made_embeddings():
 
 
 def test_label_pairs_and_same_label_mask():
-    from drawmatch.losses import label_pairs
-    from drawmatch.mining import same_label_mask
+    from drawmatch.training.losses import label_pairs
+    from drawmatch.training.mining import same_label_mask
 
     a1, p, a2, n = label_pairs(torch.tensor([7, 7, 3, 7]))
     assert list(zip(a1.tolist(), p.tolist())) == [(0, 1), (0, 3), (1, 3)]
@@ -272,7 +272,7 @@ def test_label_pairs_and_same_label_mask():
 
 
 def test_batch_hard_triplets_pick_the_hardest_positive_and_negative():
-    from drawmatch.mining import batch_hard_triplets
+    from drawmatch.training.mining import batch_hard_triplets
 
     # angles: 0, 80 and 40 degrees (label 0), 30 and 100 degrees (label 1), 200 (label 2)
     angles = np.radians([0, 80, 40, 30, 100, 200])
@@ -295,7 +295,7 @@ def test_batch_hard_triplets_pick_the_hardest_positive_and_negative():
 
 
 def test_triplet_accuracy_counts_ties_as_misses():
-    from drawmatch.metrics import triplet_accuracy
+    from drawmatch.retrieval.metrics import triplet_accuracy
 
     emb = np.array([[1.0, 0], [0.6, 0.8], [0.8, 0.6], [0, 1.0]])
     # (0,2,1): d_ap 0.2 < d_an 0.4 hit; (0,1,2): miss; (0,1,1): tie, a miss; (0,2,3): hit
@@ -303,7 +303,7 @@ def test_triplet_accuracy_counts_ties_as_misses():
 
 
 def test_roc_auc_by_hand_and_against_scikit_learn():
-    from drawmatch.metrics import pair_scores, roc_auc
+    from drawmatch.retrieval.metrics import pair_scores, roc_auc
 
     # positives 0.9, 0.7; negatives 0.8, 0.7: (0.9>0.8) + (0.9>0.7) + (0.7<0.8: 0) + tie 0.5
     assert roc_auc(np.array([0.9, 0.8, 0.7, 0.7]), np.array([1, 0, 1, 0], bool)) == 0.625
@@ -321,7 +321,7 @@ def test_roc_auc_by_hand_and_against_scikit_learn():
 
 
 def test_classification_metrics_by_hand():
-    from drawmatch.metrics import classification_metrics
+    from drawmatch.retrieval.metrics import classification_metrics
 
     m = classification_metrics(
         np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0]), ["a", "b", "c"]
@@ -347,7 +347,7 @@ def test_classification_metrics_by_hand():
 
 
 def test_linear_probe_matches_scikit_learn_logistic_regression():
-    from drawmatch.classify import fit_probe
+    from drawmatch.jobs.classify import fit_probe
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(60, 5))
@@ -362,14 +362,14 @@ def test_linear_probe_matches_scikit_learn_logistic_regression():
 
 
 def test_confusion_figure_is_a_png():
-    from drawmatch.plots import confusion_figure, png
+    from drawmatch.reporting.plots import confusion_figure, png
 
     data = png(confusion_figure(np.array([[3, 1], [0, 2]]), ["cubism", "baroque"], "test"))
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_label_images_cache_stops_at_its_budget(tmp_path):
-    from drawmatch.labels import LabelImages
+    from drawmatch.training.labels import LabelImages
 
     paths = [str(make_image(tmp_path / f"{i}.jpg", seed=i)) for i in range(3)]
     images = LabelImages(paths, 32, 36, 32, cache_bytes=2 * 32 * 32 * 3)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drawmatch.local_features import extract, root_sift, verify
+from drawmatch.models.local_features import extract, root_sift, verify
 
 
 def test_root_sift_by_hand():

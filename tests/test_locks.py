@@ -11,12 +11,13 @@ import sys
 
 import pytest
 
-from drawmatch import augment, locks, storage
-from drawmatch.settings import AugmentConfig
+from drawmatch.core import locks, storage
+from drawmatch.core.settings import AugmentConfig
+from drawmatch.jobs import augment
 from tests.conftest import make_bucket
 
 _HOLD = (
-    "import sys, time; from drawmatch.locks import job_lock\n"
+    "import sys, time; from drawmatch.core.locks import job_lock\n"
     "with job_lock(sys.argv[1], 'embed'):\n"
     "    print('holding', flush=True); time.sleep(600)\n"
 )
@@ -83,8 +84,8 @@ def test_a_released_lock_is_free_and_names_nobody(tmp_path):
 
 
 def test_ingest_is_refused_while_augment_rewrites_the_catalogue(tmp_path):
-    from drawmatch import ingest
-    from drawmatch.settings import IngestConfig
+    from drawmatch.core.settings import IngestConfig
+    from drawmatch.jobs import ingest
 
     out = str(tmp_path / "out")
     scans = tmp_path / "scans"

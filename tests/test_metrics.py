@@ -1,11 +1,11 @@
-"""Tests for drawmatch.metrics: hand-computed golden values, ties, a brute-force cross-check."""
+"""Tests for drawmatch.retrieval.metrics: hand-computed golden values, ties, a brute-force cross-check."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from drawmatch.metrics import (
+from drawmatch.retrieval.metrics import (
     DEFAULT_KS,
     aggregate,
     format_table,

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from drawmatch.losses import (
+from drawmatch.training.losses import (
     batch_pairs,
     batch_triplets,
     distributed_step_loss,
     make_loss,
     retrieval_step_loss,
 )
-from drawmatch.mining import GalleryBank, hardest_negatives, positive_mask
+from drawmatch.training.mining import GalleryBank, hardest_negatives, positive_mask
 
 # 6 unit vectors in 2-D at known angles (degrees): gallery index i is at ANGLES[i].
 ANGLES = [0.0, 20.0, 45.0, 90.0, 135.0, 180.0]

@@ -11,9 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from drawmatch.backbones import create_backbone, feature_maps, layer_names
-from drawmatch.demo import demo_data_dir
-from drawmatch.neural_style import (
+from drawmatch.augment.neural_style import (
     DEFAULT_LAYERS,
     NeuralStylizer,
     content_loss,
@@ -21,7 +19,9 @@ from drawmatch.neural_style import (
     style_loss,
     tv_loss,
 )
-from drawmatch.settings import NeuralStyleParams
+from drawmatch.core.settings import NeuralStyleParams
+from drawmatch.models.backbones import create_backbone, feature_maps, layer_names
+from drawmatch.workflows.demo import demo_data_dir
 
 from .conftest import make_image
 

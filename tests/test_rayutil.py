@@ -8,7 +8,7 @@ import logging
 def test_quiet_ray_data_keeps_warnings_on_the_console_and_info_in_the_file():
     import ray.data
 
-    from drawmatch.rayutil import _drop_auth_enabled_notice, quiet_ray_data
+    from drawmatch.runtime.ray_setup import _drop_auth_enabled_notice, quiet_ray_data
 
     ctx = ray.data.DataContext.get_current()
     logger = logging.getLogger("ray.data")

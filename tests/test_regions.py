@@ -16,27 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
-from drawmatch import catalogue as cat
-from drawmatch import cli, embed, evaluate, index, regions, search
-from drawmatch.artwork_index import StaleIndexError
-from drawmatch.embedder import Embedder
-from drawmatch.local_features import extract, verify
-from drawmatch.region_embedder import (
-    RegionEmbedder,
-    box_cells,
-    pool_regions,
-    read_regions,
-    region_boxes,
-)
-from drawmatch.region_index import (
-    RegionIndex,
-    best_per_artwork,
-    build_region_faiss,
-    exact_region_scores,
-    fuse,
-)
-from drawmatch.region_search import RegionSearcher
-from drawmatch.settings import (
+from drawmatch import cli
+from drawmatch.core.settings import (
     EmbedConfig,
     EvaluateConfig,
     IndexConfig,
@@ -46,6 +27,26 @@ from drawmatch.settings import (
     SearchConfig,
     load_config,
 )
+from drawmatch.data import catalogue as cat
+from drawmatch.jobs import embed, evaluate, index, regions, search
+from drawmatch.models.embedder import Embedder
+from drawmatch.models.local_features import extract, verify
+from drawmatch.models.region_embedder import (
+    RegionEmbedder,
+    box_cells,
+    pool_regions,
+    read_regions,
+    region_boxes,
+)
+from drawmatch.retrieval.artwork_index import StaleIndexError
+from drawmatch.retrieval.region_index import (
+    RegionIndex,
+    best_per_artwork,
+    build_region_faiss,
+    exact_region_scores,
+    fuse,
+)
+from drawmatch.retrieval.region_search import RegionSearcher
 from tests.conftest import hand_catalogue
 
 TINY = ModelConfig(backbone="tiny", pretrained=False, image_size=32)
@@ -305,8 +306,8 @@ def test_query_features_have_their_own_side_and_the_artworks_the_stored_one(regi
 def test_stale_regions_are_dropped_whole(tmp_path):
     """An artwork whose content changed loses all its region rows; a second copy of an artwork in
     a later part (two runs at once) is dropped whole; the rest stays."""
-    from drawmatch.embeddings import stored_ids, write_part
-    from drawmatch.region_embedder import regions_table
+    from drawmatch.data.embeddings import stored_ids, write_part
+    from drawmatch.models.region_embedder import regions_table
 
     def part(ids: list[str], sha: str) -> None:
         n = len(ids)
@@ -324,7 +325,7 @@ def test_stale_regions_are_dropped_whole(tmp_path):
 
 
 _HOLD = (
-    "import sys, time; from drawmatch.locks import job_lock\n"
+    "import sys, time; from drawmatch.core.locks import job_lock\n"
     "with job_lock(sys.argv[1], 'regions', name='regions'):\n"
     "    print('holding', flush=True); time.sleep(600)\n"
 )
@@ -411,7 +412,7 @@ def test_a_stale_region_index_is_refused_with_the_command_that_rebuilds_it(regio
 def test_the_contact_sheet_frames_the_matched_box_at_its_pixels(tmp_path):
     """A 168 x 84 gray artwork fits a tile's 168-px thumbnail unscaled, pasted at (6, 48); its
     box (0.25, 0.5, 0.75, 1.0) is pixels x 6+42..6+126-1, y 48+42..48+84-1 of the tile."""
-    from drawmatch import sheets
+    from drawmatch.reporting import sheets
 
     art = tmp_path / "art.png"
     Image.new("RGB", (168, 84), (128, 128, 128)).save(art)
@@ -436,7 +437,7 @@ def test_the_contact_sheet_frames_the_matched_box_at_its_pixels(tmp_path):
 
 
 def test_search_writes_a_contact_sheet_with_the_matched_boxes(region_run, tmp_path):
-    from drawmatch import sheets
+    from drawmatch.reporting import sheets
 
     out, _tag, _root, _first, _cfg = region_run
     target = tmp_path / "detail4.jpg"
@@ -459,8 +460,8 @@ def test_search_writes_a_contact_sheet_with_the_matched_boxes(region_run, tmp_pa
 
 
 def _serve_client(out):
+    from drawmatch.core.settings import ServeConfig
     from drawmatch.serve.app import create_app
-    from drawmatch.settings import ServeConfig
     from tests.test_serve import signed_in
 
     client, _token = signed_in(create_app(ServeConfig(out=str(out), load_model=False)))

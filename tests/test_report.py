@@ -18,17 +18,17 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from drawmatch import catalogue as cat
-from drawmatch import embed, evaluate, train
-from drawmatch.embeddings import read_embeddings
-from drawmatch.report import INDEX_FILE, JSON_FILE, TEXT_FILE
-from drawmatch.settings import (
+from drawmatch.core.settings import (
     ConfigError,
     EmbedConfig,
     EvaluateConfig,
     ReportConfig,
     load_config,
 )
+from drawmatch.data import catalogue as cat
+from drawmatch.data.embeddings import read_embeddings
+from drawmatch.jobs import embed, evaluate, train
+from drawmatch.jobs.report import INDEX_FILE, JSON_FILE, TEXT_FILE
 from tests.conftest import tiny_train_config, tiny_training_set
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +108,7 @@ def check_evaluations_match(out: Path, page: Page, data: dict) -> int:
 
 
 def sorted_keys(metrics: dict) -> list[str]:
-    from drawmatch.results import metric_keys
+    from drawmatch.reporting.results import metric_keys
 
     return metric_keys(metrics)
 

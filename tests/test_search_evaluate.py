@@ -9,10 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from drawmatch import catalogue as cat
-from drawmatch import embed, embedder, embeddings, evaluate, index, search
-from drawmatch.pairs import PairsError
-from drawmatch.settings import EmbedConfig, EvaluateConfig, IndexConfig, SearchConfig, load_config
+from drawmatch.core.settings import (
+    EmbedConfig,
+    EvaluateConfig,
+    IndexConfig,
+    SearchConfig,
+    load_config,
+)
+from drawmatch.data import catalogue as cat
+from drawmatch.data import embeddings
+from drawmatch.data.pairs import PairsError
+from drawmatch.jobs import embed, evaluate, index, search
+from drawmatch.models import embedder
 from tests.conftest import hand_catalogue, make_image
 
 

@@ -18,11 +18,11 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from drawmatch.annotations import AnnotationStore, db_path  # noqa: E402
-from drawmatch.artwork_index import ArtworkIndex  # noqa: E402
-from drawmatch.embeddings import read_embeddings  # noqa: E402
+from drawmatch.core.settings import ConfigError, ServeConfig, load_config  # noqa: E402
+from drawmatch.data.annotations import AnnotationStore, db_path  # noqa: E402
+from drawmatch.data.embeddings import read_embeddings  # noqa: E402
+from drawmatch.retrieval.artwork_index import ArtworkIndex  # noqa: E402
 from drawmatch.serve.app import create_app  # noqa: E402
-from drawmatch.settings import ConfigError, ServeConfig, load_config  # noqa: E402
 from tests import serve_data  # noqa: E402
 from tests.serve_data import STYLED, VERSO, drawing_name  # noqa: E402
 
@@ -263,7 +263,7 @@ def test_images_outside_the_roots_are_refused_even_if_catalogued(tmp_path):
     """A catalogue row whose path escapes its root (tampered or a symlink) is never served."""
     import pandas as pd
 
-    from drawmatch import catalogue as cat
+    from drawmatch.data import catalogue as cat
 
     out = serve_data.build(tmp_path, n_drawings=3, n_artworks=3)
     secret = tmp_path / "secret.png"
@@ -417,7 +417,7 @@ def app_candidates(out: Path, tag: str, store: AnnotationStore) -> list[tuple[st
     """Undecided candidates of `tag`, closest first, never a verso (as the queue must order)."""
     import pandas as pd
 
-    from drawmatch.neighbours import candidates_path
+    from drawmatch.data.neighbours import candidates_path
 
     table = pd.read_parquet(candidates_path(str(out), tag))
     table = table[table["drawing_id"] != VERSO].sort_values(["distance", "rank"], kind="stable")
@@ -549,8 +549,8 @@ def test_export_holds_current_matches_only_and_never_a_verso(client, out):
 
 
 def test_export_job_writes_the_same_pairs(client, out):
-    from drawmatch import export
-    from drawmatch.settings import ExportConfig
+    from drawmatch.core.settings import ExportConfig
+    from drawmatch.jobs import export
 
     http, _ = client
     result = export.run(ExportConfig(out=str(out)))
@@ -699,9 +699,10 @@ def test_concurrent_annotators_lose_nothing(out):
 @pytest.mark.slow
 def test_exported_pairs_split_and_train(ray_local, tmp_path):
     """Pairs annotated in the workbench, exported, split into folds and used to fine-tune."""
-    from drawmatch import export, splits, train
-    from drawmatch.pairs import read_pairs
-    from drawmatch.settings import ExportConfig, SplitConfig
+    from drawmatch.core.settings import ExportConfig, SplitConfig
+    from drawmatch.data.pairs import read_pairs
+    from drawmatch.jobs import export, train
+    from drawmatch.jobs import split as split_job
     from tests.conftest import tiny_train_config, tiny_training_set
 
     out, _fold = tiny_training_set(tmp_path)
@@ -730,7 +731,7 @@ def test_exported_pairs_split_and_train(ray_local, tmp_path):
     assert set(zip(pairs["drawing_id"], pairs["artwork_id"])) == {
         (f"draw{i:02d}", f"art{i:02d}") for i in range(12)
     }
-    splits.run(SplitConfig(out=str(out), pairs_csv=exported.path, n_folds=1))
+    split_job.run(SplitConfig(out=str(out), pairs_csv=exported.path, n_folds=1))
     fold_csv = out / "folds" / "fold_00.csv"
     result = train.run(
         tiny_train_config(out, fold_csv, "run_name=from-workbench", "epochs=1", "num_workers=1")
@@ -744,10 +745,10 @@ def test_exported_pairs_split_and_train(ray_local, tmp_path):
 
 @pytest.mark.slow
 def test_thumbnails_job_renders_every_showable_image_once(ray_local, tmp_path):
-    from drawmatch import catalogue as cat
-    from drawmatch import thumbnails
-    from drawmatch.renditions import rendition_path
-    from drawmatch.settings import ThumbnailsConfig
+    from drawmatch.core.settings import ThumbnailsConfig
+    from drawmatch.data import catalogue as cat
+    from drawmatch.data.renditions import rendition_path
+    from drawmatch.jobs import thumbnails
 
     out = serve_data.build(tmp_path, n_drawings=3, n_artworks=2)
     config = ThumbnailsConfig(out=str(out), sizes=(64, 128), batch_size=2)
@@ -764,7 +765,7 @@ def test_thumbnails_job_renders_every_showable_image_once(ray_local, tmp_path):
 def test_similar_drawings_are_the_closest_by_cosine(out):
     import pandas as pd
 
-    from drawmatch.neighbours import similar_dir
+    from drawmatch.data.neighbours import similar_dir
 
     tag = serve_data.model_tags(out)[0]
     table = pd.read_parquet(Path(similar_dir(str(out), tag)) / "drawings.parquet")

@@ -36,7 +36,7 @@ pytestmark = [
 def server(tmp_path_factory):
     import httpx
 
-    from drawmatch.demo import demo_data_dir
+    from drawmatch.workflows.demo import demo_data_dir
     from tests import serve_data
     from tests.test_serve import _free_port
 

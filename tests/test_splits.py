@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from drawmatch import catalogue as cat
-from drawmatch import splits
-from drawmatch.pairs import PairsError, read_pairs
-from drawmatch.settings import ConfigError, SplitConfig
+from drawmatch.core.settings import ConfigError, SplitConfig
+from drawmatch.data import catalogue as cat
+from drawmatch.data.pairs import PairsError, read_pairs
+from drawmatch.jobs import split
 from tests.conftest import hand_catalogue, make_image
 
 FOLD_HEADER = "pair_id,drawing_id,artwork_id,set,parent_id"
@@ -49,13 +49,13 @@ def _pairs(edges: list[tuple[str, str]], parents: list[str | None] | None = None
 
 def test_components_by_hand():
     pairs = _pairs([("d3", "a3"), ("d1", "a1"), ("d2", "a1"), ("d2", "a2")])
-    assert splits.pair_components(pairs) == [(["d1", "d2"], ["a1", "a2"]), (["d3"], ["a3"])]
+    assert split.pair_components(pairs) == [(["d1", "d2"], ["a1", "a2"]), (["d3"], ["a3"])]
 
 
 def test_drawing_and_artwork_with_same_id_do_not_merge():
     # "x" is a drawing in one pair and an artwork in the other: two components, not one
     pairs = _pairs([("x", "a1"), ("d2", "x")])
-    assert splits.pair_components(pairs) == [(["d2"], ["x"]), (["x"], ["a1"])]
+    assert split.pair_components(pairs) == [(["d2"], ["x"]), (["x"], ["a1"])]
 
 
 def test_components_chain_through_shared_artworks_and_drawings():
@@ -71,7 +71,7 @@ def test_components_chain_through_shared_artworks_and_drawings():
             ("d6", "a6"),
         ]
     )
-    assert splits.pair_components(pairs) == [
+    assert split.pair_components(pairs) == [
         (["d1", "d2", "d3"], ["a1", "a2"]),
         (["d4", "d5"], ["a4"]),
         (["d6"], ["a6"]),
@@ -95,14 +95,14 @@ def test_components_chain_through_shared_artworks_and_drawings():
     ],
 )
 def test_set_sizes_rounding(n, expected):
-    assert splits.set_sizes(n) == expected
+    assert split.set_sizes(n) == expected
 
 
 def test_assign_components_seeded():
-    a = splits.assign_components(20, seed=5)
+    a = split.assign_components(20, seed=5)
     assert (a.count("train"), a.count("val"), a.count("test")) == (12, 5, 3)
-    assert splits.assign_components(20, seed=5) == a
-    assert splits.assign_components(20, seed=6) != a
+    assert split.assign_components(20, seed=5) == a
+    assert split.assign_components(20, seed=6) != a
 
 
 def test_split_config_checks():
@@ -138,13 +138,13 @@ def test_real_pairs_folds_invariants(imaj_dir):
 
     root_of = _components_union_find(pairs)
     n = len(set(root_of.values()))
-    assert len(splits.pair_components(pairs)) == n
+    assert len(split.pair_components(pairs)) == n
     assert n >= 7  # no small-n adjustment applies: sizes are the plain round-half-up rule
     n_train = math.floor(0.6 * n + 0.5)
     n_val = math.floor(0.25 * n + 0.5)
     expected = {"train": n_train, "val": n_val, "test": n - n_train - n_val}
 
-    folds = splits.make_folds(pairs, n_folds=11, seed=0)
+    folds = split.make_folds(pairs, n_folds=11, seed=0)
     assert len(folds) == 11
     for fold in folds:
         assert list(fold.columns) == ["pair_id", "drawing_id", "artwork_id", "set", "parent_id"]
@@ -164,11 +164,11 @@ def test_real_pairs_folds_invariants(imaj_dir):
         assert comps == expected
     signatures = {tuple(f["set"]) for f in folds}
     assert len(signatures) == 11  # every fold differs
-    again = splits.make_folds(pairs, n_folds=11, seed=0)
+    again = split.make_folds(pairs, n_folds=11, seed=0)
     for a, b in zip(folds, again, strict=True):
         pd.testing.assert_frame_equal(a, b)
     # fold k uses seed + k: fold 1 of seed 0 is fold 0 of seed 1
-    pd.testing.assert_frame_equal(splits.make_folds(pairs, 1, seed=1)[0], folds[1])
+    pd.testing.assert_frame_equal(split.make_folds(pairs, 1, seed=1)[0], folds[1])
 
 
 # --- styled copies ---------------------------------------------------------------------------
@@ -199,7 +199,7 @@ def test_styled_copies_only_for_train_parents():
             ("a1", "artwork", None, "ok"),
         ]
     )
-    out = splits.add_styled_copies(fold, catalogue)
+    out = split.add_styled_copies(fold, catalogue)
     assert out.iloc[:3].equals(fold)
     added = out.iloc[3:].reset_index(drop=True)
     expected = pd.DataFrame(
@@ -213,7 +213,7 @@ def test_styled_copies_only_for_train_parents():
     )
     pd.testing.assert_frame_equal(added, expected, check_dtype=False)
     # idempotent: adding again repeats nothing
-    assert len(splits.add_styled_copies(out, catalogue)) == len(out)
+    assert len(split.add_styled_copies(out, catalogue)) == len(out)
 
 
 def test_styled_pairs_in_pairs_file_follow_parent():
@@ -229,7 +229,7 @@ def test_styled_pairs_in_pairs_file_follow_parent():
         ],
         [None, None, None, "d1", "d2", "d3"],
     )
-    for fold in splits.make_folds(pairs, n_folds=4, seed=3):
+    for fold in split.make_folds(pairs, n_folds=4, seed=3):
         originals = fold[fold["parent_id"].isna()]
         assert len(originals) == 3
         train_drawing = originals.loc[originals["set"] == "train", "drawing_id"].item()
@@ -239,7 +239,7 @@ def test_styled_pairs_in_pairs_file_follow_parent():
         assert styled["pair_id"].item() == int(train_drawing[1]) - 1  # d1 -> pair 0, ...
     bad = _pairs([("d1", "a1"), ("d1_oil", "a2")], [None, "d1"])
     with pytest.raises(PairsError, match="d1_oil"):
-        splits.make_folds(bad, n_folds=1)
+        split.make_folds(bad, n_folds=1)
 
 
 # --- the job end to end ----------------------------------------------------------------------
@@ -339,7 +339,7 @@ def test_split_job_unknown_ids(tmp_path, capsys):
         assert name in err
     assert not (out / "folds").exists()
     with pytest.raises(PairsError) as info:
-        splits.run(SplitConfig(out=str(out), pairs_csv=str(pairs_csv)))
+        split.run(SplitConfig(out=str(out), pairs_csv=str(pairs_csv)))
     assert "2 unknown drawing id(s): ghost_drawing, other_ghost" in str(info.value)
     assert "1 unknown artwork id(s): ghost_artwork" in str(info.value)
 

@@ -12,9 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from drawmatch import catalogue as cat
-from drawmatch import embed, embeddings, evaluate, index, ingest, search, splits, storage
-from drawmatch.settings import (
+from drawmatch.core import storage
+from drawmatch.core.settings import (
     EmbedConfig,
     EvaluateConfig,
     IndexConfig,
@@ -24,6 +23,10 @@ from drawmatch.settings import (
     load_config,
     save_config,
 )
+from drawmatch.data import catalogue as cat
+from drawmatch.data import embeddings
+from drawmatch.jobs import embed, evaluate, index, ingest, search
+from drawmatch.jobs import split as split_job
 from tests.conftest import make_bucket, make_image
 
 _buckets = itertools.count()
@@ -131,7 +134,7 @@ def _pipeline(out: str, data: str, ray_local) -> dict[str, object]:
     topk = search.run(SearchConfig(out=out, batch=True, k=3))
     pairs = storage.join(data, "pairs.csv")
     metrics = evaluate.run_pairs(EvaluateConfig(out=out, pairs_csv=pairs))
-    split = splits.run(SplitConfig(out=out, pairs_csv=pairs, n_folds=2))
+    split = split_job.run(SplitConfig(out=out, pairs_csv=pairs, n_folds=2))
     ids, emb = embeddings.read_embeddings(out, embedded.model_tag)
     order = np.argsort(ids)
     return {

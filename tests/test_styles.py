@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drawmatch.settings import STYLES, StyleParams
-from drawmatch.styles import StyleAugmenter, apply_style, shrink, styled_path
+from drawmatch.augment.styles import StyleAugmenter, apply_style, shrink, styled_path
+from drawmatch.core.settings import STYLES, StyleParams
 
 from .conftest import make_image
 

@@ -7,8 +7,8 @@ import json
 import pytest
 import yaml
 
-from drawmatch import sweep
-from drawmatch.settings import ConfigError, SweepConfig, TrainConfig, load_config
+from drawmatch.core.settings import ConfigError, SweepConfig, TrainConfig, load_config
+from drawmatch.workflows import sweep
 from tests.conftest import tiny_training_set
 
 BASE = [

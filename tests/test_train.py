@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from drawmatch import embed, train
-from drawmatch.settings import ConfigError, EmbedConfig, TrainConfig, load_config
+from drawmatch.core.settings import ConfigError, EmbedConfig, TrainConfig, load_config
+from drawmatch.jobs import embed, train
 from tests.conftest import tiny_train_config, tiny_training_set
 
 N_PAIRS = 12
@@ -83,7 +83,7 @@ def test_a_checkpoint_is_a_typed_state_that_restores_a_trainer_exactly(fold, tmp
     """In one process, without Ray: a trainer's checkpoint holds its TrainState (plain types, so
     it loads with weights_only=True) and state dicts; a fresh trainer restored from it has the
     same weights, optimiser and scheduler state and counters, and records the restart."""
-    from drawmatch.backbones import weights_hash
+    from drawmatch.models.backbones import weights_hash
 
     out, fold_csv = fold
     config = _config(out, fold_csv, "num_workers=1", "epochs=3")

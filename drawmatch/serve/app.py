@@ -25,8 +25,10 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from drawmatch import storage
-from drawmatch.annotations import (
+from drawmatch.core import storage
+from drawmatch.core.images import ImageError, open_image
+from drawmatch.core.settings import SEARCH_MODES, ServeConfig
+from drawmatch.data.annotations import (
     DECISIONS,
     AnnotationStore,
     Decision,
@@ -34,13 +36,11 @@ from drawmatch.annotations import (
     pairs_csv_text,
     pairs_frame,
 )
-from drawmatch.images import ImageError, open_image
-from drawmatch.preprocess import eval_resize
-from drawmatch.renditions import ensure_rendition
+from drawmatch.data.renditions import ensure_rendition
+from drawmatch.models.preprocess import eval_resize
+from drawmatch.reporting.sheets import whole_image
 from drawmatch.serve import security
 from drawmatch.serve.data import SORTS, RegionHit, Workbench
-from drawmatch.settings import SEARCH_MODES, ServeConfig
-from drawmatch.sheets import whole_image
 
 log = logging.getLogger("drawmatch.serve")
 

@@ -6,7 +6,7 @@ these arrays and dicts and never read Parquet per request.
 - per model tag: drawing embeddings (float16), the artwork index, batch-search candidates sorted
   for the review queue, neighbour tables (similar drawings, drawings closest to an artwork);
 - the query models for uploads, loaded in background threads so that no request waits on them;
-- region searchers (`drawmatch.region_search`) for the region modes, loaded on first use per model
+- region searchers (`drawmatch.retrieval.region_search`) for the region modes, loaded on first use per model
   and mode: the drawing and upload pages can rank by region, fused or verified search and show the
   matched box on each artwork.
 """
@@ -23,17 +23,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from drawmatch import catalogue as cat
-from drawmatch import storage
-from drawmatch.artwork_index import ArtworkIndex
-from drawmatch.embeddings import list_model_tags, read_embeddings
-from drawmatch.neighbours import (
+from drawmatch.core import storage
+from drawmatch.data import catalogue as cat
+from drawmatch.data.embeddings import list_model_tags, read_embeddings
+from drawmatch.data.neighbours import (
     ARTWORKS_FILE,
     DRAWINGS_FILE,
     candidates_path,
     read_table,
     similar_dir,
 )
+from drawmatch.retrieval.artwork_index import ArtworkIndex
 
 log = logging.getLogger("drawmatch.serve")
 
@@ -154,7 +154,7 @@ class QueryModels:
         try:
             import torch
 
-            from drawmatch.embedder import embedder_for
+            from drawmatch.models.embedder import embedder_for
 
             torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
             model = embedder_for(self.out, tag)
@@ -387,7 +387,7 @@ class Workbench:
 
     # -- models ------------------------------------------------------------------------------
     def _load_model(self, tag: str) -> ModelData:
-        from drawmatch.embeddings import read_model_info
+        from drawmatch.data.embeddings import read_model_info
 
         info = read_model_info(self.out, tag)
         ids, emb = read_embeddings(self.out, tag)
@@ -489,8 +489,8 @@ class Workbench:
     def region_searcher(self, tag: str, mode: str) -> Any:
         """The region searcher of `tag` in `mode` (loaded once; FileNotFoundError or
         ValueError, e.g. a stale region index, when it cannot be used)."""
-        from drawmatch.region_search import RegionSearcher
-        from drawmatch.settings import RegionSearchParams
+        from drawmatch.core.settings import RegionSearchParams
+        from drawmatch.retrieval.region_search import RegionSearcher
 
         with self._searchers_lock:
             key = (tag, mode)
@@ -505,7 +505,7 @@ class Workbench:
     ) -> list[RegionHit]:
         """The k best artworks for one query (vector (1, D); `image`: a PIL image, needed in
         verified mode) in a region mode, each with its matched box."""
-        from drawmatch.region_search import VERIFIED_BONUS, ranked
+        from drawmatch.retrieval.region_search import VERIFIED_BONUS, ranked
 
         searcher = self.region_searcher(tag, mode)
         scores, details = searcher.score(vector.astype(np.float32), [image] if image else None)
@@ -536,7 +536,7 @@ class Workbench:
         return hits
 
     def drawing_image(self, drawing_id: str) -> Any:
-        from drawmatch.images import open_image
+        from drawmatch.core.images import open_image
 
         return open_image(self.sources[drawing_id], draft_size=1024)
 

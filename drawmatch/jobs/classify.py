@@ -1,0 +1,398 @@
+"""The classify job: art-movement (or any label) classification on top of a backbone.
+
+The labelled set (`drawmatch.training.labels`) is split per label (stratified: `val` and `test` of each
+label's images, the rest, at least one, to train). Two methods:
+
+- `method=probe`: a linear probe on frozen embeddings. The L2-normalised embeddings come from the
+  embeddings store of `model_tag` (catalogue images embedded by `drawmatch embed`; no Ray needed)
+  or are computed by Ray Train workers, each embedding its share. A multinomial logistic
+  regression (L-BFGS, cross-entropy + l2 * |W|^2 / 2) is fitted for every penalty in `probe_l2`;
+  the one with the best validation top-1 is kept (the first on ties, or without validation images).
+- `method=finetune`: backbone and a linear head on its pooled features trained together with Ray
+  Train (DDP; cross-entropy, Adam with `lr` for the backbone and `head_lr` for the head, the
+  project's train transform), the epoch with the best validation top-1 kept, `patience` epochs
+  without improvement stop training.
+
+Outputs under `out/classify/<run>/`: `metrics.json` (top-1 on val and test, per-class precision,
+recall, F1 and support, macro means, the majority-class and chance baselines, the training
+history), `per_class.csv` and `confusion.csv` / `confusion.png` (rows: true label, columns:
+predicted label) of the test set (the validation set when test is empty), `predictions.csv`
+(`id, label, set, predicted`), `splits.csv`, `data_summary.json`, `classify_config.yaml` and
+`model.pt` (the head, and for `finetune` the backbone under `model` for `drawmatch embed
+--weights`).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from drawmatch.core import storage
+from drawmatch.core.settings import ClassifyConfig, from_dict, to_dict
+from drawmatch.training.labels import (
+    SPLITS_FILE,
+    LabelImages,
+    embed_all,
+    fit_label_run,
+    freeze_batchnorm,
+    load_labelled,
+    prepared_config,
+    seeded_backbone,
+    start_label_run,
+    stratified_split,
+)
+
+RUNS_DIR = "classify"
+RESULT_FILE = "result.pt"
+
+
+class Classifier(nn.Module):
+    """A backbone and a linear head: (B, 3, H, W) -> logits (B, n_classes)."""
+
+    def __init__(self, backbone: nn.Module, n_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(int(backbone.dim), n_classes)  # type: ignore[arg-type]
+        self.dim = n_classes
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.head(self.backbone(images))
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the linear probe
+
+
+def fit_probe(
+    x: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    l2: float,
+    max_iter: int = 500,
+) -> nn.Linear:
+    """Multinomial logistic regression on features `x` (n, D) with class indices `y` (n,):
+    L-BFGS on mean cross-entropy + `l2` * |W|^2 / 2 (the bias is not penalised)."""
+    torch.manual_seed(0)
+    head = nn.Linear(x.shape[1], n_classes).double()
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    xt = torch.as_tensor(x, dtype=torch.float64)
+    yt = torch.as_tensor(y, dtype=torch.long)
+    opt = torch.optim.LBFGS(
+        head.parameters(), lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe"
+    )
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(head(xt), yt) + 0.5 * l2 * head.weight.pow(2).sum()
+        loss.backward()  # type: ignore[no-untyped-call]
+        return loss
+
+    opt.step(closure)  # type: ignore[no-untyped-call]
+    return head.float()
+
+
+def probe(
+    emb: np.ndarray, codes: np.ndarray, sets: np.ndarray, n_classes: int, config: ClassifyConfig
+) -> tuple[np.ndarray, nn.Linear, list[dict[str, float]]]:
+    """Fit a probe per penalty of `config.probe_l2` on the train rows of `emb` (N, D); keep the
+    best on val. Returns predictions for every row (N,), the head and one record per penalty."""
+    train, val = sets == "train", sets == "val"
+    best: tuple[float, nn.Linear] | None = None
+    history = []
+    for l2 in config.probe_l2:
+        head = fit_probe(emb[train], codes[train], n_classes, l2, config.probe_max_iter)
+        with torch.no_grad():
+            pred = head(torch.as_tensor(emb, dtype=torch.float32)).argmax(dim=1).numpy()
+        record = {"l2": l2, "train_top1": 100.0 * float((pred[train] == codes[train]).mean())}
+        if val.any():
+            record["val_top1"] = 100.0 * float((pred[val] == codes[val]).mean())
+        history.append(record)
+        if best is None or record.get("val_top1", -1.0) > best[0]:
+            best = (record.get("val_top1", -1.0), head)
+    assert best is not None
+    with torch.no_grad():
+        pred = best[1](torch.as_tensor(emb, dtype=torch.float32)).argmax(dim=1).numpy()
+    return pred, best[1], history
+
+
+# ----------------------------------------------------------------------------------------------
+# Ray Train workers
+
+
+def _setup(
+    loop_config: dict[str, Any],
+) -> tuple[ClassifyConfig, pd.DataFrame, np.ndarray, list[str], Any, LabelImages, torch.device]:
+    import ray.train.torch
+
+    config = from_dict(ClassifyConfig, loop_config["config"])
+    table = storage.read_csv(
+        storage.join(loop_config["run_dir"], SPLITS_FILE), dtype=str, keep_default_na=False
+    )
+    classes = sorted(table["label"].unique())
+    codes = table["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
+    backbone, images = seeded_backbone(config, table["path"].tolist())
+    return config, table, codes, classes, backbone, images, ray.train.torch.get_device()
+
+
+def _report_result(rank: int, result: dict[str, Any], metrics: dict[str, Any]) -> None:
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = None
+        if rank == 0:
+            torch.save(result, Path(directory) / RESULT_FILE)
+            checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def probe_loop(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry for `method=probe`: embed every image (each worker its share, gathered),
+    then fit the probe (every worker the same; rank 0 reports it)."""
+    from drawmatch.training.distributed import world
+
+    config, table, codes, classes, backbone, images, device = _setup(loop_config)
+    backbone.to(device)
+    emb = embed_all(
+        backbone, images, list(range(len(table))), config.eval_batch_size, device
+    ).numpy()
+    pred, head, history = probe(emb, codes, table["set"].to_numpy(), len(classes), config)
+    result = {"predicted": pred.tolist(), "head": head.state_dict(), "history": history}
+    _report_result(world()[0], result, {"finished": True})
+
+
+def finetune_loop(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry for `method=finetune`: train backbone + head, keep the best epoch on
+    validation top-1, predict every image with it; rank 0 reports the result."""
+    import ray.train
+    import ray.train.torch
+
+    from drawmatch.training.distributed import world
+
+    config, table, codes, classes, backbone, images, device = _setup(loop_config)
+    rank, world_size = world()
+    net = Classifier(backbone, len(classes))
+    model = ray.train.torch.prepare_model(net)
+    module = cast(Classifier, getattr(model, "module", model))
+    optimizer = torch.optim.Adam(
+        [
+            {"params": module.backbone.parameters(), "lr": config.lr},
+            {"params": module.head.parameters(), "lr": config.head_lr},
+        ],
+        weight_decay=config.weight_decay,
+    )
+    sets = table["set"].to_numpy()
+    train_idx = np.flatnonzero(sets == "train")
+    val_idx = np.flatnonzero(sets == "val").tolist()
+    sampler: torch.utils.data.distributed.DistributedSampler[int] = (
+        torch.utils.data.distributed.DistributedSampler(
+            range(len(train_idx)),  # type: ignore[arg-type]
+            num_replicas=world_size,
+            rank=rank,
+            shuffle=True,
+            seed=config.seed,
+        )
+    )
+    best_top1, best_epoch, bad = -1.0, -1, 0
+    best_state = copy.deepcopy(module.state_dict())
+    history = []
+    amp = device.type == "cuda"
+    for epoch in range(config.epochs):
+        sampler.set_epoch(epoch)
+        model.train()
+        if config.batchnorm == "frozen":
+            freeze_batchnorm(model)
+        order = list(sampler)
+        losses = []
+        for step, s in enumerate(range(0, len(order), config.batch_size)):
+            if config.max_steps_per_epoch is not None and step >= config.max_steps_per_epoch:
+                break
+            rows = train_idx[order[s : s + config.batch_size]]
+            x = images.train_batch(rows.tolist()).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(x).float()
+            loss = nn.functional.cross_entropy(logits, torch.as_tensor(codes[rows]).to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(losses))}
+        if val_idx:
+            logits_val = embed_all(
+                module, images, val_idx, config.eval_batch_size, device, normalised=False
+            )
+            record["val_top1"] = 100.0 * float(
+                (logits_val.argmax(dim=1).numpy() == codes[val_idx]).mean()
+            )
+        history.append(record)
+        top1 = record.get("val_top1", float("inf"))  # without validation: the latest epoch
+        if top1 > best_top1 or not val_idx:
+            best_top1, best_epoch, bad = top1, epoch, 0
+            best_state = copy.deepcopy(module.state_dict())
+        else:
+            bad += 1
+        ray.train.report({**record, "finished": False})
+        if bad >= config.patience:
+            break
+    module.load_state_dict(best_state)
+    logits_all = embed_all(
+        module, images, list(range(len(table))), config.eval_batch_size, device, normalised=False
+    )
+    result = {
+        "predicted": logits_all.argmax(dim=1).tolist(),
+        "head": module.head.state_dict(),
+        "backbone": module.backbone.state_dict(),
+        "history": history,
+        "best_epoch": best_epoch,
+    }
+    _report_result(rank, result, {"finished": True, "best_epoch": best_epoch})
+
+
+# ----------------------------------------------------------------------------------------------
+# the driver
+
+
+@dataclass
+class ClassifyResult:
+    run_dir: str
+    metrics: dict[str, Any]
+
+
+def default_run_name(config: ClassifyConfig) -> str:
+    source = (
+        config.data.label_column if config.data.labels_csv or not config.data.images else "folders"
+    )
+    backbone = (
+        config.model_tag if config.method == "probe" and config.model_tag else config.model.backbone
+    )
+    return f"{backbone}-{source}-{config.method}"
+
+
+def _stored_embeddings(config: ClassifyConfig, table: pd.DataFrame) -> np.ndarray:
+    """The stored embeddings of the table's ids (catalogue images only)."""
+    from drawmatch.data.embeddings import pick_model_tag, read_embeddings
+
+    tag = pick_model_tag(config.out, config.model_tag)
+    _, emb = read_embeddings(config.out, tag, table["id"].tolist())
+    return emb
+
+
+def _run_ray(config: ClassifyConfig, runs: str, name: str) -> dict[str, Any]:
+    loop = probe_loop if config.method == "probe" else finetune_loop
+    fit = fit_label_run(loop, config, runs, name, "classification")
+    with fit.checkpoint.as_directory() as directory:
+        result: dict[str, Any] = torch.load(
+            Path(directory) / RESULT_FILE, map_location="cpu", weights_only=True
+        )
+    return result
+
+
+def run(config: ClassifyConfig) -> ClassifyResult:
+    """Split, fit and score (see the module docstring)."""
+    config = prepared_config(config)
+    if config.method == "probe" and config.model_tag and config.data.images is not None:
+        raise ValueError(
+            "model_tag= reads catalogue embeddings: leave data.images out (label catalogue "
+            "images with data.label_column= or data.labels_csv=)"
+        )
+    data = load_labelled(config.data, config.out)
+    table = data.images.copy()
+    table["set"] = stratified_split(table["label"], config.val, config.test, config.seed).to_numpy()
+    classes = sorted(table["label"].unique())
+    codes = table["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
+    stored = (
+        _stored_embeddings(config, table) if config.method == "probe" and config.model_tag else None
+    )
+    name = config.run_name or default_run_name(config)
+    runs = storage.join(config.out, RUNS_DIR)
+    run_dir = start_label_run(config, table, data.summary, runs, name, "classify")
+    print(f"classify {name}: {len(classes)} labels, {json.dumps(data.summary['sets'])}")
+    if stored is not None:
+        pred, head, history = probe(stored, codes, table["set"].to_numpy(), len(classes), config)
+        result: dict[str, Any] = {"predicted": pred, "head": head.state_dict(), "history": history}
+    else:
+        result = _run_ray(config, runs, name)
+    table["predicted"] = [classes[i] for i in np.asarray(result["predicted"])]
+    metrics = write_outputs(config, run_dir, table, classes, result)
+    return ClassifyResult(run_dir, metrics)
+
+
+def write_outputs(
+    config: ClassifyConfig,
+    run_dir: str,
+    table: pd.DataFrame,
+    classes: list[str],
+    result: dict[str, Any],
+) -> dict[str, Any]:
+    """metrics.json, per_class.csv, confusion.csv/.png, predictions.csv and model.pt."""
+    from drawmatch.reporting.plots import confusion_figure, png
+    from drawmatch.retrieval.metrics import classification_metrics
+
+    index = {c: i for i, c in enumerate(classes)}
+    train_labels = table.loc[table["set"] == "train", "label"]
+    majority = train_labels.value_counts().sort_index().idxmax()
+    per_set: dict[str, Any] = {}
+    for s in ("train", "val", "test"):
+        rows = table[table["set"] == s]
+        if rows.empty:
+            continue
+        m = classification_metrics(
+            rows["label"].map(index).to_numpy(), rows["predicted"].map(index).to_numpy(), classes
+        )
+        m["majority_top1"] = 100.0 * float((rows["label"] == majority).mean())
+        per_set[s] = m
+    shown = "test" if "test" in per_set else "val" if "val" in per_set else "train"
+    main = per_set[shown]
+    metrics = {
+        "method": config.method,
+        "model": config.model_tag
+        if config.method == "probe" and config.model_tag
+        else to_dict(config.model),
+        "classes": classes,
+        "chance_top1": 100.0 / len(classes),
+        "majority_class": majority,
+        "confusion_set": shown,
+        "top1": {s: m["top1"] for s, m in per_set.items()},
+        "sets": per_set,
+        "history": result.get("history", []),
+        "best_epoch": result.get("best_epoch"),
+    }
+    storage.write_text(storage.join(run_dir, "metrics.json"), json.dumps(metrics, indent=2))
+    storage.write_text(
+        storage.join(run_dir, "per_class.csv"), pd.DataFrame(main["per_class"]).to_csv(index=False)
+    )
+    cm = np.asarray(main["confusion"])
+    frame = pd.DataFrame(cm, index=pd.Index(classes, name="true \\ predicted"), columns=classes)
+    storage.write_text(storage.join(run_dir, "confusion.csv"), frame.to_csv())
+    title = f"{config.method}: {shown} top-1 {main['top1']:.1f} % ({main['n_images']} images)"
+    storage.write_bytes(
+        storage.join(run_dir, "confusion.png"), png(confusion_figure(cm, classes, title))
+    )
+    storage.write_text(
+        storage.join(run_dir, "predictions.csv"),
+        table[["id", "label", "set", "predicted"]].to_csv(index=False),
+    )
+    saved: dict[str, Any] = {"head": result["head"], "classes": classes}
+    if "backbone" in result:
+        saved.update(model=result["backbone"], model_config=to_dict(config.model))
+    buffer = io.BytesIO()
+    torch.save(saved, buffer)
+    storage.write_bytes(storage.join(run_dir, "model.pt"), buffer.getvalue())
+    print(
+        "top-1 (%): "
+        + ", ".join(f"{s} {v:.1f}" for s, v in metrics["top1"].items())
+        + f"; majority class {main['majority_top1']:.1f}, chance {metrics['chance_top1']:.1f}"
+    )
+    print(f"outputs: {run_dir}")
+    return metrics

@@ -1,0 +1,197 @@
+"""The evaluate job: retrieval metrics of one embedding model on annotated pairs.
+
+Queries are the original drawings of the pairs (optionally only those of one set of a split file);
+the gallery is every searchable artwork of the catalogue. Metrics (thesis sec. 4.5, 6.1; see
+`drawmatch.retrieval.metrics`): MP, MMP, Recall@k and MAP (standard average precision), saved as JSON in
+`evaluation/<model_tag>/metrics-<pairs file stem>.json` (or `metrics-<split file stem>-<set>.json`),
+with the resolved config beside it as `evaluate_config-<same suffix>.yaml`.
+
+A pairs row whose `drawing_id` is an artwork, or whose `artwork_id` is a drawing, is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from drawmatch.core import storage
+from drawmatch.core.settings import EvaluateConfig, save_config, to_dict
+from drawmatch.data import catalogue as cat
+from drawmatch.data.embeddings import pick_model_tag, read_embeddings, read_model_info
+from drawmatch.data.pairs import check_collections, check_known, read_pairs
+from drawmatch.retrieval.metrics import aggregate, format_table, retrieval_metrics_from_embeddings
+
+MAP_DEFINITION = (
+    "MAP: standard average precision over the full ranking, (1/|R|) * sum of precision at the "
+    "rank of each relevant artwork, averaged over drawings; R@k and MAP in percent; MP and MMP "
+    "are 0-based ranks"
+)
+
+
+@dataclass
+class EvaluateResult:
+    model_tag: str
+    metrics: dict[str, float]
+    path: str
+    skipped_pairs: list[dict[Any, Any]] = field(default_factory=list)
+
+
+def evaluation_pairs(config: EvaluateConfig, catalogue: pd.DataFrame) -> pd.DataFrame:
+    """The pairs to evaluate: checked against the catalogue, originals only, one split set."""
+    if config.split_csv:
+        pairs = storage.read_csv(config.split_csv, dtype=str, keep_default_na=False)
+        if config.split_set is None:
+            raise ValueError("split_csv needs split_set=train|val|test")
+        pairs = pairs[pairs["set"] == config.split_set][["drawing_id", "artwork_id"]]
+    elif config.pairs_csv:
+        pairs = read_pairs(config.pairs_csv)[["drawing_id", "artwork_id"]]
+    else:
+        raise ValueError("evaluate needs pairs_csv=<file> (or split_csv= with split_set=)")
+    where = str(config.split_csv or config.pairs_csv)
+    check_known(pairs, set(catalogue["id"]), where=where)
+    check_collections(pairs, dict(zip(catalogue["id"], catalogue["collection"])), where=where)
+    originals = set(catalogue.loc[cat.is_original(catalogue), "id"])
+    return pairs[pairs["drawing_id"].isin(originals)].drop_duplicates().reset_index(drop=True)
+
+
+def evaluate_model(
+    out: str | Path, tag: str, pairs: pd.DataFrame, catalogue: pd.DataFrame, ks: tuple[int, ...]
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """Metrics of `tag` on `pairs`; also returns the pairs left out (artwork not searchable)."""
+    gallery = cat.gallery_ids(catalogue)
+    in_gallery = pairs["artwork_id"].isin(set(gallery))
+    skipped = pairs[~in_gallery]
+    pairs = pairs[in_gallery]
+    if pairs.empty:
+        raise ValueError("no pair has a searchable artwork: nothing to evaluate")
+    queries = sorted(pairs["drawing_id"].unique())
+    _ids, emb = read_embeddings(out, tag, ids=gallery + queries)  # one pass over the parts
+    gallery_emb, query_emb = emb[: len(gallery)], emb[len(gallery) :]
+    position = {a: i for i, a in enumerate(gallery)}
+    grouped = pairs.groupby("drawing_id")["artwork_id"].apply(list)
+    relevant = [np.array([position[a] for a in grouped[q]]) for q in queries]
+    metrics = retrieval_metrics_from_embeddings(query_emb, gallery_emb, relevant, ks)
+    return metrics, skipped
+
+
+SETS = ("val", "test")
+
+
+def fold_tables(run_dirs: list[str]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Mean and std over fold runs (their `metrics.json`) of the pretrained and the fine-tuned
+    model's metrics, on val (the best epoch) and test: keys like `test/fine-tuned`."""
+    columns: dict[str, list[dict[str, float]]] = {}
+    for run_dir in run_dirs:
+        summary = json.loads(storage.read_text(storage.join(run_dir, "metrics.json")))
+        best_val = {k[4:]: v for k, v in summary["best"]["val"].items() if k.startswith("val_")}
+        rows = {
+            "val/pretrained": summary["baseline"].get("val", {}),
+            "val/fine-tuned": best_val,
+            "test/pretrained": summary["baseline"].get("test", {}),
+            "test/fine-tuned": summary["best"]["test"],
+        }
+        for name, metrics in rows.items():
+            if metrics:
+                columns.setdefault(name, []).append(metrics)
+    return {name: aggregate(runs) for name, runs in columns.items()}
+
+
+def format_fold_tables(tables: dict[str, dict[str, tuple[float, float]]], n_runs: int) -> str:
+    names = list(tables)
+    keys = [k for k in next(iter(tables.values())) if not k.startswith("n_")]
+    lines = [
+        f"mean ± std over {n_runs} fold run(s)",
+        f"{'metric':<8}" + "".join(f"{n:>20}" for n in names),
+    ]
+    for key in keys:
+        cells = "".join(
+            f"{f'{tables[n][key][0]:.2f} ± {tables[n][key][1]:.2f}':>20}" for n in names
+        )
+        lines.append(f"{key:<8}{cells}")
+    return "\n".join(lines)
+
+
+def run_folds(config: EvaluateConfig) -> dict[str, Any]:
+    """`evaluate --folds`: aggregate the train runs under `out/runs/<runs glob>` over folds."""
+    runs = storage.join(config.out, "runs")
+    found = storage.list_files(runs, f"{config.runs}/metrics.json", recursive=True)
+    run_dirs = sorted(storage.parent(p) for p in found)
+    if not run_dirs:
+        raise FileNotFoundError(f"no finished train runs match {storage.join(runs, config.runs)}")
+    tables = fold_tables(run_dirs)
+    report = {
+        "runs": [storage.name(p) for p in run_dirs],
+        "definitions": MAP_DEFINITION,
+        "tables": {name: {k: list(v) for k, v in t.items()} for name, t in tables.items()},
+    }
+    target = config.output or storage.join(config.out, "evaluation", "folds.json")
+    storage.write_bytes(target, json.dumps(report, indent=2).encode())
+    print(format_fold_tables(tables, len(run_dirs)))
+    print(f"written to {target}")
+    return report
+
+
+def run(config: EvaluateConfig) -> EvaluateResult | dict[str, Any]:
+    """`evaluate --folds` aggregates train runs; otherwise one model on a pairs or split file."""
+    return run_folds(config) if config.folds else run_pairs(config)
+
+
+def result_label(config: EvaluateConfig) -> str:
+    """What a result is named after, so evaluations on different pairs never overwrite each
+    other: the pairs file's stem, or the split file's stem and the set (`fold_00-test`)."""
+    if config.split_csv:
+        return f"{storage.stem(config.split_csv)}-{config.split_set}"
+    return storage.stem(str(config.pairs_csv))
+
+
+def run_pairs(config: EvaluateConfig) -> EvaluateResult:
+    """Metrics of one embedding model on the pairs (or one set of a split file)."""
+    tag = pick_model_tag(config.out, config.model_tag)
+    catalogue = cat.read_catalogue(config.out)
+    pairs = evaluation_pairs(config, catalogue)
+    if config.mode == "global":
+        metrics, skipped = evaluate_model(config.out, tag, pairs, catalogue, tuple(config.ks))
+    else:  # region modes (partial copies): drawmatch.retrieval.region_search
+        from drawmatch.retrieval.region_search import evaluate_mode
+
+        metrics, skipped = evaluate_mode(
+            config.out, tag, pairs, catalogue, tuple(config.ks), config.mode, config.region
+        )
+    label = result_label(config)
+    if config.mode != "global":
+        label = f"{label}-{config.mode}"
+    target = config.output or storage.join(config.out, "evaluation", tag, f"metrics-{label}.json")
+    report: dict[str, Any] = {
+        "model_tag": tag,
+        "weights_hash": read_model_info(config.out, tag)["weights_hash"],
+        "pairs": str(config.split_csv or config.pairs_csv),
+        "set": config.split_set,
+        "mode": config.mode,
+        "region": to_dict(config.region) if config.mode != "global" else None,
+        "gallery_size": len(cat.gallery_ids(catalogue)),
+        "metrics": metrics,
+        "definitions": MAP_DEFINITION,
+        "skipped_pairs": skipped.to_dict("records"),
+    }
+    storage.write_bytes(target, json.dumps(report, indent=2).encode())
+    config_label = label if config.output is None else storage.stem(target)
+    save_config(
+        config, storage.join(storage.parent(target), f"evaluate_config-{config_label}.yaml")
+    )
+    print(
+        f"evaluate {tag} on {int(metrics['n_queries'])} drawings, "
+        f"{int(metrics['n_pairs'])} pairs, gallery {report['gallery_size']}:"
+    )
+    print(format_table(metrics))
+    if len(skipped):
+        print(
+            f"warning: {len(skipped)} pair(s) left out, their artwork is not searchable: "
+            f"{skipped['artwork_id'].tolist()[:10]}"
+        )
+    print(f"written to {target}")
+    return EvaluateResult(tag, metrics, str(target), skipped.to_dict("records"))

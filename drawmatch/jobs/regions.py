@@ -1,0 +1,382 @@
+"""The regions job: region embeddings of the artworks, their FAISS region index and (optionally)
+local features for geometric verification, for finding drawings that copy only a detail.
+
+Ray Data pipeline like the embed job: CPU tasks decode and resize artworks to `region_size`²,
+an actor pool of `RegionEmbedder`s (the same model as the stored global embeddings of `model_tag`,
+rebuilt from its `model.json` and checked by weights hash) turns each image into one vector per box,
+and write tasks store them as Parquet parts under `embeddings/<model_tag>/regions/`. Local features
+(SIFT or ORB keypoints and descriptors) are extracted by CPU tasks into `local_features/`. A rerun
+does only the artworks that are missing or whose content changed; the region index is then rebuilt
+from the stored region vectors of the gallery artworks that have a global embedding
+(`index/<model_tag>/regions/`), with each artwork's content hash for the staleness check of
+`drawmatch.retrieval.region_index.RegionIndex`.
+
+One run per output root at a time (`drawmatch.core.locks`: it writes the local features, which every
+model shares, and the model's regions and region index): a second is refused in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from drawmatch.core import storage
+from drawmatch.core.images import ImageError
+from drawmatch.core.locks import job_lock
+from drawmatch.core.settings import RegionsConfig, save_config
+from drawmatch.data import catalogue as cat
+from drawmatch.data.embeddings import (
+    drop_rows,
+    embeddings_dir,
+    pick_model_tag,
+    read_model_info,
+    remove_rows,
+    stored_ids,
+    write_part,
+)
+from drawmatch.models.local_features import SETTINGS_FILE as FEATURES_FILE
+from drawmatch.models.local_features import (
+    LocalFeatureExtractor,
+    features_dir,
+    features_table,
+    stored_feature_ids,
+)
+from drawmatch.models.preprocess import load_eval_array
+from drawmatch.models.region_embedder import (
+    REGIONS_FILE,
+    RegionEmbedder,
+    read_regions,
+    region_boxes,
+    regions_dir,
+    regions_table,
+)
+from drawmatch.retrieval.region_index import (
+    build_region_faiss,
+    region_index_dir,
+    write_region_index,
+)
+from drawmatch.runtime.pipeline import Stage, record_errors, run_stages
+
+
+@dataclass
+class RegionsResult:
+    model_tag: str
+    directory: str
+    selected: int = 0
+    already_done: int = 0
+    embedded: int = 0
+    regions_per_artwork: int = 0
+    index_size: int = 0
+    index_seconds: float = 0.0
+    features_extracted: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+
+def decode_regions_batch(
+    batch: dict[str, np.ndarray], roots: dict[str, str], size: int, max_pixels: int
+) -> dict[str, np.ndarray]:
+    """Decode catalogue rows and resize to (size, size): `image`, `ok`, `error` as the embed job."""
+    n = len(batch["id"])
+    images = np.zeros((n, size, size, 3), dtype=np.uint8)
+    ok = np.ones(n, dtype=bool)
+    errors = np.array([""] * n, dtype=object)
+    for i in range(n):
+        path = storage.join(roots[str(batch["root"][i])], str(batch["path"][i]))
+        try:
+            images[i] = load_eval_array(path, size, max_pixels)
+        except ImageError as exc:
+            ok[i], errors[i] = False, exc.reason
+    return {
+        "id": batch["id"],
+        "sha256": batch["sha256"],
+        "image": images,
+        "ok": ok,
+        "error": errors,
+    }
+
+
+def write_regions_part(
+    batch: dict[str, np.ndarray],
+    out_dir: str,
+    tag: str,
+    weights_hash: str,
+    settings: dict[str, Any],
+) -> dict[str, np.ndarray]:
+    """Write the ok rows of a region batch as one part; return id, ok, error per input image."""
+    ok = np.asarray(batch["ok"], dtype=bool)
+    if ok.any():
+        table = regions_table(
+            [str(x) for x in batch["id"][ok]],
+            [str(x) for x in batch["sha256"][ok]],
+            np.asarray(batch["region"])[ok],
+            np.asarray(batch["box"])[ok],
+            np.asarray(batch["embedding"])[ok],
+            tag,
+            weights_hash,
+            settings,
+        )
+        write_part(out_dir, table)
+    first = np.asarray(batch["region"]) <= 0  # one row per image: its first region, or its error
+    return {"id": batch["id"][first], "ok": ok[first], "error": batch["error"][first]}
+
+
+def write_features_part(batch: dict[str, np.ndarray], out_dir: str) -> dict[str, np.ndarray]:
+    from drawmatch.models.local_features import Features
+
+    ok = np.asarray(batch["ok"], dtype=bool)
+    if ok.any():
+        idx = np.flatnonzero(ok)
+        feats = [
+            Features(
+                np.frombuffer(batch["keypoints"][i], np.float32).reshape(-1, 2),
+                np.frombuffer(batch["descriptors"][i], np.uint8).reshape(int(batch["n"][i]), -1),
+                int(batch["width"][i]),
+                int(batch["height"][i]),
+            )
+            for i in idx
+        ]
+        table = features_table(
+            [str(batch["id"][i]) for i in idx], [str(batch["sha256"][i]) for i in idx], feats
+        )
+        write_part(out_dir, table)
+    return {"id": batch["id"], "ok": ok, "error": batch["error"]}
+
+
+def drop_stale_regions(directory: str, current: pd.DataFrame) -> int:
+    """Remove every region row of an artwork whose content changed since (`current`: `id`,
+    `sha256`), and of an artwork stored again in a later part (two runs at once): an artwork's
+    regions are many rows of one part, dropped together. Returns the number of rows dropped."""
+    stored = stored_ids(directory)
+    if stored.empty:
+        return 0
+    per_part = stored.drop_duplicates(["id", "part"]).sort_values("part", kind="stable")
+    merged = per_part.merge(current[["id", "sha256"]], on="id", how="left", suffixes=("", "_now"))
+    changed = merged["sha256_now"].notna() & (merged["sha256"] != merged["sha256_now"])
+    repeated = pd.Series(False, index=merged.index)
+    repeated[~changed] = merged.loc[~changed, "id"].duplicated(keep="first")
+    gone = set(zip(merged.loc[changed | repeated, "id"], merged.loc[changed | repeated, "part"]))
+    drop = stored[[(i, p) in gone for i, p in zip(stored["id"], stored["part"])]]
+    remove_rows(drop)
+    return len(drop)
+
+
+def run(config: RegionsConfig) -> RegionsResult:
+    """Embed the regions of the artworks that lack them, extract local features, build the index;
+    one run per output root at a time (`drawmatch.core.locks`)."""
+    with job_lock(str(config.out), "regions", name="regions"):
+        return _run(config)
+
+
+def _run(config: RegionsConfig) -> RegionsResult:
+    from drawmatch.runtime.ray_setup import check_resources, init_ray
+
+    tag = pick_model_tag(config.out, config.model_tag)
+    info = read_model_info(config.out, tag)
+    if info["model"].get("pooling") == "cls":  # before Ray starts: the actors would refuse it
+        raise ValueError(
+            f"{tag} pools the class token, which has no regions: embed with model.pooling=avg "
+            "(the mean of the patch tokens) for region search"
+        )
+    whash = str(info["weights_hash"])
+    catalogue = cat.read_catalogue(config.out)
+    roots = cat.read_roots(config.out)
+    gallery = set(cat.gallery_ids(catalogue))
+    rows = catalogue[catalogue["id"].isin(gallery)][["id", "root", "path", "sha256"]]
+    boxes = region_boxes(tuple(config.levels), config.overlap)
+    settings = {
+        "region_size": config.region_size,
+        "levels": list(config.levels),
+        "overlap": config.overlap,
+        "boxes": [[round(float(v), 6) for v in b] for b in boxes],
+    }
+    directory = regions_dir(storage.absolute(config.out), tag)
+    settings_path = storage.join(directory, REGIONS_FILE)
+    if storage.exists(settings_path):
+        old = json.loads(storage.read_text(settings_path))
+        if old.get("boxes") != settings["boxes"] or old.get("region_size") != config.region_size:
+            raise ValueError(
+                f"{directory} holds regions made with other settings ({old.get('region_size')} px,"
+                f" levels {old.get('levels')}, overlap {old.get('overlap')}); remove that folder "
+                "or use the same settings"
+            )
+    feat_settings = {
+        "kind": config.local_features,
+        "max_side": config.feature_side,
+        "n_features": config.n_features,
+    }
+    if config.local_features:
+        # features of another keypoint limit at the same side share the folder: refuse to mix
+        feat_where = features_dir(
+            storage.absolute(config.out), config.local_features, config.feature_side
+        )
+        feat_path = storage.join(feat_where, FEATURES_FILE)
+        if storage.exists(feat_path):
+            before = int(json.loads(storage.read_text(feat_path)).get("n_features", 500))
+            if before != config.n_features:
+                raise ValueError(
+                    f"{feat_where} holds {config.local_features} features of at most {before} "
+                    f"keypoints (n_features={before}); remove that folder or use n_features={before}"
+                )
+    storage.makedirs(directory)
+    storage.write_text(settings_path, json.dumps(settings, indent=2))
+    save_config(config, storage.join(directory, "regions_config.yaml"))
+
+    result = RegionsResult(model_tag=tag, directory=str(directory), selected=len(rows))
+    result.regions_per_artwork = len(boxes)
+    drop_stale_regions(directory, rows)
+    done = set(stored_ids(directory)["id"])
+    todo = rows[~rows["id"].isin(done)].reset_index(drop=True)
+    result.already_done = len(rows) - len(todo)
+    feat_todo = pd.DataFrame()
+    feat_dir = ""
+    if config.local_features:
+        feat_dir = features_dir(
+            storage.absolute(config.out), config.local_features, config.feature_side
+        )
+        storage.makedirs(feat_dir)
+        storage.write_text(storage.join(feat_dir, FEATURES_FILE), json.dumps(feat_settings))
+        stored = stored_feature_ids(config.out, config.local_features, config.feature_side)
+        drop_rows(feat_dir, stored, rows)
+        have = set(stored_feature_ids(config.out, config.local_features, config.feature_side)["id"])
+        feat_todo = rows[~rows["id"].isin(have)].reset_index(drop=True)
+    print(
+        f"regions {tag}: {len(rows)} artworks, {result.already_done} already done, {len(todo)} "
+        f"to embed ({len(boxes)} regions each at {config.region_size} px)"
+        + (f", {len(feat_todo)} to extract {config.local_features} features" if feat_dir else "")
+    )
+    errors: list[tuple[str, str]] = []
+    if len(todo) or len(feat_todo):
+        init_ray(config.ray)
+        check_resources(
+            config.ray,
+            {
+                "CPU": config.num_actors * config.cpus_per_actor + config.decode_cpus,
+                "GPU": config.num_actors * config.gpus_per_actor,
+            },
+            "the regions job (num_actors x cpus_per_actor + decode_cpus)",
+            "lower cpus_per_actor or decode_cpus (fractions are fine), or num_actors",
+        )
+    block_rows = max(config.decode_batch_size * 4, 1)
+    if len(todo):
+        stages = [
+            Stage(
+                decode_regions_batch,
+                batch_size=config.decode_batch_size,
+                num_cpus=config.decode_cpus,
+                kwargs={
+                    "roots": roots,
+                    "size": config.region_size,
+                    "max_pixels": config.max_image_pixels,
+                },
+            ),
+            Stage(
+                RegionEmbedder,
+                batch_size=config.batch_size,
+                num_cpus=config.cpus_per_actor,
+                num_gpus=config.gpus_per_actor,
+                kwargs={
+                    "model": dict(info["model"]),
+                    "levels": list(config.levels),
+                    "overlap": config.overlap,
+                    "num_threads": max(1, int(config.cpus_per_actor)),
+                },
+                actors=config.num_actors,
+            ),
+            Stage(
+                write_regions_part,
+                batch_size=config.rows_per_file * len(boxes),
+                num_cpus=0.1,
+                kwargs={
+                    "out_dir": directory,
+                    "tag": tag,
+                    "weights_hash": whash,
+                    "settings": settings,
+                },
+            ),
+        ]
+        result.embedded, errs = run_stages(todo, block_rows, stages, f"regions {tag}")
+        errors += errs
+    if len(feat_todo):
+        stages = [
+            Stage(
+                LocalFeatureExtractor,
+                batch_size=config.decode_batch_size,
+                num_cpus=config.decode_cpus,
+                kwargs={
+                    "roots": roots,
+                    "kind": config.local_features,
+                    "max_side": config.feature_side,
+                    "n_features": config.n_features,
+                },
+                actors=config.num_actors,
+            ),
+            Stage(
+                write_features_part,
+                batch_size=config.rows_per_file,
+                num_cpus=0.1,
+                kwargs={"out_dir": feat_dir},
+            ),
+        ]
+        result.features_extracted, errs = run_stages(
+            feat_todo, block_rows, stages, f"local features {tag}"
+        )
+        errors += errs
+    result.errors = record_errors(directory, errors)
+
+    start = time.perf_counter()
+    ids, region, box, emb = read_regions(config.out, tag)
+    region_sha = stored_ids(directory).drop_duplicates("id", keep="first")  # as read_regions
+    sha_of = dict(zip(region_sha["id"], region_sha["sha256"]))
+    embedded = set(stored_ids(embeddings_dir(config.out, tag))["id"])
+    keep = np.array([k in gallery and k in embedded for k in ids], dtype=bool)
+    no_global = len({k for k in ids if k in gallery and k not in embedded})
+    ids = [k for k, kept in zip(ids, keep) if kept]
+    if not ids:
+        raise ValueError(
+            f"no artwork regions for model {tag} (with a global embedding): nothing to index"
+        )
+    index = build_region_faiss(
+        emb[keep],
+        config.index_kind,
+        config.nlist,
+        config.nprobe,
+        config.pq_m,
+        config.hnsw_m,
+        config.ef_search,
+    )
+    write_region_index(
+        region_index_dir(config.out, tag),
+        index,
+        ids,
+        region[keep],
+        box[keep],
+        sha256=[sha_of[k] for k in ids],
+        info={
+            "model_tag": tag,
+            "weights_hash": whash,
+            "kind": config.index_kind,
+            "size": len(ids),
+            "artworks": len(set(ids)),
+            "dim": int(emb.shape[1]),
+            "regions": settings,
+            "local_features": feat_settings if config.local_features else None,
+        },
+    )
+    result.index_seconds = time.perf_counter() - start
+    result.index_size = len(ids)
+    print(
+        f"regions {tag}: {result.embedded} artworks embedded, {result.features_extracted} with "
+        f"local features, {len(errors)} errors {result.errors}; {config.index_kind} region index "
+        f"of {len(ids)} vectors ({len(set(ids))} artworks) in {result.index_seconds:.1f} s"
+        + (
+            f"; {no_global} artworks left out (no global embedding yet: run `drawmatch embed`)"
+            if no_global
+            else ""
+        )
+    )
+    return result

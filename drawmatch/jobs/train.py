@@ -1,0 +1,988 @@
+"""The train job: triplet fine-tuning on one fold with Ray Train (DDP), online hard-negative mining.
+
+Each step a worker takes `batch_size` anchor-positive pairs (a training drawing or one of its style
+copies, and its artwork). For each anchor a negative is drawn from its `n_hardest` most similar
+non-positive artworks in a gallery embedding bank (all artworks, embedded with the current weights,
+refreshed every epoch or every `bank_refresh_steps` steps, the refresh split across workers); the
+negatives' images then go through the network with gradient, like anchors and positives; all
+positives and negatives of the step, gathered across workers, are the references of the loss
+(`drawmatch.training.losses.distributed_step_loss`), so the other artworks of the batch are extra negatives.
+
+BatchNorm: `batchnorm=frozen` (default) keeps the pretrained running statistics (BN layers in eval
+mode, their affine weights still train), because batches of 4 per worker give useless statistics;
+`batchnorm=sync` trains them with SyncBatchNorm across workers instead.
+
+Every epoch: validation metrics on the fold's val drawings against the whole gallery, a checkpoint
+and the metrics through `ray.train.report`, early stopping on validation MAP. At the end: test
+metrics of the best weights and of the pretrained model, side by side. The starting weights are the
+first candidate for "best" (epoch -1): an epoch must beat them on validation MAP to be chosen.
+
+Fine-tuning that should hold on drawings it never saw (all off by default, keys of `TrainConfig`):
+- `loss`: besides `triplet` and `contrastive`, the multi-positive `multi_similarity` and `supcon`
+  (`drawmatch.training.losses`); `positives_per_anchor` > 1 adds more of an anchor's positive artworks to
+  the step's references (`drawmatch.training.mining.extra_positives`), so those losses see several at once.
+- `train_blocks` = N > 0: only the last N blocks of the network train (`trunk_blocks`: the layers
+  and the elements of its sequences, e.g. EfficientNet-Lite0's stem, BN, 16 MBConv blocks, head
+  conv and BN); the others are frozen (`requires_grad` off, their BatchNorm statistics too).
+- `l2sp` = alpha > 0: the loss gets `alpha * sum ||w - w0||^2` over the trained parameters, w0 the
+  starting weights (L2-SP, Li et al. 2018), which keeps the model near the pretrained one; each
+  epoch records `drift`, ||w - w0|| / ||w0|| over all parameters, whatever `l2sp` is.
+- `lr_schedule`: `step` (StepLR) or `cosine` (cosine decay over all epochs, pseudo ones included).
+- `pseudo_epochs` = P > 0: epochs 0..P-1 train on pseudo-pairs, "drawn" renditions of every gallery
+  artwork (`drawmatch.training.pseudo_pairs`: style effects, line drawings, colour quantisation, details, warps)
+  against their artwork, without annotations; the real pairs follow for `epochs` epochs. Early
+  stopping does not stop a run during the pseudo stage.
+- `selection`: `val` keeps the epoch with the best validation MAP (the starting weights included);
+  `last` keeps the final weights and never stops early, for when the number of epochs is chosen
+  across folds (the sweep, pooled validation) rather than on a fold's few validation drawings.
+
+Each worker builds one `Trainer` (model, optimiser, scheduler, loss, bank, loader, fold data); its
+progress is a `TrainState`, which with the state dicts is a checkpoint (`TrainCheckpoint`). A worker
+that restarts (a rerun, or a worker that died: Ray Train's `max_failures`) continues from the last
+checkpoint and records the restart, with the hash of the weights it restored, in `resumes`. Each
+worker writes its host and pid to `runs/<run>/workers/rank-<r>.json`.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import pickle
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from drawmatch.core import storage
+from drawmatch.core.images import open_image
+from drawmatch.core.settings import TrainConfig, from_dict, save_config, to_dict
+from drawmatch.data import catalogue as cat
+from drawmatch.models.backbones import (
+    backbone_spec,
+    create_backbone,
+    load_weights,
+    resolve_model,
+    weights_hash,
+)
+from drawmatch.models.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    load_eval_array,
+    normalise,
+    train_transform,
+)
+from drawmatch.retrieval.metrics import retrieval_metrics_from_embeddings
+
+if TYPE_CHECKING:
+    from drawmatch.training.pseudo_pairs import Rendition
+
+CHECKPOINT_FILE = "checkpoint.pt"
+BEST_MODEL_FILE = "best_model.pt"
+METRICS_FILE = "metrics.json"
+SUMMARY_FILE = "summary.json"
+WORKERS_DIR = "workers"
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class FoldData:
+    """Everything one worker needs about a fold: image paths, gallery, pairs per set."""
+
+    paths: dict[str, str]
+    gallery: list[str]
+    train: pd.DataFrame  # anchor_id, artwork_id, gallery_index
+    positives: dict[str, set[int]]  # anchor id -> gallery indices of its artworks
+    queries: dict[str, list[str]] = field(default_factory=dict)  # set -> original drawing ids
+
+    def relevant(self, split: str) -> list[np.ndarray]:
+        return [np.array(sorted(self.positives[q])) for q in self.queries[split]]
+
+
+def load_fold(config: TrainConfig) -> FoldData:
+    """Read the catalogue and the fold file; check every id; map artworks to gallery indices."""
+    if not config.fold_csv:
+        raise ValueError(
+            "train needs fold_csv=<folds/fold_XX.csv> (make folds with `drawmatch split`)"
+        )
+    catalogue = cat.read_catalogue(config.out)
+    roots = cat.read_roots(config.out)
+    fold = storage.read_csv(config.fold_csv, dtype=str, keep_default_na=False)
+    missing_cols = {"drawing_id", "artwork_id", "set", "parent_id"} - set(fold.columns)
+    if missing_cols:
+        raise ValueError(f"{config.fold_csv}: missing column(s) {sorted(missing_cols)}")
+    if not config.use_styles:
+        fold = fold[fold["parent_id"] == ""]
+    usable = catalogue[cat.usable(catalogue)]
+    known = set(usable["id"])
+    unknown = sorted(set(fold["drawing_id"]) - known) + sorted(set(fold["artwork_id"]) - known)
+    if unknown:
+        raise ValueError(
+            f"{config.fold_csv} names {len(unknown)} id(s) that are not usable catalogue images: "
+            f"{unknown[:20]}"
+        )
+    gallery = cat.gallery_ids(catalogue)
+    position = {a: i for i, a in enumerate(gallery)}
+    fold = fold[fold["artwork_id"].isin(position)]
+    positives: dict[str, set[int]] = {}
+    for d, a in zip(fold["drawing_id"], fold["artwork_id"]):
+        positives.setdefault(d, set()).add(position[a])
+    train = fold[fold["set"] == "train"][["drawing_id", "artwork_id"]].rename(
+        columns={"drawing_id": "anchor_id"}
+    )
+    train = train.assign(gallery_index=[position[a] for a in train["artwork_id"]])
+    if train.empty:
+        raise ValueError(f"{config.fold_csv} has no training pairs")
+    originals = fold[fold["parent_id"] == ""]
+    queries = {
+        s: sorted(originals.loc[originals["set"] == s, "drawing_id"].unique())
+        for s in ("train", "val", "test")
+    }
+    wanted = set(gallery) | set(fold["drawing_id"])
+    rows = usable[usable["id"].isin(wanted)]
+    paths = dict(zip(rows["id"], cat.resolve_paths(rows, roots)))
+    return FoldData(paths, gallery, train.reset_index(drop=True), positives, queries)
+
+
+class ImageLoader:
+    """Loads catalogue images as tensors: train-transformed, or eval-resized (size x size) with a
+    per-worker cache of the uint8 arrays (the gallery is embedded again at every bank refresh)."""
+
+    def __init__(
+        self,
+        paths: dict[str, str],
+        config: TrainConfig,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+        cache: bool = True,
+    ) -> None:
+        self.paths = paths
+        self.size = config.model.image_size or backbone_spec(config.model.backbone).input_size
+        self.train_size = config.train_resize
+        self.transform = train_transform(config.train_resize, config.train_crop, mean, std)
+        self.cache: dict[str, np.ndarray] | None = {} if cache else None
+        self.mean, self.std = mean, std
+
+    def train_batch(self, ids: list[str]) -> torch.Tensor:
+        """(n, 3, crop, crop) float tensors with the random train transform."""
+        return torch.stack(
+            [self.transform(open_image(self.paths[i], draft_size=self.train_size)) for i in ids]
+        )
+
+    def pseudo_batch(self, renditions: list[Rendition]) -> torch.Tensor:
+        """(n, 3, crop, crop): each rendition rendered from its parent artwork (decoded with its
+        longer side at most 1.5 x train_resize), then the random train transform."""
+        from PIL import Image
+
+        from drawmatch.augment.styles import shrink
+        from drawmatch.training.pseudo_pairs import render
+
+        out = []
+        for r in renditions:
+            parent = np.asarray(open_image(self.paths[r.parent_id], draft_size=self.train_size))
+            parent = shrink(np.ascontiguousarray(parent), round(1.5 * self.train_size))
+            out.append(self.transform(Image.fromarray(render(parent, r))))
+        return torch.stack(out)
+
+    def _eval_array(self, image_id: str) -> np.ndarray:
+        if self.cache is not None and image_id in self.cache:
+            return self.cache[image_id]
+        arr = load_eval_array(self.paths[image_id], self.size)
+        if self.cache is not None:
+            self.cache[image_id] = arr
+        return arr
+
+    def eval_batch(self, ids: list[str]) -> torch.Tensor:
+        """(n, 3, size, size) normalised tensors, as the embed job feeds them."""
+        return normalise(np.stack([self._eval_array(i) for i in ids]), self.mean, self.std)
+
+
+class PairDataset(torch.utils.data.Dataset[int]):
+    """Indices of training anchor-positive pairs; images are loaded in the training loop."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+# ----------------------------------------------------------------------------------------------
+# embedding and evaluation inside a worker
+
+
+def set_train_mode(model: nn.Module, batchnorm: str) -> None:
+    """Train mode, except BatchNorm layers in eval mode when their statistics are frozen
+    (`batchnorm=frozen`, or a layer of a frozen block: none of its parameters trains)."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            frozen_block = not any(p.requires_grad for p in module.parameters())
+            if batchnorm == "frozen" or frozen_block:
+                module.eval()
+
+
+def trunk_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The network's blocks in order, as (qualified name, module), those with parameters only.
+
+    A block is an element of a sequence (`nn.Sequential`, `nn.ModuleList`: a residual or MBConv
+    block, or a layer of a plain sequence), a module with parameters of its own (a convolution
+    with a padding child), or a leaf layer; any other module is looked into. Registration order
+    is taken as the order of the forward pass, as in the registered backbones.
+    """
+
+    def walk(prefix: str, module: nn.Module, in_sequence: bool) -> list[tuple[str, nn.Module]]:
+        children = list(module.named_children())
+        own = any(True for _ in module.parameters(recurse=False))
+        if not children or in_sequence or own:
+            return [(prefix, module)]
+        sequence = isinstance(module, (nn.Sequential, nn.ModuleList))
+        return [
+            block
+            for name, child in children
+            for block in walk(f"{prefix}.{name}" if prefix else name, child, sequence)
+        ]
+
+    return [(n, m) for n, m in walk("", model, False) if any(True for _ in m.parameters())]
+
+
+def freeze_blocks(model: nn.Module, train_blocks: int) -> list[str]:
+    """Freeze all but the last `train_blocks` blocks of `trunk_blocks(model)` (0: none frozen):
+    their parameters get `requires_grad = False`. Returns the names of the frozen blocks."""
+    if train_blocks < 0:
+        raise ValueError(f"train_blocks must be >= 0, got {train_blocks}")
+    blocks = trunk_blocks(model)
+    if train_blocks == 0 or train_blocks >= len(blocks):
+        return []
+    frozen = blocks[: len(blocks) - train_blocks]
+    for _, module in frozen:
+        for p in module.parameters():
+            p.requires_grad_(False)
+    return [name for name, _ in frozen]
+
+
+def l2sp_penalty(model: nn.Module, start: dict[str, torch.Tensor], alpha: float) -> torch.Tensor:
+    """`alpha * sum ||w - w0||^2` over the parameters of `model` that train and have a starting
+    value in `start` (name -> tensor), a scalar with gradient."""
+    device = next(model.parameters()).device
+    total = torch.zeros((), device=device)
+    for name, p in model.named_parameters():
+        if p.requires_grad and name in start:
+            total = total + (p - start[name]).pow(2).sum()
+    return alpha * total
+
+
+def drift(model: nn.Module, start: dict[str, torch.Tensor]) -> float:
+    """||w - w0|| / ||w0|| over all parameters of `model` with a starting value in `start`."""
+    moved = norm = 0.0
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in start:
+                w0 = start[name].to(p.device)
+                moved += float((p - w0).pow(2).sum())
+                norm += float(w0.pow(2).sum())
+    return (moved / norm) ** 0.5 if norm else 0.0
+
+
+def embed_ids(
+    net: nn.Module, loader: ImageLoader, ids: list[str], batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """L2-normalised eval embeddings (n, D) of catalogue ids, no gradient."""
+    out = []
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        for i in range(0, len(ids), batch_size):
+            x = loader.eval_batch(ids[i : i + batch_size]).to(device)
+            out.append(nn.functional.normalize(net(x).float(), dim=1).cpu())
+    net.train(was_training)
+    if not out:  # an empty shard still has the embedding width: ranks gather it with the rest
+        return torch.zeros((0, net.dim))  # type: ignore[arg-type]
+    return torch.cat(out)
+
+
+def sharded_embed(
+    net: nn.Module, loader: ImageLoader, ids: list[str], batch_size: int, device: torch.device
+) -> torch.Tensor:
+    """Embeddings of `ids` (n, D), each worker embedding ids[rank::world], gathered in order."""
+    from drawmatch.training.distributed import all_gather_no_grad, world
+
+    rank, size = world()
+    mine = embed_ids(net, loader, ids[rank::size], batch_size, device)
+    gathered = all_gather_no_grad(mine.to(device)).cpu()
+    # gathered is [rank 0 shard, rank 1 shard, ...]; put rows back in the order of `ids`.
+    order = [j for r in range(size) for j in range(r, len(ids), size)]
+    result = torch.empty_like(gathered)
+    result[torch.tensor(order)] = gathered
+    return result
+
+
+def evaluate_split(
+    net: nn.Module,
+    loader: ImageLoader,
+    data: FoldData,
+    split: str,
+    gallery_emb: torch.Tensor,
+    config: TrainConfig,
+    device: torch.device,
+) -> dict[str, float]:
+    queries = data.queries[split]
+    if not queries:
+        return {}
+    query_emb = sharded_embed(net, loader, queries, config.eval_batch_size, device)
+    return retrieval_metrics_from_embeddings(
+        query_emb.numpy(), gallery_emb.numpy(), data.relevant(split)
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# the trainer's state: with the model, best-model, optimiser and scheduler state dicts, a checkpoint
+
+
+def _plain(value: Any) -> Any:
+    """A copy made of Python dicts, lists, str, int, float, bool and None (numpy scalars become
+    Python numbers), so that it writes to JSON and loads with `torch.load(weights_only=True)`."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _check_keys(kind: str, data: dict[str, Any], required: set[str], known: set[str]) -> None:
+    missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
+    if missing or unknown:
+        raise ValueError(f"not a drawmatch {kind}: missing {missing}, unknown {unknown}")
+
+
+@dataclass
+class Resume:
+    """One restart from a checkpoint: the first epoch trained after it, the optimiser steps taken
+    before it, and `drawmatch.models.backbones.weights_hash` of the weights it restored."""
+
+    epoch: int
+    step: int
+    weights_hash: str
+
+
+@dataclass
+class TrainState:
+    """Where a run stands.
+
+    `epoch`: the next epoch to train; `step`: optimiser steps taken (per worker, all epochs);
+    `best_map`, `best_epoch`: the best validation MAP and its epoch (-1: the starting weights);
+    `bad_epochs`: epochs since the last improvement; `history`: one record per epoch trained, with
+    the weights hash at its end; `baseline`: val and test metrics of the starting weights;
+    `resumes`: every restart from a checkpoint.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    best_map: float = -1.0
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    baseline: dict[str, dict[str, float]] = field(default_factory=dict)
+    resumes: list[Resume] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = _plain(asdict(self))
+        return result
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainState:
+        """The inverse of `to_dict`; `step` and `resumes` may be absent (older checkpoints)."""
+        known = {f.name for f in fields(cls)}
+        _check_keys("train state", data, known - {"step", "resumes"}, known)
+        return cls(
+            epoch=int(data["epoch"]),
+            step=int(data.get("step", 0)),
+            best_map=float(data["best_map"]),
+            best_epoch=int(data["best_epoch"]),
+            bad_epochs=int(data["bad_epochs"]),
+            history=[dict(record) for record in data["history"]],
+            baseline={split: dict(m) for split, m in data["baseline"].items()},
+            resumes=[Resume(**r) for r in data.get("resumes", [])],
+        )
+
+    def best_val_record(self) -> dict[str, Any]:
+        """Validation record of the best epoch; epoch -1 is the starting (pretrained) model."""
+        if self.best_epoch >= 0:
+            return dict(self.history[self.best_epoch])
+        return {"epoch": -1, **{f"val_{k}": v for k, v in self.baseline.get("val", {}).items()}}
+
+
+@dataclass
+class TrainCheckpoint:
+    """What `checkpoint.pt` holds: the state and what it takes to continue training exactly.
+
+    `model`: the latest weights (those of `state.history[-1]`); `best_model`: the best epoch's
+    weights (the starting weights while `state.best_epoch` is -1); `optimizer`, `scheduler`: their
+    state dicts; `config`: the resolved TrainConfig as a plain dict.
+    """
+
+    state: TrainState
+    model: dict[str, torch.Tensor]
+    best_model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    config: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state.to_dict(),
+            "model": self.model,
+            "best_model": self.best_model,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "config": _plain(self.config),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainCheckpoint:
+        known = {f.name for f in fields(cls)}
+        _check_keys("train checkpoint", data, known, known)
+        return cls(
+            state=TrainState.from_dict(data["state"]),
+            model=data["model"],
+            best_model=data["best_model"],
+            optimizer=data["optimizer"],
+            scheduler=data["scheduler"],
+            config=data["config"],
+        )
+
+    def save(self, path: str | Path) -> None:
+        torch.save(self.to_dict(), path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainCheckpoint:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:  # written before checkpoints held only plain types
+            data = torch.load(path, map_location="cpu", weights_only=False)
+        return cls.from_dict(data)
+
+
+# ----------------------------------------------------------------------------------------------
+# the trainer: one per Ray Train worker
+
+
+class Trainer:
+    """One worker's share of a run: model, optimiser, scheduler, loss, gallery bank, image loader
+    and fold data, built once; `state` is a `TrainState`.
+
+    Under Ray Train, `prepare_model` is `ray.train.torch.prepare_model` (DDP); without it the
+    trainer runs in one process on `device` (not distributed: rank 0 of 1). A run is::
+
+        trainer.restore(checkpoint) or trainer.baseline()
+        for epoch in range(trainer.state.epoch, config.pseudo_epochs + config.epochs):
+            record, stop = trainer.run_epoch(epoch)      # train_epoch + validate + bookkeeping
+            save trainer.checkpoint() ...
+        summary, metrics = trainer.finish()              # test metrics of the best weights
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        device: torch.device | None = None,
+        prepare_model: Callable[[nn.Module], nn.Module] | None = None,
+    ) -> None:
+        from drawmatch.training.distributed import world
+        from drawmatch.training.losses import make_loss
+        from drawmatch.training.mining import GalleryBank
+
+        config = with_backbone_defaults(config)
+        self.config = config
+        self.rank, self.world_size = world()
+        self.device = device or torch.device("cpu")
+        torch.manual_seed(config.seed)
+        self.data = load_fold(config)
+        backbone = create_backbone(
+            config.model.backbone, config.model.pretrained, config.model.pooling
+        )
+        if config.model.weights:
+            load_weights(backbone, config.model.weights)
+        self.loader = ImageLoader(self.data.paths, config, backbone.mean, backbone.std)
+        self.frozen = freeze_blocks(backbone, config.train_blocks)
+        if self.frozen and self.rank == 0:
+            print(f"[rank 0] {len(self.frozen)} block(s) frozen, up to {self.frozen[-1]}")
+        net: nn.Module = backbone
+        if config.batchnorm == "sync" and self.world_size > 1:
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        self.model: nn.Module = prepare_model(net) if prepare_model else net.to(self.device)
+        # the bare network, for embedding without DDP collectives and for state dicts
+        self.module: nn.Module = getattr(self.model, "module", self.model)
+        # the starting weights, for L2-SP and `drift` (on the device only when L2-SP needs them)
+        self.start = {
+            name: p.detach().clone().to(self.device if config.l2sp else "cpu")
+            for name, p in self.module.named_parameters()
+        }
+        self.optimizer = torch.optim.Adam(
+            [p for p in self.model.parameters() if p.requires_grad],
+            lr=config.lr,
+            weight_decay=config.weight_decay,
+        )
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler
+        if config.lr_schedule == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                self.optimizer, T_max=config.pseudo_epochs + config.epochs
+            )
+        else:
+            self.scheduler = torch.optim.lr_scheduler.StepLR(
+                self.optimizer, step_size=config.lr_step_epochs, gamma=config.lr_gamma
+            )
+        self.loss_fn = make_loss(config.loss, config.margin, config.temperature)
+        self.bank = GalleryBank(len(self.data.gallery), backbone.dim)
+        self.state = TrainState()
+        self.best_model = copy.deepcopy(self.module.state_dict())
+        pairs = PairDataset(len(self.data.train))
+        self.sampler: torch.utils.data.distributed.DistributedSampler[int] = (
+            torch.utils.data.distributed.DistributedSampler(
+                pairs, num_replicas=self.world_size, rank=self.rank, shuffle=True, seed=config.seed
+            )
+        )
+        self.pairs = torch.utils.data.DataLoader(
+            pairs, batch_size=config.batch_size, sampler=self.sampler
+        )
+        artworks = PairDataset(len(self.data.gallery))  # the pseudo stage: one pass per epoch
+        self.artwork_sampler: torch.utils.data.distributed.DistributedSampler[int] = (
+            torch.utils.data.distributed.DistributedSampler(
+                artworks,
+                num_replicas=self.world_size,
+                rank=self.rank,
+                shuffle=True,
+                seed=config.seed,
+            )
+        )
+        self.artworks = torch.utils.data.DataLoader(
+            artworks, batch_size=config.batch_size, sampler=self.artwork_sampler
+        )
+        self.generator = torch.Generator().manual_seed(config.seed * 1000 + self.rank)
+        self.amp = self.device.type == "cuda"
+
+    # -- building blocks
+
+    def refresh_bank(self) -> None:
+        """Embed the whole gallery with the current weights (a collective: all ranks call it)."""
+        gallery, config = self.data.gallery, self.config
+        self.bank.refresh(
+            lambda idx: embed_ids(
+                self.module,
+                self.loader,
+                [gallery[i] for i in idx.tolist()],
+                config.eval_batch_size,
+                self.device,
+            ),
+            batch_size=max(config.eval_batch_size * 4, 64),
+        )
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Metrics of `split`'s queries against the bank as it stands."""
+        return evaluate_split(
+            self.module,
+            self.loader,
+            self.data,
+            split,
+            self.bank.embeddings,
+            self.config,
+            self.device,
+        )
+
+    def weights_hash(self) -> str:
+        return weights_hash(self.module)
+
+    # -- a run
+
+    def baseline(self) -> dict[str, dict[str, float]]:
+        """Val and test metrics of the starting weights, which are the first candidate for best:
+        a fine-tune must beat them on validation MAP."""
+        self.refresh_bank()
+        self.state.baseline = {s: self.evaluate(s) for s in ("val", "test")}
+        self.state.best_map = self.state.baseline["val"].get("MAP", -1.0)
+        return self.state.baseline
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        """One epoch of steps (at most `max_steps_per_epoch`), then the scheduler's step; returns
+        `train_loss` (mean), `steps`, `global_step`, `mining_share` and `lr`."""
+        config = self.config
+        pseudo = epoch < config.pseudo_epochs
+        sampler, batches = (
+            (self.artwork_sampler, self.artworks) if pseudo else (self.sampler, self.pairs)
+        )
+        sampler.set_epoch(epoch)
+        if self.bank.refreshes == 0:  # a resumed run: the bank is built with the restored weights
+            self.refresh_bank()
+        set_train_mode(self.model, config.batchnorm)
+        losses: list[float] = []
+        triplets: list[int] = []
+        t_mine = t_step = 0.0
+        for step, idx in enumerate(batches):
+            if config.max_steps_per_epoch is not None and step >= config.max_steps_per_epoch:
+                break
+            if config.bank_refresh_steps and self.bank.due(config.bank_refresh_steps):
+                self.refresh_bank()
+            t0 = time.perf_counter()
+            if pseudo:
+                loss, mining, n_triplets = self.pseudo_step(idx.tolist())
+            else:
+                loss, mining, n_triplets = self.train_step(idx.tolist())
+            losses.append(loss)
+            triplets.append(n_triplets)
+            t_mine += mining
+            t_step += time.perf_counter() - t0
+        self.scheduler.step()
+        return {
+            "stage": "pseudo" if pseudo else "pairs",
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            "steps": len(losses),
+            "triplets_per_step": float(np.mean(triplets)) if triplets else 0.0,
+            "global_step": self.state.step,
+            "mining_share": t_mine / t_step if t_step else 0.0,
+            "lr": self.scheduler.get_last_lr()[0],
+        }
+
+    def train_step(self, pair_indices: list[int]) -> tuple[float, float, int]:
+        """One optimiser step on training pairs `pair_indices` (see `optimise`).
+        Returns (loss, seconds spent mining, triplets in the batch gathered from all ranks)."""
+        rows = self.data.train.iloc[pair_indices]
+        anchor_ids = rows["anchor_id"].tolist()
+        anchors = self.loader.train_batch(anchor_ids)
+        pos_sets = [self.data.positives[a] for a in anchor_ids]
+        return self.optimise(anchors, rows["gallery_index"].tolist(), pos_sets)
+
+    def pseudo_step(self, artwork_indices: list[int]) -> tuple[float, float, int]:
+        """One optimiser step on pseudo-pairs: a random rendition of each gallery artwork of
+        `artwork_indices` against the artwork (drawn from the run's seed, rank and step, so a
+        resumed run draws the same ones)."""
+        from drawmatch.training.pseudo_pairs import plan_renditions
+
+        config, gallery = self.config, self.data.gallery
+        rng = np.random.default_rng([config.seed, self.rank, self.state.step])
+        renditions = plan_renditions(
+            [gallery[i] for i in artwork_indices],
+            1,
+            rng,
+            config.pseudo_effects,
+            config.pseudo_detail_share,
+            config.pseudo_min_crop,
+            config.pseudo_warp,
+        )
+        anchors = self.loader.pseudo_batch(renditions)
+        return self.optimise(anchors, artwork_indices, [{i} for i in artwork_indices])
+
+    def optimise(
+        self, anchors: torch.Tensor, given: list[int], pos_sets: list[set[int]]
+    ) -> tuple[float, float, int]:
+        """One optimiser step: `anchors` (b, 3, crop, crop) train-transformed images, `given` (b)
+        the gallery index each came with, `pos_sets` all their positives. Mines a hard negative
+        per anchor in the bank, adds up to `positives_per_anchor - 1` more positives per anchor,
+        forwards anchors, positives and negatives with gradient; distributed loss (+ L2-SP).
+        Returns (loss, seconds spent mining, triplets in the batch gathered from all ranks)."""
+        from drawmatch.training.losses import distributed_step_loss
+        from drawmatch.training.mining import extra_positives, hardest_negatives
+
+        data, loader, device, config = self.data, self.loader, self.device, self.config
+        anchors = anchors.to(device)
+        tm = time.perf_counter()
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
+            probe = nn.functional.normalize(self.module(anchors).float(), dim=1)
+        negatives = hardest_negatives(
+            probe.cpu(), self.bank.embeddings.float(), pos_sets, config.n_hardest, self.generator
+        )
+        mining = time.perf_counter() - tm
+        extra = [
+            g
+            for more in extra_positives(
+                pos_sets, given, config.positives_per_anchor, self.generator
+            )
+            for g in more
+        ]
+        ref_idx = given + negatives.tolist() + extra
+        images = torch.cat(
+            [anchors, loader.train_batch([data.gallery[i] for i in ref_idx]).to(device)]
+        )
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
+            emb = nn.functional.normalize(self.model(images).float(), dim=1)
+        b = anchors.shape[0]
+        loss, info = distributed_step_loss(
+            self.loss_fn, emb[:b], pos_sets, emb[b:], torch.tensor(ref_idx).to(device), config.loss
+        )
+        total = loss + l2sp_penalty(self.module, self.start, config.l2sp) if config.l2sp else loss
+        self.optimizer.zero_grad()
+        total.backward()
+        self.optimizer.step()
+        self.bank.step()
+        self.state.step += 1
+        return float(loss.detach()), mining, int(info.triplets[0].numel())
+
+    def validate(self) -> dict[str, float]:
+        """Refresh the bank with the current weights (for validation now, mining next epoch) and
+        return the validation metrics."""
+        self.refresh_bank()
+        return self.evaluate("val")
+
+    def end_epoch(
+        self, epoch: int, trained: dict[str, Any], val: dict[str, float]
+    ) -> tuple[dict[str, Any], bool]:
+        """Book an epoch: best weights, early stopping, history. Returns its record and whether
+        training stops (`patience` epochs without improvement)."""
+        state, config = self.state, self.config
+        val_map = val.get("MAP", 0.0)
+        if config.selection == "last" or val_map > state.best_map:
+            state.best_map, state.best_epoch, state.bad_epochs = val_map, epoch, 0
+            self.best_model = copy.deepcopy(self.module.state_dict())
+        elif epoch >= config.pseudo_epochs:
+            state.bad_epochs += 1
+        record = _plain(
+            {
+                "epoch": epoch,
+                **trained,
+                **{f"val_{k}": v for k, v in val.items()},
+                "drift": drift(self.module, self.start),
+                "weights_hash": self.weights_hash(),
+            }
+        )
+        state.history.append(record)
+        state.epoch = epoch + 1
+        return record, state.bad_epochs >= config.patience
+
+    def run_epoch(self, epoch: int) -> tuple[dict[str, Any], bool]:
+        """`train_epoch`, `validate`, `end_epoch`."""
+        trained = self.train_epoch(epoch)
+        return self.end_epoch(epoch, trained, self.validate())
+
+    def finish(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Test metrics of the best weights. Returns the run's summary (`metrics.json`) and the
+        final metrics to report. The model keeps its latest weights (the final checkpoint's)."""
+        state = self.state
+        latest = copy.deepcopy(self.module.state_dict())
+        self.module.load_state_dict(self.best_model)
+        self.refresh_bank()
+        test = self.evaluate("test")
+        self.module.load_state_dict(latest)
+        summary = _plain(
+            {
+                "best_epoch": state.best_epoch,
+                "best_val_MAP": state.best_map,
+                "history": state.history,
+                "baseline": state.baseline,
+                "best": {"val": state.best_val_record(), "test": test},
+                "resumes": [asdict(r) for r in state.resumes],
+            }
+        )
+        final = {"finished": True, "epoch": state.epoch - 1, "val_MAP": state.best_map}
+        return summary, {**final, **{f"test_{k}": v for k, v in test.items()}}
+
+    # -- checkpoints
+
+    def checkpoint(self) -> TrainCheckpoint:
+        """The state and the state dicts as they stand (copies of the trainer's own)."""
+        return TrainCheckpoint(
+            state=TrainState.from_dict(self.state.to_dict()),
+            model=copy.deepcopy(self.module.state_dict()),
+            best_model=copy.deepcopy(self.best_model),
+            optimizer=copy.deepcopy(self.optimizer.state_dict()),
+            scheduler=copy.deepcopy(self.scheduler.state_dict()),
+            config=to_dict(self.config),
+        )
+
+    def save(self, directory: str | Path, summary: dict[str, Any] | None = None) -> None:
+        """Write `checkpoint.pt` (and `summary.json`) into `directory`."""
+        self.checkpoint().save(Path(directory) / CHECKPOINT_FILE)
+        if summary is not None:
+            (Path(directory) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+
+    def restore(self, checkpoint: TrainCheckpoint) -> Resume:
+        """Continue from `checkpoint`: weights, optimiser, scheduler, best weights and state.
+        The restart is recorded in `state.resumes` with the hash of the weights restored."""
+        self.module.load_state_dict(checkpoint.model)
+        self.optimizer.load_state_dict(checkpoint.optimizer)
+        self.scheduler.load_state_dict(checkpoint.scheduler)
+        self.best_model = copy.deepcopy(checkpoint.best_model)
+        self.state = TrainState.from_dict(checkpoint.state.to_dict())
+        self.bank.refreshes = 0  # built again with the restored weights before the next step
+        resume = Resume(self.state.epoch, self.state.step, self.weights_hash())
+        self.state.resumes.append(resume)
+        print(
+            f"[rank {self.rank}] resumed at epoch {resume.epoch}, step {resume.step}, "
+            f"weights {resume.weights_hash}"
+        )
+        return resume
+
+
+def record_worker(run_dir: str, rank: int, start_epoch: int) -> None:
+    """Write `workers/rank-<r>.json` under the run directory: this worker's host and pid, so that
+    the processes of one run can be told apart from those of other runs on the same hosts."""
+    info = {
+        "run": storage.name(run_dir),
+        "rank": rank,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "start_epoch": start_epoch,
+        "started": time.time(),
+    }
+    path = storage.join(run_dir, WORKERS_DIR, f"rank-{rank:03d}.json")
+    storage.write_bytes(path, json.dumps(info).encode())
+
+
+def train_loop(config_dict: dict[str, Any]) -> None:
+    """The Ray Train entry function of every worker: restore or start, train and report each
+    epoch with a checkpoint (early stopping), then the test metrics of the best weights."""
+    import ray.train
+    import ray.train.torch
+
+    config = from_dict(TrainConfig, config_dict)
+    trainer = Trainer(config, ray.train.torch.get_device(), ray.train.torch.prepare_model)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            trainer.restore(TrainCheckpoint.load(Path(directory) / CHECKPOINT_FILE))
+    run_dir = storage.join(config.out, "runs", ray.train.get_context().get_experiment_name())
+    record_worker(run_dir, trainer.rank, trainer.state.epoch)
+    if not checkpoint:
+        trainer.baseline()
+    for epoch in range(trainer.state.epoch, config.pseudo_epochs + config.epochs):
+        record, stop = trainer.run_epoch(epoch)
+        _report(trainer, {**record, "val_MAP": record.get("val_MAP", 0.0), "finished": False})
+        if stop:
+            break
+    summary, metrics = trainer.finish()
+    _report(trainer, metrics, summary)
+
+
+def _report(
+    trainer: Trainer, metrics: dict[str, Any], summary: dict[str, Any] | None = None
+) -> None:
+    """`ray.train.report` with a checkpoint written by rank 0 (and the summary at the end)."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = None
+        if trainer.rank == 0:
+            trainer.save(directory, summary)
+            checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+
+# ----------------------------------------------------------------------------------------------
+# the driver
+
+
+@dataclass
+class TrainResult:
+    run_dir: str
+    best_model: str
+    summary: dict[str, Any]
+
+
+def with_absolute_paths(config: TrainConfig) -> TrainConfig:
+    weights = config.model.weights
+    return replace(
+        config,
+        out=storage.absolute(config.out),
+        fold_csv=storage.absolute(config.fold_csv) if config.fold_csv else None,
+        model=replace(config.model, weights=storage.absolute(weights) if weights else None),
+    )
+
+
+def with_backbone_defaults(config: TrainConfig) -> TrainConfig:
+    """The config with the backbone's own input size and pooling where `model` leaves them null
+    (`drawmatch.models.backbones.resolve_model`); the saved config then names them."""
+    return replace(config, model=resolve_model(config.model))
+
+
+def default_run_name(config: TrainConfig) -> str:
+    fold = storage.stem(config.fold_csv or "fold")
+    styles = "aug" if config.use_styles else "noaug"
+    return (
+        f"{config.model.backbone}-{fold}-{config.loss}-m{config.margin:g}-lr{config.lr:g}-{styles}"
+    )
+
+
+def run(config: TrainConfig, callbacks: list[Any] | None = None) -> TrainResult:
+    """Train on one fold with Ray Train; resumes the run of the same name if it exists.
+
+    `callbacks`: Ray Train callbacks, e.g. Tune's `TuneReportCallback` when a sweep trial runs it.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from drawmatch.runtime.ray_setup import init_ray
+
+    config = with_absolute_paths(config)  # workers do not share the driver's working directory
+    config = with_backbone_defaults(config)
+    load_fold(config)  # check the inputs before starting any worker
+    name = config.run_name or default_run_name(config)
+    runs = storage.join(config.out, "runs")  # Ray Train stores checkpoints here, URIs too
+    run_dir = storage.join(runs, name)
+    storage.makedirs(run_dir)
+    save_config(config, storage.join(run_dir, "train_config.yaml"))
+    init_ray(config.ray)
+    resources = {"CPU": config.cpus_per_worker}
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config=to_dict(config),
+        scaling_config=ScalingConfig(
+            num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=runs,
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks,
+        ),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise RuntimeError(f"training run {name} failed: {result.error}")
+    if result.checkpoint is None:
+        raise RuntimeError(f"training run {name} reported no checkpoint")
+    with result.checkpoint.as_directory() as directory:
+        saved = TrainCheckpoint.load(Path(directory) / CHECKPOINT_FILE)
+        summary = json.loads((Path(directory) / SUMMARY_FILE).read_text())
+    best_model = storage.join(run_dir, BEST_MODEL_FILE)
+    buffer = io.BytesIO()
+    torch.save(
+        {
+            "model": saved.best_model,
+            "model_config": to_dict(config.model),
+            "epoch": summary["best_epoch"],
+        },
+        buffer,
+    )
+    storage.write_bytes(best_model, buffer.getvalue())
+    storage.write_bytes(storage.join(run_dir, METRICS_FILE), json.dumps(summary, indent=2).encode())
+    print(
+        f"train {name}: best epoch {summary['best_epoch']} (val MAP "
+        f"{summary['best_val_MAP']:.2f}); test metrics, pretrained vs fine-tuned:"
+    )
+    print(side_by_side(summary["baseline"].get("test", {}), summary["best"]["test"]))
+    print(f"best weights: {best_model} (use with `drawmatch embed --weights {best_model}`)")
+    return TrainResult(run_dir, best_model, summary)
+
+
+def side_by_side(baseline: dict[str, float], tuned: dict[str, float]) -> str:
+    lines = [f"{'metric':<10}{'pretrained':>12}{'fine-tuned':>12}"]
+    for key in tuned:
+        if key.startswith("n_"):
+            continue
+        lines.append(f"{key:<10}{baseline.get(key, float('nan')):>12.2f}{tuned[key]:>12.2f}")
+    return "\n".join(lines)

@@ -1,0 +1,350 @@
+"""The verify job: artist-style verification (Painter By Numbers) with Ray Train.
+
+A backbone is trained on labels instead of pairs: two images with the same label (artist,
+movement, any metadata column) are a positive pair, two with different labels a negative one. The
+labelled set (`drawmatch.training.labels`) is split label-disjointly: `test_labels` of the labels are only
+in test (unseen in training), and `val_images` of the training labels' images are held out for
+validation (seen labels, unseen images).
+
+Training (each Ray Train worker, DDP): `steps_per_epoch` steps per epoch of
+- `triplets=random`: `batch_size` triplets drawn at random (`labels.random_triplets`: an anchor
+  label, two of its images, an image of another label), the loss on exactly those triplets
+  (`loss=contrastive`: on their (anchor, positive) and (anchor, negative) pairs);
+- `triplets=mined`: P x K batches (`labels_per_batch` labels, `images_per_label` images each),
+  batch-hard triplets (`mining.batch_hard_triplets`; contrastive: every pair of the batch).
+Cosine distance and the project's losses (`losses.make_loss`, margin in distance units).
+
+Scores, on the starting weights and after every epoch: triplet accuracy (share of triplets whose
+positive is closer to the anchor than the negative; `eval_triplets` random triplets of the set,
+the same ones every time) and ROC AUC of same/different pairs (every pair of the set's images, or
+of `max_pair_images` of them drawn once). The epoch with the best validation ROC AUC (the starting
+weights competing as epoch -1) is kept; `patience` epochs without improvement stop training; test
+scores (unseen labels) of the starting and the best weights are reported side by side.
+
+Outputs under `out/verify/<run>/`: `splits.csv` (`id, path, label, set`), `data_summary.json`,
+`verify_config.yaml`, `metrics.json` and `best_model.pt` (for `drawmatch embed --weights`).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from drawmatch.core import storage
+from drawmatch.core.settings import VerifyConfig, from_dict, to_dict
+from drawmatch.training.labels import (
+    SPLITS_FILE,
+    embed_all,
+    fit_label_run,
+    freeze_batchnorm,
+    label_disjoint_split,
+    load_labelled,
+    pk_batches,
+    prepared_config,
+    random_triplets,
+    seeded_backbone,
+    start_label_run,
+)
+
+RUNS_DIR = "verify"
+METRICS_FILE = "metrics.json"
+BEST_MODEL_FILE = "best_model.pt"
+SUMMARY_FILE = "summary.json"
+SCORES = ("triplet_accuracy", "roc_auc")
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation sets: fixed triplets and pairs, drawn once
+
+
+@dataclass
+class EvalSet:
+    """One set's images (`idx`, rows of the split table), its fixed triplets (T, 3) and the
+    images whose pairs are scored (`pair_idx`), as positions within `idx`."""
+
+    idx: list[int]
+    codes: np.ndarray
+    triplets: np.ndarray
+    pair_idx: np.ndarray
+
+
+def eval_set(codes: np.ndarray, idx: list[int], config: VerifyConfig, salt: int) -> EvalSet:
+    """The fixed triplets and pair images of a set with label codes `codes[idx]`."""
+    rng = np.random.default_rng([config.seed, salt])
+    local = codes[idx]
+    counts = np.unique(local, return_counts=True)[1]
+    if len(counts) >= 2 and counts.max() >= 2:
+        triplets = random_triplets(local, config.eval_triplets, rng)
+    else:
+        triplets = np.zeros((0, 3), dtype=np.int64)
+    n = len(idx)
+    pair_idx = (
+        np.sort(rng.choice(n, size=config.max_pair_images, replace=False))
+        if n > config.max_pair_images
+        else np.arange(n)
+    )
+    return EvalSet(idx, local, triplets, pair_idx)
+
+
+def score(emb: np.ndarray, data: EvalSet) -> dict[str, float]:
+    """Triplet accuracy and ROC AUC (in [0, 1]) of one set's embeddings (n, D) in `data.idx`
+    order, with the counts they rest on; a score that cannot be computed is left out."""
+    from drawmatch.retrieval.metrics import pair_scores, roc_auc, triplet_accuracy
+
+    out: dict[str, float] = {
+        "n_images": float(len(data.idx)),
+        "n_labels": float(len(np.unique(data.codes))),
+    }
+    if len(data.triplets):
+        out["triplet_accuracy"] = triplet_accuracy(emb, data.triplets)
+        out["n_triplets"] = float(len(data.triplets))
+    sims, same = pair_scores(emb[data.pair_idx], data.codes[data.pair_idx])
+    if same.any() and (~same).any():
+        out["roc_auc"] = roc_auc(sims, same)
+        out["n_pairs"] = float(len(sims))
+        out["mean_distance_same"] = float(1.0 - sims[same].mean())
+        out["mean_distance_different"] = float(1.0 - sims[~same].mean())
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the worker
+
+
+class Verifier:
+    """One worker's share of a verification run: model, optimiser, loss, images, sets."""
+
+    def __init__(
+        self,
+        config: VerifyConfig,
+        table: pd.DataFrame,
+        device: torch.device | None = None,
+        prepare_model: Any = None,
+    ) -> None:
+        from drawmatch.training.distributed import world
+        from drawmatch.training.losses import make_loss
+
+        self.config = config
+        self.rank, self.world_size = world()
+        self.device = device or torch.device("cpu")
+        backbone, self.images = seeded_backbone(config, table["path"].tolist())
+        self.model: nn.Module = (
+            prepare_model(backbone) if prepare_model else backbone.to(self.device)
+        )
+        self.module: nn.Module = getattr(self.model, "module", self.model)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.loss_fn = make_loss(config.loss, config.margin)
+        names = sorted(table["label"].unique())
+        self.codes = table["label"].map({n: i for i, n in enumerate(names)}).to_numpy(np.int64)
+        sets = table["set"].to_numpy()
+        self.train_idx = np.flatnonzero(sets == "train")
+        self.sets = {
+            s: eval_set(self.codes, np.flatnonzero(sets == s).tolist(), config, salt)
+            for salt, s in enumerate(("val", "test"), start=1)
+        }
+        self.amp = self.device.type == "cuda"
+        self._batches: Any = None
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        data = self.sets[split]
+        if not data.idx:
+            return {}
+        emb = embed_all(
+            self.module, self.images, data.idx, self.config.eval_batch_size, self.device
+        )
+        return score(emb.numpy(), data)
+
+    def _next_pk(self, rng: np.random.Generator) -> np.ndarray:
+        config = self.config
+        for _ in range(2):
+            if self._batches is None:
+                self._batches = pk_batches(
+                    self.codes[self.train_idx],
+                    config.labels_per_batch,
+                    config.images_per_label,
+                    rng,
+                )
+            batch = next(self._batches, None)
+            if batch is not None:
+                return np.asarray(batch)
+            self._batches = None
+        raise ValueError("no P x K batch can be drawn from the training labels")
+
+    def train_step(self, rng: np.random.Generator) -> float:
+        """One optimiser step; returns the loss."""
+        from drawmatch.training.losses import label_pairs, triplets_to_pairs, tuple_loss
+        from drawmatch.training.mining import batch_hard_triplets
+
+        config = self.config
+        if config.triplets == "random":
+            local = random_triplets(self.codes[self.train_idx], config.batch_size, rng)
+            rows = self.train_idx[local.T.reshape(-1)]  # anchors, then positives, then negatives
+        else:
+            rows = self.train_idx[self._next_pk(rng)]
+        x = self.images.train_batch(rows.tolist()).to(self.device)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            emb = nn.functional.normalize(self.model(x).float(), dim=1)
+        labels = torch.as_tensor(self.codes[rows])
+        indices: tuple[torch.Tensor, ...]
+        if config.triplets == "random":
+            b = config.batch_size
+            ar = torch.arange(b)
+            triplets = (ar, ar + b, ar + 2 * b)
+            indices = triplets if config.loss == "triplet" else triplets_to_pairs(triplets)
+        elif config.loss == "triplet":
+            indices = batch_hard_triplets(emb.detach(), labels)
+        else:
+            indices = label_pairs(labels)
+        loss = tuple_loss(self.loss_fn, emb, indices)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        if self.config.batchnorm == "frozen":
+            freeze_batchnorm(self.model)
+        rng = np.random.default_rng([self.config.seed, self.rank, epoch])
+        losses = [self.train_step(rng) for _ in range(self.config.steps_per_epoch)]
+        return {"train_loss": float(np.mean(losses)), "steps": float(len(losses))}
+
+
+def verify_loop(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry of every worker: score the starting weights, train with early stopping
+    on validation ROC AUC, score the best weights on test; rank 0 reports the result with a
+    checkpoint holding `best_model.pt` and `summary.json`."""
+    import ray.train
+    import ray.train.torch
+
+    config = from_dict(VerifyConfig, loop_config["config"])
+    table = storage.read_csv(
+        storage.join(loop_config["run_dir"], SPLITS_FILE), dtype=str, keep_default_na=False
+    )
+    worker = Verifier(config, table, ray.train.torch.get_device(), ray.train.torch.prepare_model)
+    baseline = {s: worker.evaluate(s) for s in ("val", "test")}
+    best_auc = baseline["val"].get("roc_auc", -1.0)
+    best_epoch, bad, history = -1, 0, []
+    no_val = "roc_auc" not in baseline["val"]
+    best_state = copy.deepcopy(worker.module.state_dict())
+    for epoch in range(config.epochs):
+        record: dict[str, Any] = {"epoch": epoch, **worker.train_epoch(epoch)}
+        val = worker.evaluate("val")
+        record.update({f"val_{k}": v for k, v in val.items()})
+        history.append(record)
+        auc = val.get("roc_auc", -1.0)
+        if no_val or auc > best_auc:  # without a validation score: the latest epoch
+            best_auc, best_epoch, bad = auc, epoch, 0
+            best_state = copy.deepcopy(worker.module.state_dict())
+        else:
+            bad += 1
+        ray.train.report({**record, "finished": False})
+        if bad >= config.patience:
+            break
+    worker.module.load_state_dict(best_state)
+    test = worker.evaluate("test")
+    summary = {
+        "best_epoch": best_epoch,
+        "best_val_roc_auc": best_auc,
+        "baseline": baseline,
+        "best": {"val": history[best_epoch] if best_epoch >= 0 else baseline["val"], "test": test},
+        "history": history,
+    }
+    final = {
+        "finished": True,
+        "best_epoch": best_epoch,
+        **{f"test_{k}": v for k, v in test.items()},
+    }
+    with tempfile.TemporaryDirectory() as directory:
+        checkpoint = None
+        if worker.rank == 0:
+            torch.save(best_state, Path(directory) / BEST_MODEL_FILE)
+            (Path(directory) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
+            checkpoint = ray.train.Checkpoint.from_directory(directory)
+        ray.train.report(final, checkpoint=checkpoint)
+
+
+# ----------------------------------------------------------------------------------------------
+# the driver
+
+
+@dataclass
+class VerifyResult:
+    run_dir: str
+    best_model: str
+    summary: dict[str, Any]
+
+
+def default_run_name(config: VerifyConfig) -> str:
+    source = (
+        config.data.label_column if config.data.labels_csv or not config.data.images else "folders"
+    )
+    return (
+        f"{config.model.backbone}-{source}-{config.loss}-{config.triplets}-"
+        f"m{config.margin:g}-lr{config.lr:g}"
+    )
+
+
+def prepare(config: VerifyConfig) -> pd.DataFrame:
+    """The labelled set and its label-disjoint split: `id, path, label, set` (checked before any
+    worker starts) and the loading summary."""
+    data = load_labelled(config.data, config.out)
+    table = data.images.copy()
+    table["set"] = label_disjoint_split(
+        table["label"], config.test_labels, config.val_images, config.seed
+    ).to_numpy()
+    table.attrs["summary"] = data.summary
+    return table
+
+
+def run(config: VerifyConfig) -> VerifyResult:
+    """Split, train and score with Ray Train (see the module docstring)."""
+
+    config = prepared_config(config)
+    table = prepare(config)
+    summary_in = table.attrs.pop("summary")
+    name = config.run_name or default_run_name(config)
+    runs = storage.join(config.out, RUNS_DIR)
+    run_dir = start_label_run(config, table, summary_in, runs, name, "verify")
+    print(f"verify {name}: {json.dumps(summary_in['sets'])}")
+    result = fit_label_run(verify_loop, config, runs, name, "verification")
+    with result.checkpoint.as_directory() as directory:
+        state = torch.load(Path(directory) / BEST_MODEL_FILE, map_location="cpu", weights_only=True)
+        summary = json.loads((Path(directory) / SUMMARY_FILE).read_text())
+    summary["data"] = summary_in
+    best_model = storage.join(run_dir, BEST_MODEL_FILE)
+    buffer = io.BytesIO()
+    torch.save(
+        {"model": state, "model_config": to_dict(config.model), "epoch": summary["best_epoch"]},
+        buffer,
+    )
+    storage.write_bytes(best_model, buffer.getvalue())
+    storage.write_text(storage.join(run_dir, METRICS_FILE), json.dumps(summary, indent=2))
+    print(f"verify {name}: best epoch {summary['best_epoch']}; unseen labels (test):")
+    print(side_by_side(summary["baseline"]["test"], summary["best"]["test"]))
+    print(f"outputs: {run_dir}")
+    return VerifyResult(run_dir, best_model, summary)
+
+
+def side_by_side(baseline: dict[str, float], tuned: dict[str, float]) -> str:
+    lines = [f"{'score':<26}{'starting':>10}{'best':>10}"]
+    for key in (*SCORES, "mean_distance_same", "mean_distance_different"):
+        if key in tuned or key in baseline:
+            a, b = baseline.get(key, float("nan")), tuned.get(key, float("nan"))
+            lines.append(f"{key:<26}{a:>10.4f}{b:>10.4f}")
+    for key in ("n_images", "n_labels", "n_triplets", "n_pairs"):
+        if key in tuned:
+            lines.append(f"{key:<26}{int(tuned[key]):>20d}")
+    return "\n".join(lines)

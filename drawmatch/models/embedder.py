@@ -1,0 +1,152 @@
+"""The embedding model: a registry backbone, optionally with fine-tuned weights, that turns
+eval-resized uint8 images into L2-normalised vectors. Used by the embed job's Ray Data actors and by
+search for query images; its model tag and weights hash are the provenance of every vector.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from drawmatch.core.settings import ModelConfig
+from drawmatch.data.embeddings import model_tag, read_model_info
+from drawmatch.models.preprocess import load_eval_array, normalise
+
+log = logging.getLogger("drawmatch.models.embedder")
+
+
+def set_threads(num_threads: int) -> None:
+    """Give torch exactly `num_threads` intra-op threads and one inter-op thread (Ray sets
+    OMP_NUM_THREADS=1 in its workers unless told otherwise; more threads than reserved cores slow
+    down sharply under contention). The inter-op pool can only be sized before first use."""
+    import torch
+
+    torch.set_num_threads(num_threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # already started in this process: it stays as it is
+
+
+def set_nice(level: int) -> int:
+    """Set this process's nice level (Ray starts its workers at nice 15, which under CPU
+    contention leaves them only the CPU time other processes leave over). Lowering it needs
+    CAP_SYS_NICE or RLIMIT_NICE; where that is refused, the level stays and a warning says so.
+    Returns the level in effect."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, level)
+    except OSError as exc:
+        log.warning("could not set nice %d (%s): staying at %d", level, exc, os.nice(0))
+    return os.nice(0)
+
+
+class Embedder:
+    """Callable Ray Data stage: image batches -> L2-normalised embeddings.
+
+    `__call__` takes `image` (B, S, S, 3) uint8 plus `id`, `sha256`, `ok`, `error`, and returns them
+    with `embedding` (B, D) float32 (zeros where ok is False) instead of `image`.
+
+    `model` is a `ModelConfig` as a dict; a null `image_size` or `pooling` is the backbone's own
+    (`drawmatch.models.backbones.resolve_model`), and images are normalised with the backbone's own mean
+    and std. The model tag says what the weights are: fine-tuned weights that equal the starting weights
+    (a run whose best epoch was the pretrained model) get the starting weights' tag, not `ft-...`.
+    `model.runtime` says what runs the forward: torch, or (`onnx`) the backbone exported once and
+    run with onnxruntime on CPU (`drawmatch.models.onnx_runtime`); the tag is the same for both. `num_threads`:
+    torch's or onnxruntime's threads (the CPUs reserved); `nice`: this process's nice level (the
+    embed job's actors pass `EmbedConfig.nice`; None leaves it).
+    """
+
+    def __init__(
+        self, model: dict[str, Any], num_threads: int | None = None, nice: int | None = None
+    ) -> None:
+        import torch
+
+        from drawmatch.models.backbones import (
+            create_backbone,
+            load_weights,
+            resolve_model,
+            weights_hash,
+        )
+
+        if nice is not None:
+            set_nice(nice)
+        if num_threads:
+            set_threads(num_threads)
+        cfg = resolve_model(ModelConfig(**model))  # the backbone's own input size and pooling
+        assert cfg.image_size is not None and cfg.pooling is not None
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        net = create_backbone(cfg.backbone, pretrained=cfg.pretrained, pooling=cfg.pooling)
+        weights = net.weights
+        self.weights_hash = weights_hash(net)
+        if cfg.weights:
+            load_weights(net, cfg.weights)
+            loaded = weights_hash(net)
+            if loaded != self.weights_hash:
+                weights = f"ft-{loaded[:8]}"
+            self.weights_hash = loaded
+        self.tag = model_tag(cfg.backbone, cfg.pooling, cfg.image_size, weights)
+        self.image_size = cfg.image_size
+        self.runtime = cfg.runtime
+        self.dim = net.dim
+        self.mean, self.std = net.mean, net.std
+        self.onnx: Any = None
+        if cfg.runtime == "onnx":
+            from drawmatch.models.onnx_runtime import load_or_export
+
+            self.device = torch.device("cpu")
+            self.onnx = load_or_export(
+                net.eval(),
+                cfg.backbone,
+                cfg.pooling,
+                cfg.image_size,
+                self.weights_hash,
+                cfg.weights,
+                num_threads,
+            )
+        self.net = net.eval().to(self.device)
+
+    def embed_images(self, images: np.ndarray) -> np.ndarray:
+        """(B, S, S, 3) uint8 -> (B, D) float32, L2-normalised."""
+        import torch
+
+        if self.onnx is not None:
+            return self.onnx(images)  # type: ignore[no-any-return]
+        with torch.inference_mode():
+            x = normalise(images, self.mean, self.std, self.device)
+            feats = torch.nn.functional.normalize(self.net(x).float(), dim=1)
+        return feats.cpu().numpy().astype(np.float32)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok = np.asarray(batch["ok"], dtype=bool)
+        emb = np.zeros((len(ok), self.dim), dtype=np.float32)
+        if ok.any():
+            emb[ok] = self.embed_images(batch["image"][ok])
+        return {
+            "id": batch["id"],
+            "sha256": batch["sha256"],
+            "ok": ok,
+            "error": batch["error"],
+            "embedding": emb,
+        }
+
+
+def embedder_for(out: str | Path, tag: str) -> Embedder:
+    """The model of stored embeddings `tag`, rebuilt and checked to have the same weights."""
+    info = read_model_info(out, tag)
+    embedder = Embedder(info["model"])
+    if embedder.weights_hash != info["weights_hash"]:
+        raise ValueError(
+            f"the model rebuilt for {tag} has weights {embedder.weights_hash}, but its embeddings "
+            f"were made with {info['weights_hash']}: refusing to mix models"
+        )
+    return embedder
+
+
+def embed_image_file(path: str | Path, out: str | Path, tag: str) -> np.ndarray:
+    """Embed any image file with the model of `tag`: (1, D) float32."""
+    embedder = embedder_for(out, tag)
+    return embedder.embed_images(load_eval_array(path, embedder.image_size)[None])

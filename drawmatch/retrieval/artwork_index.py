@@ -1,0 +1,199 @@
+"""The artwork index: a FAISS index over one model's artwork embeddings, under
+`index/<model_tag>/`: `index.faiss`, `ids.parquet` (position -> id) and `index.json` (provenance).
+
+Embeddings are L2-normalised, so inner product = cosine similarity and distance = 1 - score.
+`flat` is exact; `ivf` (IndexIVFFlat) and `hnsw` (IndexHNSWFlat) are approximate, for large
+galleries.
+
+An index is a snapshot: loading one checks it against the current gallery and the stored artwork
+embeddings (ids and content hashes only) and refuses it once an artwork was removed, added or
+re-embedded since it was built; `drawmatch index` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from drawmatch.core import storage
+from drawmatch.data import catalogue as cat
+from drawmatch.data.embeddings import embeddings_dir, read_model_info, stored_ids
+
+INDEX_FILE = "index.faiss"
+IDS_FILE = "ids.parquet"
+INFO_FILE = "index.json"
+KINDS = ("flat", "ivf", "hnsw")
+
+
+def index_dir(out: str | Path, tag: str) -> str:
+    return storage.join(out, "index", tag)
+
+
+def build_faiss_index(
+    emb: np.ndarray,
+    kind: str = "flat",
+    nlist: int = 1024,
+    nprobe: int = 32,
+    hnsw_m: int = 32,
+    ef_search: int = 128,
+) -> Any:
+    """A FAISS inner-product index over `emb` (N, D) float32."""
+    import faiss
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    n, dim = emb.shape
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    index: Any
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "ivf":
+        nlist = max(1, min(nlist, n // 39))  # FAISS wants >= 39 training points per list
+        quantizer = faiss.IndexFlatIP(dim)
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(emb)
+        index.nprobe = min(nprobe, nlist)
+    else:
+        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efSearch = ef_search
+    index.add(emb)
+    return index
+
+
+def write_index(
+    directory: str,
+    index: Any,
+    ids: list[str],
+    info: dict[str, Any],
+    sha256: list[str] | None = None,
+) -> None:
+    """Save a FAISS index, its position -> id map (with each artwork's content hash when given,
+    for the staleness check) and its provenance, each file written whole."""
+    import faiss
+
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"an index maps each artwork once; {len(ids) - len(set(ids))} repeated")
+    storage.makedirs(directory)
+    data = faiss.serialize_index(index)  # (bytes,) uint8
+    storage.write_bytes(storage.join(directory, INDEX_FILE), data.tobytes())
+    frame = pd.DataFrame({"position": range(len(ids)), "id": ids})
+    if sha256 is not None:
+        frame["sha256"] = sha256
+    storage.write_parquet(
+        pa.Table.from_pandas(frame, preserve_index=False), storage.join(directory, IDS_FILE)
+    )
+    storage.write_bytes(storage.join(directory, INFO_FILE), json.dumps(info, indent=2).encode())
+
+
+class StaleIndexError(ValueError):
+    """The index no longer matches the catalogue's gallery or the stored embeddings."""
+
+
+def staleness(indexed: pd.DataFrame, gallery: list[str], stored: pd.DataFrame) -> dict[str, int]:
+    """How an index's id map (`id`, optional `sha256`) differs from now: `removed` (indexed
+    artworks no longer in the gallery or no longer embedded), `added` (gallery artworks embedded
+    since, not in the index), `changed` (re-embedded since: another content hash) and `repeated`
+    (ids mapped twice, left by older versions). Ids and hashes only, no vectors."""
+    stored = stored.drop_duplicates("id", keep="first")  # as read_embeddings reads them
+    current = set(gallery) & set(stored["id"])
+    ids = set(indexed["id"])
+    changed = 0
+    if "sha256" in indexed.columns:
+        now = stored.set_index("id")["sha256"]
+        kept = indexed[indexed["id"].isin(current)]
+        changed = int((now.reindex(kept["id"]).to_numpy() != kept["sha256"].to_numpy()).sum())
+    return {
+        "removed": len(ids - current),
+        "added": len(current - ids),
+        "changed": changed,
+        "repeated": len(indexed) - len(ids),
+    }
+
+
+class ArtworkIndex:
+    """A saved index, checked against the embeddings' model and, unless `check=False`, against the
+    current gallery (`catalogue.gallery_ids`) and stored artwork embeddings: a stale index is
+    refused (`StaleIndexError`). `search(queries, k)` -> ids, distances."""
+
+    def __init__(
+        self,
+        out: str | Path,
+        tag: str,
+        catalogue: pd.DataFrame | None = None,
+        check: bool = True,
+    ) -> None:
+        import faiss
+
+        directory = index_dir(out, tag)
+        if not storage.exists(storage.join(directory, INFO_FILE)):
+            raise FileNotFoundError(f"no index for model {tag!r}: run `drawmatch index` first")
+        self.info = json.loads(storage.read_text(storage.join(directory, INFO_FILE)))
+        model = read_model_info(out, tag)
+        if self.info["weights_hash"] != model["weights_hash"]:
+            raise ValueError(
+                f"index {directory} was built from weights {self.info['weights_hash']} but the "
+                f"embeddings of {tag} are from {model['weights_hash']}: rebuild the index"
+            )
+        self.tag = tag
+        self.weights_hash = str(model["weights_hash"])
+        data = storage.read_bytes(storage.join(directory, INDEX_FILE))
+        self.index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        id_map = storage.read_parquet(storage.join(directory, IDS_FILE)).to_pandas()
+        self.ids: list[str] = id_map["id"].tolist()
+        if self.index.ntotal != len(self.ids):
+            raise StaleIndexError(
+                f"the index of {tag} holds {self.index.ntotal} vectors but maps {len(self.ids)} "
+                f"ids (written while being read?): run `drawmatch index out={out} model_tag={tag}`"
+            )
+        if check:
+            self.check_fresh(
+                out, cat.read_catalogue(out) if catalogue is None else catalogue, id_map
+            )
+
+    def check_fresh(self, out: str | Path, catalogue: pd.DataFrame, id_map: pd.DataFrame) -> None:
+        """Refuse an index built before the gallery or its embeddings changed."""
+        diff = staleness(
+            id_map, cat.gallery_ids(catalogue), stored_ids(embeddings_dir(out, self.tag))
+        )
+        if any(diff.values()):
+            extra = "".join(
+                f", {diff[key]} {word}"
+                for key, word in (("changed", "re-embedded"), ("repeated", "repeated"))
+                if diff[key]
+            )
+            raise StaleIndexError(
+                f"the index of {self.tag} is out of date ({diff['removed']} artworks removed, "
+                f"{diff['added']} added{extra} since it was built): "
+                f"run `drawmatch index out={out} model_tag={self.tag}`"
+            )
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: list[str] | None = None
+    ) -> tuple[list[list[str]], np.ndarray]:
+        """Top-k artworks for (Q, D) queries: ids per query and cosine distances (Q, k').
+
+        `allowed` restricts the result to those artwork ids (a metadata filter)."""
+        import faiss
+
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        params: Any = None
+        if allowed is not None:
+            where = {a: i for i, a in enumerate(self.ids)}
+            positions = np.array(sorted(where[a] for a in allowed if a in where), dtype=np.int64)
+            selector = faiss.IDSelectorBatch(positions)
+            fa: Any = faiss
+            params = fa.SearchParameters(sel=selector)
+            if isinstance(self.index, faiss.IndexIVF):
+                params = fa.SearchParametersIVF(sel=selector, nprobe=self.index.nprobe)
+            elif isinstance(self.index, faiss.IndexHNSW):
+                params = fa.SearchParametersHNSW(sel=selector, efSearch=self.index.hnsw.efSearch)
+        k = min(k, len(self.ids))
+        scores, positions = self.index.search(queries, k, params=params)
+        result_ids = [[self.ids[p] for p in row if p >= 0] for row in positions]
+        distances = 1.0 - scores
+        return result_ids, distances

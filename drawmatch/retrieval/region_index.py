@@ -1,0 +1,232 @@
+"""The region index: a FAISS index over one model's artwork region vectors, under
+`index/<model_tag>/regions/`: `index.faiss`, `regions.parquet` (position -> `id`, `region`, `box`,
+`sha256`: the content hash of the artwork the vector was made from) and `index.json` (provenance:
+model tag, weights hash, region settings, kind).
+
+Like the artwork index, a region index is a snapshot: loading one for a gallery refuses it
+(`StaleIndexError`, naming the command that rebuilds it) once an artwork was added, removed or
+re-embedded since it was built, or when it was built for another model tag or weights.
+
+An artwork's region score for a query is the best (highest cosine) of its regions. `flat` is
+exact; `ivf` (IVFFlat: `nprobe` of `nlist` lists searched, exact vectors), `ivfpq` (IVF with
+product quantisation, 8-bit codes, `pq_m` sub-vectors: 20x smaller, less accurate) and `hnsw`
+(HNSWFlat) are approximate, for large galleries. An approximate search looks at the `n_hits` best
+region vectors; an artwork none of whose regions is among them gets the lowest score seen (an upper
+bound of its true region score).
+
+Fusion (`fuse`): `global + weight * max(0, region - global - margin)`: the region term only adds
+where a window of the artwork matches the query clearly better than the whole artwork does; with
+`weight = 0` it is exactly the global score.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from drawmatch.core import storage
+from drawmatch.data.embeddings import embeddings_dir, read_model_info, stored_ids
+from drawmatch.models.region_embedder import read_region_settings
+from drawmatch.retrieval.artwork_index import (
+    StaleIndexError,
+    build_faiss_index,
+    index_dir,
+    staleness,
+)
+
+INDEX_FILE = "index.faiss"
+MAP_FILE = "regions.parquet"
+INFO_FILE = "index.json"
+KINDS = ("flat", "ivf", "ivfpq", "hnsw")
+
+
+def region_index_dir(out: str | Path, tag: str) -> str:
+    return storage.join(index_dir(out, tag), "regions")
+
+
+def build_region_faiss(
+    emb: np.ndarray,
+    kind: str = "flat",
+    nlist: int = 1024,
+    nprobe: int = 32,
+    pq_m: int = 64,
+    hnsw_m: int = 32,
+    ef_search: int = 128,
+) -> Any:
+    """A FAISS inner-product index over region vectors (N, D) float32."""
+    import faiss
+
+    if kind not in KINDS:
+        raise ValueError(f"unknown region index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    if kind in ("flat", "ivf", "hnsw"):
+        return build_faiss_index(emb, kind, nlist, nprobe, hnsw_m, ef_search)
+    n, dim = emb.shape
+    if dim % pq_m:
+        raise ValueError(f"pq_m={pq_m} must divide the dimension {dim}")
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    nlist = max(1, min(nlist, n // 39))
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+    index.train(emb[np.random.default_rng(0).permutation(n)[: max(nlist * 39, 256 * 39)]])
+    index.nprobe = min(nprobe, nlist)
+    index.add(emb)
+    return index
+
+
+def write_region_index(
+    directory: str,
+    index: Any,
+    ids: list[str],
+    region: np.ndarray,
+    box: np.ndarray,
+    info: dict[str, Any],
+    sha256: list[str] | None = None,
+) -> None:
+    """Save the index, its position -> (id, region, box, sha256 when given) map and its
+    provenance."""
+    import faiss
+
+    storage.makedirs(directory)
+    storage.write_bytes(storage.join(directory, INDEX_FILE), faiss.serialize_index(index).tobytes())
+    box_values = pa.array(np.ascontiguousarray(box, dtype=np.float32).reshape(-1))
+    columns = {
+        "position": pa.array(np.arange(len(ids), dtype=np.int64)),
+        "id": pa.array(ids, pa.string()),
+        "region": pa.array(np.asarray(region, dtype=np.int16)),
+        "box": pa.FixedSizeListArray.from_arrays(box_values, 4),
+    }
+    if sha256 is not None:
+        columns["sha256"] = pa.array(sha256, pa.string())
+    table = pa.table(columns)
+    storage.write_parquet(table, storage.join(directory, MAP_FILE))
+    storage.write_bytes(storage.join(directory, INFO_FILE), json.dumps(info, indent=2).encode())
+
+
+def best_per_artwork(
+    hit_ids: list[str], hit_scores: np.ndarray, hit_boxes: np.ndarray
+) -> tuple[dict[str, float], dict[str, tuple[float, ...]]]:
+    """Collapse region hits (sorted or not) to each artwork's best score and its box."""
+    scores: dict[str, float] = {}
+    boxes: dict[str, tuple[float, ...]] = {}
+    for a, s, b in zip(hit_ids, hit_scores, hit_boxes):
+        if a not in scores or s > scores[a]:
+            scores[a] = float(s)
+            boxes[a] = tuple(float(v) for v in b)
+    return scores, boxes
+
+
+def fuse(
+    global_scores: np.ndarray, region_scores: np.ndarray, weight: float, margin: float = 0.0
+) -> np.ndarray:
+    """Fused similarity: global + weight * max(0, region - global - margin) (any shapes that
+    broadcast); weight 0 gives the global score exactly."""
+    g = np.asarray(global_scores, dtype=np.float32)
+    if weight == 0.0:
+        return g
+    r = np.asarray(region_scores, dtype=np.float32)
+    return g + np.float32(weight) * np.maximum(0.0, r - g - np.float32(margin))
+
+
+def rebuild_command(out: str | Path, tag: str) -> str:
+    return f"drawmatch regions out={out} model_tag={tag}"
+
+
+class RegionIndex:
+    """A saved region index, checked against the embeddings' model and region settings and, when
+    `gallery` (the current `catalogue.gallery_ids`) is given, against the gallery and the stored
+    global artwork embeddings: a stale index is refused (`StaleIndexError`)."""
+
+    def __init__(self, out: str | Path, tag: str, gallery: list[str] | None = None) -> None:
+        import faiss
+
+        directory = region_index_dir(out, tag)
+        rebuild = rebuild_command(out, tag)
+        if not storage.exists(storage.join(directory, INFO_FILE)):
+            raise FileNotFoundError(f"no region index for model {tag!r}: run `{rebuild}` first")
+        self.info = json.loads(storage.read_text(storage.join(directory, INFO_FILE)))
+        if self.info.get("model_tag") != tag:
+            raise StaleIndexError(
+                f"region index {directory} was built for model {self.info.get('model_tag')!r}, "
+                f"not {tag!r}: run `{rebuild}`"
+            )
+        model = read_model_info(out, tag)
+        if self.info["weights_hash"] != model["weights_hash"]:
+            raise StaleIndexError(
+                f"region index {directory} was built from weights {self.info['weights_hash']} but "
+                f"the embeddings of {tag} are from {model['weights_hash']}: run `{rebuild}`"
+            )
+        settings = read_region_settings(out, tag)
+        if settings.get("boxes") != self.info.get("regions", {}).get("boxes"):
+            raise StaleIndexError(
+                f"region index {directory} is stale (other region settings): run `{rebuild}`"
+            )
+        data = storage.read_bytes(storage.join(directory, INDEX_FILE))
+        self.index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+        table = storage.read_parquet(storage.join(directory, MAP_FILE))
+        self.ids: list[str] = table.column("id").to_pylist()
+        if self.index.ntotal != len(self.ids):
+            raise StaleIndexError(
+                f"the region index of {tag} holds {self.index.ntotal} vectors but maps "
+                f"{len(self.ids)} (written while being read?): run `{rebuild}`"
+            )
+        self.region = table.column("region").to_numpy()
+        n = len(table)
+        self.box = table.column("box").combine_chunks().flatten().to_numpy().reshape(n, 4)
+        self.artworks = list(dict.fromkeys(self.ids))
+        if gallery is not None:
+            per_artwork = pd.DataFrame({"id": self.ids})
+            if "sha256" in table.column_names:
+                per_artwork["sha256"] = table.column("sha256").to_pylist()
+            indexed = per_artwork.drop_duplicates("id")
+            diff = staleness(indexed, gallery, stored_ids(embeddings_dir(out, tag)))
+            if any(diff[k] for k in ("removed", "added", "changed")):
+                raise StaleIndexError(
+                    f"the region index of {tag} is out of date ({diff['removed']} artworks "
+                    f"removed, {diff['added']} added, {diff['changed']} re-embedded since it was "
+                    f"built): run `{rebuild}`"
+                )
+
+    def search(
+        self, queries: np.ndarray, n_hits: int
+    ) -> list[tuple[dict[str, float], dict[str, tuple[float, ...]], float]]:
+        """For each query (Q, D): best region score per artwork among the `n_hits` best region
+        vectors, its box, and the floor (the lowest score among the hits)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        n_hits = min(n_hits, len(self.ids))
+        scores, positions = self.index.search(queries, n_hits)
+        results = []
+        for row_s, row_p in zip(scores, positions):
+            valid = row_p >= 0
+            row_s, row_p = row_s[valid], row_p[valid]
+            best, boxes = best_per_artwork([self.ids[p] for p in row_p], row_s, self.box[row_p])
+            floor = float(row_s.min()) if len(row_s) else -1.0
+            results.append((best, boxes, floor))
+        return results
+
+
+def exact_region_scores(
+    queries: np.ndarray, region_emb: np.ndarray, region_ids: list[str], gallery: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact best-region scores (Q, G) of every gallery artwork and the row of the best region
+    (Q, G) in `region_emb`; `region_ids` must be grouped by id (as `read_regions` returns them).
+    An artwork without regions gets -inf and row -1."""
+    frame = pd.DataFrame({"id": region_ids})
+    starts = frame.groupby("id", sort=False).indices
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    scores = np.full((len(q), len(gallery)), -np.inf, dtype=np.float32)
+    rows = np.full((len(q), len(gallery)), -1, dtype=np.int64)
+    sims = q @ region_emb.T  # (Q, N)
+    for j, a in enumerate(gallery):
+        where = starts.get(a)
+        if where is None:
+            continue
+        block = sims[:, where]
+        arg = block.argmax(axis=1)
+        scores[:, j] = block[np.arange(len(q)), arg]
+        rows[:, j] = np.asarray(where)[arg]
+    return scores, rows

@@ -1,0 +1,290 @@
+"""Region search for partial copies: ranks artworks for a query by a mode (see `RegionSearchParams`):
+
+- `global`: cosine of the query's embedding and the artwork's global embedding;
+- `region`: the best cosine between the query's embedding and the artwork's region vectors;
+- `fused`: `global + weight * max(0, region - global - margin)` (`drawmatch.retrieval.region_index.fuse`):
+  a window must match clearly better than the whole artwork before it counts, so whole drawings,
+  whose best match is a whole artwork, keep their global ranking;
+- `verified`: the fused ranking, whose `verify_top` best artworks are checked with local features
+  and RANSAC (`drawmatch.models.local_features`); an artwork with `min_inliers` inliers or more moves to the
+  top, by inlier count (strong geometric evidence overrides the embeddings, weak evidence does not).
+
+Region scores come from the region index (`drawmatch.retrieval.region_index.RegionIndex`): the `n_hits` best
+region vectors of the query; an artwork without a hit gets the lowest score seen. The matched box is
+the best region's box, or the RANSAC inliers' bounding box for a verified artwork.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from drawmatch.core import storage
+from drawmatch.core.settings import SEARCH_MODES, RegionSearchParams
+from drawmatch.data.embeddings import read_embeddings
+from drawmatch.models.local_features import Features, extract, read_features, verify
+from drawmatch.retrieval.region_index import RegionIndex, fuse
+
+VERIFIED_BONUS = 100.0  # a verified artwork's score: fused + bonus + inliers (ranks it first)
+
+
+def check_mode(mode: str) -> None:
+    if mode not in SEARCH_MODES:
+        raise ValueError(f"mode: {mode!r} is not one of {', '.join(SEARCH_MODES)}")
+
+
+class RegionSearcher:
+    """Scores every gallery artwork for query embeddings in one mode.
+
+    `gallery` fixes the artworks and their order; their global embeddings are read once. The region
+    index is loaded for every mode but `global`, local features for `verified`."""
+
+    def __init__(
+        self, out: str | Path, tag: str, gallery: list[str], mode: str, params: RegionSearchParams
+    ) -> None:
+        check_mode(mode)
+        self.mode, self.params, self.gallery = mode, params, list(gallery)
+        _ids, self.gallery_emb = read_embeddings(out, tag, ids=self.gallery)
+        self.position = {a: i for i, a in enumerate(self.gallery)}
+        self.index: RegionIndex | None = None
+        self.features: dict[str, Features] = {}
+        self.feature_kind, self.feature_side = "sift", 400
+        if mode != "global":
+            self.index = RegionIndex(out, tag, self.gallery)
+        if mode == "verified":
+            local = self.index.info.get("local_features") if self.index else None
+            if not local:
+                raise FileNotFoundError(
+                    f"no local features for model {tag!r}: run `drawmatch regions` with "
+                    "local_features=sift (or orb)"
+                )
+            self.feature_kind, self.feature_side = str(local["kind"]), int(local["max_side"])
+            self.features = read_features(out, self.feature_kind, self.feature_side)
+
+    def query_features(self, image: Any) -> Features:
+        """The query's local features, at the query's own side and keypoint limit (a detail is a
+        small part of its artwork: artworks are stored at a larger side than queries need)."""
+        return extract(
+            image, self.feature_kind, self.params.query_feature_side, self.params.query_n_features
+        )
+
+    def score(
+        self, queries: np.ndarray, images: list[Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Scores (Q, G) of every gallery artwork (higher is better) and per-artwork details:
+        `global`, `region` (Q, G) float32, `box` (Q, G, 4) float32 (NaN where there is none) and
+        `inliers` (Q, G) int32 (-1 where not verified). `images` (PIL images of the queries) are
+        needed in `verified` mode."""
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        n_q, n_g = len(q), len(self.gallery)
+        g = q @ self.gallery_emb.T
+        details: dict[str, np.ndarray] = {
+            "global": g,
+            "region": np.full((n_q, n_g), np.nan, np.float32),
+            "box": np.full((n_q, n_g, 4), np.nan, np.float32),
+            "inliers": np.full((n_q, n_g), -1, np.int32),
+        }
+        if self.mode == "global" or self.index is None:
+            return g, details
+        r = details["region"]
+        for qi, (best, boxes, floor) in enumerate(self.index.search(q, self.params.n_hits)):
+            r[qi] = floor
+            for a, s in best.items():
+                j = self.position.get(a)
+                if j is not None:
+                    r[qi, j] = s
+                    details["box"][qi, j] = boxes[a]
+        if self.mode == "region":
+            return r.copy(), details
+        fused = fuse(g, r, self.params.weight, self.params.margin)
+        if self.mode == "fused":
+            return fused, details
+        if images is None or len(images) != n_q:
+            raise ValueError("verified mode needs the query images")
+        # float64: the bonus and inlier count (100-1000) would leave float32 about 1e-5 of the
+        # fused score, which `annotate` and the workbench recover as the distance
+        final = fused.astype(np.float64)
+        for qi in range(n_q):
+            qf = self.query_features(images[qi])
+            top = np.argsort(-fused[qi], kind="stable")[: self.params.verify_top]
+            for j in top:
+                cand = self.features.get(self.gallery[j])
+                if cand is None:
+                    continue
+                n, box = verify(
+                    qf, cand, self.feature_kind, self.params.ratio, rootsift=self.params.rootsift
+                )
+                details["inliers"][qi, j] = n
+                if n >= self.params.min_inliers:
+                    final[qi, j] = float(fused[qi, j]) + VERIFIED_BONUS + n
+                    if box is not None:
+                        details["box"][qi, j] = box
+        return final, details
+
+
+def ranked(
+    scores: np.ndarray,
+    details: dict[str, np.ndarray],
+    qi: int,
+    gallery: list[str],
+    k: int,
+    allowed: list[str] | None = None,
+) -> pd.DataFrame:
+    """Top-k rows for query `qi`: rank (1 = best), artwork_id, score, global_score, region_score, inliers,
+    box_x0..box_y1 (the matched box in fractions of the artwork, NaN when none)."""
+    order = np.argsort(-scores[qi], kind="stable")
+    if allowed is not None:
+        keep = {a for a in allowed}
+        order = np.array([j for j in order if gallery[j] in keep], dtype=np.int64)
+    order = order[:k]
+    box = details["box"][qi, order]
+    frame = pd.DataFrame(
+        {
+            "rank": np.arange(1, len(order) + 1),  # 1-based, as people read ranks
+            "artwork_id": [gallery[j] for j in order],
+            "score": scores[qi, order].astype(np.float64),
+            "global_score": details["global"][qi, order].astype(np.float64),
+            "region_score": details["region"][qi, order].astype(np.float64),
+            "inliers": details["inliers"][qi, order],
+        }
+    )
+    for c, name in enumerate(("box_x0", "box_y0", "box_x1", "box_y1")):
+        frame[name] = box[:, c].astype(np.float64)
+    return frame
+
+
+def describe(mode: str, params: RegionSearchParams, index_info: dict[str, Any] | None) -> str:
+    """One line saying how a ranking was made (for reports and saved metrics)."""
+    text = {"mode": mode, "params": params.__dict__}
+    if index_info:
+        text["region_index"] = {k: index_info[k] for k in ("kind", "size") if k in index_info}
+    return json.dumps(text, sort_keys=True, default=str)
+
+
+def _query_paths(catalogue: pd.DataFrame, out: str | Path, ids: list[str]) -> list[str]:
+    from drawmatch.data import catalogue as cat
+
+    rows = catalogue.set_index("id").loc[ids].reset_index()
+    return cat.resolve_paths(rows, cat.read_roots(out))
+
+
+def _images(paths: list[str]) -> list[Any]:
+    from drawmatch.core.images import open_image
+
+    return [open_image(p, draft_size=1024) for p in paths]
+
+
+def search_mode(config: Any, catalogue: pd.DataFrame, tag: str) -> pd.DataFrame | str:
+    """`search` in a region mode (`config`: a SearchConfig): one query (a catalogue id or an image
+    file) -> the top-k table, or every drawing (`batch=true`) -> the path of the candidates file."""
+    from drawmatch.data import catalogue as cat
+    from drawmatch.models.embedder import embed_image_file
+
+    gallery = cat.gallery_ids(catalogue)
+    searcher = RegionSearcher(config.out, tag, gallery, config.mode, config.region)
+    allowed = None
+    if config.where:
+        rows = catalogue[catalogue["collection"] == "artwork"]
+        for column, value in dict(config.where).items():
+            if column not in rows.columns:
+                raise ValueError(f"cannot filter on {column!r}: the catalogue has no such column")
+            rows = rows[rows[column].astype(str) == str(value)]
+        allowed = rows["id"].tolist()
+    meta = catalogue.set_index("id")
+
+    def annotate(frame: pd.DataFrame) -> pd.DataFrame:
+        verified = frame["score"] >= VERIFIED_BONUS / 2  # moved first by the keypoint check
+        fused = frame["score"] - np.where(verified, VERIFIED_BONUS + frame["inliers"], 0.0)
+        frame["distance"] = 1.0 - fused  # the fused distance; the bonus only orders the rows
+        for column in ("artist", "title"):
+            if column in meta.columns:
+                frame[column] = meta.loc[frame["artwork_id"], column].to_numpy()
+        frame["mode"] = config.mode
+        return frame
+
+    if not config.batch:
+        if not config.query:
+            raise ValueError("search needs query=<drawing id or image file>, or batch=true")
+        known = catalogue[catalogue["id"] == config.query]
+        if len(known):
+            if bool(known["verso"].fillna(False).iloc[0]):
+                raise ValueError(
+                    f"{config.query} is a verso (private data of a minor): not searchable"
+                )
+            _ids, emb = read_embeddings(config.out, tag, ids=[config.query])
+            path = _query_paths(catalogue, config.out, [config.query])[0]
+        elif storage.is_file(config.query):
+            emb = embed_image_file(config.query, config.out, tag)
+            path = config.query
+        else:
+            raise ValueError(f"{config.query!r} is neither a catalogue id nor an image file")
+        images = _images([path]) if config.mode == "verified" else None
+        scores, details = searcher.score(emb, images)
+        result = annotate(ranked(scores, details, 0, gallery, config.k, allowed))
+        with pd.option_context("display.width", 200, "display.max_colwidth", 40):
+            print(f"top-{config.k} artworks for {config.query} ({tag}, mode={config.mode}):")
+            print(result.drop(columns=["mode"]).to_string(index=False))
+        return result
+
+    wanted = cat.query_ids(catalogue)
+    ids, emb = read_embeddings(config.out, tag)
+    have = {k: i for i, k in enumerate(ids)}
+    queries = [q for q in wanted if q in have]
+    if not queries:
+        raise ValueError(f"no drawing has a {tag} embedding: run `drawmatch embed` first")
+    frames = []
+    paths = _query_paths(catalogue, config.out, queries)
+    for start in range(0, len(queries), 256):
+        part = queries[start : start + 256]
+        q_emb = emb[[have[q] for q in part]]
+        images = _images(paths[start : start + 256]) if config.mode == "verified" else None
+        scores, details = searcher.score(q_emb, images)
+        for qi, q in enumerate(part):
+            frame = ranked(scores, details, qi, gallery, config.k, allowed)
+            frame.insert(0, "drawing_id", q)
+            frames.append(annotate(frame))
+    table = pd.concat(frames, ignore_index=True)
+    table["model"] = tag
+    target = config.batch_output or storage.join(
+        config.out, "candidates", tag, f"topk_{config.mode}.parquet"
+    )
+    import pyarrow as pa
+
+    storage.write_parquet(pa.Table.from_pandas(table, preserve_index=False), target)
+    print(
+        f"search ({config.mode}): top-{config.k} artworks for {len(queries)} drawings -> {target}"
+    )
+    return target
+
+
+def evaluate_mode(
+    out: str | Path,
+    tag: str,
+    pairs: pd.DataFrame,
+    catalogue: pd.DataFrame,
+    ks: tuple[int, ...],
+    mode: str,
+    params: RegionSearchParams,
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """Retrieval metrics of `pairs` ranked in a region mode (same contract as
+    `evaluate.evaluate_model`): metrics and the pairs left out (artwork not searchable)."""
+    from drawmatch.data import catalogue as cat
+    from drawmatch.retrieval.metrics import retrieval_metrics
+
+    gallery = cat.gallery_ids(catalogue)
+    in_gallery = pairs["artwork_id"].isin(set(gallery))
+    skipped, pairs = pairs[~in_gallery], pairs[in_gallery]
+    if pairs.empty:
+        raise ValueError("no pair has a searchable artwork: nothing to evaluate")
+    queries = sorted(pairs["drawing_id"].unique())
+    _ids, q_emb = read_embeddings(out, tag, ids=queries)
+    searcher = RegionSearcher(out, tag, gallery, mode, params)
+    images = _images(_query_paths(catalogue, out, queries)) if mode == "verified" else None
+    scores, _details = searcher.score(q_emb, images)
+    grouped = pairs.groupby("drawing_id")["artwork_id"].apply(list)
+    relevant = [np.array([searcher.position[a] for a in grouped[q]]) for q in queries]
+    return retrieval_metrics(scores, relevant, ks), skipped

@@ -1,0 +1,90 @@
+"""The Ray Data pipeline the embedding jobs share: rows of work -> stages -> counted results.
+
+`embed` (whole images) and `regions` (region vectors, local features) each describe their work as
+a list of `Stage`s: decode tasks, a pool of model actors, Parquet writers. `run_stages` chains
+them with `map_batches`, and collects what the last stage returns: one row per input id with `ok`
+and `error`, so that every id that went in is either counted as done or recorded with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from drawmatch.core import storage
+from drawmatch.data.embeddings import ERRORS_FILE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One `map_batches` step. `fn` is a function (run as Ray tasks) or a class (a pool of
+    `actors` Ray actors, each built once with `kwargs`); `tasks` caps how many tasks run at once
+    (None: as many as the CPUs allow)."""
+
+    fn: Any
+    batch_size: int
+    num_cpus: float
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    num_gpus: float = 0.0
+    actors: int | None = None
+    tasks: int | None = None
+
+
+def run_stages(
+    todo: pd.DataFrame, block_rows: int, stages: list[Stage], label: str
+) -> tuple[int, list[tuple[str, str]]]:
+    """Run `todo` through `stages`; return (ids done, [(id, error), ...]).
+
+    The rows are cut into blocks of `block_rows` by hand (one block is the unit a decode task and
+    then an actor takes). The last stage must return batches with `id`, `ok` and `error`."""
+    import ray
+
+    blocks = [todo.iloc[i : i + block_rows] for i in range(0, len(todo), max(block_rows, 1))]
+    ds: Any = ray.data.from_pandas(blocks)
+    for stage in stages:
+        is_actor = isinstance(stage.fn, type)
+        if is_actor:
+            compute: Any = ray.data.ActorPoolStrategy(size=stage.actors or 1)
+            kwargs: dict[str, Any] = {"fn_constructor_kwargs": stage.kwargs}
+        else:
+            compute = ray.data.TaskPoolStrategy(size=stage.tasks) if stage.tasks else None
+            kwargs = {"fn_kwargs": stage.kwargs}
+        if compute is not None:
+            kwargs["compute"] = compute
+        ds = ds.map_batches(
+            stage.fn,
+            batch_size=stage.batch_size,
+            batch_format="numpy",
+            num_cpus=stage.num_cpus,
+            num_gpus=stage.num_gpus,
+            **kwargs,
+        )
+    done = 0
+    errors: list[tuple[str, str]] = []
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        ok = np.asarray(batch["ok"], dtype=bool)
+        done += int(ok.sum())
+        errors.extend(zip(batch["id"][~ok].tolist(), batch["error"][~ok].tolist()))
+        log.info("%s: %d/%d done (%d errors)", label, done, len(todo), len(errors))
+    if done + len(errors) != len(todo):
+        raise RuntimeError(f"{label} lost rows: {len(todo)} in, {done} done, {len(errors)} errors")
+    return done, errors
+
+
+def record_errors(directory: str, errors: list[tuple[str, str]]) -> dict[str, int]:
+    """Write `errors` as `errors.csv` in `directory` (when there are any); count them by reason."""
+    counts: dict[str, int] = {}
+    for _id, reason in errors:
+        counts[reason] = counts.get(reason, 0) + 1
+    if errors:
+        storage.write_bytes(
+            storage.join(directory, ERRORS_FILE),
+            pd.DataFrame(errors, columns=["id", "error"]).to_csv(index=False).encode(),
+        )
+    return counts

@@ -1,0 +1,271 @@
+"""The sweep job: Ray Tune over margin, learning rate, backbone, style copies, mined negatives,
+loss, L2-SP strength, trained blocks and pseudo-pair epochs.
+
+Two stages, so that pruning never cuts a configuration's folds unevenly:
+1. screening: every configuration of the grid trains on one fold under an ASHA scheduler that stops
+   the weak ones early (metric: validation MAP);
+2. confirmation: the `top_k` best configurations train on every fold, without pruning.
+Stage-2 runs are aggregated per configuration (mean ± std over folds of val MAP, R@k, MP ...) into
+`sweep/<name>/table.json`, and the best configuration is written as a ready-to-use train config,
+`sweep/<name>/best_train_config.yaml`. "Best" is the highest validation MAP pooled over the
+validation queries of all folds (each fold's MAP weighted by its number of queries), not the
+choice of one fold's handful of drawings; with `base.selection=last` it is also free of the
+per-fold early-stopping choice.
+
+Each trial is a Ray Train run (Train V2 pattern: the Tune trainable is a driver function that builds
+a `TorchTrainer`, its reports reach Tune through `TuneReportCallback`). Train runs are stored under
+`runs/` like any other and keep their names, so an interrupted sweep resumes: Tune restores the
+experiment, unfinished trials resume their Train runs from their checkpoints, and finished ones
+are not run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+from drawmatch.core import storage
+from drawmatch.core.settings import SweepConfig, TrainConfig, from_dict, save_config, to_dict
+from drawmatch.jobs.evaluate import fold_tables, format_fold_tables
+
+SEARCH_KEYS = (
+    "margin",
+    "lr",
+    "backbone",
+    "use_styles",
+    "n_hardest",
+    "loss",
+    "l2sp",
+    "train_blocks",
+    "pseudo_epochs",
+)
+
+
+def grid(config: SweepConfig) -> list[dict[str, Any]]:
+    """Every combination of the searched values, each with a short stable id."""
+    combos = []
+    for values in itertools.product(
+        config.margins,
+        config.lrs,
+        config.backbones,
+        config.use_styles,
+        config.n_hardest,
+        config.losses,
+        config.l2sp,
+        config.train_blocks,
+        config.pseudo_epochs,
+    ):
+        params = dict(zip(SEARCH_KEYS, values))
+        digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+        combos.append({"id": digest, **params})
+    return combos
+
+
+def trial_train_config(
+    base: TrainConfig, params: dict[str, Any], fold_csv: str, run_name: str
+) -> TrainConfig:
+    """The train config of one trial: the sweep's base config with the trial's values."""
+    return replace(
+        base,
+        fold_csv=fold_csv,
+        run_name=run_name,
+        margin=float(params["margin"]),
+        lr=float(params["lr"]),
+        use_styles=bool(params["use_styles"]),
+        n_hardest=int(params["n_hardest"]),
+        loss=str(params.get("loss", base.loss)),
+        l2sp=float(params.get("l2sp", base.l2sp)),
+        train_blocks=int(params.get("train_blocks", base.train_blocks)),
+        pseudo_epochs=int(params.get("pseudo_epochs", base.pseudo_epochs)),
+        model=replace(base.model, backbone=str(params["backbone"])),
+    )
+
+
+def pooled_val_map(run_dirs: list[str]) -> float:
+    """Validation MAP over the union of the runs' validation queries: each run's MAP of its
+    chosen weights weighted by its number of validation queries (-1 when there are none)."""
+    total = weight = 0.0
+    for run_dir in run_dirs:
+        summary = json.loads(storage.read_text(storage.join(run_dir, "metrics.json")))
+        best = summary["best"]["val"]
+        n = float(best.get("val_n_queries", 0) or 0)
+        total += n * float(best.get("val_MAP", 0.0))
+        weight += n
+    return total / weight if weight else -1.0
+
+
+def train_trial(tune_config: dict[str, Any]) -> None:
+    """Tune trainable: one Ray Train run for one configuration on one fold."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from drawmatch.jobs import train
+
+    trial = tune_config["trial"]
+    base = from_dict(TrainConfig, trial["base"])
+    params = trial["params"]
+    config = trial_train_config(base, params, trial["fold_csv"], trial["run_name"])
+    train.run(config, callbacks=[TuneReportCallback()])
+
+
+def fold_files(config: SweepConfig) -> list[str]:
+    folds = storage.list_files(storage.join(config.out, "folds"), "fold_*.csv")
+    if not folds:
+        raise FileNotFoundError(
+            f"no folds under {storage.join(config.out, 'folds')}: run `drawmatch split`"
+        )
+    return folds[: config.max_folds] if config.max_folds else folds
+
+
+def _run_stage(
+    name: str, directory: str, trials: list[dict[str, Any]], config: SweepConfig, scheduler: Any
+) -> Any:
+    from ray import tune
+
+    trainable = tune.with_resources(train_trial, {"CPU": config.trial_cpus})
+    path = storage.join(directory, name)
+    param_space = {"trial": tune.grid_search(trials)}
+    if tune.Tuner.can_restore(path):
+        print(f"sweep: resuming {path}")
+        tuner = tune.Tuner.restore(
+            path, trainable=trainable, resume_errored=True, param_space=param_space
+        )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                metric="val_MAP",
+                mode="max",
+                scheduler=scheduler,
+                max_concurrent_trials=config.max_concurrent_trials,
+            ),
+            run_config=tune.RunConfig(name=name, storage_path=directory, verbose=0),
+        )
+    return tuner.fit()
+
+
+def check_resources(config: SweepConfig) -> None:
+    """A trial that can never be scheduled makes a sweep wait forever: refuse it up front."""
+    from drawmatch.runtime.ray_setup import check_resources as check
+
+    base = config.base
+    need = {"CPU": config.trial_cpus + base.num_workers * base.cpus_per_worker}
+    if base.use_gpu:
+        need["GPU"] = float(base.num_workers)
+    check(
+        config.ray,
+        need,
+        "a sweep trial (trial_cpus + base.num_workers x base.cpus_per_worker)",
+        "lower base.cpus_per_worker (fractions are fine)",
+    )
+
+
+@dataclass
+class SweepResult:
+    directory: str
+    screened: list[dict[str, Any]]
+    table: dict[str, Any]
+    best: dict[str, Any]
+    best_config: str
+
+
+def run(config: SweepConfig) -> SweepResult:
+    from ray.tune.schedulers import ASHAScheduler
+
+    from drawmatch.runtime.ray_setup import init_ray
+
+    out = storage.absolute(config.out)
+    base = replace(config.base, out=out)
+    folds = fold_files(replace(config, out=out))
+    directory = storage.join(out, "sweep", config.name)
+    storage.makedirs(directory)
+    save_config(config, storage.join(directory, "sweep_config.yaml"))
+    init_ray(config.ray)
+    check_resources(config)
+    combos = grid(config)
+    base_dict = to_dict(base)
+
+    # Stage 1: screen every configuration on one fold, ASHA stops the weak ones early.
+    screen_fold = folds[min(config.screen_fold, len(folds) - 1)]
+    stage1 = [
+        {
+            "base": base_dict,
+            "params": c,
+            "fold_csv": screen_fold,
+            "run_name": f"{config.name}-s1-{c['id']}-{storage.stem(screen_fold)}",
+        }
+        for c in combos
+    ]
+    # A run reports once per epoch and once at the end: max_t lies beyond that, so ASHA only ever
+    # stops the trials it prunes. Stopping a run at its last report would kill its Train
+    # controller before the run has written its results.
+    asha = ASHAScheduler(
+        max_t=base.epochs + max(config.pseudo_epochs) + 2,
+        grace_period=config.grace_period,
+        reduction_factor=config.reduction_factor,
+        stop_last_trials=False,
+    )
+    results1 = _run_stage("stage1", directory, stage1, config, asha)
+    screened = []
+    for result in results1:
+        params = result.config["trial"]["params"]
+        history = result.metrics_dataframe
+        best = (
+            float(history["val_MAP"].max())
+            if history is not None and "val_MAP" in history
+            else -1.0
+        )
+        screened.append({**params, "screen_val_MAP": best})
+    screened.sort(key=lambda r: (-r["screen_val_MAP"], r["id"]))
+    top = [r for r in screened[: config.top_k]]
+    print("sweep stage 1 (one fold, ASHA):")
+    for r in screened:
+        print(
+            f"  {r['id']} {json.dumps({k: r[k] for k in SEARCH_KEYS})} "
+            f"val MAP {r['screen_val_MAP']:.2f}"
+        )
+
+    # Stage 2: the top configurations on every fold, no pruning.
+    by_id = {c["id"]: c for c in combos}
+    stage2 = [
+        {
+            "base": base_dict,
+            "params": by_id[r["id"]],
+            "fold_csv": f,
+            "run_name": f"{config.name}-s2-{r['id']}-{storage.stem(f)}",
+        }
+        for r in top
+        for f in folds
+    ]
+    _run_stage("stage2", directory, stage2, config, None)
+    table: dict[str, Any] = {}
+    for r in top:
+        run_dirs = [
+            storage.join(out, "runs", f"{config.name}-s2-{r['id']}-{storage.stem(f)}")
+            for f in folds
+        ]
+        tables = fold_tables(run_dirs)
+        table[r["id"]] = {
+            "params": {k: r[k] for k in SEARCH_KEYS},
+            "tables": {n: {k: list(v) for k, v in t.items()} for n, t in tables.items()},
+            "pooled_val_MAP": pooled_val_map(run_dirs),
+        }
+        print(f"sweep stage 2, configuration {r['id']} {json.dumps(table[r['id']]['params'])}:")
+        print(format_fold_tables(tables, len(run_dirs)))
+        print(f"validation MAP pooled over the folds: {table[r['id']]['pooled_val_MAP']:.2f}")
+    best_id = max(table, key=lambda i: (table[i]["pooled_val_MAP"], i))
+    best_train = trial_train_config(base, by_id[best_id], folds[0], f"{config.name}-best")
+    best_path = storage.join(directory, "best_train_config.yaml")
+    save_config(best_train, best_path)
+    storage.write_bytes(
+        storage.join(directory, "table.json"),
+        json.dumps({"screened": screened, "confirmed": table, "best": best_id}, indent=2).encode(),
+    )
+    print(
+        f"best configuration {best_id}: {json.dumps(table[best_id]['params'])}; train config "
+        f"written to {best_path} (set fold_csv per fold)"
+    )
+    return SweepResult(directory, screened, table, table[best_id], best_path)
