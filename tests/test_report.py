@@ -372,3 +372,24 @@ def test_report_config_is_checked_before_any_work(tmp_path):
         load_config(ReportConfig, None, ["colour=blue"])
     assert run_report(f"out={tmp_path / 'nothing'}") == 1  # no catalogue: a clear error
     assert not (tmp_path / "nothing").exists()
+
+
+def test_report_html_escapes_every_text_from_the_data():
+    """Ids, titles and captions come from the data: the templates escape them everywhere."""
+    from markupsafe import Markup
+
+    from drawmatch.reporting.html_report import TEMPLATES, Section, Table, Tile, render_page
+
+    evil = "<script>x</script>\" onload='y' &amp;"
+    blocks = TEMPLATES.from_string(
+        '{% from "_macros.html" import table, tile %}{{ table(t) }}{{ tile(i) }}'
+    )
+    table = Table("k", evil, [evil], [[evil], [("1.00", 1.0)]], note=evil)
+    body = Markup(blocks.render(t=table, i=Tile("images/a.jpg", evil, [evil], "query")))
+    files = {"json": JSON_FILE, "text": TEXT_FILE}
+    page = render_page(evil, evil, [Section("s", evil, body)], files)
+    assert "<script" not in page and "onload='" not in page
+    parsed = Page()
+    parsed.feed(page)
+    assert parsed.tables["k"] == [[], [(evil, None)], [("1.00", "1.0")]]
+    assert parsed.images == ["images/a.jpg"]
