@@ -107,7 +107,9 @@ def collection_section(
         data["ingest"] = ingest_data
     duplicates, data["duplicates"] = _duplicates(catalogue)
     tables += [c.table for c in counts] + [year_age]
-    tables += ([ingest] if ingest is not None else []) + [duplicates]
+    if ingest is not None:
+        tables.append(ingest)
+    tables.append(duplicates)
     body = render(
         "collection.html",
         drawings=len(drawings),
@@ -242,10 +244,9 @@ def comparison_section(
     if runs:
         context["groups"] = _run_groups(runs, folds, tables, data)
         context.update(_run_figures(runs, images))
-        for run in runs:
-            data["runs"].append(asdict(run))
-            context["histories"].append(_history(run))
-            tables.append(context["histories"][-1])
+        data["runs"] = [asdict(run) for run in runs]
+        context["histories"] = [_history(run) for run in runs]
+        tables += context["histories"]
     return Section("models", "Model comparison", render("models.html", **context)), data
 
 
