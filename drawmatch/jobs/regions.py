@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 
 from drawmatch.core import storage
-from drawmatch.core.images import ImageError
 from drawmatch.core.locks import job_lock
 from drawmatch.core.settings import RegionsConfig, save_config
 from drawmatch.data import catalogue as cat
@@ -46,7 +45,7 @@ from drawmatch.models.local_features import (
     features_table,
     stored_feature_ids,
 )
-from drawmatch.models.preprocess import load_eval_array
+from drawmatch.models.preprocess import decode_rows
 from drawmatch.models.region_embedder import (
     REGIONS_FILE,
     RegionEmbedder,
@@ -60,7 +59,13 @@ from drawmatch.retrieval.region_index import (
     region_index_dir,
     write_region_index,
 )
-from drawmatch.runtime.pipeline import Stage, record_errors, run_stages
+from drawmatch.runtime.pipeline import (
+    Stage,
+    model_actor_stage,
+    record_errors,
+    reserve_actor_pool,
+    run_stages,
+)
 
 
 @dataclass
@@ -81,23 +86,7 @@ def decode_regions_batch(
     batch: dict[str, np.ndarray], roots: dict[str, str], size: int, max_pixels: int
 ) -> dict[str, np.ndarray]:
     """Decode catalogue rows and resize to (size, size): `image`, `ok`, `error` as the embed job."""
-    n = len(batch["id"])
-    images = np.zeros((n, size, size, 3), dtype=np.uint8)
-    ok = np.ones(n, dtype=bool)
-    errors = np.array([""] * n, dtype=object)
-    for i in range(n):
-        path = storage.join(roots[str(batch["root"][i])], str(batch["path"][i]))
-        try:
-            images[i] = load_eval_array(path, size, max_pixels)
-        except ImageError as exc:
-            ok[i], errors[i] = False, exc.reason
-    return {
-        "id": batch["id"],
-        "sha256": batch["sha256"],
-        "image": images,
-        "ok": ok,
-        "error": errors,
-    }
+    return decode_rows(batch, roots, size, max_pixels)
 
 
 def write_regions_part(
@@ -193,7 +182,7 @@ def _run(config: RegionsConfig) -> RegionsResult:
         "n_features": config.n_features,
     }
     if config.local_features:
-        _check_feature_settings(config)
+        _check_feature_settings(config, config.local_features)
     storage.makedirs(directory)
     storage.write_text(settings_path, json.dumps(settings, indent=2))
     save_config(config, storage.join(directory, "regions_config.yaml"))
@@ -206,7 +195,7 @@ def _run(config: RegionsConfig) -> RegionsResult:
     result.already_done = len(rows) - len(todo)
     feat_todo, feat_dir = pd.DataFrame(), ""
     if config.local_features:
-        feat_todo, feat_dir = _features_todo(config, rows, feat_settings)
+        feat_todo, feat_dir = _features_todo(config, config.local_features, rows, feat_settings)
     print(
         f"regions {tag}: {len(rows)} artworks, {result.already_done} already done, {len(todo)} "
         f"to embed ({len(boxes)} regions each at {config.region_size} px)"
@@ -214,7 +203,7 @@ def _run(config: RegionsConfig) -> RegionsResult:
     )
     errors: list[tuple[str, str]] = []
     if len(todo) or len(feat_todo):
-        _start_ray(config)
+        reserve_actor_pool(config, "the regions job (num_actors x cpus_per_actor + decode_cpus)")
     block_rows = max(config.decode_batch_size * 4, 1)
     if len(todo):
         stages = _region_stages(config, roots, info, directory, tag, whash, settings, len(boxes))
@@ -278,50 +267,30 @@ def _check_region_settings(
             )
 
 
-def _check_feature_settings(config: RegionsConfig) -> None:
+def _check_feature_settings(config: RegionsConfig, kind: str) -> None:
     """Refuse to mix features of another keypoint limit at the same side (they share the folder)."""
-    feat_where = features_dir(
-        storage.absolute(config.out), config.local_features, config.feature_side
-    )
+    feat_where = features_dir(storage.absolute(config.out), kind, config.feature_side)
     feat_path = storage.join(feat_where, FEATURES_FILE)
     if storage.exists(feat_path):
         before = int(json.loads(storage.read_text(feat_path)).get("n_features", 500))
         if before != config.n_features:
             raise ValueError(
-                f"{feat_where} holds {config.local_features} features of at most {before} "
+                f"{feat_where} holds {kind} features of at most {before} "
                 f"keypoints (n_features={before}); remove that folder or use n_features={before}"
             )
 
 
 def _features_todo(
-    config: RegionsConfig, rows: pd.DataFrame, feat_settings: dict[str, Any]
+    config: RegionsConfig, kind: str, rows: pd.DataFrame, feat_settings: dict[str, Any]
 ) -> tuple[pd.DataFrame, str]:
     """Prepare the local features folder, drop stale rows; the artworks to extract and the folder."""
-    feat_dir = features_dir(
-        storage.absolute(config.out), config.local_features, config.feature_side
-    )
+    feat_dir = features_dir(storage.absolute(config.out), kind, config.feature_side)
     storage.makedirs(feat_dir)
     storage.write_text(storage.join(feat_dir, FEATURES_FILE), json.dumps(feat_settings))
-    stored = stored_feature_ids(config.out, config.local_features, config.feature_side)
+    stored = stored_feature_ids(config.out, kind, config.feature_side)
     drop_rows(feat_dir, stored, rows)
-    have = set(stored_feature_ids(config.out, config.local_features, config.feature_side)["id"])
+    have = set(stored_feature_ids(config.out, kind, config.feature_side)["id"])
     return rows[~rows["id"].isin(have)].reset_index(drop=True), feat_dir
-
-
-def _start_ray(config: RegionsConfig) -> None:
-    """Start Ray and check it has the CPUs and GPUs the actors and decoders ask for."""
-    from drawmatch.runtime.ray_setup import check_resources, init_ray
-
-    init_ray(config.ray)
-    check_resources(
-        config.ray,
-        {
-            "CPU": config.num_actors * config.cpus_per_actor + config.decode_cpus,
-            "GPU": config.num_actors * config.gpus_per_actor,
-        },
-        "the regions job (num_actors x cpus_per_actor + decode_cpus)",
-        "lower cpus_per_actor or decode_cpus (fractions are fine), or num_actors",
-    )
 
 
 def _region_stages(
@@ -346,18 +315,15 @@ def _region_stages(
                 "max_pixels": config.max_image_pixels,
             },
         ),
-        Stage(
+        model_actor_stage(
             RegionEmbedder,
-            batch_size=config.batch_size,
-            num_cpus=config.cpus_per_actor,
-            num_gpus=config.gpus_per_actor,
-            kwargs={
+            config,
+            config.batch_size,
+            {
                 "model": dict(info["model"]),
                 "levels": list(config.levels),
                 "overlap": config.overlap,
-                "num_threads": max(1, int(config.cpus_per_actor)),
             },
-            actors=config.num_actors,
         ),
         Stage(
             write_regions_part,
