@@ -46,6 +46,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from drawmatch.core import storage
+from drawmatch.data.catalogue import ARTWORK_COLUMNS, DRAWING_COLUMNS
 
 AGE_GROUPS = ("3-5", "6-9", "10-13", "14-17", "18-25", "MS")
 # age bounds of the numeric groups, to read a non-standard range that lies inside one of them
@@ -529,20 +530,11 @@ def _pycountry_alpha3(code: str) -> str | None:
     return str(country.alpha_3) if country is not None else None
 
 
-# columns an overrides CSV may correct, with their value checks
+# columns an overrides CSV may correct, with their value checks: the catalogue's drawing and
+# artwork metadata, but not whether the name parsed
 OVERRIDE_COLUMNS = (
-    "year",
-    "age_group_raw",
-    "age_group",
-    "country_code",
-    "country_iso3",
-    "side",
-    "quality",
-    "scan_uid",
-    "sub_drawing",
-    "artist",
-    "title",
-    "source",
+    *(c for c in DRAWING_COLUMNS if c != "name_parsed"),
+    *ARTWORK_COLUMNS,
 )
 
 

@@ -635,32 +635,42 @@ def _summary(
 
 
 def _print_summary(summary: dict[str, Any], out: str) -> None:
+    """Print the headline counts, then one line for each kind of problem found."""
     print(
         f"ingest: {summary['rows']} files ({summary['by_collection']}), "
         f"{summary['ok']} ok, {summary['errors']} in error, {summary['versos']} versos"
     )
-    if summary["errors_by_reason"]:
-        print(f"  errors by reason: {summary['errors_by_reason']}")
-    if summary["unparsed_names"]:
-        print(f"  {summary['unparsed_names']} drawing names do not follow the IMAJ convention")
-    if summary["unknown_country_codes"]:
-        print(f"  country codes without ISO 3166 code: {summary['unknown_country_codes']}")
-    if summary["duplicate_ids"] or summary["duplicate_content"]:
-        print(
-            f"  {summary['duplicate_ids']} repeated ids, "
-            f"{summary['duplicate_content']} files with the same content as another"
-        )
-    if summary["skipped_files"]:
-        print(
-            f"  {summary['skipped_files']} files skipped for their extension: "
-            f"{summary['skipped_by_extension']}"
-        )
-    if summary["empty_roots"]:
-        print(f"  no image files under {', '.join(summary['empty_roots'])}")
-    if summary["unreadable_directories"]:
-        print(f"  {len(summary['unreadable_directories'])} unreadable directories (see summary)")
-    if summary["overrides"]["unmatched"]:
-        print(f"  {len(summary['overrides']['unmatched'])} override rows match no file")
+    unmatched = summary["overrides"]["unmatched"]
+    problems = [
+        (summary["errors_by_reason"], f"errors by reason: {summary['errors_by_reason']}"),
+        (
+            summary["unparsed_names"],
+            f"{summary['unparsed_names']} drawing names do not follow the IMAJ convention",
+        ),
+        (
+            summary["unknown_country_codes"],
+            f"country codes without ISO 3166 code: {summary['unknown_country_codes']}",
+        ),
+        (
+            summary["duplicate_ids"] or summary["duplicate_content"],
+            f"{summary['duplicate_ids']} repeated ids, "
+            f"{summary['duplicate_content']} files with the same content as another",
+        ),
+        (
+            summary["skipped_files"],
+            f"{summary['skipped_files']} files skipped for their extension: "
+            f"{summary['skipped_by_extension']}",
+        ),
+        (summary["empty_roots"], f"no image files under {', '.join(summary['empty_roots'])}"),
+        (
+            summary["unreadable_directories"],
+            f"{len(summary['unreadable_directories'])} unreadable directories (see summary)",
+        ),
+        (unmatched, f"{len(unmatched)} override rows match no file"),
+    ]
+    for found, line in problems:
+        if found:
+            print(f"  {line}")
     print(f"  catalogue and summary written to {out}")
 
 
