@@ -193,6 +193,19 @@ def test_fine_tuned_weights_give_their_own_model(ray_local, tiny_collection, tmp
     assert not np.allclose(a, b)
 
 
+def test_a_model_actor_stage_gives_each_actor_its_cpus_as_threads():
+    """Each actor of the pool runs as many threads as its whole CPUs, at least one."""
+    from drawmatch.runtime.pipeline import model_actor_stage
+
+    config = EmbedConfig(num_actors=3, cpus_per_actor=2.5, gpus_per_actor=0.5)
+    stage = model_actor_stage(embedder.Embedder, config, 8, {"model": {"backbone": "tiny"}})
+    assert (stage.fn, stage.actors, stage.batch_size) == (embedder.Embedder, 3, 8)
+    assert (stage.num_cpus, stage.num_gpus) == (2.5, 0.5)
+    assert stage.kwargs == {"model": {"backbone": "tiny"}, "num_threads": 2}
+    fraction = model_actor_stage(embedder.Embedder, replace(config, cpus_per_actor=0.75), 8, {})
+    assert fraction.kwargs == {"num_threads": 1}
+
+
 def test_embed_that_leaves_no_cpu_for_decoding_is_refused(ray_local, tiny_collection, capsys):
     """Two 1-CPU embedding actors on 2 CPUs leave nothing for a decode task: Ray would wait
     forever, so the job refuses before any work; an autoscaling cluster waits for nodes instead."""

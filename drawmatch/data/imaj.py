@@ -46,6 +46,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from drawmatch.core import storage
+from drawmatch.data.catalogue import ARTWORK_COLUMNS, DRAWING_COLUMNS
 
 AGE_GROUPS = ("3-5", "6-9", "10-13", "14-17", "18-25", "MS")
 # age bounds of the numeric groups, to read a non-standard range that lies inside one of them
@@ -232,105 +233,30 @@ def parse_imaj_name(stem: str) -> ParsedName:
 
 
 def _parse_plain(text: str, warnings: list[str]) -> ParsedName:
+    """Parse a stem without a style suffix: year, age group, markers, side and quality, then the
+    uid, batch, country and sub-drawing between them."""
     tokens = text.split("_")
     if any(t != t.strip() for t in tokens):
         warnings.append("stray whitespace inside a field")
         tokens = [" ".join(t.split()) for t in tokens]
     if len(tokens) < 3:
         return _unparsed(NOT_IMAJ, side=_scan_side(tokens))
-
-    # year
-    year: int | None
-    if _YEAR_RE.fullmatch(tokens[0]):
-        year = int(tokens[0])
-        if not PLAUSIBLE_YEARS[0] <= year <= PLAUSIBLE_YEARS[1]:
-            warnings.append(
-                f"implausible year {year}: outside {PLAUSIBLE_YEARS[0]}-{PLAUSIBLE_YEARS[1]}"
-            )
-    elif tokens[0].lower() == "divers":
-        year = None
-        warnings.append(f"year {tokens[0]!r} is not a year")
-    else:
+    is_year, year = _read_year(tokens[0], warnings)
+    if not is_year:
         return _unparsed(NOT_IMAJ, side=_scan_side(tokens))
-
-    # age group (a doubled underscore may push it one field on)
-    age_raw: str | None = None
-    rest = tokens[2:]
-    if tokens[1] == "":
-        if _AGE_RE.fullmatch(tokens[2]) and not tokens[2].isdigit():
-            age_raw, rest = tokens[2], tokens[3:]
-            warnings.append("doubled underscore before the age group")
-        else:
-            warnings.append("no age group")
-    elif _AGE_RE.fullmatch(tokens[1]):
-        age_raw = tokens[1]
-    elif _UID_RE.fullmatch(tokens[1]) and len(tokens[1]) >= 4:
-        rest = tokens[1:]
-        warnings.append("no age group field")
-    else:
+    read_age = _read_age(tokens, warnings)
+    if read_age is None:
         why = f"{NOT_IMAJ}: {tokens[1]!r} is not an age group"
         return _unparsed(why, year=year, side=_scan_side(tokens[2:]))
+    age_raw, rest = read_age
     age_group, age_note = age_group_of(age_raw)
     if age_note:
         warnings.append(age_note)
     known: dict[str, object] = dict(year=year, age_group_raw=age_raw, age_group=age_group)
-
-    if "" in rest:
-        warnings.append("empty field(s)")
-        rest = [t for t in rest if t]
-    crop = False
-    copy: str | None = None
-    kept = []
-    for token in rest:
-        if _CROP_RE.fullmatch(token):
-            crop = True
-            if token.lower() != "crop":
-                warnings.append(f"crop marker {token!r}")
-        elif token.lower() in ("bis", "ter"):
-            copy = token.lower()
-        else:
-            kept.append(token)
-    rest = kept
-
-    # side and quality: the last side field, then at most a quality letter and stray fields
-    side: str | None = None
-    quality: str | None = None
-    found = _find_side(rest)
-    if found is not None:
-        first, after, side, prefix = found
-        written = "_".join(rest[first:after])
-        if written != side:
-            warnings.append(f"side {written!r} read as {side!r}")
-        tail = rest[after:]
-        rest = rest[:first] + ([prefix] if prefix else [])
-        if any(not (_LETTER_RE.fullmatch(t) or t.isdigit()) for t in tail):
-            shown = "_".join(tail)
-            return _unparsed(
-                f"{NOT_IMAJ}: cannot read {shown!r} after the side", **known, side=side
-            )
-        if tail and _LETTER_RE.fullmatch(tail[-1]):
-            quality = tail.pop()
-        else:
-            warnings.append("no quality field")
-        if tail:
-            warnings.append(f"stray field(s) {'_'.join(tail)!r} between side and quality ignored")
-    else:
-        if rest and rest[-1] in QUALITIES and len(rest) >= 2:
-            quality = rest.pop()
-        if len(rest) >= 3 and _LETTER_RE.fullmatch(rest[-1]) and rest[-1].isupper():
-            warnings.append(f"unknown side {rest[-1]!r}: no side")
-            rest.pop()
-        elif len(rest) >= 3 and rest[-1].isdigit() and len(rest[-1]) <= 2:
-            warnings.append(f"number {rest[-1]!r} where the side should be: no side")
-            rest.pop()
-        elif quality is not None:
-            warnings.append("no side field")
-    if quality is not None:
-        if quality != quality.upper():
-            warnings.append(f"quality {quality!r} read as {quality.upper()!r}")
-            quality = quality.upper()
-        if quality not in QUALITIES:
-            warnings.append(f"unknown quality letter {quality!r} (known: {', '.join(QUALITIES)})")
+    rest, crop, copy = _strip_markers(rest, warnings)
+    rest, side, quality, why_not = _read_side_and_quality(rest, warnings)
+    if why_not:
+        return _unparsed(why_not, **known, side=side)
     known.update(side=side, quality=quality)
 
     middle = _parse_middle(rest, warnings)
@@ -357,6 +283,102 @@ def _parse_plain(text: str, warnings: list[str]) -> ParsedName:
         parsed=True,
         warnings=tuple(warnings),
     )
+
+
+def _read_year(token: str, warnings: list[str]) -> tuple[bool, int | None]:
+    """Whether the first field is a year (or `Divers`: year unknown), and the year."""
+    if _YEAR_RE.fullmatch(token):
+        year = int(token)
+        if not PLAUSIBLE_YEARS[0] <= year <= PLAUSIBLE_YEARS[1]:
+            warnings.append(
+                f"implausible year {year}: outside {PLAUSIBLE_YEARS[0]}-{PLAUSIBLE_YEARS[1]}"
+            )
+        return True, year
+    if token.lower() == "divers":
+        warnings.append(f"year {token!r} is not a year")
+        return True, None
+    return False, None
+
+
+def _read_age(tokens: list[str], warnings: list[str]) -> tuple[str | None, list[str]] | None:
+    """The raw age group and the fields after it, or None when the second field is not one (a
+    doubled underscore may push it one field on)."""
+    if tokens[1] == "":
+        if _AGE_RE.fullmatch(tokens[2]) and not tokens[2].isdigit():
+            warnings.append("doubled underscore before the age group")
+            return tokens[2], tokens[3:]
+        warnings.append("no age group")
+        return None, tokens[2:]
+    if _AGE_RE.fullmatch(tokens[1]):
+        return tokens[1], tokens[2:]
+    if _UID_RE.fullmatch(tokens[1]) and len(tokens[1]) >= 4:
+        warnings.append("no age group field")
+        return None, tokens[1:]
+    return None
+
+
+def _strip_markers(rest: list[str], warnings: list[str]) -> tuple[list[str], bool, str | None]:
+    """Drop empty fields, crop markers and copy markers (`bis`, `ter`): the fields left, whether
+    it is a crop, and the copy marker."""
+    if "" in rest:
+        warnings.append("empty field(s)")
+        rest = [t for t in rest if t]
+    crop = False
+    copy: str | None = None
+    kept = []
+    for token in rest:
+        if _CROP_RE.fullmatch(token):
+            crop = True
+            if token.lower() != "crop":
+                warnings.append(f"crop marker {token!r}")
+        elif token.lower() in ("bis", "ter"):
+            copy = token.lower()
+        else:
+            kept.append(token)
+    return kept, crop, copy
+
+
+def _read_side_and_quality(
+    rest: list[str], warnings: list[str]
+) -> tuple[list[str], str | None, str | None, str]:
+    """The last side field, then at most a quality letter and stray fields: the fields before the
+    side, the side, the quality, and why the name cannot be read (empty when it can)."""
+    side: str | None = None
+    quality: str | None = None
+    found = _find_side(rest)
+    if found is not None:
+        first, after, side, prefix = found
+        written = "_".join(rest[first:after])
+        if written != side:
+            warnings.append(f"side {written!r} read as {side!r}")
+        tail = rest[after:]
+        rest = rest[:first] + ([prefix] if prefix else [])
+        if any(not (_LETTER_RE.fullmatch(t) or t.isdigit()) for t in tail):
+            return rest, side, None, f"{NOT_IMAJ}: cannot read {'_'.join(tail)!r} after the side"
+        if tail and _LETTER_RE.fullmatch(tail[-1]):
+            quality = tail.pop()
+        else:
+            warnings.append("no quality field")
+        if tail:
+            warnings.append(f"stray field(s) {'_'.join(tail)!r} between side and quality ignored")
+    else:
+        if rest and rest[-1] in QUALITIES and len(rest) >= 2:
+            quality = rest.pop()
+        if len(rest) >= 3 and _LETTER_RE.fullmatch(rest[-1]) and rest[-1].isupper():
+            warnings.append(f"unknown side {rest[-1]!r}: no side")
+            rest.pop()
+        elif len(rest) >= 3 and rest[-1].isdigit() and len(rest[-1]) <= 2:
+            warnings.append(f"number {rest[-1]!r} where the side should be: no side")
+            rest.pop()
+        elif quality is not None:
+            warnings.append("no side field")
+    if quality is not None:
+        if quality != quality.upper():
+            warnings.append(f"quality {quality!r} read as {quality.upper()!r}")
+            quality = quality.upper()
+        if quality not in QUALITIES:
+            warnings.append(f"unknown quality letter {quality!r} (known: {', '.join(QUALITIES)})")
+    return rest, side, quality, ""
 
 
 def _parse_middle(rest: list[str], warnings: list[str]) -> dict[str, str | None] | str:
@@ -508,20 +530,11 @@ def _pycountry_alpha3(code: str) -> str | None:
     return str(country.alpha_3) if country is not None else None
 
 
-# columns an overrides CSV may correct, with their value checks
+# columns an overrides CSV may correct, with their value checks: the catalogue's drawing and
+# artwork metadata, but not whether the name parsed
 OVERRIDE_COLUMNS = (
-    "year",
-    "age_group_raw",
-    "age_group",
-    "country_code",
-    "country_iso3",
-    "side",
-    "quality",
-    "scan_uid",
-    "sub_drawing",
-    "artist",
-    "title",
-    "source",
+    *(c for c in DRAWING_COLUMNS if c != "name_parsed"),
+    *ARTWORK_COLUMNS,
 )
 
 

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from drawmatch.core import storage
-from drawmatch.core.images import ImageError
 from drawmatch.core.locks import job_lock
 from drawmatch.core.settings import EmbedConfig, save_config
 from drawmatch.data import catalogue as cat
@@ -32,8 +31,14 @@ from drawmatch.data.embeddings import (
 )
 from drawmatch.data.embeddings import write_part as write_part_file
 from drawmatch.models.embedder import Embedder, set_nice
-from drawmatch.models.preprocess import load_eval_array
-from drawmatch.runtime.pipeline import Stage, record_errors, run_stages
+from drawmatch.models.preprocess import decode_rows
+from drawmatch.runtime.pipeline import (
+    Stage,
+    model_actor_stage,
+    record_errors,
+    reserve_actor_pool,
+    run_stages,
+)
 
 
 def decode_batch(
@@ -51,24 +56,7 @@ def decode_batch(
     """
     if nice is not None and os.nice(0) != nice:
         set_nice(nice)
-    n = len(batch["id"])
-    images = np.zeros((n, image_size, image_size, 3), dtype=np.uint8)
-    ok = np.ones(n, dtype=bool)
-    errors = np.array([""] * n, dtype=object)
-    for i in range(n):
-        path = storage.join(roots[str(batch["root"][i])], str(batch["path"][i]))
-        try:
-            images[i] = load_eval_array(path, image_size, max_pixels)
-        except ImageError as exc:
-            ok[i] = False
-            errors[i] = exc.reason
-    return {
-        "id": batch["id"],
-        "sha256": batch["sha256"],
-        "image": images,
-        "ok": ok,
-        "error": errors,
-    }
+    return decode_rows(batch, roots, image_size, max_pixels)
 
 
 def write_part(
@@ -139,44 +127,18 @@ def _run_locked(
     directory: str,
 ) -> EmbedResult:
     """The embed job's writes, under the lock of its model folder."""
-    from drawmatch.runtime.ray_setup import check_resources, init_ray
+    from drawmatch.runtime.ray_setup import init_ray
 
-    info_path = storage.join(directory, MODEL_FILE)
-    runtimes = {config.model.runtime}
-    if storage.exists(info_path):
-        info = json.loads(storage.read_text(info_path))
-        if info["weights_hash"] != whash:
-            raise ValueError(
-                f"{directory} holds embeddings of weights {info['weights_hash']}, but this model "
-                f"has weights {whash}; use another output root or remove that folder"
-            )
-        runtimes.update(info.get("runtimes", [info.get("runtime", "torch")]))
+    runtimes = _check_weights(directory, whash, config.model.runtime)
     stored = stored_ids(directory)
     current = stored.merge(rows[["id", "sha256"]], on=["id", "sha256"])
     if not rows["id"].isin(set(current["id"])).all():
         # there is work: refuse resources the cluster can never hold before anything is written
-        init_ray(config.ray)
-        # Embedding actors hold their CPUs for the whole job: a decode task must fit beside them.
-        check_resources(
-            config.ray,
-            {
-                "CPU": config.num_actors * config.cpus_per_actor + config.decode_cpus,
-                "GPU": config.num_actors * config.gpus_per_actor,
-            },
+        reserve_actor_pool(
+            config,
             "the embed job (num_actors x cpus_per_actor + decode_cpus, num_actors x gpus_per_actor)",
-            "lower cpus_per_actor or decode_cpus (fractions are fine), or num_actors",
         )
-    storage.makedirs(directory)
-    model_info = {
-        "model_tag": tag,
-        "weights_hash": whash,
-        "dim": dim,
-        "model": asdict(config.model),
-        "runtime": config.model.runtime,
-        "runtimes": sorted(runtimes),  # every runtime that wrote parts here (same embeddings)
-    }
-    write_model_info(directory, model_info)
-    save_config(config, storage.join(directory, "embed_config.yaml"))
+    _write_model_info(config, directory, tag, whash, dim, runtimes)
 
     result = EmbedResult(model_tag=tag, weights_hash=whash, directory=str(directory))
     result.selected = len(rows)
@@ -192,7 +154,55 @@ def _run_locked(
         return result
     init_ray(config.ray)  # started above when there was work (a no-op then)
 
-    stages = [
+    stages = _embed_stages(config, roots, directory, tag, whash)
+    block_rows = max(config.decode_batch_size * 4, 1)
+    result.embedded, error_rows = run_stages(todo, block_rows, stages, f"embed {tag}")
+    result.errors = record_errors(directory, error_rows)
+    print(
+        f"embed {tag}: {result.embedded} embedded, {len(error_rows)} failed {result.errors}, "
+        f"written to {directory}"
+    )
+    return result
+
+
+def _check_weights(directory: str, whash: str, runtime: str) -> set[str]:
+    """Refuse a model folder that holds embeddings of other weights; the runtimes that wrote
+    parts there, this one included."""
+    info_path = storage.join(directory, MODEL_FILE)
+    runtimes = {runtime}
+    if storage.exists(info_path):
+        info = json.loads(storage.read_text(info_path))
+        if info["weights_hash"] != whash:
+            raise ValueError(
+                f"{directory} holds embeddings of weights {info['weights_hash']}, but this model "
+                f"has weights {whash}; use another output root or remove that folder"
+            )
+        runtimes.update(info.get("runtimes", [info.get("runtime", "torch")]))
+    return runtimes
+
+
+def _write_model_info(
+    config: EmbedConfig, directory: str, tag: str, whash: str, dim: int, runtimes: set[str]
+) -> None:
+    """Write the model folder's `model.json` (its provenance) and the job's config."""
+    storage.makedirs(directory)
+    model_info = {
+        "model_tag": tag,
+        "weights_hash": whash,
+        "dim": dim,
+        "model": asdict(config.model),
+        "runtime": config.model.runtime,
+        "runtimes": sorted(runtimes),  # every runtime that wrote parts here (same embeddings)
+    }
+    write_model_info(directory, model_info)
+    save_config(config, storage.join(directory, "embed_config.yaml"))
+
+
+def _embed_stages(
+    config: EmbedConfig, roots: dict[str, str], directory: str, tag: str, whash: str
+) -> list[Stage]:
+    """Decode, embed, write parts: the stages of the embed job."""
+    return [
         # A CPU reservation unlike the actors' keeps Ray Data from fusing decoding into the
         # embedding actors: decode tasks and embedding actors then scale separately.
         Stage(
@@ -207,17 +217,11 @@ def _run_locked(
             },
             tasks=config.decode_concurrency,
         ),
-        Stage(
+        model_actor_stage(
             Embedder,
-            batch_size=config.batch_size,
-            num_cpus=config.cpus_per_actor,
-            num_gpus=config.gpus_per_actor,
-            kwargs={
-                "model": asdict(config.model),
-                "num_threads": max(1, int(config.cpus_per_actor)),
-                "nice": config.nice,
-            },
-            actors=config.num_actors,
+            config,
+            config.batch_size,
+            {"model": asdict(config.model), "nice": config.nice},
         ),
         Stage(
             write_part,
@@ -226,11 +230,3 @@ def _run_locked(
             kwargs={"out_dir": directory, "tag": tag, "weights_hash": whash},
         ),
     ]
-    block_rows = max(config.decode_batch_size * 4, 1)
-    result.embedded, error_rows = run_stages(todo, block_rows, stages, f"embed {tag}")
-    result.errors = record_errors(directory, error_rows)
-    print(
-        f"embed {tag}: {result.embedded} embedded, {len(error_rows)} failed {result.errors}, "
-        f"written to {directory}"
-    )
-    return result

@@ -635,32 +635,42 @@ def _summary(
 
 
 def _print_summary(summary: dict[str, Any], out: str) -> None:
+    """Print the headline counts, then one line for each kind of problem found."""
     print(
         f"ingest: {summary['rows']} files ({summary['by_collection']}), "
         f"{summary['ok']} ok, {summary['errors']} in error, {summary['versos']} versos"
     )
-    if summary["errors_by_reason"]:
-        print(f"  errors by reason: {summary['errors_by_reason']}")
-    if summary["unparsed_names"]:
-        print(f"  {summary['unparsed_names']} drawing names do not follow the IMAJ convention")
-    if summary["unknown_country_codes"]:
-        print(f"  country codes without ISO 3166 code: {summary['unknown_country_codes']}")
-    if summary["duplicate_ids"] or summary["duplicate_content"]:
-        print(
-            f"  {summary['duplicate_ids']} repeated ids, "
-            f"{summary['duplicate_content']} files with the same content as another"
-        )
-    if summary["skipped_files"]:
-        print(
-            f"  {summary['skipped_files']} files skipped for their extension: "
-            f"{summary['skipped_by_extension']}"
-        )
-    if summary["empty_roots"]:
-        print(f"  no image files under {', '.join(summary['empty_roots'])}")
-    if summary["unreadable_directories"]:
-        print(f"  {len(summary['unreadable_directories'])} unreadable directories (see summary)")
-    if summary["overrides"]["unmatched"]:
-        print(f"  {len(summary['overrides']['unmatched'])} override rows match no file")
+    unmatched = summary["overrides"]["unmatched"]
+    problems = [
+        (summary["errors_by_reason"], f"errors by reason: {summary['errors_by_reason']}"),
+        (
+            summary["unparsed_names"],
+            f"{summary['unparsed_names']} drawing names do not follow the IMAJ convention",
+        ),
+        (
+            summary["unknown_country_codes"],
+            f"country codes without ISO 3166 code: {summary['unknown_country_codes']}",
+        ),
+        (
+            summary["duplicate_ids"] or summary["duplicate_content"],
+            f"{summary['duplicate_ids']} repeated ids, "
+            f"{summary['duplicate_content']} files with the same content as another",
+        ),
+        (
+            summary["skipped_files"],
+            f"{summary['skipped_files']} files skipped for their extension: "
+            f"{summary['skipped_by_extension']}",
+        ),
+        (summary["empty_roots"], f"no image files under {', '.join(summary['empty_roots'])}"),
+        (
+            summary["unreadable_directories"],
+            f"{len(summary['unreadable_directories'])} unreadable directories (see summary)",
+        ),
+        (unmatched, f"{len(unmatched)} override rows match no file"),
+    ]
+    for found, line in problems:
+        if found:
+            print(f"  {line}")
     print(f"  catalogue and summary written to {out}")
 
 
@@ -683,54 +693,14 @@ def _styled_copies_to_keep(out: str, df: pd.DataFrame) -> pd.DataFrame:
 @catalogue_lock("ingest")  # one writer of catalogue.parquet per output root (drawmatch.core.locks)
 def run(config: IngestConfig) -> IngestResult:
     """Catalogue the drawings and artworks named by `config`; see the module docstring."""
-    if config.drawings_root is None and config.artworks_root is None:
-        raise ValueError("ingest needs drawings_root and/or artworks_root")
-    roots: dict[str, str] = {}
-    for name, root in (("drawings", config.drawings_root), ("artworks", config.artworks_root)):
-        if root is not None:
-            if not storage.is_dir(root):
-                raise FileNotFoundError(f"{name}_root {root!r} is not a directory")
-            roots[name] = storage.absolute(root)
-    for name, value in (
-        ("artworks_metadata_csv", config.artworks_metadata_csv),
-        ("country_aliases_csv", config.country_aliases_csv),
-        ("overrides_csv", config.overrides_csv),
-    ):
-        if value is not None and not storage.is_file(value):
-            raise FileNotFoundError(f"{name} {value!r} is not a file")
+    roots = _check_inputs(config)
     # read user tables first: a bad table fails before any work
     normaliser = CountryNormaliser(config.country_aliases_csv)
     overrides = read_overrides(config.overrides_csv) if config.overrides_csv else {}
     metadata = (
         _ArtworkMetadata(config.artworks_metadata_csv) if config.artworks_metadata_csv else None
     )
-
-    extensions = _normalise_extensions(config.extensions)
-    real_roots = {
-        name: root if storage.is_uri(root) else os.path.realpath(root)
-        for name, root in roots.items()
-    }
-    unreadable: list[dict[str, str]] = []
-    skipped: Counter[str] = Counter()
-    empty_roots: list[str] = []
-    entries: list[_Entry] = []
-    for name, collection in (("drawings", "drawing"), ("artworks", "artwork")):
-        if name in roots:
-            others = {r for n, r in real_roots.items() if n != name}
-            if storage.is_uri(roots[name]):
-                found = _walk_uri(roots[name], collection, name, extensions, others, skipped)
-            else:
-                found = _walk(
-                    roots[name], collection, name, extensions, others, unreadable, skipped
-                )
-            if not found:
-                empty_roots.append(f"{name}_root")
-                print(
-                    f"warning: no image files under {name}_root {roots[name]} "
-                    f"(extensions {', '.join(sorted(extensions))}): its catalogue part is empty"
-                )
-            entries += found
-    entries.sort(key=lambda e: (e.collection, e.rel_path))
+    entries, unreadable, skipped, empty_roots = _find_files(roots, config.extensions)
 
     probes = _probe_all(entries, config)
     rows, unparsed = _build_rows(entries, probes, normaliser, metadata)
@@ -747,14 +717,7 @@ def run(config: IngestConfig) -> IngestResult:
         )
 
     out = config.out
-    storage.makedirs(out)
-    kept = _styled_copies_to_keep(out, df)
-    full = pd.concat([df, kept], ignore_index=True) if len(kept) else df
-    cat_path = catalogue.write_catalogue(full, out)
-    catalogue.write_roots(out, roots)
-    id_map = df[["id", "path", "root"]]
-    id_to_path = storage.join(out, ID_TO_PATH_FILE)
-    storage.write_bytes(id_to_path, id_map.to_csv(index=False).encode())
+    cat_path, id_to_path, kept = _write_catalogue(out, df, roots)
     summary = _summary(
         df, config, unparsed, unreadable, dup_ids, dup_content, applied, unmatched, metadata
     )
@@ -788,3 +751,73 @@ def run(config: IngestConfig) -> IngestResult:
         skipped_by_extension=dict(summary["skipped_by_extension"]),
         empty_roots=list(empty_roots),
     )
+
+
+def _check_inputs(config: IngestConfig) -> dict[str, str]:
+    """Check that the roots are directories and the tables files; the absolute roots by name."""
+    if config.drawings_root is None and config.artworks_root is None:
+        raise ValueError("ingest needs drawings_root and/or artworks_root")
+    roots: dict[str, str] = {}
+    for name, root in (("drawings", config.drawings_root), ("artworks", config.artworks_root)):
+        if root is not None:
+            if not storage.is_dir(root):
+                raise FileNotFoundError(f"{name}_root {root!r} is not a directory")
+            roots[name] = storage.absolute(root)
+    for name, value in (
+        ("artworks_metadata_csv", config.artworks_metadata_csv),
+        ("country_aliases_csv", config.country_aliases_csv),
+        ("overrides_csv", config.overrides_csv),
+    ):
+        if value is not None and not storage.is_file(value):
+            raise FileNotFoundError(f"{name} {value!r} is not a file")
+    return roots
+
+
+def _find_files(
+    roots: dict[str, str], extensions_asked: tuple[str, ...]
+) -> tuple[list[_Entry], list[dict[str, str]], Counter[str], list[str]]:
+    """Walk each root (never into the other one): the image files sorted by collection and path,
+    the unreadable directories, the files skipped by extension, and the roots with no image."""
+    extensions = _normalise_extensions(extensions_asked)
+    real_roots = {
+        name: root if storage.is_uri(root) else os.path.realpath(root)
+        for name, root in roots.items()
+    }
+    unreadable: list[dict[str, str]] = []
+    skipped: Counter[str] = Counter()
+    empty_roots: list[str] = []
+    entries: list[_Entry] = []
+    for name, collection in (("drawings", "drawing"), ("artworks", "artwork")):
+        if name in roots:
+            others = {r for n, r in real_roots.items() if n != name}
+            if storage.is_uri(roots[name]):
+                found = _walk_uri(roots[name], collection, name, extensions, others, skipped)
+            else:
+                found = _walk(
+                    roots[name], collection, name, extensions, others, unreadable, skipped
+                )
+            if not found:
+                empty_roots.append(f"{name}_root")
+                print(
+                    f"warning: no image files under {name}_root {roots[name]} "
+                    f"(extensions {', '.join(sorted(extensions))}): its catalogue part is empty"
+                )
+            entries += found
+    entries.sort(key=lambda e: (e.collection, e.rel_path))
+    return entries, unreadable, skipped, empty_roots
+
+
+def _write_catalogue(
+    out: str, df: pd.DataFrame, roots: dict[str, str]
+) -> tuple[str, str, pd.DataFrame]:
+    """Write the catalogue (with the style copies kept from the previous one), the roots and the
+    id-to-path table; the catalogue's path, the table's path and the kept style copies."""
+    storage.makedirs(out)
+    kept = _styled_copies_to_keep(out, df)
+    full = pd.concat([df, kept], ignore_index=True) if len(kept) else df
+    cat_path = catalogue.write_catalogue(full, out)
+    catalogue.write_roots(out, roots)
+    id_map = df[["id", "path", "root"]]
+    id_to_path = storage.join(out, ID_TO_PATH_FILE)
+    storage.write_bytes(id_to_path, id_map.to_csv(index=False).encode())
+    return str(cat_path), id_to_path, kept

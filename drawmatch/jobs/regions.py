@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 
 from drawmatch.core import storage
-from drawmatch.core.images import ImageError
 from drawmatch.core.locks import job_lock
 from drawmatch.core.settings import RegionsConfig, save_config
 from drawmatch.data import catalogue as cat
@@ -46,7 +45,7 @@ from drawmatch.models.local_features import (
     features_table,
     stored_feature_ids,
 )
-from drawmatch.models.preprocess import load_eval_array
+from drawmatch.models.preprocess import decode_rows
 from drawmatch.models.region_embedder import (
     REGIONS_FILE,
     RegionEmbedder,
@@ -60,7 +59,13 @@ from drawmatch.retrieval.region_index import (
     region_index_dir,
     write_region_index,
 )
-from drawmatch.runtime.pipeline import Stage, record_errors, run_stages
+from drawmatch.runtime.pipeline import (
+    Stage,
+    model_actor_stage,
+    record_errors,
+    reserve_actor_pool,
+    run_stages,
+)
 
 
 @dataclass
@@ -81,23 +86,7 @@ def decode_regions_batch(
     batch: dict[str, np.ndarray], roots: dict[str, str], size: int, max_pixels: int
 ) -> dict[str, np.ndarray]:
     """Decode catalogue rows and resize to (size, size): `image`, `ok`, `error` as the embed job."""
-    n = len(batch["id"])
-    images = np.zeros((n, size, size, 3), dtype=np.uint8)
-    ok = np.ones(n, dtype=bool)
-    errors = np.array([""] * n, dtype=object)
-    for i in range(n):
-        path = storage.join(roots[str(batch["root"][i])], str(batch["path"][i]))
-        try:
-            images[i] = load_eval_array(path, size, max_pixels)
-        except ImageError as exc:
-            ok[i], errors[i] = False, exc.reason
-    return {
-        "id": batch["id"],
-        "sha256": batch["sha256"],
-        "image": images,
-        "ok": ok,
-        "error": errors,
-    }
+    return decode_rows(batch, roots, size, max_pixels)
 
 
 def write_regions_part(
@@ -173,55 +162,27 @@ def run(config: RegionsConfig) -> RegionsResult:
 
 
 def _run(config: RegionsConfig) -> RegionsResult:
-    from drawmatch.runtime.ray_setup import check_resources, init_ray
-
+    """Check the settings, embed the missing regions and features, then rebuild the region index."""
     tag = pick_model_tag(config.out, config.model_tag)
     info = read_model_info(config.out, tag)
-    if info["model"].get("pooling") == "cls":  # before Ray starts: the actors would refuse it
-        raise ValueError(
-            f"{tag} pools the class token, which has no regions: embed with model.pooling=avg "
-            "(the mean of the patch tokens) for region search"
-        )
+    _check_pooling(info, tag)  # before Ray starts: the actors would refuse it
     whash = str(info["weights_hash"])
     catalogue = cat.read_catalogue(config.out)
     roots = cat.read_roots(config.out)
     gallery = set(cat.gallery_ids(catalogue))
     rows = catalogue[catalogue["id"].isin(gallery)][["id", "root", "path", "sha256"]]
     boxes = region_boxes(tuple(config.levels), config.overlap)
-    settings = {
-        "region_size": config.region_size,
-        "levels": list(config.levels),
-        "overlap": config.overlap,
-        "boxes": [[round(float(v), 6) for v in b] for b in boxes],
-    }
+    settings = _region_settings(config, boxes)
     directory = regions_dir(storage.absolute(config.out), tag)
     settings_path = storage.join(directory, REGIONS_FILE)
-    if storage.exists(settings_path):
-        old = json.loads(storage.read_text(settings_path))
-        if old.get("boxes") != settings["boxes"] or old.get("region_size") != config.region_size:
-            raise ValueError(
-                f"{directory} holds regions made with other settings ({old.get('region_size')} px,"
-                f" levels {old.get('levels')}, overlap {old.get('overlap')}); remove that folder "
-                "or use the same settings"
-            )
+    _check_region_settings(config, directory, settings_path, settings)
     feat_settings = {
         "kind": config.local_features,
         "max_side": config.feature_side,
         "n_features": config.n_features,
     }
     if config.local_features:
-        # features of another keypoint limit at the same side share the folder: refuse to mix
-        feat_where = features_dir(
-            storage.absolute(config.out), config.local_features, config.feature_side
-        )
-        feat_path = storage.join(feat_where, FEATURES_FILE)
-        if storage.exists(feat_path):
-            before = int(json.loads(storage.read_text(feat_path)).get("n_features", 500))
-            if before != config.n_features:
-                raise ValueError(
-                    f"{feat_where} holds {config.local_features} features of at most {before} "
-                    f"keypoints (n_features={before}); remove that folder or use n_features={before}"
-                )
+        _check_feature_settings(config, config.local_features)
     storage.makedirs(directory)
     storage.write_text(settings_path, json.dumps(settings, indent=2))
     save_config(config, storage.join(directory, "regions_config.yaml"))
@@ -232,18 +193,9 @@ def _run(config: RegionsConfig) -> RegionsResult:
     done = set(stored_ids(directory)["id"])
     todo = rows[~rows["id"].isin(done)].reset_index(drop=True)
     result.already_done = len(rows) - len(todo)
-    feat_todo = pd.DataFrame()
-    feat_dir = ""
+    feat_todo, feat_dir = pd.DataFrame(), ""
     if config.local_features:
-        feat_dir = features_dir(
-            storage.absolute(config.out), config.local_features, config.feature_side
-        )
-        storage.makedirs(feat_dir)
-        storage.write_text(storage.join(feat_dir, FEATURES_FILE), json.dumps(feat_settings))
-        stored = stored_feature_ids(config.out, config.local_features, config.feature_side)
-        drop_rows(feat_dir, stored, rows)
-        have = set(stored_feature_ids(config.out, config.local_features, config.feature_side)["id"])
-        feat_todo = rows[~rows["id"].isin(have)].reset_index(drop=True)
+        feat_todo, feat_dir = _features_todo(config, config.local_features, rows, feat_settings)
     print(
         f"regions {tag}: {len(rows)} artworks, {result.already_done} already done, {len(todo)} "
         f"to embed ({len(boxes)} regions each at {config.region_size} px)"
@@ -251,77 +203,14 @@ def _run(config: RegionsConfig) -> RegionsResult:
     )
     errors: list[tuple[str, str]] = []
     if len(todo) or len(feat_todo):
-        init_ray(config.ray)
-        check_resources(
-            config.ray,
-            {
-                "CPU": config.num_actors * config.cpus_per_actor + config.decode_cpus,
-                "GPU": config.num_actors * config.gpus_per_actor,
-            },
-            "the regions job (num_actors x cpus_per_actor + decode_cpus)",
-            "lower cpus_per_actor or decode_cpus (fractions are fine), or num_actors",
-        )
+        reserve_actor_pool(config, "the regions job (num_actors x cpus_per_actor + decode_cpus)")
     block_rows = max(config.decode_batch_size * 4, 1)
     if len(todo):
-        stages = [
-            Stage(
-                decode_regions_batch,
-                batch_size=config.decode_batch_size,
-                num_cpus=config.decode_cpus,
-                kwargs={
-                    "roots": roots,
-                    "size": config.region_size,
-                    "max_pixels": config.max_image_pixels,
-                },
-            ),
-            Stage(
-                RegionEmbedder,
-                batch_size=config.batch_size,
-                num_cpus=config.cpus_per_actor,
-                num_gpus=config.gpus_per_actor,
-                kwargs={
-                    "model": dict(info["model"]),
-                    "levels": list(config.levels),
-                    "overlap": config.overlap,
-                    "num_threads": max(1, int(config.cpus_per_actor)),
-                },
-                actors=config.num_actors,
-            ),
-            Stage(
-                write_regions_part,
-                batch_size=config.rows_per_file * len(boxes),
-                num_cpus=0.1,
-                kwargs={
-                    "out_dir": directory,
-                    "tag": tag,
-                    "weights_hash": whash,
-                    "settings": settings,
-                },
-            ),
-        ]
+        stages = _region_stages(config, roots, info, directory, tag, whash, settings, len(boxes))
         result.embedded, errs = run_stages(todo, block_rows, stages, f"regions {tag}")
         errors += errs
     if len(feat_todo):
-        stages = [
-            Stage(
-                LocalFeatureExtractor,
-                batch_size=config.decode_batch_size,
-                num_cpus=config.decode_cpus,
-                kwargs={
-                    "roots": roots,
-                    "kind": config.local_features,
-                    "max_side": config.feature_side,
-                    "n_features": config.n_features,
-                },
-                actors=config.num_actors,
-            ),
-            Stage(
-                write_features_part,
-                batch_size=config.rows_per_file,
-                num_cpus=0.1,
-                kwargs={"out_dir": feat_dir},
-            ),
-        ]
+        stages = _feature_stages(config, roots, feat_dir)
         result.features_extracted, errs = run_stages(
             feat_todo, block_rows, stages, f"local features {tag}"
         )
@@ -329,6 +218,162 @@ def _run(config: RegionsConfig) -> RegionsResult:
     result.errors = record_errors(directory, errors)
 
     start = time.perf_counter()
+    ids, no_global = _build_index(config, tag, whash, gallery, directory, settings, feat_settings)
+    result.index_seconds = time.perf_counter() - start
+    result.index_size = len(ids)
+    print(
+        f"regions {tag}: {result.embedded} artworks embedded, {result.features_extracted} with "
+        f"local features, {len(errors)} errors {result.errors}; {config.index_kind} region index "
+        f"of {len(ids)} vectors ({len(set(ids))} artworks) in {result.index_seconds:.1f} s"
+        + (
+            f"; {no_global} artworks left out (no global embedding yet: run `drawmatch embed`)"
+            if no_global
+            else ""
+        )
+    )
+    return result
+
+
+def _check_pooling(info: dict[str, Any], tag: str) -> None:
+    """Refuse a model that pools the class token: it has no regions."""
+    if info["model"].get("pooling") == "cls":
+        raise ValueError(
+            f"{tag} pools the class token, which has no regions: embed with model.pooling=avg "
+            "(the mean of the patch tokens) for region search"
+        )
+
+
+def _region_settings(config: RegionsConfig, boxes: Any) -> dict[str, Any]:
+    """The region settings stored beside the regions and in the index."""
+    return {
+        "region_size": config.region_size,
+        "levels": list(config.levels),
+        "overlap": config.overlap,
+        "boxes": [[round(float(v), 6) for v in b] for b in boxes],
+    }
+
+
+def _check_region_settings(
+    config: RegionsConfig, directory: str, settings_path: str, settings: dict[str, Any]
+) -> None:
+    """Refuse to add regions of other boxes or size to a folder that holds some."""
+    if storage.exists(settings_path):
+        old = json.loads(storage.read_text(settings_path))
+        if old.get("boxes") != settings["boxes"] or old.get("region_size") != config.region_size:
+            raise ValueError(
+                f"{directory} holds regions made with other settings ({old.get('region_size')} px,"
+                f" levels {old.get('levels')}, overlap {old.get('overlap')}); remove that folder "
+                "or use the same settings"
+            )
+
+
+def _check_feature_settings(config: RegionsConfig, kind: str) -> None:
+    """Refuse to mix features of another keypoint limit at the same side (they share the folder)."""
+    feat_where = features_dir(storage.absolute(config.out), kind, config.feature_side)
+    feat_path = storage.join(feat_where, FEATURES_FILE)
+    if storage.exists(feat_path):
+        before = int(json.loads(storage.read_text(feat_path)).get("n_features", 500))
+        if before != config.n_features:
+            raise ValueError(
+                f"{feat_where} holds {kind} features of at most {before} "
+                f"keypoints (n_features={before}); remove that folder or use n_features={before}"
+            )
+
+
+def _features_todo(
+    config: RegionsConfig, kind: str, rows: pd.DataFrame, feat_settings: dict[str, Any]
+) -> tuple[pd.DataFrame, str]:
+    """Prepare the local features folder, drop stale rows; the artworks to extract and the folder."""
+    feat_dir = features_dir(storage.absolute(config.out), kind, config.feature_side)
+    storage.makedirs(feat_dir)
+    storage.write_text(storage.join(feat_dir, FEATURES_FILE), json.dumps(feat_settings))
+    stored = stored_feature_ids(config.out, kind, config.feature_side)
+    drop_rows(feat_dir, stored, rows)
+    have = set(stored_feature_ids(config.out, kind, config.feature_side)["id"])
+    return rows[~rows["id"].isin(have)].reset_index(drop=True), feat_dir
+
+
+def _region_stages(
+    config: RegionsConfig,
+    roots: dict[str, str],
+    info: dict[str, Any],
+    directory: str,
+    tag: str,
+    whash: str,
+    settings: dict[str, Any],
+    n_boxes: int,
+) -> list[Stage]:
+    """Decode, embed every region, write parts: the stages of the region embedding."""
+    return [
+        Stage(
+            decode_regions_batch,
+            batch_size=config.decode_batch_size,
+            num_cpus=config.decode_cpus,
+            kwargs={
+                "roots": roots,
+                "size": config.region_size,
+                "max_pixels": config.max_image_pixels,
+            },
+        ),
+        model_actor_stage(
+            RegionEmbedder,
+            config,
+            config.batch_size,
+            {
+                "model": dict(info["model"]),
+                "levels": list(config.levels),
+                "overlap": config.overlap,
+            },
+        ),
+        Stage(
+            write_regions_part,
+            batch_size=config.rows_per_file * n_boxes,
+            num_cpus=0.1,
+            kwargs={
+                "out_dir": directory,
+                "tag": tag,
+                "weights_hash": whash,
+                "settings": settings,
+            },
+        ),
+    ]
+
+
+def _feature_stages(config: RegionsConfig, roots: dict[str, str], feat_dir: str) -> list[Stage]:
+    """Extract keypoints and descriptors, write parts: the stages of the local features."""
+    return [
+        Stage(
+            LocalFeatureExtractor,
+            batch_size=config.decode_batch_size,
+            num_cpus=config.decode_cpus,
+            kwargs={
+                "roots": roots,
+                "kind": config.local_features,
+                "max_side": config.feature_side,
+                "n_features": config.n_features,
+            },
+            actors=config.num_actors,
+        ),
+        Stage(
+            write_features_part,
+            batch_size=config.rows_per_file,
+            num_cpus=0.1,
+            kwargs={"out_dir": feat_dir},
+        ),
+    ]
+
+
+def _build_index(
+    config: RegionsConfig,
+    tag: str,
+    whash: str,
+    gallery: set[str],
+    directory: str,
+    settings: dict[str, Any],
+    feat_settings: dict[str, Any],
+) -> tuple[list[str], int]:
+    """Build and write the region index of the gallery artworks with a global embedding;
+    returns the indexed ids (one per vector) and the number of artworks left out."""
     ids, region, box, emb = read_regions(config.out, tag)
     region_sha = stored_ids(directory).drop_duplicates("id", keep="first")  # as read_regions
     sha_of = dict(zip(region_sha["id"], region_sha["sha256"]))
@@ -367,16 +412,4 @@ def _run(config: RegionsConfig) -> RegionsResult:
             "local_features": feat_settings if config.local_features else None,
         },
     )
-    result.index_seconds = time.perf_counter() - start
-    result.index_size = len(ids)
-    print(
-        f"regions {tag}: {result.embedded} artworks embedded, {result.features_extracted} with "
-        f"local features, {len(errors)} errors {result.errors}; {config.index_kind} region index "
-        f"of {len(ids)} vectors ({len(set(ids))} artworks) in {result.index_seconds:.1f} s"
-        + (
-            f"; {no_global} artworks left out (no global embedding yet: run `drawmatch embed`)"
-            if no_global
-            else ""
-        )
-    )
-    return result
+    return ids, no_global

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
-from drawmatch.core.images import DEFAULT_MAX_PIXELS, open_image
+from drawmatch.core import storage
+from drawmatch.core.images import DEFAULT_MAX_PIXELS, ImageError, open_image
 
 if TYPE_CHECKING:
     import torch
@@ -37,6 +38,32 @@ def load_eval_array(
 ) -> np.ndarray:
     """Decode one image file (JPEGs at reduced size) and eval-resize it: (size, size, 3) uint8."""
     return eval_resize(open_image(path, draft_size=size, max_pixels=max_pixels, data=data), size)
+
+
+def decode_rows(
+    batch: dict[str, np.ndarray], roots: dict[str, str], size: int, max_pixels: int
+) -> dict[str, np.ndarray]:
+    """Decode and eval-resize a batch of catalogue rows (`id`, `root`, `path`, `sha256`).
+
+    Returns `id`, `sha256`, `image` (B, size, size, 3) uint8, `ok` (B,) bool and `error` (B,) str;
+    a row that fails to decode keeps a black image, ok=False and its reason."""
+    n = len(batch["id"])
+    images = np.zeros((n, size, size, 3), dtype=np.uint8)
+    ok = np.ones(n, dtype=bool)
+    errors = np.array([""] * n, dtype=object)
+    for i in range(n):
+        path = storage.join(roots[str(batch["root"][i])], str(batch["path"][i]))
+        try:
+            images[i] = load_eval_array(path, size, max_pixels)
+        except ImageError as exc:
+            ok[i], errors[i] = False, exc.reason
+    return {
+        "id": batch["id"],
+        "sha256": batch["sha256"],
+        "image": images,
+        "ok": ok,
+        "error": errors,
+    }
 
 
 def normalise(

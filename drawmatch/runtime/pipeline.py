@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from drawmatch.core import storage
+from drawmatch.core.settings import RayConfig
 from drawmatch.data.embeddings import ERRORS_FILE
+from drawmatch.runtime.ray_setup import check_resources, init_ray
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,51 @@ class Stage:
     num_gpus: float = 0.0
     actors: int | None = None
     tasks: int | None = None
+
+
+class ActorPoolConfig(Protocol):
+    """The settings of a job that runs a pool of model actors with decode tasks beside them."""
+
+    @property
+    def ray(self) -> RayConfig: ...
+    @property
+    def num_actors(self) -> int: ...
+    @property
+    def cpus_per_actor(self) -> float: ...
+    @property
+    def gpus_per_actor(self) -> float: ...
+    @property
+    def decode_cpus(self) -> float: ...
+
+
+def reserve_actor_pool(config: ActorPoolConfig, what: str) -> None:
+    """Start Ray and refuse, before anything is written, an actor pool the cluster can never hold:
+    the actors hold their CPUs for the whole job, so a decode task must fit beside them."""
+    init_ray(config.ray)
+    check_resources(
+        config.ray,
+        {
+            "CPU": config.num_actors * config.cpus_per_actor + config.decode_cpus,
+            "GPU": config.num_actors * config.gpus_per_actor,
+        },
+        what,
+        "lower cpus_per_actor or decode_cpus (fractions are fine), or num_actors",
+    )
+
+
+def model_actor_stage(
+    model: type, config: ActorPoolConfig, batch_size: int, kwargs: dict[str, Any]
+) -> Stage:
+    """A pool of `num_actors` model actors, each with `cpus_per_actor` CPUs (as many threads) and
+    `gpus_per_actor` GPUs, built with `kwargs`."""
+    return Stage(
+        model,
+        batch_size=batch_size,
+        num_cpus=config.cpus_per_actor,
+        num_gpus=config.gpus_per_actor,
+        kwargs={**kwargs, "num_threads": max(1, int(config.cpus_per_actor))},
+        actors=config.num_actors,
+    )
 
 
 def run_stages(

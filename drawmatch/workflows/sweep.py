@@ -173,8 +173,8 @@ class SweepResult:
 
 
 def run(config: SweepConfig) -> SweepResult:
-    from ray.tune.schedulers import ASHAScheduler
-
+    """Screen every configuration on one fold, confirm the best `top_k` on every fold, and write
+    the table and the best configuration's train config."""
     from drawmatch.runtime.ray_setup import init_ray
 
     out = storage.absolute(config.out)
@@ -188,7 +188,36 @@ def run(config: SweepConfig) -> SweepResult:
     combos = grid(config)
     base_dict = to_dict(base)
 
-    # Stage 1: screen every configuration on one fold, ASHA stops the weak ones early.
+    screened = _screen(config, directory, base_dict, combos, folds)
+    top = [r for r in screened[: config.top_k]]
+    by_id = {c["id"]: c for c in combos}
+    table = _confirm(config, out, directory, base_dict, by_id, top, folds)
+    best_id = max(table, key=lambda i: (table[i]["pooled_val_MAP"], i))
+    best_train = trial_train_config(base, by_id[best_id], folds[0], f"{config.name}-best")
+    best_path = storage.join(directory, "best_train_config.yaml")
+    save_config(best_train, best_path)
+    storage.write_bytes(
+        storage.join(directory, "table.json"),
+        json.dumps({"screened": screened, "confirmed": table, "best": best_id}, indent=2).encode(),
+    )
+    print(
+        f"best configuration {best_id}: {json.dumps(table[best_id]['params'])}; train config "
+        f"written to {best_path} (set fold_csv per fold)"
+    )
+    return SweepResult(directory, screened, table, table[best_id], best_path)
+
+
+def _screen(
+    config: SweepConfig,
+    directory: str,
+    base_dict: dict[str, Any],
+    combos: list[dict[str, Any]],
+    folds: list[str],
+) -> list[dict[str, Any]]:
+    """Stage 1: screen every configuration on one fold, ASHA stops the weak ones early; the
+    configurations with their best validation MAP, best first."""
+    from ray.tune.schedulers import ASHAScheduler
+
     screen_fold = folds[min(config.screen_fold, len(folds) - 1)]
     stage1 = [
         {
@@ -203,7 +232,7 @@ def run(config: SweepConfig) -> SweepResult:
     # stops the trials it prunes. Stopping a run at its last report would kill its Train
     # controller before the run has written its results.
     asha = ASHAScheduler(
-        max_t=base.epochs + max(config.pseudo_epochs) + 2,
+        max_t=config.base.epochs + max(config.pseudo_epochs) + 2,
         grace_period=config.grace_period,
         reduction_factor=config.reduction_factor,
         stop_last_trials=False,
@@ -220,16 +249,26 @@ def run(config: SweepConfig) -> SweepResult:
         )
         screened.append({**params, "screen_val_MAP": best})
     screened.sort(key=lambda r: (-r["screen_val_MAP"], r["id"]))
-    top = [r for r in screened[: config.top_k]]
     print("sweep stage 1 (one fold, ASHA):")
     for r in screened:
         print(
             f"  {r['id']} {json.dumps({k: r[k] for k in SEARCH_KEYS})} "
             f"val MAP {r['screen_val_MAP']:.2f}"
         )
+    return screened
 
-    # Stage 2: the top configurations on every fold, no pruning.
-    by_id = {c["id"]: c for c in combos}
+
+def _confirm(
+    config: SweepConfig,
+    out: str,
+    directory: str,
+    base_dict: dict[str, Any],
+    by_id: dict[str, dict[str, Any]],
+    top: list[dict[str, Any]],
+    folds: list[str],
+) -> dict[str, Any]:
+    """Stage 2: the top configurations on every fold, no pruning; their fold tables and pooled
+    validation MAP by configuration id."""
     stage2 = [
         {
             "base": base_dict,
@@ -256,16 +295,4 @@ def run(config: SweepConfig) -> SweepResult:
         print(f"sweep stage 2, configuration {r['id']} {json.dumps(table[r['id']]['params'])}:")
         print(format_fold_tables(tables, len(run_dirs)))
         print(f"validation MAP pooled over the folds: {table[r['id']]['pooled_val_MAP']:.2f}")
-    best_id = max(table, key=lambda i: (table[i]["pooled_val_MAP"], i))
-    best_train = trial_train_config(base, by_id[best_id], folds[0], f"{config.name}-best")
-    best_path = storage.join(directory, "best_train_config.yaml")
-    save_config(best_train, best_path)
-    storage.write_bytes(
-        storage.join(directory, "table.json"),
-        json.dumps({"screened": screened, "confirmed": table, "best": best_id}, indent=2).encode(),
-    )
-    print(
-        f"best configuration {best_id}: {json.dumps(table[best_id]['params'])}; train config "
-        f"written to {best_path} (set fold_csv per fold)"
-    )
-    return SweepResult(directory, screened, table, table[best_id], best_path)
+    return table
