@@ -5,11 +5,11 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from drawmatch.serve import security
-from drawmatch.serve.site import CheckedPost, Site, SiteDep
+from drawmatch.serve.site import Site, SiteDep, checked_post
 
 router = APIRouter()
 
@@ -84,8 +84,8 @@ def login(
     return response
 
 
-@router.post("/logout")
-def logout(session: CheckedPost) -> Response:
+@router.post("/logout", dependencies=[Depends(checked_post)])
+def logout() -> Response:
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(security.SESSION_COOKIE)
     return response

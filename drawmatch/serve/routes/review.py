@@ -30,7 +30,7 @@ router = APIRouter()
 
 @dataclass(frozen=True)
 class DecisionForm:
-    """The fields of a decision as posted (checked by `checked`)."""
+    """The fields of a decision as posted (see `check_decision`)."""
 
     drawing_id: str
     artwork_id: str
@@ -56,7 +56,7 @@ PostedDecision = Annotated[DecisionForm, Depends(decision_form)]
 
 
 @dataclass(frozen=True)
-class Checked:
+class CheckedDecision:
     """A decision whose ids, decision, model, rank and distance have been checked."""
 
     drawing: str
@@ -68,7 +68,7 @@ class Checked:
     note: str
 
 
-def checked(site: Site, form: DecisionForm, model: str) -> Checked:
+def check_decision(site: Site, form: DecisionForm, model: str) -> CheckedDecision:
     """The posted decision checked: showable ids (404), a known decision and model, a rank
     >= 1 and a finite distance in range (400)."""
     key = site.drawing_of(form.drawing_id)
@@ -90,7 +90,9 @@ def checked(site: Site, form: DecisionForm, model: str) -> Checked:
             raise HTTPException(400, "distance must be a number") from None
         if not math.isfinite(distance) or not -1.0 <= distance <= 3.0:
             raise HTTPException(400, "distance out of range")
-    return Checked(key, art, form.decision, model or None, rank, distance, form.note.strip())
+    return CheckedDecision(
+        key, art, form.decision, model or None, rank, distance, form.note.strip()
+    )
 
 
 @router.post("/annotate", response_class=HTMLResponse)
@@ -102,7 +104,7 @@ def annotate(
     model: Annotated[str, Form(max_length=MAX_ID)] = "",
 ) -> Response:
     wb, store = site.workbench, site.store
-    pair = checked(site, form, model)
+    pair = check_decision(site, form, model)
     key, art, tag = pair.drawing, pair.artwork, pair.tag
     stored = store.add(
         key, art, pair.decision, session.annotator, tag, pair.rank, pair.distance, pair.note
@@ -153,7 +155,7 @@ def review_decide(
     form: PostedDecision,
     model: Annotated[str, Form(max_length=MAX_ID)],
 ) -> Response:
-    pair = checked(site, form, model)
+    pair = check_decision(site, form, model)
     tag = site.tag_of(pair.tag)
     site.store.add(
         pair.drawing,
