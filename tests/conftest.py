@@ -1,8 +1,14 @@
-"""Shared fixtures: one local Ray instance for the whole session, tiny image makers."""
+"""Shared fixtures: one local Ray instance for the whole session, tiny image makers, workbench
+servers and a headless Chromium to drive them."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +16,18 @@ import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 IMAJ = SHARED / "imaj-metadata"
+CHROMIUM = "/usr/bin/chromium"  # Debian's, driven by Playwright
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+needs_chromium = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed"
+)
 
 
 @pytest.fixture(scope="session")
@@ -206,3 +224,65 @@ def tiny_train_config(out: Path, fold_csv: Path, *overrides: str):
     return load_config(
         TrainConfig, None, [f"out={out}", f"fold_csv={fold_csv}", *TINY_TRAIN, *overrides]
     )
+
+
+# -- the workbench in a real server and a real browser ---------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(out: Path, port: int, *keys: str) -> subprocess.Popen:
+    """`drawmatch serve` over `out` on `port` in a process of its own (no query model loaded;
+    `keys`: more config keys)."""
+    args = [f"out={out}", f"port={port}", "load_model=false", *keys, "log_level=warning"]
+    code = f"import sys; from drawmatch.cli import main; sys.exit(main(['serve', *{args!r}]))"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    return subprocess.Popen([sys.executable, "-c", code], env=env)
+
+
+def wait_up(url: str, proc: subprocess.Popen) -> None:
+    """Wait until the server at `url` answers its health check (2 minutes at most)."""
+    import httpx
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("server did not start")
+
+
+@contextmanager
+def served(out: Path, *keys: str) -> Iterator[str]:
+    """A workbench server over `out` while the block runs; yields its URL."""
+    port = free_port()
+    proc = start_server(out, port, *keys)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_up(url, proc)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def chromium():
+    """A headless Chromium (Debian's), driven by Playwright; closed after the test."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()

@@ -47,7 +47,7 @@ from drawmatch.retrieval.region_index import (
     fuse,
 )
 from drawmatch.retrieval.region_search import RegionSearcher
-from tests.conftest import hand_catalogue
+from tests.conftest import hand_catalogue, needs_chromium, served
 
 TINY = ModelConfig(backbone="tiny", pretrained=False, image_size=32)
 
@@ -507,62 +507,29 @@ def test_the_drawing_page_says_when_the_region_index_is_stale(region_run, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="no Debian chromium")
-def test_chromium_draws_the_box_over_the_matched_part(region_run, tmp_path):
+@needs_chromium
+def test_chromium_draws_the_box_over_the_matched_part(region_run, tmp_path, chromium):
     """In a real browser the frame lies over the artwork's image where the search put it."""
-    import time
-
-    import httpx
-    from playwright.sync_api import sync_playwright
-
-    from tests.test_serve import _free_port
-    from tests.test_serve_browser import ARGS, CHROMIUM
-
     out, tag, _root, _first, _cfg = region_run
     expected = search.run(SearchConfig(out=str(out), query="detail4", k=3, mode="verified"))
     x0, y0, x1, y1 = expected.iloc[0][["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(float)
-    port = _free_port()
-    code = (
-        "import sys; from drawmatch.cli import main; "
-        f"sys.exit(main(['serve', 'out={out}', 'port={port}', 'load_model=false', "
-        "'log_level=warning']))"
-    )
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 120
-        while True:
-            assert proc.poll() is None, "server exited"
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline, "server did not start"
-            time.sleep(0.3)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(url + "/login?next=" + f"/drawings/detail4%3Fmodel%3D{tag}%26mode%3Dverified")
-            page.fill("input[name=name]", "Test Expert")
-            page.click("button[type=submit]")
-            page.wait_for_selector("li.pair .match-box")
-            page.wait_for_function(
-                "() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
-            )
-            rects = page.evaluate(
-                """() => { const li = document.querySelector('li.pair');
-                const r = e => { const b = e.getBoundingClientRect();
-                  return [b.left, b.top, b.width, b.height]; };
-                return [r(li.querySelector('.framed img')), r(li.querySelector('.match-box .line'))]; }"""
-            )
-            shot = tmp_path / "region-drawing.png"
-            page.screenshot(path=str(shot))
-            browser.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    shot = tmp_path / "region-drawing.png"
+    with served(out) as url:
+        page = chromium.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(url + "/login?next=" + f"/drawings/detail4%3Fmodel%3D{tag}%26mode%3Dverified")
+        page.fill("input[name=name]", "Test Expert")
+        page.click("button[type=submit]")
+        page.wait_for_selector("li.pair .match-box")
+        page.wait_for_function(
+            "() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"
+        )
+        rects = page.evaluate(
+            """() => { const li = document.querySelector('li.pair');
+            const r = e => { const b = e.getBoundingClientRect();
+              return [b.left, b.top, b.width, b.height]; };
+            return [r(li.querySelector('.framed img')), r(li.querySelector('.match-box .line'))]; }"""
+        )
+        page.screenshot(path=str(shot))
     (il, it, iw, ih), (bl, bt, bw, bh) = rects
     assert iw > 50 and ih > 50  # the artwork is shown at a readable size
     assert bl == pytest.approx(il + x0 * iw, abs=1.5) and bt == pytest.approx(it + y0 * ih, abs=1.5)

@@ -29,7 +29,13 @@ from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import read_embeddings
 from drawmatch.jobs import embed, evaluate, train
 from drawmatch.jobs.report import INDEX_FILE, JSON_FILE, TEXT_FILE
-from tests.conftest import tiny_train_config, tiny_training_set
+from tests.conftest import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    needs_chromium,
+    tiny_train_config,
+    tiny_training_set,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSO = "2004_10-13_0099_FRA_V_C"
@@ -175,20 +181,15 @@ def test_demo_report_sheets_rank_every_annotated_artwork(demo_report):
     assert not [r for r in review if (r["drawing_id"], r["artwork_id"]) in known]
 
 
-@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is absent")
+@needs_chromium
 def test_demo_report_renders_in_headless_chromium(demo_report, tmp_path):
     _out, report_dir = demo_report
     shot = tmp_path / "report.png"
     done = subprocess.run(
         [
-            "/usr/bin/chromium",
+            CHROMIUM,
             "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--no-first-run",
+            *CHROMIUM_ARGS,
             f"--user-data-dir={tmp_path / 'profile'}",
             f"--screenshot={shot}",
             "--window-size=1400,2400",

@@ -24,6 +24,7 @@ from drawmatch.data.embeddings import read_embeddings  # noqa: E402
 from drawmatch.retrieval.artwork_index import ArtworkIndex  # noqa: E402
 from drawmatch.serve.app import create_app  # noqa: E402
 from tests import serve_data  # noqa: E402
+from tests.conftest import free_port, start_server, wait_up  # noqa: E402
 from tests.serve_data import STYLED, VERSO, drawing_name  # noqa: E402
 
 BASE = "http://127.0.0.1:8000"
@@ -597,43 +598,6 @@ def test_serve_entrypoint_refuses_bad_config(out):
 # -- many annotators at once, against real servers -------------------------------------------
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_server(out: Path, port: int):
-    import subprocess
-    import sys
-
-    code = (
-        "import sys; from drawmatch.cli import main; "
-        f"sys.exit(main(['serve', 'out={out}', 'port={port}', 'load_model=false', "
-        "'log_level=warning']))"
-    )
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    return subprocess.Popen([sys.executable, "-c", code], env=env)
-
-
-def _wait_up(url: str, proc) -> None:
-    import httpx
-
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}")
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError("server did not start")
-
-
 @pytest.mark.slow
 def test_concurrent_annotators_lose_nothing(out):
     """8 annotators, each sending 25 decisions one after another, spread over two server
@@ -643,12 +607,12 @@ def test_concurrent_annotators_lose_nothing(out):
 
     import httpx
 
-    ports = [_free_port(), _free_port()]
-    procs = [_start_server(out, port) for port in ports]
+    ports = [free_port(), free_port()]
+    procs = [start_server(out, port) for port in ports]
     try:
         urls = [f"http://127.0.0.1:{port}" for port in ports]
         for url, proc in zip(urls, procs):
-            _wait_up(url, proc)
+            wait_up(url, proc)
         store = AnnotationStore(db_path(out))
         before = store.count()
         drawings = [drawing_name(i) for i in range(12)]

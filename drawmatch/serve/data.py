@@ -2,9 +2,10 @@
 these arrays and dicts and never read Parquet per request.
 
 - `showable`: the catalogue rows people may see (status ok, never a verso), by id;
-- the drawing grid's filter codes and pre-sorted orders (numpy);
+- the drawing grid's filter codes and pre-sorted orders (`grid.DrawingGrid`);
 - per model tag: drawing embeddings (float16), the artwork index, batch-search candidates sorted
-  for the review queue, neighbour tables (similar drawings, drawings closest to an artwork);
+  for the review queue (`review_queue.ReviewQueue`), neighbour tables (similar drawings, drawings
+  closest to an artwork: `neighbours.Neighbours`);
 - the query models for uploads, loaded in background threads so that no request waits on them;
 - region searchers (`drawmatch.retrieval.region_search`) for the region modes, loaded on first use per model
   and mode: the drawing and upload pages can rank by region, fused or verified search and show the
@@ -17,11 +18,10 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from drawmatch.core import storage
 from drawmatch.data import catalogue as cat
@@ -34,70 +34,11 @@ from drawmatch.data.neighbours import (
     similar_dir,
 )
 from drawmatch.retrieval.artwork_index import ArtworkIndex
+from drawmatch.serve.grid import DrawingGrid, display_text
+from drawmatch.serve.neighbours import Grouped, Neighbours
+from drawmatch.serve.review_queue import Candidates, ReviewQueue
 
 log = logging.getLogger("drawmatch.serve")
-
-GRID_FILTERS = ("year", "age_group", "country")
-SORTS = {
-    "id": ["id"],
-    "year": ["year", "id"],
-    "country": ["country", "id"],
-    "age": ["age_group", "id"],
-}
-AGE_ORDER = ["3-5", "6-9", "10-13", "14-17", "18-25", "MS"]
-
-
-class Grouped:
-    """Rows of a long table grouped by a key column: `get(key)` -> DataFrame slice (fast).
-    Id columns are kept as categoricals (one copy of each id string)."""
-
-    def __init__(self, frame: pd.DataFrame, key: str) -> None:
-        codes, _uniques = pd.factorize(frame[key])
-        if len(codes) and (np.diff(codes) < 0).any():  # not written grouped: group it
-            frame = frame.sort_values([key, "rank"], kind="stable")
-            codes, _uniques = pd.factorize(frame[key])
-        frame = frame.reset_index(drop=True)
-        for column in frame.columns:
-            if frame[column].dtype == object:
-                frame[column] = frame[column].astype("category")
-        self.frame = frame
-        if len(codes):
-            starts = np.concatenate([[0], np.flatnonzero(np.diff(codes)) + 1])
-            ends = np.append(starts[1:], len(codes))
-            keys = frame[key].to_numpy()[starts]
-            self.where = {str(k): (int(a), int(b)) for k, a, b in zip(keys, starts, ends)}
-        else:
-            self.where = {}
-
-    def get(self, key: str) -> pd.DataFrame:
-        span = self.where.get(key)
-        if span is None:
-            return self.frame.iloc[0:0]
-        return self.frame.iloc[span[0] : span[1]]
-
-
-@dataclass
-class Candidates:
-    """Batch-search candidates of one model, closest first (codes into `drawings`/`artworks`)."""
-
-    drawings: np.ndarray  # (C,) object: drawing id per code
-    artworks: np.ndarray  # (A,) object
-    drawing_code: np.ndarray  # (N,) int32, sorted by distance
-    artwork_code: np.ndarray  # (N,) int32
-    rank: np.ndarray  # (N,) int32, 1-based as in the file
-    distance: np.ndarray  # (N,) float32
-    d_index: dict[str, int] = field(default_factory=dict)  # drawing id -> code
-    a_index: dict[str, int] = field(default_factory=dict)  # artwork id -> code
-
-    sorted_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-
-    def key(self, drawing: str, artwork: str) -> int | None:
-        """One number per (drawing, artwork) pair of the candidates, None if not a candidate."""
-        d, a = self.d_index.get(drawing), self.a_index.get(artwork)
-        return None if d is None or a is None else d * len(self.artworks) + a
-
-    def __len__(self) -> int:
-        return len(self.distance)
 
 
 @dataclass(frozen=True)
@@ -196,32 +137,10 @@ def _release_memory() -> None:
         pass
 
 
-def _country(df: pd.DataFrame) -> pd.Series:
-    if "country_iso3" in df.columns:
-        iso = df["country_iso3"].astype("string")
-        code = df["country_code"].astype("string") if "country_code" in df.columns else iso
-        return iso.fillna(code)
-    if "country_code" in df.columns:
-        return df["country_code"].astype("string")
-    return pd.Series(pd.NA, index=df.index, dtype="string")
-
-
-def _column(df: pd.DataFrame, name: str) -> pd.Series:
-    if name in df.columns:
-        return df[name]
-    return pd.Series(pd.NA, index=df.index, dtype="object")
-
-
-def _text(value: Any) -> str:
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 class Workbench:
-    """Everything the pages read, built once from an output root."""
+    """Everything the pages read, built once from an output root: the showable catalogue, the
+    drawing `grid`, each model's data and rankings, the `review` queue, the `neighbours` and the
+    `query_models` for uploads."""
 
     def __init__(self, out: str, load_models: bool = True, default_tag: str | None = None) -> None:
         import faiss
@@ -238,7 +157,7 @@ class Workbench:
         self.sha = dict(zip(shown["id"], shown["sha256"].astype(str)))
         self.collection = dict(zip(shown["id"], shown["collection"]))
         self.meta = shown.set_index("id", drop=False)
-        self._build_grid(shown)
+        self.grid = DrawingGrid(shown[shown["collection"] == "drawing"])
         self.artwork_ids = set(shown.loc[shown["collection"] == "artwork", "id"])
         self.gallery = cat.gallery_ids(catalogue)
         self._searchers: dict[tuple[str, str], Any] = {}
@@ -248,6 +167,12 @@ class Workbench:
         if default_tag is not None and default_tag not in self.models:
             raise FileNotFoundError(f"no embeddings for model {default_tag!r}; have {self.tags}")
         self.default_tag = default_tag or (self.tags[0] if self.tags else None)
+        self.review = ReviewQueue({t: m.candidates for t, m in self.models.items()})
+        self.neighbours = Neighbours(
+            {t: m.similar for t, m in self.models.items()},
+            {t: m.artwork_drawings for t, m in self.models.items()},
+            {t: m.candidates for t, m in self.models.items()},
+        )
         self.query_models = QueryModels(self.out)
         if load_models and self.default_tag:
             self.query_models.start(self.default_tag)
@@ -261,76 +186,6 @@ class Workbench:
             self.load_seconds,
         )
 
-    # -- catalogue ---------------------------------------------------------------------------
-    def _build_grid(self, shown: pd.DataFrame) -> None:
-        drawings = shown[shown["collection"] == "drawing"]
-        grid = pd.DataFrame(
-            {
-                "id": drawings["id"].astype(str).to_numpy(),
-                "year": pd.to_numeric(_column(drawings, "year"), errors="coerce").to_numpy(),
-                "age_group": _column(drawings, "age_group").astype("string").to_numpy(),
-                "country": _country(drawings).to_numpy(),
-                "styled": drawings["parent_id"].notna().to_numpy(),
-            }
-        )
-        self.grid = grid
-        self.styled = grid["styled"].to_numpy(dtype=bool)
-        copies = drawings[drawings["parent_id"].notna()]
-        self.copies: dict[str, list[tuple[str, str]]] = {}
-        for key, parent, style in zip(copies["id"], copies["parent_id"], copies["style"]):
-            self.copies.setdefault(str(parent), []).append((str(key), _text(style)))
-        self.grid_ids = grid["id"].to_numpy(dtype=object)
-        self.grid_row = {k: i for i, k in enumerate(self.grid_ids)}
-        self.codes: dict[str, np.ndarray] = {}
-        self.values: dict[str, list[tuple[str, int]]] = {}
-        for name in GRID_FILTERS:
-            column = grid[name]
-            text = column.map(_text) if name == "year" else column.fillna("").astype(str)
-            codes, uniques = pd.factorize(text.to_numpy(), sort=True)
-            self.codes[name] = codes.astype(np.int32)
-            counts = np.bincount(codes, minlength=len(uniques))
-            values = [(str(u), int(c)) for u, c in zip(uniques, counts) if u != ""]
-            if name == "age_group":
-                values.sort(key=lambda v: (AGE_ORDER.index(v[0]) if v[0] in AGE_ORDER else 99, v))
-            self.values[name] = values
-        self.text = {name: self._text_col(name) for name in GRID_FILTERS}
-        self.code_of = {
-            name: {
-                str(u): i for i, u in enumerate(pd.factorize(self._text_col(name), sort=True)[1])
-            }
-            for name in GRID_FILTERS
-        }
-        self.orders: dict[str, np.ndarray] = {}
-        for sort, keys in SORTS.items():
-            frame = grid[keys].copy()
-            if "age_group" in keys:
-                frame["age_group"] = frame["age_group"].map(
-                    lambda v: AGE_ORDER.index(v) if isinstance(v, str) and v in AGE_ORDER else 99
-                )
-            columns: list[np.ndarray] = []
-            for k in reversed(keys):
-                if k in ("year", "age_group"):
-                    columns.append(frame[k].astype(float).fillna(np.inf).to_numpy())
-                else:  # unknown values last
-                    columns.append(frame[k].fillna("\uffff").astype(str).to_numpy())
-            self.orders[sort] = np.lexsort(columns).astype(np.int64)
-
-    def _text_col(self, name: str) -> np.ndarray:
-        column = self.grid[name]
-        text = column.map(_text) if name == "year" else column.fillna("").astype(str)
-        return np.asarray(text.to_numpy())
-
-    def tile(self, key: str) -> dict[str, Any]:
-        """What a grid tile shows of a drawing: id, year, country, age group, styled."""
-        row = self.grid_row[key]
-        return {
-            "id": key,
-            "year": self.text["year"][row],
-            "country": self.text["country"][row],
-            "age": self.text["age_group"][row],
-            "styled": bool(self.styled[row]),
-        }
-
     def is_drawing(self, key: str) -> bool:
         return self.collection.get(key) == "drawing"
 
@@ -340,50 +195,7 @@ class Workbench:
     def row(self, key: str) -> dict[str, Any]:
         """Catalogue metadata of a showable id, as display text (empty for unknown values)."""
         record = self.meta.loc[key]
-        return {str(c): _text(v) for c, v in record.items()}
-
-    def select(
-        self,
-        filters: dict[str, str],
-        collection: str,
-        states: dict[str, str] | None,
-        state: str,
-        query: str,
-        sort: str,
-    ) -> np.ndarray:
-        """Grid row positions matching the filters, in the sort order."""
-        mask = np.ones(len(self.grid), dtype=bool)
-        for name, value in filters.items():
-            if not value:
-                continue
-            code = self.code_of[name].get(value)
-            if code is None:
-                return np.zeros(0, dtype=np.int64)
-            mask &= self.codes[name] == code
-        styled = self.styled
-        if collection == "originals":
-            mask &= ~styled
-        elif collection == "styled":
-            mask &= styled
-        if state != "all" and states is not None:
-            marked = np.zeros(len(self.grid), dtype=bool)
-            wanted = {"annotated": ("match", "annotated"), "match": ("match",)}.get(state, ())
-            for drawing, drawing_state in states.items():
-                row = self.grid_row.get(drawing)
-                if row is not None and drawing_state in wanted:
-                    marked[row] = True
-            if state == "unannotated":
-                for drawing in states:
-                    row = self.grid_row.get(drawing)
-                    if row is not None:
-                        marked[row] = True
-                mask &= ~marked
-            else:
-                mask &= marked
-        if query:
-            mask &= self.grid["id"].str.contains(query, case=False, regex=False).to_numpy()
-        order = self.orders[sort]
-        return order[mask[order]]
+        return {str(c): display_text(v) for c, v in record.items()}
 
     # -- models ------------------------------------------------------------------------------
     def _load_model(self, tag: str) -> ModelData:
@@ -443,22 +255,7 @@ class Workbench:
             if grouped
             else None
         )
-        order = np.lexsort((table["rank"].to_numpy(), table["distance"].to_numpy(dtype=np.float64)))
-        table = table.iloc[order]
-        d_codes, d_uniques = pd.factorize(table["drawing_id"])
-        a_codes, a_uniques = pd.factorize(table["artwork_id"])
-        candidates = Candidates(
-            drawings=np.asarray(d_uniques, dtype=object),
-            artworks=np.asarray(a_uniques, dtype=object),
-            drawing_code=d_codes.astype(np.int32),
-            artwork_code=a_codes.astype(np.int32),
-            rank=table["rank"].to_numpy(dtype=np.int32),
-            distance=table["distance"].to_numpy(dtype=np.float32),
-            d_index={str(d): i for i, d in enumerate(d_uniques)},
-            a_index={str(a): i for i, a in enumerate(a_uniques)},
-        )
-        keys = d_codes.astype(np.int64) * len(a_uniques) + a_codes
-        candidates.sorted_keys = np.unique(keys)
+        candidates = Candidates.from_table(table)
         return candidates, by_drawing
 
     def top_artworks(self, tag: str, drawing_id: str, k: int) -> list[tuple[str, int, float]]:
@@ -539,68 +336,3 @@ class Workbench:
         from drawmatch.core.images import open_image
 
         return open_image(self.sources[drawing_id], draft_size=1024)
-
-    def next_candidates(
-        self, tag: str, decided: set[tuple[str, str]], n: int = 1
-    ) -> list[tuple[str, str, int, float]]:
-        """The `n` closest candidates of `tag` that nobody has decided yet:
-        (drawing id, artwork id, 1-based rank, distance)."""
-        cands = self.models[tag].candidates
-        if cands is None:
-            return []
-        found = []
-        for i in range(len(cands)):
-            drawing = cands.drawings[cands.drawing_code[i]]
-            artwork = cands.artworks[cands.artwork_code[i]]
-            if (drawing, artwork) in decided:
-                continue
-            found.append((drawing, artwork, int(cands.rank[i]), float(cands.distance[i])))
-            if len(found) >= n:
-                break
-        return found
-
-    def reviewed(self, tag: str, decided: set[tuple[str, str]]) -> tuple[int, int]:
-        """(decided candidates, all candidates) of `tag`."""
-        cands = self.models[tag].candidates
-        if cands is None:
-            return 0, 0
-        keys = [cands.key(d, a) for d, a in decided]
-        wanted = np.array([k for k in keys if k is not None], dtype=np.int64)
-        if not len(wanted) or not len(cands.sorted_keys):
-            return 0, len(cands.sorted_keys)
-        where = np.minimum(np.searchsorted(cands.sorted_keys, wanted), len(cands.sorted_keys) - 1)
-        return int((cands.sorted_keys[where] == wanted).sum()), len(cands.sorted_keys)
-
-    def similar_drawings(self, tag: str, drawing_id: str, k: int) -> list[tuple[str, int, float]]:
-        grouped = self.models[tag].similar
-        if grouped is None:
-            return []
-        rows = grouped.get(drawing_id).head(k)
-        return [
-            (str(s), int(r), float(d))
-            for s, r, d in zip(rows["similar_id"], rows["rank"], rows["distance"])
-        ]
-
-    def drawings_near_artwork(
-        self, tag: str, artwork_id: str, k: int
-    ) -> list[tuple[str, int, float]]:
-        """The drawings closest to an artwork: the similar job's table, or else the drawings
-        whose batch-search candidates hold it."""
-        model = self.models[tag]
-        if model.artwork_drawings is not None:
-            rows = model.artwork_drawings.get(artwork_id).head(k)
-            return [
-                (str(s), int(r), float(d))
-                for s, r, d in zip(rows["drawing_id"], rows["rank"], rows["distance"])
-            ]
-        cands = model.candidates
-        if cands is None:
-            return []
-        code = np.flatnonzero(cands.artworks == artwork_id)
-        if not len(code):
-            return []
-        where = np.flatnonzero(cands.artwork_code == code[0])[:k]
-        return [
-            (str(cands.drawings[cands.drawing_code[i]]), r + 1, float(cands.distance[i]))
-            for r, i in enumerate(where)
-        ]

@@ -1,0 +1,210 @@
+"""Browsing: the drawing grid (filters, sorts, pages, annotation state), a drawing's page (its
+closest artworks under one or two models and a search mode, its decisions, similar drawings and
+style copies) and an artwork's page (its matched and closest drawings)."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from drawmatch.data.annotations import Decision
+from drawmatch.serve.data import RegionHit, Workbench
+from drawmatch.serve.grid import SORTS
+from drawmatch.serve.site import MAX_ID, ModelQuery, SignedIn, Site, SiteDep, check_mode
+from drawmatch.serve.views import MODE_NAMES, history_counts, pair_view
+
+router = APIRouter()
+
+
+@router.get("/")
+def home() -> Response:
+    return RedirectResponse("/drawings", status_code=303)
+
+
+@router.get("/healthz")
+def health(site: SiteDep) -> dict[str, Any]:
+    wb = site.workbench
+    return {
+        "status": "ok",
+        "drawings": len(wb.grid),
+        "artworks": len(wb.artwork_ids),
+        "models": {t: wb.query_models.status(t) for t in wb.tags},
+    }
+
+
+@router.get("/drawings", response_class=HTMLResponse)
+def grid(
+    request: Request,
+    site: SiteDep,
+    session: SignedIn,
+    year: Annotated[str, Query(max_length=16)] = "",
+    age_group: Annotated[str, Query(max_length=32)] = "",
+    country: Annotated[str, Query(max_length=64)] = "",
+    collection: Literal["originals", "styled", "all"] = "originals",
+    state: Literal["all", "unannotated", "annotated", "match"] = "all",
+    q: Annotated[str, Query(max_length=MAX_ID)] = "",
+    sort: Literal["id", "year", "country", "age"] = "id",
+    page_no: Annotated[int, Query(alias="page", ge=1, le=1_000_000)] = 1,
+) -> Response:
+    wb, store = site.workbench, site.store
+    filters = {"year": year, "age_group": age_group, "country": country}
+    states = store.drawing_states() if state != "all" else None
+    rows = wb.grid.select(filters, collection, states, state, q.strip(), sort)
+    size = site.config.page_size
+    pages = max(1, math.ceil(len(rows) / size))
+    page_no = min(page_no, pages)
+    shown = [str(wb.grid.ids[i]) for i in rows[(page_no - 1) * size : page_no * size]]
+    badges = store.drawing_states(shown)
+    tiles = [dict(wb.grid.tile(key), state=badges.get(key, "")) for key in shown]
+    params = {k: v for k, v in filters.items() if v}
+    params.update(collection=collection, state=state, sort=sort)
+    if q:
+        params["q"] = q
+    return site.page(
+        request,
+        "grid.html",
+        session,
+        tiles=tiles,
+        total=len(rows),
+        page_no=page_no,
+        pages=pages,
+        filters=filters,
+        collection=collection,
+        state=state,
+        q=q,
+        sort=sort,
+        sorts=list(SORTS),
+        values=wb.grid.values,
+        params=params,
+    )
+
+
+def region_results(
+    wb: Workbench, tag: str, mode: str, vector: np.ndarray | None, image: Any, k: int
+) -> tuple[list[RegionHit], str | None]:
+    """A region-mode ranking, or no hits and the reason (no region index yet, a stale one)."""
+    if vector is None:
+        return [], None
+    try:
+        return wb.region_top(tag, mode, vector, image, k), None
+    except (FileNotFoundError, ValueError) as exc:
+        return [], str(exc)
+
+
+def model_column(
+    wb: Workbench,
+    key: str,
+    tag: str,
+    mode: str,
+    k: int,
+    image: Any,
+    current: dict[str, Decision],
+    counts: dict[str, int],
+) -> dict[str, Any]:
+    """One model's column on a drawing's page: its k closest artworks in `mode`, each with its
+    current decision, or the reason there are none."""
+    problem = None
+    if mode == "global":
+        pairs = [
+            pair_view(wb, key, a, r, d, tag, current.get(a), counts.get(a, 0))
+            for a, r, d in wb.top_artworks(tag, key, k)
+        ]
+    else:
+        vector = wb.models[tag].drawing_vector(key)
+        hits, problem = region_results(wb, tag, mode, vector, image, k)
+        pairs = [
+            pair_view(
+                wb,
+                key,
+                h.artwork,
+                h.rank,
+                h.distance,
+                tag,
+                current.get(h.artwork),
+                counts.get(h.artwork, 0),
+                h,
+            )
+            for h in hits
+            if wb.is_artwork(h.artwork)
+        ]
+    return {
+        "tag": tag,
+        "embedded": key in wb.models[tag].drawing_rows
+        or (mode == "global" and wb.models[tag].by_drawing is not None),
+        "pairs": pairs,
+        "problem": problem,
+    }
+
+
+def drawing_context(
+    site: Site, key: str, tag: str | None, other: str | None, k: int, mode: str
+) -> dict[str, Any]:
+    """What a drawing's page shows: one column of closest artworks per model (`tag`, and
+    `other` to compare), the artworks decided elsewhere, similar drawings and style copies."""
+    wb, store = site.workbench, site.store
+    current = store.current_by_pair(key)
+    counts = history_counts(store.history(drawing_id=key))
+    image = wb.drawing_image(key) if mode == "verified" else None
+    columns = [model_column(wb, key, t, mode, k, image, current, counts) for t in (tag, other) if t]
+    listed = {p["id"] for c in columns for p in c["pairs"]}
+    elsewhere = [
+        pair_view(wb, key, a, dec.rank, dec.distance, dec.model or tag or "", dec, counts.get(a, 0))
+        for a, dec in current.items()
+        if a not in listed and wb.is_artwork(a)
+    ]
+    return {
+        "drawing": key,
+        "info": wb.row(key),
+        "tag": tag,
+        "compare": other,
+        "k": k,
+        "mode": mode,
+        "modes": MODE_NAMES,
+        "columns": columns,
+        "elsewhere": elsewhere,
+        "similar": wb.neighbours.similar_drawings(tag, key, 12) if tag else [],
+        "has_similar": tag is not None and wb.neighbours.has_similar(tag),
+        "copies": wb.grid.copies.get(key, []),
+    }
+
+
+@router.get("/drawings/{drawing_id}", response_class=HTMLResponse)
+def drawing(
+    request: Request,
+    site: SiteDep,
+    session: SignedIn,
+    drawing_id: str,
+    model: ModelQuery = None,
+    compare: ModelQuery = None,
+    k: Annotated[int | None, Query(ge=1, le=100)] = None,
+    mode: Annotated[str, Query(max_length=20)] = "global",
+) -> Response:
+    key = site.drawing_of(drawing_id)
+    tag = site.optional_tag(model)
+    other = site.tag_of(compare) if compare and tag else None
+    check_mode(mode)
+    k = site.config.k if k is None else k
+    return site.page(
+        request, "drawing.html", session, **drawing_context(site, key, tag, other, k, mode)
+    )
+
+
+@router.get("/artworks/{artwork_id}", response_class=HTMLResponse)
+def artwork(
+    request: Request, site: SiteDep, session: SignedIn, artwork_id: str, model: ModelQuery = None
+) -> Response:
+    wb = site.workbench
+    key = site.artwork_of(artwork_id)
+    tag = site.optional_tag(model)
+    copies = [
+        d
+        for d in site.store.current(artwork_id=key)
+        if d.decision == "match" and wb.is_drawing(d.drawing_id)
+    ]
+    near = wb.neighbours.drawings_near_artwork(tag, key, 24) if tag else []
+    context = {"artwork": key, "info": wb.row(key), "tag": tag, "copies": copies, "near": near}
+    return site.page(request, "artwork.html", session, **context)

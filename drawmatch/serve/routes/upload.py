@@ -1,0 +1,151 @@
+"""Searching by an uploaded photo of a drawing: its closest artworks under a model and a search
+mode. Nothing is stored; the file is checked (size, type, first bytes, pixels) before it is
+decoded, and the search runs in a worker thread."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, Response
+
+from drawmatch.core.images import ImageError, open_image
+from drawmatch.models.preprocess import eval_resize
+from drawmatch.serve import security
+from drawmatch.serve.site import (
+    MAX_ID,
+    CheckedPost,
+    ModelQuery,
+    SignedIn,
+    Site,
+    SiteDep,
+    check_mode,
+)
+from drawmatch.serve.views import MODE_NAMES, artwork_card, box_view
+
+router = APIRouter()
+
+UPLOAD_TYPES = {"image/jpeg", "image/png", "image/webp"}
+
+
+def magic_ok(data: bytes) -> bool:
+    """JPEG, PNG or WebP by their first bytes."""
+    return (
+        data.startswith(b"\xff\xd8\xff")
+        or data.startswith(b"\x89PNG\r\n\x1a\n")
+        or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
+    )
+
+
+def upload_page(
+    site: Site,
+    request: Request,
+    session: security.Session,
+    tag: str,
+    mode: str,
+    status: str,
+    status_code: int = 200,
+    **context: Any,
+) -> Response:
+    """The upload page: the form, and the results or an error (`context`)."""
+    context.setdefault("results", None)
+    context.setdefault("error", None)
+    response: Response = site.page(
+        request,
+        "upload.html",
+        session,
+        tag=tag,
+        status=status,
+        limit_mb=site.config.max_upload_bytes / 1e6,
+        mode=mode,
+        modes=MODE_NAMES,
+        **context,
+    )
+    response.status_code = status_code
+    return response
+
+
+@router.get("/upload", response_class=HTMLResponse)
+def upload_form(
+    request: Request, site: SiteDep, session: SignedIn, model: ModelQuery = None
+) -> Response:
+    tag = site.tag_of(model)
+    site.workbench.query_models.start(tag)
+    status = site.workbench.query_models.status(tag)
+    return upload_page(site, request, session, tag, "global", status)
+
+
+def search_image(
+    site: Site, embedder: Any, data: bytes, tag: str, mode: str, k: int
+) -> list[dict[str, Any]]:
+    """The k closest artworks to an uploaded image (ImageError if it cannot be read)."""
+    wb = site.workbench
+    img = open_image(
+        "upload",
+        draft_size=max(embedder.image_size, 1024 if mode == "verified" else 0),
+        max_pixels=site.config.max_upload_pixels,
+        data=data,
+    )
+    vector = embedder.embed_images(eval_resize(img, embedder.image_size)[None])
+    if mode == "global":
+        found = wb.search_vector(tag, vector, k)
+        return [dict(artwork_card(wb, a), rank=r, distance=d) for a, r, d in found]
+    return [
+        dict(artwork_card(wb, h.artwork), rank=h.rank, distance=h.distance, **box_view(h))
+        for h in wb.region_top(tag, mode, vector, img, k)
+        if wb.is_artwork(h.artwork)
+    ]
+
+
+def refusal(site: Site, tag: str, image: UploadFile, data: bytes) -> tuple[int, str] | None:
+    """Why an upload cannot be searched (status, message): too large, not an image, no artwork
+    index; None when it can."""
+    wb, limit = site.workbench, site.config.max_upload_bytes
+    if len(data) > limit:
+        return 413, f"The image is larger than {limit / 1e6:g} MB."
+    if (image.content_type or "") not in UPLOAD_TYPES or not magic_ok(data):
+        return 415, "Upload a JPEG, PNG or WebP image."
+    if wb.models[tag].index is None:
+        return 409, f"Model {tag} has no artwork index: run `drawmatch index`."
+    return None
+
+
+@router.post("/upload", response_class=HTMLResponse)
+async def upload(
+    request: Request,
+    site: SiteDep,
+    session: CheckedPost,
+    image: Annotated[UploadFile, File()],
+    model: Annotated[str, Form(max_length=MAX_ID)] = "",
+    k: Annotated[int | None, Form(ge=1, le=100)] = None,
+    mode: Annotated[str, Form(max_length=20)] = "global",
+) -> Response:
+    tag = site.tag_of(model or None)
+    check_mode(mode)
+    k = site.config.k if k is None else k
+    query_models = site.workbench.query_models
+
+    def fail(status_code: int, message: str) -> Response:
+        status = query_models.status(tag)
+        return upload_page(site, request, session, tag, mode, status, status_code, error=message)
+
+    data = await image.read(site.config.max_upload_bytes + 1)
+    refused = refusal(site, tag, image, data)
+    if refused is not None:
+        return fail(*refused)
+    embedder = query_models.get(tag)
+    if embedder is None:
+        if query_models.status(tag) == "error":
+            return fail(500, f"The model {tag} could not be loaded: see the server log.")
+        return fail(503, "The model is still loading; try again in a few seconds.")
+    try:
+        results = await run_in_threadpool(search_image, site, embedder, data, tag, mode, k)
+    except ImageError as exc:
+        return fail(400, f"This file cannot be read as an image ({exc.reason}).")
+    except (FileNotFoundError, ValueError) as exc:  # no region index yet, or a stale one
+        return fail(409, str(exc))
+    filename = (image.filename or "upload")[:100]
+    return upload_page(
+        site, request, session, tag, mode, "ready", results=results, filename=filename
+    )
