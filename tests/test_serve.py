@@ -568,6 +568,17 @@ def test_security_headers_and_health(client):
     assert http.get("/healthz").json()["drawings"] == 13
 
 
+def test_pages_link_the_stylesheet_the_report_shares(client):
+    from drawmatch.reporting import shared_css
+
+    http, _ = client
+    page = http.get("/drawings").text
+    assert page.index('href="/shared.css"') < page.index('href="/static/style.css"')
+    css = http.get("/shared.css")
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert css.text == shared_css() and "--ink" in css.text
+
+
 def test_store_is_append_only_with_latest_state(tmp_path):
     store = AnnotationStore(tmp_path / "a.sqlite")
     store.add("d1", "a1", "match", "x", note="first")

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from drawmatch.core.settings import ServeConfig
 from drawmatch.data.annotations import AnnotationStore, db_path
+from drawmatch.reporting import shared_css
 from drawmatch.serve import security
 from drawmatch.serve.data import Workbench
 from drawmatch.serve.middleware import BodyLimit, security_headers
@@ -42,6 +43,8 @@ def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastA
     app.state.workbench = wb
     app.state.store = site.store
     app.mount("/static", StaticFiles(directory=str(package_dir("static"))), name="static")
+    css = shared_css()
+    app.get("/shared.css", include_in_schema=False)(lambda: Response(css, media_type="text/css"))
     app.middleware("http")(security_headers)
     app.add_middleware(BodyLimit, upload_limit=config.max_upload_bytes)  # type: ignore[arg-type]
     app.add_exception_handler(LoginRequired, login_required)  # type: ignore[arg-type]
