@@ -55,7 +55,9 @@ from drawmatch.models.region_embedder import (
     regions_dir,
     regions_table,
 )
+from drawmatch.retrieval.faiss_index import check_index
 from drawmatch.retrieval.region_index import (
+    KINDS,
     build_region_faiss,
     region_index_dir,
     write_region_index,
@@ -165,9 +167,17 @@ def drop_stale_regions(directory: str, current: pd.DataFrame) -> int:
     return len(drop)
 
 
+def index_params(config: RegionsConfig) -> dict[str, int]:
+    """The region index's parameters of `config` (`drawmatch.retrieval.faiss_index`)."""
+    keys = ("nlist", "nprobe", "pq_m", "hnsw_m", "ef_search")
+    return {key: getattr(config, key) for key in keys}
+
+
 def run(config: RegionsConfig) -> RegionsResult:
     """Embed the regions of the artworks that lack them, extract local features, build the index;
-    one run per output root at a time (`drawmatch.core.locks`)."""
+    one run per output root at a time (`drawmatch.core.locks`). The index's kind and parameters
+    are checked first, before any work."""
+    check_index(config.index_kind, KINDS, "region index", **index_params(config))
     with job_lock(str(config.out), "regions", name="regions"):
         return _run(config)
 
@@ -340,15 +350,7 @@ def _run(config: RegionsConfig) -> RegionsResult:
         raise ValueError(
             f"no artwork regions for model {tag} (with a global embedding): nothing to index"
         )
-    index = build_region_faiss(
-        emb[keep],
-        config.index_kind,
-        config.nlist,
-        config.nprobe,
-        config.pq_m,
-        config.hnsw_m,
-        config.ef_search,
-    )
+    index = build_region_faiss(emb[keep], config.index_kind, **index_params(config))
     write_region_index(
         region_index_dir(config.out, tag),
         index,
