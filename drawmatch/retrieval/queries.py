@@ -19,6 +19,7 @@ from drawmatch.core import storage
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import read_embeddings
 from drawmatch.data.imaj import is_verso_name
+from drawmatch.models.embedder import embed_image_file
 
 ARTWORK_COLUMNS = ("artist", "title")
 QUERY_DRAFT = 1024  # query images for local features are decoded at about this side
@@ -49,8 +50,6 @@ def check_query(query: str | None) -> None:
 def resolve_query(query: str | None, catalogue: pd.DataFrame, out: str | Path, tag: str) -> Query:
     """A catalogue id (its stored embedding; a verso is refused) or an image file (embedded with
     the model of `tag`, which refuses other weights) -> `Query` (`check_query` first)."""
-    from drawmatch.models.embedder import embed_image_file
-
     check_query(query)
     assert query is not None
     known = catalogue[catalogue["id"] == query]
