@@ -3,6 +3,8 @@ and the factory builds the same indexes (same neighbours) as the hand-built clas
 
 from __future__ import annotations
 
+from typing import Any
+
 import faiss
 import numpy as np
 import pytest
@@ -70,10 +72,11 @@ def test_factory_strings_use_at_most_one_list_per_39_vectors():
     assert factory_string("hnsw", 32, 100, hnsw_m=16) == "HNSW16"
 
 
-def _by_hand(emb: np.ndarray, kind: str) -> faiss.Index:
+def _by_hand(emb: np.ndarray, kind: str) -> Any:
     """The indexes as they were built before factory strings (for indexes saved then)."""
     dim = emb.shape[1]
     ip = faiss.METRIC_INNER_PRODUCT
+    index: Any
     if kind == "flat":
         index = faiss.IndexFlatIP(dim)
     elif kind == "hnsw":

@@ -99,7 +99,8 @@ def build_index(emb: np.ndarray, kind: str = "flat", **params: Any) -> Any:
     p = {**DEFAULTS, **params}
     emb = np.ascontiguousarray(emb, dtype=np.float32)
     n, dim = emb.shape
-    index = faiss.index_factory(dim, factory_string(kind, dim, n, **p), faiss.METRIC_INNER_PRODUCT)
+    description = factory_string(kind, dim, n, **p)
+    index: Any = faiss.index_factory(dim, description, faiss.METRIC_INNER_PRODUCT)
     if kind == "ivf":
         index.train(emb)
     elif kind == "ivfpq":
