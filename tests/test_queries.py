@@ -6,7 +6,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from drawmatch.retrieval.queries import add_artwork_columns, allowed_artworks, check_query
+from drawmatch.retrieval.queries import (
+    add_artwork_columns,
+    allowed_artworks,
+    check_query,
+    image_query,
+)
 
 
 def _catalogue() -> pd.DataFrame:
@@ -46,3 +51,18 @@ def test_artist_and_title_columns_follow_the_catalogue():
     kept = add_artwork_columns(frame.copy(), bare, keep_missing=True)
     assert kept.columns.tolist() == ["rank", "artwork_id", "artist", "title"]
     assert kept["title"].isna().all()
+
+
+def test_an_uploaded_image_is_embedded_at_the_model_s_size():
+    import numpy as np
+    from PIL import Image
+
+    class Embedder:
+        image_size = 8
+
+        def embed_images(self, batch: np.ndarray) -> np.ndarray:
+            assert batch.shape == (1, 8, 8, 3) and batch.dtype == np.uint8
+            return np.ones((1, 4), np.float32)
+
+    query = image_query(Embedder(), Image.new("RGB", (30, 20)))
+    assert query.name == "upload" and query.file is None and query.vector.shape == (1, 4)

@@ -1,5 +1,5 @@
-"""What a search asks and shows, written once for every mode: the query (a catalogue drawing id or
-an image file) resolved to its embedding, the verso refusal, the `where=` metadata filter on the
+"""What a search asks and shows, written once for every mode: the query (a catalogue drawing id, an
+image file or an uploaded image) resolved to its embedding, the verso refusal, the `where=` metadata filter on the
 artworks and the artist and title columns of a result.
 
 A verso (the back of a drawing: private data of a minor) is never a query: neither its catalogue
@@ -61,6 +61,13 @@ def resolve_query(query: str | None, catalogue: pd.DataFrame, out: str | Path, t
     if storage.is_file(query):
         return Query(query, embed_image_file(query, out, tag), file=query)
     raise ValueError(f"{query!r} is neither a catalogue id nor an image file")
+
+
+def image_query(embedder: Any, image: Any, name: str = "upload") -> Query:
+    """A decoded image (an upload: PIL) embedded with a loaded embedding model (`Embedder`)."""
+    from drawmatch.models.preprocess import eval_resize
+
+    return Query(name, embedder.embed_images(eval_resize(image, embedder.image_size)[None]))
 
 
 def query_paths(catalogue: pd.DataFrame, out: str | Path, ids: list[str]) -> list[str]:
