@@ -79,7 +79,7 @@ def factory_string(kind: str, dim: int, n: int, **params: Any) -> str:
     return {
         "flat": "Flat",
         "ivf": f"IVF{nlist},Flat",
-        "ivfpq": f"IVF{nlist},PQ{p['pq_m']}x{p['pq_bits']}",
+        "ivfpq": f"IVF{nlist},PQ{p['pq_m']}x{p['pq_bits']}np",  # np: no polysemous training
         "hnsw": f"HNSW{p['hnsw_m']}",
     }[kind]
 
