@@ -9,7 +9,8 @@ embeddings in a mode and returns the top-k of every query as one long table.
 Every table has `query` (the query's position), `rank` (1 = best), `artwork_id` and `distance`
 (1 - cosine; in region modes 1 - the fused score, the verification bonus only orders the rows);
 region modes add `score`, `global_score`, `region_score`, `inliers` and the matched box
-`box_x0..box_y1`. Evaluation (`evaluate_ranking`) scores the whole gallery exactly in every mode.
+`box_x0..box_y1`. Evaluation (`evaluate_ranking`) ranks the whole gallery, not a top-k (the
+global mode by the exact cosine of the stored embeddings, never an approximate index).
 """
 
 from __future__ import annotations
