@@ -425,7 +425,7 @@ def test_no_verso_reaches_embeddings_index_or_top_k(
     from drawmatch.core.settings import EmbedConfig, IndexConfig, SearchConfig
     from drawmatch.data import embeddings
     from drawmatch.jobs import embed, index, search
-    from drawmatch.retrieval import artwork_index
+    from drawmatch.retrieval import artwork_index, queries
 
     names = sorted(set(_one_name_per_shape(imaj_dir) + VERSO_FILES + RECTO_FILES))
     d, a = tmp_path / "drawings", tmp_path / "artworks"
@@ -466,9 +466,9 @@ def test_no_verso_reaches_embeddings_index_or_top_k(
 
     # a file whose name states a verso is refused before it is embedded, by file or by id
     calls: list[str] = []
-    real_embed = search.embed_image_file
+    real_embed = queries.embed_image_file
     monkeypatch.setattr(
-        search, "embed_image_file", lambda *args: calls.append("embed") or real_embed(*args)
+        queries, "embed_image_file", lambda *args: calls.append("embed") or real_embed(*args)
     )
     for name in VERSO_FILES:
         with pytest.raises(ValueError, match="states a verso"):

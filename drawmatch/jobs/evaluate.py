@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from drawmatch.core import storage
 from drawmatch.core.settings import EvaluateConfig, save_config, to_dict
 from drawmatch.data import catalogue as cat
-from drawmatch.data.embeddings import pick_model_tag, read_embeddings, read_model_info
+from drawmatch.data.embeddings import pick_model_tag, read_model_info
 from drawmatch.data.pairs import check_collections, check_known, read_pairs
-from drawmatch.retrieval.metrics import aggregate, format_table, retrieval_metrics_from_embeddings
+from drawmatch.retrieval.metrics import aggregate, format_table
+from drawmatch.retrieval.ranker import evaluate_ranking
 
 MAP_DEFINITION = (
     "MAP: standard average precision over the full ranking, (1/|R|) * sum of precision at the "
@@ -57,26 +56,6 @@ def evaluation_pairs(config: EvaluateConfig, catalogue: pd.DataFrame) -> pd.Data
     check_collections(pairs, dict(zip(catalogue["id"], catalogue["collection"])), where=where)
     originals = set(catalogue.loc[cat.is_original(catalogue), "id"])
     return pairs[pairs["drawing_id"].isin(originals)].drop_duplicates().reset_index(drop=True)
-
-
-def evaluate_model(
-    out: str | Path, tag: str, pairs: pd.DataFrame, catalogue: pd.DataFrame, ks: tuple[int, ...]
-) -> tuple[dict[str, float], pd.DataFrame]:
-    """Metrics of `tag` on `pairs`; also returns the pairs left out (artwork not searchable)."""
-    gallery = cat.gallery_ids(catalogue)
-    in_gallery = pairs["artwork_id"].isin(set(gallery))
-    skipped = pairs[~in_gallery]
-    pairs = pairs[in_gallery]
-    if pairs.empty:
-        raise ValueError("no pair has a searchable artwork: nothing to evaluate")
-    queries = sorted(pairs["drawing_id"].unique())
-    _ids, emb = read_embeddings(out, tag, ids=gallery + queries)  # one pass over the parts
-    gallery_emb, query_emb = emb[: len(gallery)], emb[len(gallery) :]
-    position = {a: i for i, a in enumerate(gallery)}
-    grouped = pairs.groupby("drawing_id")["artwork_id"].apply(list)
-    relevant = [np.array([position[a] for a in grouped[q]]) for q in queries]
-    metrics = retrieval_metrics_from_embeddings(query_emb, gallery_emb, relevant, ks)
-    return metrics, skipped
 
 
 SETS = ("val", "test")
@@ -154,14 +133,9 @@ def run_pairs(config: EvaluateConfig) -> EvaluateResult:
     tag = pick_model_tag(config.out, config.model_tag)
     catalogue = cat.read_catalogue(config.out)
     pairs = evaluation_pairs(config, catalogue)
-    if config.mode == "global":
-        metrics, skipped = evaluate_model(config.out, tag, pairs, catalogue, tuple(config.ks))
-    else:  # region modes (partial copies): drawmatch.retrieval.region_search
-        from drawmatch.retrieval.region_search import evaluate_mode
-
-        metrics, skipped = evaluate_mode(
-            config.out, tag, pairs, catalogue, tuple(config.ks), config.mode, config.region
-        )
+    metrics, skipped = evaluate_ranking(
+        config.out, tag, pairs, catalogue, tuple(config.ks), config.mode, config.region
+    )
     label = result_label(config)
     if config.mode != "global":
         label = f"{label}-{config.mode}"

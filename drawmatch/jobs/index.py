@@ -1,6 +1,6 @@
 """The index job: a FAISS index over one model's artwork embeddings, saved with its id map and
-provenance (see `drawmatch.retrieval.artwork_index`): `flat` is exact; `ivf` and `hnsw` are approximate, for
-large galleries."""
+provenance (see `drawmatch.retrieval.artwork_index`): `flat` is exact; `ivf` and `hnsw` are
+approximate, for large galleries (kinds and parameter ranges: `drawmatch.retrieval.faiss_index`)."""
 
 from __future__ import annotations
 

@@ -54,7 +54,9 @@ from drawmatch.models.region_embedder import (
     regions_dir,
     regions_table,
 )
+from drawmatch.retrieval.faiss_index import check_index
 from drawmatch.retrieval.region_index import (
+    KINDS,
     build_region_faiss,
     region_index_dir,
     write_region_index,
@@ -154,11 +156,55 @@ def drop_stale_regions(directory: str, current: pd.DataFrame) -> int:
     return len(drop)
 
 
+def index_params(config: RegionsConfig) -> dict[str, int]:
+    """The region index's parameters of `config` (`drawmatch.retrieval.faiss_index`)."""
+    keys = ("nlist", "nprobe", "pq_m", "hnsw_m", "ef_search")
+    return {key: getattr(config, key) for key in keys}
+
+
 def run(config: RegionsConfig) -> RegionsResult:
     """Embed the regions of the artworks that lack them, extract local features, build the index;
-    one run per output root at a time (`drawmatch.core.locks`)."""
+    one run per output root at a time (`drawmatch.core.locks`). The index's kind and parameters
+    are checked first, before any work."""
+    check_index(config.index_kind, KINDS, "region index", **index_params(config))
     with job_lock(str(config.out), "regions", name="regions"):
         return _run(config)
+
+
+def build_region_index(
+    config: RegionsConfig, tag: str, gallery: set[str], provenance: dict[str, Any]
+) -> tuple[int, int, int]:
+    """Build and save the region index of the stored region vectors of the gallery artworks that
+    have a global embedding, each with its artwork's content hash; `provenance` holds the weights
+    hash, region settings and local features of `index.json`. Returns the vectors, the artworks and
+    the artworks left out for lack of a global embedding."""
+    ids, region, box, emb = read_regions(config.out, tag)
+    directory = regions_dir(storage.absolute(config.out), tag)
+    region_sha = stored_ids(directory).drop_duplicates("id", keep="first")  # as read_regions
+    sha_of = dict(zip(region_sha["id"], region_sha["sha256"]))
+    embedded = set(stored_ids(embeddings_dir(config.out, tag))["id"])
+    keep = np.array([k in gallery and k in embedded for k in ids], dtype=bool)
+    no_global = len({k for k in ids if k in gallery and k not in embedded})
+    ids = [k for k, kept in zip(ids, keep) if kept]
+    if not ids:
+        raise ValueError(
+            f"no artwork regions for model {tag} (with a global embedding): nothing to index"
+        )
+    index = build_region_faiss(emb[keep], config.index_kind, **index_params(config))
+    info = {
+        "model_tag": tag,
+        "weights_hash": provenance["weights_hash"],
+        "kind": config.index_kind,
+        "size": len(ids),
+        "artworks": len(set(ids)),
+        "dim": int(emb.shape[1]),
+        "regions": provenance["regions"],
+        "local_features": provenance["local_features"],
+    }
+    sha256 = [sha_of[k] for k in ids]
+    directory = region_index_dir(config.out, tag)
+    write_region_index(directory, index, ids, region[keep], box[keep], info, sha256=sha256)
+    return len(ids), len(set(ids)), no_global
 
 
 def _run(config: RegionsConfig) -> RegionsResult:
@@ -218,13 +264,16 @@ def _run(config: RegionsConfig) -> RegionsResult:
     result.errors = record_errors(directory, errors)
 
     start = time.perf_counter()
-    ids, no_global = _build_index(config, tag, whash, gallery, directory, settings, feat_settings)
+    local = feat_settings if config.local_features else None
+    n_vectors, n_artworks, no_global = build_region_index(
+        config, tag, gallery, {"weights_hash": whash, "regions": settings, "local_features": local}
+    )
     result.index_seconds = time.perf_counter() - start
-    result.index_size = len(ids)
+    result.index_size = n_vectors
     print(
         f"regions {tag}: {result.embedded} artworks embedded, {result.features_extracted} with "
         f"local features, {len(errors)} errors {result.errors}; {config.index_kind} region index "
-        f"of {len(ids)} vectors ({len(set(ids))} artworks) in {result.index_seconds:.1f} s"
+        f"of {n_vectors} vectors ({n_artworks} artworks) in {result.index_seconds:.1f} s"
         + (
             f"; {no_global} artworks left out (no global embedding yet: run `drawmatch embed`)"
             if no_global
@@ -361,55 +410,3 @@ def _feature_stages(config: RegionsConfig, roots: dict[str, str], feat_dir: str)
             kwargs={"out_dir": feat_dir},
         ),
     ]
-
-
-def _build_index(
-    config: RegionsConfig,
-    tag: str,
-    whash: str,
-    gallery: set[str],
-    directory: str,
-    settings: dict[str, Any],
-    feat_settings: dict[str, Any],
-) -> tuple[list[str], int]:
-    """Build and write the region index of the gallery artworks with a global embedding;
-    returns the indexed ids (one per vector) and the number of artworks left out."""
-    ids, region, box, emb = read_regions(config.out, tag)
-    region_sha = stored_ids(directory).drop_duplicates("id", keep="first")  # as read_regions
-    sha_of = dict(zip(region_sha["id"], region_sha["sha256"]))
-    embedded = set(stored_ids(embeddings_dir(config.out, tag))["id"])
-    keep = np.array([k in gallery and k in embedded for k in ids], dtype=bool)
-    no_global = len({k for k in ids if k in gallery and k not in embedded})
-    ids = [k for k, kept in zip(ids, keep) if kept]
-    if not ids:
-        raise ValueError(
-            f"no artwork regions for model {tag} (with a global embedding): nothing to index"
-        )
-    index = build_region_faiss(
-        emb[keep],
-        config.index_kind,
-        config.nlist,
-        config.nprobe,
-        config.pq_m,
-        config.hnsw_m,
-        config.ef_search,
-    )
-    write_region_index(
-        region_index_dir(config.out, tag),
-        index,
-        ids,
-        region[keep],
-        box[keep],
-        sha256=[sha_of[k] for k in ids],
-        info={
-            "model_tag": tag,
-            "weights_hash": whash,
-            "kind": config.index_kind,
-            "size": len(ids),
-            "artworks": len(set(ids)),
-            "dim": int(emb.shape[1]),
-            "regions": settings,
-            "local_features": feat_settings if config.local_features else None,
-        },
-    )
-    return ids, no_global

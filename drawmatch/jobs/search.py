@@ -7,106 +7,87 @@ a stale index too (an artwork removed, added or re-embedded since the index was 
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from drawmatch.core import storage
 from drawmatch.core.settings import SearchConfig, save_config
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import pick_model_tag, read_embeddings
-from drawmatch.data.imaj import is_verso_name
-from drawmatch.models.embedder import embed_image_file
-from drawmatch.retrieval.artwork_index import ArtworkIndex
+from drawmatch.retrieval.queries import (
+    add_artwork_columns,
+    allowed_artworks,
+    check_query,
+    query_image,
+    query_images,
+    query_paths,
+    resolve_query,
+)
+from drawmatch.retrieval.ranker import Ranker, load_ranker
 
-RESULT_COLUMNS = ["rank", "artwork_id", "distance", "artist", "title"]
-
-
-def allowed_artworks(catalogue: pd.DataFrame, where: dict[str, str]) -> list[str] | None:
-    """Artwork ids whose metadata equal every `column: value` of `where` (None: no filter)."""
-    if not where:
-        return None
-    rows = catalogue[catalogue["collection"] == "artwork"]
-    for column, value in where.items():
-        if column not in rows.columns:
-            raise ValueError(f"cannot filter on {column!r}: the catalogue has no such column")
-        rows = rows[rows[column].astype(str) == str(value)]
-    return rows["id"].tolist()
+GLOBAL_CHUNK = 1024  # batch queries ranked at once; region modes score the whole gallery per query
+REGION_CHUNK = 256
 
 
-def _results(ids: list[str], distances: np.ndarray, catalogue: pd.DataFrame) -> pd.DataFrame:
-    meta = catalogue.set_index("id")
-    rows = []
-    for rank, (artwork, dist) in enumerate(zip(ids, distances), start=1):
-        artist = meta.at[artwork, "artist"] if "artist" in meta.columns else None
-        title = meta.at[artwork, "title"] if "title" in meta.columns else None
-        rows.append((rank, artwork, float(dist), artist, title))
-    return pd.DataFrame(rows, columns=RESULT_COLUMNS)
+def result_table(
+    frame: pd.DataFrame, config: SearchConfig, catalogue: pd.DataFrame, one: bool
+) -> pd.DataFrame:
+    """A ranker's table as search writes it: the artworks' artist and title, and the mode in
+    region modes (`one`: a one-query table, which in the global mode always has artist and title:
+    rank, artwork_id, distance, artist, title)."""
+    frame = add_artwork_columns(frame, catalogue, keep_missing=one and config.mode == "global")
+    if config.mode != "global":
+        frame["mode"] = config.mode
+    return frame
 
 
-def search_one(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> pd.DataFrame:
-    if not config.query:
-        raise ValueError("search needs query=<drawing id or image file>, or batch=true")
-    query = config.query
-    if is_verso_name(query):  # before anything is read or embedded
-        raise ValueError(
-            f"{query!r}: the name states a verso (private data of a minor): refused as a query; "
-            "rename the file if it is not a verso"
-        )
-    index = ArtworkIndex(config.out, tag)
-    known = catalogue[catalogue["id"] == query]
-    if len(known):
-        if bool(known["verso"].fillna(False).iloc[0]):
-            raise ValueError(f"{query} is a verso (private data of a minor): not searchable")
-        _ids, emb = read_embeddings(config.out, tag, ids=[query])
-    elif storage.is_file(query):
-        emb = embed_image_file(query, config.out, tag)
-    else:
-        raise ValueError(f"{query!r} is neither a catalogue id nor an image file")
+def search_one(
+    config: SearchConfig, catalogue: pd.DataFrame, tag: str, ranker: Ranker | None = None
+) -> pd.DataFrame:
+    """Top-k artworks of one query (a catalogue drawing id or an image file)."""
+    check_query(config.query)  # before anything is read or embedded
+    if ranker is None:
+        ranker = load_ranker(config.out, tag, catalogue, config.mode, config.region)
+    query = resolve_query(config.query, catalogue, config.out, tag)
     allowed = allowed_artworks(catalogue, dict(config.where))
-    ids, dist = index.search(emb, config.k, allowed=allowed)
-    return _results(ids[0], dist[0], catalogue)
+    images = [query_image(query, catalogue, config.out)] if config.mode == "verified" else None
+    frame = ranker.rank(query.vector, config.k, allowed, images).drop(columns=["query"])
+    return result_table(frame, config, catalogue, one=True)
 
 
-def search_batch(config: SearchConfig, catalogue: pd.DataFrame, tag: str) -> str:
-    """Top-k artworks for every usable original drawing, searched and written to one Parquet file
-    in chunks of 1024 drawings."""
-    index = ArtworkIndex(config.out, tag, catalogue)
+def search_batch(
+    config: SearchConfig, catalogue: pd.DataFrame, tag: str, ranker: Ranker | None = None
+) -> str:
+    """Top-k artworks for every usable original drawing, ranked in chunks and written to one
+    Parquet file (`candidates/<tag>/topk.parquet`, or `topk_<mode>.parquet` in region modes)."""
+    if ranker is None:
+        ranker = load_ranker(config.out, tag, catalogue, config.mode, config.region)
     wanted = set(cat.query_ids(catalogue))
     allowed = allowed_artworks(catalogue, dict(config.where))
-    target = config.batch_output or storage.join(config.out, "candidates", tag, "topk.parquet")
-    buffer = pa.BufferOutputStream()
-    writer: pq.ParquetWriter | None = None
-    meta = catalogue.set_index("id")
-    n_queries = 0
     ids, emb = read_embeddings(config.out, tag)
-    chunk = 1024
+    chunk = GLOBAL_CHUNK if config.mode == "global" else REGION_CHUNK
+    tables, n_queries = [], 0
     for start in range(0, len(ids), chunk):
-        part_ids = ids[start : start + chunk]
-        keep = [i for i, q in enumerate(part_ids) if q in wanted]
+        keep = [i for i, q in enumerate(ids[start : start + chunk]) if q in wanted]
         if not keep:
             continue
-        top, dist = index.search(emb[start : start + chunk][keep], config.k, allowed=allowed)
-        rows = []
-        for qi, q in enumerate(part_ids[i] for i in keep):
-            for rank, (a, d) in enumerate(zip(top[qi], dist[qi]), start=1):
-                rows.append((q, rank, a, float(d)))
-        frame = pd.DataFrame(rows, columns=["drawing_id", "rank", "artwork_id", "distance"])
-        for column in ("artist", "title"):
-            if column in meta.columns:
-                frame[column] = meta.loc[frame["artwork_id"], column].to_numpy()
+        names = [ids[start + i] for i in keep]
+        images = None
+        if config.mode == "verified":
+            images = query_images(query_paths(catalogue, config.out, names))
+        frame = ranker.rank(emb[start : start + chunk][keep], config.k, allowed, images)
+        frame.insert(0, "drawing_id", [names[q] for q in frame.pop("query")])
+        frame = result_table(frame, config, catalogue, one=False)
         frame["model"] = tag
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        if writer is None:
-            writer = pq.ParquetWriter(buffer, table.schema)
-        writer.write_table(table)
+        tables.append(pa.Table.from_pandas(frame, preserve_index=False))
         n_queries += len(keep)
-    if writer is None:
+    if not tables:
         raise ValueError(f"no drawing has a {tag} embedding: run `drawmatch embed` first")
-    writer.close()
-    storage.write_bytes(target, buffer.getvalue().to_pybytes())
-    print(f"search: top-{config.k} artworks for {n_queries} drawings written to {target}")
+    name = "topk.parquet" if config.mode == "global" else f"topk_{config.mode}.parquet"
+    target = config.batch_output or storage.join(config.out, "candidates", tag, name)
+    storage.write_parquet(pa.concat_tables(tables, promote_options="default"), target)
+    mode = "" if config.mode == "global" else f" ({config.mode})"
+    print(f"search{mode}: top-{config.k} artworks for {n_queries} drawings written to {target}")
     return target
 
 
@@ -139,23 +120,18 @@ def run(config: SearchConfig) -> pd.DataFrame | str:
     catalogue = cat.read_catalogue(config.out)
     if config.sheet and config.batch:
         raise ValueError("sheet= draws one query's result: give query=, not batch=true")
-    if config.mode != "global":  # region modes (partial copies): drawmatch.retrieval.region_search
-        from drawmatch.retrieval.region_search import search_mode
-
-        result_or_path = search_mode(config, catalogue, tag)
-        if isinstance(result_or_path, str):
-            save_config(config, storage.join(storage.parent(result_or_path), "search_config.yaml"))
-        elif config.sheet:
-            write_sheet(config, catalogue, tag, result_or_path)
-        return result_or_path
     if config.batch:
         target = search_batch(config, catalogue, tag)
         save_config(config, storage.join(storage.parent(target), "search_config.yaml"))
         return target
     result = search_one(config, catalogue, tag)
-    with pd.option_context("display.width", 160, "display.max_colwidth", 60):
-        print(f"top-{config.k} artworks for {config.query} ({tag}):")
-        print(result.to_string(index=False))
+    shown, width, colwidth = result, 160, 60
+    label = tag if config.mode == "global" else f"{tag}, mode={config.mode}"
+    if config.mode != "global":
+        shown, width, colwidth = result.drop(columns=["mode"]), 200, 40
+    with pd.option_context("display.width", width, "display.max_colwidth", colwidth):
+        print(f"top-{config.k} artworks for {config.query} ({label}):")
+        print(shown.to_string(index=False))
     if config.sheet:
         write_sheet(config, catalogue, tag, result)
     return result

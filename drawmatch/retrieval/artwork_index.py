@@ -2,8 +2,8 @@
 `index/<model_tag>/`: `index.faiss`, `ids.parquet` (position -> id) and `index.json` (provenance).
 
 Embeddings are L2-normalised, so inner product = cosine similarity and distance = 1 - score.
-`flat` is exact; `ivf` (IndexIVFFlat) and `hnsw` (IndexHNSWFlat) are approximate, for large
-galleries.
+`flat` is exact; `ivf` and `hnsw` are approximate, for large galleries (the kinds, their
+parameters and ranges: `drawmatch.retrieval.faiss_index`).
 
 An index is a snapshot: loading one checks it against the current gallery and the stored artwork
 embeddings (ids and content hashes only) and refuses it once an artwork was removed, added or
@@ -23,6 +23,7 @@ import pyarrow as pa
 from drawmatch.core import storage
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import embeddings_dir, read_model_info, stored_ids
+from drawmatch.retrieval.faiss_index import build_index, check_index, search_parameters
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.parquet"
@@ -42,27 +43,9 @@ def build_faiss_index(
     hnsw_m: int = 32,
     ef_search: int = 128,
 ) -> Any:
-    """A FAISS inner-product index over `emb` (N, D) float32."""
-    import faiss
-
-    if kind not in KINDS:
-        raise ValueError(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
-    n, dim = emb.shape
-    emb = np.ascontiguousarray(emb, dtype=np.float32)
-    index: Any
-    if kind == "flat":
-        index = faiss.IndexFlatIP(dim)
-    elif kind == "ivf":
-        nlist = max(1, min(nlist, n // 39))  # FAISS wants >= 39 training points per list
-        quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.train(emb)
-        index.nprobe = min(nprobe, nlist)
-    else:
-        index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efSearch = ef_search
-    index.add(emb)
-    return index
+    """A FAISS inner-product index over `emb` (N, D) float32 (`drawmatch.retrieval.faiss_index`)."""
+    check_index(kind, KINDS, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search)
+    return build_index(emb, kind, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search)
 
 
 def write_index(
@@ -178,20 +161,12 @@ class ArtworkIndex:
         """Top-k artworks for (Q, D) queries: ids per query and cosine distances (Q, k').
 
         `allowed` restricts the result to those artwork ids (a metadata filter)."""
-        import faiss
-
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         params: Any = None
         if allowed is not None:
             where = {a: i for i, a in enumerate(self.ids)}
             positions = np.array(sorted(where[a] for a in allowed if a in where), dtype=np.int64)
-            selector = faiss.IDSelectorBatch(positions)
-            fa: Any = faiss
-            params = fa.SearchParameters(sel=selector)
-            if isinstance(self.index, faiss.IndexIVF):
-                params = fa.SearchParametersIVF(sel=selector, nprobe=self.index.nprobe)
-            elif isinstance(self.index, faiss.IndexHNSW):
-                params = fa.SearchParametersHNSW(sel=selector, efSearch=self.index.hnsw.efSearch)
+            params = search_parameters(self.index, positions)
         k = min(k, len(self.ids))
         scores, positions = self.index.search(queries, k, params=params)
         result_ids = [[self.ids[p] for p in row if p >= 0] for row in positions]

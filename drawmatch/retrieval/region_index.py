@@ -32,12 +32,8 @@ import pyarrow as pa
 from drawmatch.core import storage
 from drawmatch.data.embeddings import embeddings_dir, read_model_info, stored_ids
 from drawmatch.models.region_embedder import read_region_settings
-from drawmatch.retrieval.artwork_index import (
-    StaleIndexError,
-    build_faiss_index,
-    index_dir,
-    staleness,
-)
+from drawmatch.retrieval.artwork_index import StaleIndexError, index_dir, staleness
+from drawmatch.retrieval.faiss_index import build_index, check_index
 
 INDEX_FILE = "index.faiss"
 MAP_FILE = "regions.parquet"
@@ -58,24 +54,11 @@ def build_region_faiss(
     hnsw_m: int = 32,
     ef_search: int = 128,
 ) -> Any:
-    """A FAISS inner-product index over region vectors (N, D) float32."""
-    import faiss
-
-    if kind not in KINDS:
-        raise ValueError(f"unknown region index kind {kind!r}; choose one of {', '.join(KINDS)}")
-    if kind in ("flat", "ivf", "hnsw"):
-        return build_faiss_index(emb, kind, nlist, nprobe, hnsw_m, ef_search)
-    n, dim = emb.shape
-    if dim % pq_m:
-        raise ValueError(f"pq_m={pq_m} must divide the dimension {dim}")
-    emb = np.ascontiguousarray(emb, dtype=np.float32)
-    nlist = max(1, min(nlist, n // 39))
-    quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
-    index.train(emb[np.random.default_rng(0).permutation(n)[: max(nlist * 39, 256 * 39)]])
-    index.nprobe = min(nprobe, nlist)
-    index.add(emb)
-    return index
+    """A FAISS inner-product index over region vectors (N, D) float32; `ivfpq` uses 8-bit codes
+    (`drawmatch.retrieval.faiss_index`)."""
+    params = {"nlist": nlist, "nprobe": nprobe, "pq_m": pq_m, "hnsw_m": hnsw_m}
+    check_index(kind, KINDS, "region index", ef_search=ef_search, **params)
+    return build_index(emb, kind, ef_search=ef_search, pq_bits=8, **params)
 
 
 def write_region_index(

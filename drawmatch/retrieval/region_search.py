@@ -1,4 +1,5 @@
-"""Region search for partial copies: ranks artworks for a query by a mode (see `RegionSearchParams`):
+"""Region search for partial copies: scores artworks for a query by a mode (see `RegionSearchParams`;
+`drawmatch.retrieval.ranker` ranks through it in every mode but `global`):
 
 - `global`: cosine of the query's embedding and the artwork's global embedding;
 - `region`: the best cosine between the query's embedding and the artwork's region vectors;
@@ -16,20 +17,20 @@ the best region's box, or the RANSAC inliers' bounding box for a verified artwor
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from drawmatch.core import storage
 from drawmatch.core.settings import SEARCH_MODES, RegionSearchParams
 from drawmatch.data.embeddings import read_embeddings
 from drawmatch.models.local_features import Features, extract, read_features, verify
 from drawmatch.retrieval.region_index import RegionIndex, fuse
 
 VERIFIED_BONUS = 100.0  # a verified artwork's score: fused + bonus + inliers (ranks it first)
+Images = list[Any] | None  # the query images (PIL), one per query, that verified mode needs
+BOX_COLUMNS = ("box_x0", "box_y0", "box_x1", "box_y1")  # the matched box, fractions of the artwork
 
 
 def check_mode(mode: str) -> None:
@@ -125,6 +126,24 @@ class RegionSearcher:
                         details["box"][qi, j] = box
         return final, details
 
+    def rank(
+        self, vectors: np.ndarray, k: int, allowed: list[str] | None = None, images: Images = None
+    ) -> pd.DataFrame:
+        """Top-k of each query as one long table (`drawmatch.retrieval.ranker`): `query`, then
+        the `ranked` columns, then `distance` (1 - the fused score: a verified artwork's bonus
+        only orders the rows)."""
+        scores, details = self.score(vectors, images)
+        frames = []
+        for qi in range(len(scores)):
+            frame = ranked(scores, details, qi, self.gallery, k, allowed)
+            frame.insert(0, "query", qi)
+            frames.append(frame)
+        table = pd.concat(frames, ignore_index=True)
+        verified = table["inliers"] >= self.params.min_inliers  # -1 where not verified
+        fused = table["score"] - np.where(verified, VERIFIED_BONUS + table["inliers"], 0.0)
+        table["distance"] = 1.0 - fused
+        return table
+
 
 def ranked(
     scores: np.ndarray,
@@ -152,139 +171,6 @@ def ranked(
             "inliers": details["inliers"][qi, order],
         }
     )
-    for c, name in enumerate(("box_x0", "box_y0", "box_x1", "box_y1")):
+    for c, name in enumerate(BOX_COLUMNS):
         frame[name] = box[:, c].astype(np.float64)
     return frame
-
-
-def describe(mode: str, params: RegionSearchParams, index_info: dict[str, Any] | None) -> str:
-    """One line saying how a ranking was made (for reports and saved metrics)."""
-    text = {"mode": mode, "params": params.__dict__}
-    if index_info:
-        text["region_index"] = {k: index_info[k] for k in ("kind", "size") if k in index_info}
-    return json.dumps(text, sort_keys=True, default=str)
-
-
-def _query_paths(catalogue: pd.DataFrame, out: str | Path, ids: list[str]) -> list[str]:
-    from drawmatch.data import catalogue as cat
-
-    rows = catalogue.set_index("id").loc[ids].reset_index()
-    return cat.resolve_paths(rows, cat.read_roots(out))
-
-
-def _images(paths: list[str]) -> list[Any]:
-    from drawmatch.core.images import open_image
-
-    return [open_image(p, draft_size=1024) for p in paths]
-
-
-def search_mode(config: Any, catalogue: pd.DataFrame, tag: str) -> pd.DataFrame | str:
-    """`search` in a region mode (`config`: a SearchConfig): one query (a catalogue id or an image
-    file) -> the top-k table, or every drawing (`batch=true`) -> the path of the candidates file."""
-    from drawmatch.data import catalogue as cat
-    from drawmatch.models.embedder import embed_image_file
-
-    gallery = cat.gallery_ids(catalogue)
-    searcher = RegionSearcher(config.out, tag, gallery, config.mode, config.region)
-    allowed = None
-    if config.where:
-        rows = catalogue[catalogue["collection"] == "artwork"]
-        for column, value in dict(config.where).items():
-            if column not in rows.columns:
-                raise ValueError(f"cannot filter on {column!r}: the catalogue has no such column")
-            rows = rows[rows[column].astype(str) == str(value)]
-        allowed = rows["id"].tolist()
-    meta = catalogue.set_index("id")
-
-    def annotate(frame: pd.DataFrame) -> pd.DataFrame:
-        verified = frame["score"] >= VERIFIED_BONUS / 2  # moved first by the keypoint check
-        fused = frame["score"] - np.where(verified, VERIFIED_BONUS + frame["inliers"], 0.0)
-        frame["distance"] = 1.0 - fused  # the fused distance; the bonus only orders the rows
-        for column in ("artist", "title"):
-            if column in meta.columns:
-                frame[column] = meta.loc[frame["artwork_id"], column].to_numpy()
-        frame["mode"] = config.mode
-        return frame
-
-    if not config.batch:
-        if not config.query:
-            raise ValueError("search needs query=<drawing id or image file>, or batch=true")
-        known = catalogue[catalogue["id"] == config.query]
-        if len(known):
-            if bool(known["verso"].fillna(False).iloc[0]):
-                raise ValueError(
-                    f"{config.query} is a verso (private data of a minor): not searchable"
-                )
-            _ids, emb = read_embeddings(config.out, tag, ids=[config.query])
-            path = _query_paths(catalogue, config.out, [config.query])[0]
-        elif storage.is_file(config.query):
-            emb = embed_image_file(config.query, config.out, tag)
-            path = config.query
-        else:
-            raise ValueError(f"{config.query!r} is neither a catalogue id nor an image file")
-        images = _images([path]) if config.mode == "verified" else None
-        scores, details = searcher.score(emb, images)
-        result = annotate(ranked(scores, details, 0, gallery, config.k, allowed))
-        with pd.option_context("display.width", 200, "display.max_colwidth", 40):
-            print(f"top-{config.k} artworks for {config.query} ({tag}, mode={config.mode}):")
-            print(result.drop(columns=["mode"]).to_string(index=False))
-        return result
-
-    wanted = cat.query_ids(catalogue)
-    ids, emb = read_embeddings(config.out, tag)
-    have = {k: i for i, k in enumerate(ids)}
-    queries = [q for q in wanted if q in have]
-    if not queries:
-        raise ValueError(f"no drawing has a {tag} embedding: run `drawmatch embed` first")
-    frames = []
-    paths = _query_paths(catalogue, config.out, queries)
-    for start in range(0, len(queries), 256):
-        part = queries[start : start + 256]
-        q_emb = emb[[have[q] for q in part]]
-        images = _images(paths[start : start + 256]) if config.mode == "verified" else None
-        scores, details = searcher.score(q_emb, images)
-        for qi, q in enumerate(part):
-            frame = ranked(scores, details, qi, gallery, config.k, allowed)
-            frame.insert(0, "drawing_id", q)
-            frames.append(annotate(frame))
-    table = pd.concat(frames, ignore_index=True)
-    table["model"] = tag
-    target = config.batch_output or storage.join(
-        config.out, "candidates", tag, f"topk_{config.mode}.parquet"
-    )
-    import pyarrow as pa
-
-    storage.write_parquet(pa.Table.from_pandas(table, preserve_index=False), target)
-    print(
-        f"search ({config.mode}): top-{config.k} artworks for {len(queries)} drawings -> {target}"
-    )
-    return target
-
-
-def evaluate_mode(
-    out: str | Path,
-    tag: str,
-    pairs: pd.DataFrame,
-    catalogue: pd.DataFrame,
-    ks: tuple[int, ...],
-    mode: str,
-    params: RegionSearchParams,
-) -> tuple[dict[str, float], pd.DataFrame]:
-    """Retrieval metrics of `pairs` ranked in a region mode (same contract as
-    `evaluate.evaluate_model`): metrics and the pairs left out (artwork not searchable)."""
-    from drawmatch.data import catalogue as cat
-    from drawmatch.retrieval.metrics import retrieval_metrics
-
-    gallery = cat.gallery_ids(catalogue)
-    in_gallery = pairs["artwork_id"].isin(set(gallery))
-    skipped, pairs = pairs[~in_gallery], pairs[in_gallery]
-    if pairs.empty:
-        raise ValueError("no pair has a searchable artwork: nothing to evaluate")
-    queries = sorted(pairs["drawing_id"].unique())
-    _ids, q_emb = read_embeddings(out, tag, ids=queries)
-    searcher = RegionSearcher(out, tag, gallery, mode, params)
-    images = _images(_query_paths(catalogue, out, queries)) if mode == "verified" else None
-    scores, _details = searcher.score(q_emb, images)
-    grouped = pairs.groupby("drawing_id")["artwork_id"].apply(list)
-    relevant = [np.array([searcher.position[a] for a in grouped[q]]) for q in queries]
-    return retrieval_metrics(scores, relevant, ks), skipped

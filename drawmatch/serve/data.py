@@ -264,9 +264,7 @@ class Workbench:
         model = self.models[tag]
         vector = model.drawing_vector(drawing_id)
         if model.index is not None and vector is not None:
-            ids, dist = model.index.search(vector, k)
-            found = [(a, float(d)) for a, d in zip(ids[0], dist[0]) if self.is_artwork(a)]
-            return [(a, r + 1, d) for r, (a, d) in enumerate(found)]
+            return self.search_vector(tag, vector, k)
         if model.by_drawing is not None:
             rows = model.by_drawing.get(drawing_id).head(k)
             return [
@@ -276,15 +274,23 @@ class Workbench:
         return []
 
     def search_vector(self, tag: str, vector: np.ndarray, k: int) -> list[tuple[str, int, float]]:
+        """The k closest showable artworks of a query vector (1, D) in the artwork index of `tag`
+        (`drawmatch.retrieval.ranker`), ranked 1.. among those shown."""
+        from drawmatch.retrieval.ranker import IndexRanker
+
         model = self.models[tag]
         if model.index is None:
             return []
-        ids, dist = model.index.search(vector.astype(np.float32), k)
-        found = [(a, float(d)) for a, d in zip(ids[0], dist[0]) if self.is_artwork(a)]
+        table = IndexRanker(model.index).rank(vector.astype(np.float32), k)
+        found = [
+            (str(a), float(d))
+            for a, d in zip(table["artwork_id"], table["distance"])
+            if self.is_artwork(a)
+        ]
         return [(a, r + 1, d) for r, (a, d) in enumerate(found)]
 
     def region_searcher(self, tag: str, mode: str) -> Any:
-        """The region searcher of `tag` in `mode` (loaded once; FileNotFoundError or
+        """The region ranker of `tag` in `mode` (loaded once; FileNotFoundError or
         ValueError, e.g. a stale region index, when it cannot be used)."""
         from drawmatch.core.settings import RegionSearchParams
         from drawmatch.retrieval.region_search import RegionSearcher
@@ -302,32 +308,27 @@ class Workbench:
     ) -> list[RegionHit]:
         """The k best artworks for one query (vector (1, D); `image`: a PIL image, needed in
         verified mode) in a region mode, each with its matched box."""
-        from drawmatch.retrieval.region_search import VERIFIED_BONUS, ranked
+        from drawmatch.retrieval.region_search import BOX_COLUMNS
 
         searcher = self.region_searcher(tag, mode)
-        scores, details = searcher.score(vector.astype(np.float32), [image] if image else None)
-        table = ranked(scores, details, 0, searcher.gallery, k)
-        boxes = table[["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy(dtype=np.float64)
+        table = searcher.rank(vector.astype(np.float32), k, images=[image] if image else None)
+        boxes = table[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)
         hits = []
-        for i, (artwork, rank, score, inliers) in enumerate(
-            zip(
-                table["artwork_id"].astype(str),
-                table["rank"].to_numpy(dtype=np.int64),
-                table["score"].to_numpy(dtype=np.float64),
-                table["inliers"].to_numpy(dtype=np.int64),
-            )
+        for box, artwork, rank, distance, inliers in zip(
+            boxes,
+            table["artwork_id"].astype(str),
+            table["rank"].to_numpy(dtype=np.int64),
+            table["distance"].to_numpy(dtype=np.float64),
+            table["inliers"].to_numpy(dtype=np.int64),
         ):
-            verified = mode == "verified" and inliers >= searcher.params.min_inliers
-            shown = float(score) - (VERIFIED_BONUS + float(inliers) if verified else 0.0)
-            box = boxes[i]
             hits.append(
                 RegionHit(
                     artwork,
                     int(rank),
-                    1.0 - shown,
+                    float(distance),
                     None if np.isnan(box).any() else tuple(float(v) for v in box),
                     int(inliers) if inliers >= 0 else None,
-                    bool(verified),
+                    bool(mode == "verified" and inliers >= searcher.params.min_inliers),
                 )
             )
         return hits

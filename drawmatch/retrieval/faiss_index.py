@@ -1,0 +1,130 @@
+"""FAISS index kinds as `faiss.index_factory` strings (inner-product metric), the one table of
+their parameters with valid ranges, and the check that refuses a bad kind or value in one line.
+
+Embeddings are L2-normalised, so inner product = cosine similarity. `flat` is exact; `ivf` (IVF
+lists of exact vectors: `nprobe` of `nlist` lists searched), `ivfpq` (IVF with product
+quantisation: `pq_m` sub-vectors of `pq_bits` bits) and `hnsw` (a graph of `hnsw_m` links per
+node, built with `ef_construction` and searched with `ef_search` candidates) are approximate, for
+large galleries. An IVF index uses at most one list per 39 vectors (FAISS wants 39 training points
+per list), and never searches more lists than it has.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+MIN_POINTS_PER_LIST = 39
+
+# name -> (minimum, maximum or None, help): the ranges that the index configs check too
+INDEX_PARAMS: dict[str, tuple[int, int | None, str]] = {
+    "nlist": (1, None, "IVF lists (ivf, ivfpq); at most one per 39 vectors is used"),
+    "nprobe": (1, None, "IVF lists searched per query (ivf, ivfpq)"),
+    "pq_m": (1, None, "product-quantiser sub-vectors (ivfpq); must divide the dimension"),
+    "pq_bits": (1, 16, "bits per product-quantiser code (ivfpq)"),
+    "hnsw_m": (2, None, "links per node of the HNSW graph (hnsw)"),
+    "ef_search": (1, None, "candidates kept while searching the HNSW graph (hnsw)"),
+    "ef_construction": (1, None, "candidates kept while building the HNSW graph (hnsw)"),
+}
+
+# kind -> the parameters it uses
+INDEX_KINDS: dict[str, tuple[str, ...]] = {
+    "flat": (),
+    "ivf": ("nlist", "nprobe"),
+    "ivfpq": ("nlist", "nprobe", "pq_m", "pq_bits"),
+    "hnsw": ("hnsw_m", "ef_search", "ef_construction"),
+}
+
+DEFAULTS: dict[str, int] = {
+    "nlist": 1024,
+    "nprobe": 32,
+    "pq_m": 64,
+    "pq_bits": 8,
+    "hnsw_m": 32,
+    "ef_search": 128,
+    "ef_construction": 40,  # FAISS' own default
+}
+
+
+def check_param(name: str, value: Any) -> None:
+    """Refuse a value outside `INDEX_PARAMS[name]`'s range (ValueError, one line)."""
+    if name not in INDEX_PARAMS:
+        raise ValueError(f"unknown index parameter {name!r}; choose from {', '.join(INDEX_PARAMS)}")
+    low, high, _help = INDEX_PARAMS[name]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name}: {value!r} must be a whole number")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"between {low} and {high}"
+        raise ValueError(f"{name}: {value} is out of range (must be {bound})")
+
+
+def check_index(
+    kind: str, kinds: tuple[str, ...] = tuple(INDEX_KINDS), what: str = "index", **params: Any
+) -> None:
+    """Refuse an unknown kind (or one outside `kinds`) and any given parameter out of its range,
+    each in one line (ValueError), before FAISS sees them; `what` names the index."""
+    if kind not in kinds:
+        raise ValueError(f"unknown {what} kind {kind!r}; choose one of {', '.join(kinds)}")
+    for name, value in params.items():
+        check_param(name, value)
+
+
+def factory_string(kind: str, dim: int, n: int, **params: Any) -> str:
+    """The `faiss.index_factory` description of `kind` for `n` vectors of `dim` dimensions."""
+    p = {**DEFAULTS, **params}
+    nlist = ivf_lists(p["nlist"], n)
+    if kind == "ivfpq" and dim % p["pq_m"]:
+        raise ValueError(f"pq_m={p['pq_m']} must divide the dimension {dim}")
+    return {
+        "flat": "Flat",
+        "ivf": f"IVF{nlist},Flat",
+        "ivfpq": f"IVF{nlist},PQ{p['pq_m']}x{p['pq_bits']}np",  # np: no polysemous training
+        "hnsw": f"HNSW{p['hnsw_m']}",
+    }[kind]
+
+
+def ivf_lists(nlist: int, n: int) -> int:
+    """The lists an IVF index over `n` vectors uses: `nlist`, at most one per 39 vectors."""
+    return max(1, min(nlist, n // MIN_POINTS_PER_LIST))
+
+
+def build_index(emb: np.ndarray, kind: str = "flat", **params: Any) -> Any:
+    """A FAISS inner-product index of `kind` over `emb` (N, D) float32, trained and filled.
+
+    `ivfpq` trains on a seeded sample of the vectors (enough for its lists and codes)."""
+    import faiss
+
+    check_index(kind, **params)
+    p = {**DEFAULTS, **params}
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    n, dim = emb.shape
+    description = factory_string(kind, dim, n, **p)
+    index: Any = faiss.index_factory(dim, description, faiss.METRIC_INNER_PRODUCT)
+    if kind == "ivf":
+        index.train(emb)
+    elif kind == "ivfpq":
+        nlist = ivf_lists(p["nlist"], n)
+        sample = max(nlist, 2 ** p["pq_bits"]) * MIN_POINTS_PER_LIST
+        index.train(emb[np.random.default_rng(0).permutation(n)[:sample]])
+    if kind in ("ivf", "ivfpq"):
+        index.nprobe = min(p["nprobe"], index.nlist)
+    elif kind == "hnsw":
+        index.hnsw.efConstruction = p["ef_construction"]
+        index.hnsw.efSearch = p["ef_search"]
+    index.add(emb)
+    return index
+
+
+def search_parameters(index: Any, positions: np.ndarray) -> Any:
+    """FAISS search parameters that keep only `positions` of `index` (a metadata filter), with
+    the index's own `nprobe` or `ef_search`."""
+    import faiss
+
+    fa: Any = faiss
+    selector = faiss.IDSelectorBatch(np.ascontiguousarray(positions, dtype=np.int64))
+    if isinstance(index, faiss.IndexIVF):
+        return fa.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
+    if isinstance(index, faiss.IndexHNSW):
+        return fa.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
+    return fa.SearchParameters(sel=selector)
