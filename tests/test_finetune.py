@@ -17,7 +17,7 @@ from drawmatch.core.settings import ConfigError, SweepConfig, TrainConfig, load_
 from drawmatch.jobs import train
 from drawmatch.models.backbones import create_backbone
 from drawmatch.training import losses, pseudo_pairs
-from drawmatch.training.freezing import l2sp_penalty, trunk_blocks
+from drawmatch.training.freezing import drift, l2sp_penalty, trunk_blocks
 from drawmatch.training.losses import make_loss, retrieval_step_loss
 from drawmatch.training.mining import extra_positives
 from drawmatch.workflows import sweep
@@ -140,7 +140,7 @@ def test_l2sp_penalty_by_hand_counts_only_trained_parameters():
     penalty.backward()
     # d/dw alpha ||w - w0||^2 = 2 alpha (w - w0)
     assert torch.allclose(net[0].weight.grad, torch.tensor([[0.1, 0.0], [0.0, -0.2]]))
-    assert train.drift(net, start) == pytest.approx(
+    assert drift(net, start) == pytest.approx(
         math.sqrt(5.25 / sum(float(v.pow(2).sum()) for v in start.values()))
     )
 

@@ -245,6 +245,7 @@ class FineTuner(EpochTrainer):
         return float(np.mean(losses))
 
     def run_epoch(self, epoch: int) -> tuple[dict[str, Any], bool]:
+        """Train an epoch, score it on validation (top-1, %), book it."""
         record: dict[str, Any] = {"epoch": epoch, "train_loss": self.train_epoch(epoch)}
         if self.val_idx:
             predicted = self.logits(self.val_idx).argmax(dim=1).numpy()
