@@ -217,6 +217,12 @@ TINY_TRAIN = (
 )
 
 
+@pytest.fixture(scope="module")
+def tiny_fold(tmp_path_factory) -> tuple[Path, Path]:
+    """`tiny_training_set` made once per test module: (out, first fold file)."""
+    return tiny_training_set(tmp_path_factory.mktemp("fold"))
+
+
 def tiny_train_config(out: Path, fold_csv: Path, *overrides: str):
     """A TrainConfig for `tiny_training_set` (TINY_TRAIN, then `overrides`)."""
     from drawmatch.core.settings import TrainConfig, load_config

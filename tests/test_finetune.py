@@ -17,10 +17,11 @@ from drawmatch.core.settings import ConfigError, SweepConfig, TrainConfig, load_
 from drawmatch.jobs import train
 from drawmatch.models.backbones import create_backbone
 from drawmatch.training import losses, pseudo_pairs
+from drawmatch.training.freezing import drift, l2sp_penalty, trunk_blocks
 from drawmatch.training.losses import make_loss, retrieval_step_loss
 from drawmatch.training.mining import extra_positives
 from drawmatch.workflows import sweep
-from tests.conftest import tiny_train_config, tiny_training_set
+from tests.conftest import tiny_train_config
 
 # Two anchors and four refs on the unit circle, so that every cosine similarity is cos(angle).
 ANGLES_A = [0.0, math.pi / 2]
@@ -109,7 +110,7 @@ def test_extra_positives_come_from_the_anchor_positives_and_never_repeat_the_giv
 def test_trunk_blocks_of_the_registered_backbones():
     tiny = create_backbone("tiny", False)
     # the tiny trunk: conv, BN, (ReLU), conv, BN, (ReLU), conv; parameter-free layers are left out
-    assert [n for n, _ in train.trunk_blocks(tiny)] == [
+    assert [n for n, _ in trunk_blocks(tiny)] == [
         "trunk.0",
         "trunk.1",
         "trunk.3",
@@ -117,12 +118,12 @@ def test_trunk_blocks_of_the_registered_backbones():
         "trunk.6",
     ]
     effnet = create_backbone("efficientnet_lite0", False)
-    names = [n for n, _ in train.trunk_blocks(effnet)]
+    names = [n for n, _ in trunk_blocks(effnet)]
     assert names[:2] == ["trunk.model._conv_stem", "trunk.model._bn0"]
     assert names[2:18] == [f"trunk.model._blocks.{i}" for i in range(16)]
     assert names[18:] == ["trunk.model._conv_head", "trunk.model._bn1"]
     # every parameter belongs to exactly one block
-    owned = [f"{n}.{p}" for n, m in train.trunk_blocks(effnet) for p, _ in m.named_parameters()]
+    owned = [f"{n}.{p}" for n, m in trunk_blocks(effnet) for p, _ in m.named_parameters()]
     assert sorted(owned) == sorted(n for n, _ in effnet.named_parameters())
 
 
@@ -132,14 +133,14 @@ def test_l2sp_penalty_by_hand_counts_only_trained_parameters():
     with torch.no_grad():
         net[0].weight += torch.tensor([[0.5, 0.0], [0.0, -1.0]])  # squares 0.25 + 1
         net[1].bias -= 2.0  # square 4
-    assert float(train.l2sp_penalty(net, start, 0.1).detach()) == pytest.approx(0.1 * 5.25)
+    assert float(l2sp_penalty(net, start, 0.1).detach()) == pytest.approx(0.1 * 5.25)
     net[1].bias.requires_grad_(False)
-    assert float(train.l2sp_penalty(net, start, 0.1).detach()) == pytest.approx(0.1 * 1.25)
-    penalty = train.l2sp_penalty(net, start, 0.1)
+    assert float(l2sp_penalty(net, start, 0.1).detach()) == pytest.approx(0.1 * 1.25)
+    penalty = l2sp_penalty(net, start, 0.1)
     penalty.backward()
     # d/dw alpha ||w - w0||^2 = 2 alpha (w - w0)
     assert torch.allclose(net[0].weight.grad, torch.tensor([[0.1, 0.0], [0.0, -0.2]]))
-    assert train.drift(net, start) == pytest.approx(
+    assert drift(net, start) == pytest.approx(
         math.sqrt(5.25 / sum(float(v.pow(2).sum()) for v in start.values()))
     )
 
@@ -194,9 +195,9 @@ def test_renders_are_drawn_looking_images_of_the_planned_part():
 
 
 @pytest.fixture(scope="module")
-def two_positive_fold(tmp_path_factory):
+def two_positive_fold(tiny_fold):
     """The tiny set with one training drawing paired to a second artwork."""
-    out, fold_csv = tiny_training_set(tmp_path_factory.mktemp("finetune"))
+    out, fold_csv = tiny_fold
     fold = pd.read_csv(fold_csv, dtype=str, keep_default_na=False)
     extra = fold.iloc[[0]].assign(pair_id="99", artwork_id="art01")
     path = Path(out) / "folds" / "fold_two.csv"
@@ -204,13 +205,11 @@ def two_positive_fold(tmp_path_factory):
     return out, path
 
 
-def _config(out, fold_csv, *overrides):
-    return tiny_train_config(out, fold_csv, *overrides)
-
-
 def test_frozen_blocks_do_not_move_and_get_no_gradient(two_positive_fold):
     out, fold_csv = two_positive_fold
-    config = _config(out, fold_csv, "num_workers=1", "train_blocks=2", "batchnorm=sync", "epochs=1")
+    config = tiny_train_config(
+        out, fold_csv, "num_workers=1", "train_blocks=2", "batchnorm=sync", "epochs=1"
+    )
     trainer = train.Trainer(config)
     assert trainer.frozen == ["trunk.0", "trunk.1", "trunk.3"]
     before = {k: v.clone() for k, v in trainer.module.state_dict().items()}
@@ -236,7 +235,7 @@ def test_pseudo_stage_then_pairs_with_every_new_option_in_one_process(
     two_positive_fold, monkeypatch
 ):
     out, fold_csv = two_positive_fold
-    config = _config(
+    config = tiny_train_config(
         out,
         fold_csv,
         "num_workers=1",
@@ -277,12 +276,14 @@ def test_pseudo_stage_then_pairs_with_every_new_option_in_one_process(
 def test_train_job_with_pseudo_stage_and_the_new_options_on_ray(ray_local, two_positive_fold):
     out, fold_csv = two_positive_fold
     stage = train.run(
-        _config(out, fold_csv, "epochs=0", "pseudo_epochs=1", "selection=last", "run_name=ps")
+        tiny_train_config(
+            out, fold_csv, "epochs=0", "pseudo_epochs=1", "selection=last", "run_name=ps"
+        )
     )
     assert [h["stage"] for h in stage.summary["history"]] == ["pseudo"]
     assert stage.summary["best_epoch"] == 0
     result = train.run(
-        _config(
+        tiny_train_config(
             out,
             fold_csv,
             "epochs=2",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,23 @@ TINY = [
     "eval_batch_size=8",
     "cpus_per_worker=0.5",
 ]
+
+
+# A small run of each job on the `styles` set.
+VERIFY = (
+    "steps_per_epoch=2",
+    "batch_size=2",
+    "test_labels=0.34",
+    "val_images=0.2",
+    "eval_triplets=50",
+    "lr=1e-3",
+)
+CLASSIFY = ("val=0.2", "test=0.2", "batch_size=4", "head_lr=0.01")
+
+
+def _args(out: Path, styles: Path, *keys: str) -> list[str]:
+    """A job's arguments: `out`, the `styles` images, the tiny model, then `keys`."""
+    return [f"out={out}", f"data.images={styles}", *TINY, *keys]
 
 
 def _job(name: str):
@@ -57,23 +75,17 @@ def test_verify_trains_on_labels_and_scores_unseen_labels(ray_local, styles, tmp
     from drawmatch.models.backbones import create_backbone, load_weights
 
     out = tmp_path / "out"
-    args = [
-        f"out={out}",
-        f"data.images={styles}",
+    args = _args(
+        out,
+        styles,
+        *VERIFY,
         "triplets=random",
         "loss=triplet",
         "epochs=2",
-        "steps_per_epoch=2",
-        "batch_size=2",
         "labels_per_batch=2",
         "images_per_label=2",
-        "test_labels=0.34",
-        "val_images=0.2",
-        "eval_triplets=50",
         "run_name=r",
-        "lr=1e-3",
-        *TINY,
-    ]
+    )
     assert _job("verify").main(args) == 0
     run = out / "verify" / "r"
     splits = pd.read_csv(run / "splits.csv")
@@ -94,31 +106,41 @@ def test_verify_trains_on_labels_and_scores_unseen_labels(ray_local, styles, tmp
     load_weights(backbone, run / "best_model.pt")  # the weights embed --weights reads
 
 
-@pytest.mark.parametrize("loss", ["triplet", "contrastive"])
-def test_mined_steps_without_ray_move_the_weights(styles, loss):
-    """The `triplets=mined` branch of a worker in one process: P x K batches, batch-hard
-    triplets (or every pair), finite losses, weights that change, scores in range."""
+def _verify_worker(styles: Path, **keys: Any):
+    """A verify worker in this process on the `styles` set (label-disjoint split, tiny model,
+    lr 1e-2, 20 evaluation triplets; `keys` set the rest)."""
     from drawmatch.core.settings import LabelsConfig, VerifyConfig
     from drawmatch.jobs.verify import Verifier
-    from drawmatch.models.backbones import weights_hash
     from drawmatch.training.labels import label_disjoint_split, load_labelled
 
     table = load_labelled(LabelsConfig(images=str(styles))).images
     table["set"] = label_disjoint_split(table["label"], 0.34, 0.2, 0).to_numpy()
     config = VerifyConfig(
         data=LabelsConfig(images=str(styles)),
-        triplets="mined",
-        loss=loss,
         lr=1e-2,
-        steps_per_epoch=3,
-        labels_per_batch=3,
-        images_per_label=2,
         eval_triplets=20,
         model=ModelConfig(backbone="tiny", pretrained=False, image_size=32),
         train_resize=36,
         train_crop=32,
+        **keys,
     )
-    worker = Verifier(config, table)
+    return Verifier(config, table)
+
+
+@pytest.mark.parametrize("loss", ["triplet", "contrastive"])
+def test_mined_steps_without_ray_move_the_weights(styles, loss):
+    """The `triplets=mined` branch of a worker in one process: P x K batches, batch-hard
+    triplets (or every pair), finite losses, weights that change, scores in range."""
+    from drawmatch.models.backbones import weights_hash
+
+    worker = _verify_worker(
+        styles,
+        triplets="mined",
+        loss=loss,
+        steps_per_epoch=3,
+        labels_per_batch=3,
+        images_per_label=2,
+    )
     before = weights_hash(worker.module)
     record = worker.train_epoch(0)
     assert record["steps"] == 3 and np.isfinite(record["train_loss"])
@@ -127,22 +149,77 @@ def test_mined_steps_without_ray_move_the_weights(styles, loss):
     assert scores["n_labels"] == 2 and 0.0 <= scores["roc_auc"] <= 1.0
 
 
+def test_a_verify_checkpoint_restores_a_worker_exactly(styles, tmp_path):
+    """In one process: a verify worker's checkpoint (the train job's format) restores a fresh
+    worker with the same weights, optimiser, state and best weights, and records the restart."""
+    from drawmatch.training.checkpoints import CHECKPOINT_FILE, Resume, TrainCheckpoint
+
+    worker = _verify_worker(styles, steps_per_epoch=2, batch_size=2)
+    worker.baseline()
+    record, stop = worker.run_epoch(0)
+    assert not stop and worker.state.step == 2 and worker.state.history == [record]
+    worker.save(tmp_path)
+    again = _verify_worker(styles, steps_per_epoch=2, batch_size=2)
+    resume = again.restore(TrainCheckpoint.load(tmp_path / CHECKPOINT_FILE))
+    assert resume == Resume(epoch=1, step=2, weights_hash=worker.weights_hash())
+    assert again.weights_hash() == worker.weights_hash()
+    assert again.state.history == worker.state.history
+    assert again.state.baseline == worker.state.baseline
+    assert again.optimizer.state_dict()["state"][0]["step"] == 2
+    assert all(torch.equal(again.best_model[k], v) for k, v in worker.best_model.items())
+
+
+def _latest_checkpoint(run: Path):
+    from drawmatch.training.checkpoints import CHECKPOINT_FILE, TrainCheckpoint
+
+    latest = max((p for p in run.glob("checkpoint_*") if p.is_dir()), key=lambda p: p.name)
+    return TrainCheckpoint.load(latest / CHECKPOINT_FILE)
+
+
+@pytest.mark.slow
+def test_verify_resumes_from_its_last_checkpoint(ray_local, styles, tmp_path):
+    """A run of one epoch, then the same run with two: the second continues from the first's
+    last checkpoint (epoch 0 is not trained again) instead of starting over."""
+    args = _args(tmp_path / "out", styles, *VERIFY, "run_name=again")
+    verify = _job("verify")
+    assert verify.main([*args, "epochs=1"]) == 0
+    metrics_file = tmp_path / "out" / "verify" / "again" / "metrics.json"
+    first = json.loads(metrics_file.read_text())
+    assert first["resumes"] == []
+    assert verify.main([*args, "epochs=2"]) == 0
+    again = json.loads(metrics_file.read_text())
+    assert [r["epoch"] for r in again["history"]] == [0, 1]
+    assert again["history"][0] == first["history"][0]
+    assert again["baseline"] == first["baseline"]
+    (resume,) = again["resumes"]
+    assert (resume["epoch"], resume["step"]) == (1, 2)
+    assert _latest_checkpoint(metrics_file.parent).state.history == again["history"]
+
+
+@pytest.mark.slow
+def test_classify_finetune_resumes_from_its_last_checkpoint(ray_local, styles, tmp_path):
+    """The same for the classify fine-tune: the rerun continues at epoch 1."""
+    args = _args(tmp_path / "out", styles, *CLASSIFY, "method=finetune", "run_name=again")
+    classify = _job("classify")
+    assert classify.main([*args, "epochs=1"]) == 0
+    run = tmp_path / "out" / "classify" / "again"
+    first = json.loads((run / "metrics.json").read_text())
+    assert _latest_checkpoint(run).state.resumes == []
+    assert classify.main([*args, "epochs=2"]) == 0
+    again = json.loads((run / "metrics.json").read_text())
+    assert [r["epoch"] for r in again["history"]] == [0, 1]
+    assert again["history"][0] == first["history"][0]
+    state = _latest_checkpoint(run).state
+    (resume,) = state.resumes
+    assert resume.epoch == 1 and resume.step == 5  # 18 training images, 4 a step
+    assert state.history == again["history"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["probe", "finetune"])
 def test_classify_writes_metrics_and_confusion(ray_local, styles, tmp_path, method):
     out = tmp_path / "out"
-    args = [
-        f"out={out}",
-        f"data.images={styles}",
-        f"method={method}",
-        "val=0.2",
-        "test=0.2",
-        "epochs=2",
-        "batch_size=4",
-        "head_lr=0.01",
-        "run_name=c",
-        *TINY,
-    ]
+    args = _args(out, styles, *CLASSIFY, f"method={method}", "epochs=2", "run_name=c")
     assert _job("classify").main(args) == 0
     run = out / "classify" / "c"
     metrics = json.loads((run / "metrics.json").read_text())

@@ -12,23 +12,14 @@ import torch
 
 from drawmatch.core.settings import ConfigError, EmbedConfig, TrainConfig, load_config
 from drawmatch.jobs import embed, train
-from tests.conftest import tiny_train_config, tiny_training_set
+from tests.conftest import tiny_train_config
 
 N_PAIRS = 12
 
 
-@pytest.fixture(scope="module")
-def fold(tmp_path_factory):
-    return tiny_training_set(tmp_path_factory.mktemp("train"))
-
-
-def _config(out, fold_csv, *overrides):
-    return tiny_train_config(out, fold_csv, *overrides)
-
-
-def test_training_lowers_the_loss_and_writes_usable_checkpoints(ray_local, fold):
-    out, fold_csv = fold
-    result = train.run(_config(out, fold_csv, "epochs=4", "run_name=lower"))
+def test_training_lowers_the_loss_and_writes_usable_checkpoints(ray_local, tiny_fold):
+    out, fold_csv = tiny_fold
+    result = train.run(tiny_train_config(out, fold_csv, "epochs=4", "run_name=lower"))
     history = result.summary["history"]
     assert [h["epoch"] for h in history] == [0, 1, 2, 3]
     assert all(h["steps"] == 2 for h in history)  # 8 pairs / (2 workers x 2 per step)
@@ -68,28 +59,28 @@ def test_training_lowers_the_loss_and_writes_usable_checkpoints(ray_local, fold)
     assert ("-ft-" in embedded.model_tag) == (result.summary["best_epoch"] >= 0)
 
 
-def test_a_run_resumes_from_its_last_checkpoint(ray_local, fold):
-    out, fold_csv = fold
-    first = train.run(_config(out, fold_csv, "epochs=1", "run_name=resume"))
+def test_a_run_resumes_from_its_last_checkpoint(ray_local, tiny_fold):
+    out, fold_csv = tiny_fold
+    first = train.run(tiny_train_config(out, fold_csv, "epochs=1", "run_name=resume"))
     assert [h["epoch"] for h in first.summary["history"]] == [0]
-    again = train.run(_config(out, fold_csv, "epochs=2", "run_name=resume"))
+    again = train.run(tiny_train_config(out, fold_csv, "epochs=2", "run_name=resume"))
     history = again.summary["history"]
     assert [h["epoch"] for h in history] == [0, 1]
     assert history[0] == first.summary["history"][0]  # epoch 0 was not trained again
     assert again.summary["baseline"] == first.summary["baseline"]
 
 
-def test_a_checkpoint_is_a_typed_state_that_restores_a_trainer_exactly(fold, tmp_path):
+def test_a_checkpoint_is_a_typed_state_that_restores_a_trainer_exactly(tiny_fold, tmp_path):
     """In one process, without Ray: a trainer's checkpoint holds its TrainState (plain types, so
     it loads with weights_only=True) and state dicts; a fresh trainer restored from it has the
     same weights, optimiser and scheduler state and counters, and records the restart."""
     from drawmatch.models.backbones import weights_hash
 
-    out, fold_csv = fold
-    config = _config(out, fold_csv, "num_workers=1", "epochs=3")
+    out, fold_csv = tiny_fold
+    config = tiny_train_config(out, fold_csv, "num_workers=1", "epochs=3")
     trainer = train.Trainer(config)
     baseline = trainer.baseline()
-    assert baseline["val"]["n_queries"] == 2 and trainer.state.best_map == baseline["val"]["MAP"]
+    assert baseline["val"]["n_queries"] == 2 and trainer.state.best_score == baseline["val"]["MAP"]
     record, stop = trainer.run_epoch(0)
     assert not stop and record["steps"] == 4 and record["global_step"] == 4  # 8 pairs / 2
     assert record["weights_hash"] == trainer.weights_hash()
@@ -139,15 +130,15 @@ def _own_worker(run_dir: Path, rank: int) -> int | None:
     return int(info["pid"]) if cmdline.startswith("ray::RayTrainWorker") else None
 
 
-def test_a_killed_worker_does_not_lose_the_run(ray_local, fold):
+def test_a_killed_worker_does_not_lose_the_run(ray_local, tiny_fold):
     """A worker of this run (found by the pid it recorded, never another job's) is killed once a
     checkpoint is registered; the run must resume from that checkpoint (not from scratch): the
     epoch and step counters continue and the restored weights are the checkpoint's."""
     import os
     import signal
 
-    out, fold_csv = fold
-    config = _config(out, fold_csv, "epochs=4", "run_name=killed", "max_failures=2")
+    out, fold_csv = tiny_fold
+    config = tiny_train_config(out, fold_csv, "epochs=4", "run_name=killed", "max_failures=2")
     run_dir = Path(out) / "runs" / "killed"
     killed: list[int] = []
 
@@ -186,12 +177,12 @@ def test_a_killed_worker_does_not_lose_the_run(ray_local, fold):
     assert info["pid"] != killed[0] and info["start_epoch"] == resume["epoch"]
 
 
-def test_a_run_that_keeps_its_starting_weights_embeds_as_the_starting_model(ray_local, fold):
+def test_a_run_that_keeps_its_starting_weights_embeds_as_the_starting_model(ray_local, tiny_fold):
     """Best epoch -1 (no epoch beat the starting weights): best_model.pt holds the starting
     weights, and embedding with it gives the starting model's tag and weights hash, not `-ft-`."""
-    out, fold_csv = fold
+    out, fold_csv = tiny_fold
     result = train.run(
-        _config(out, fold_csv, "epochs=1", "patience=1", "lr=1e-12", "run_name=kept")
+        tiny_train_config(out, fold_csv, "epochs=1", "patience=1", "lr=1e-12", "run_name=kept")
     )
     assert result.summary["best_epoch"] == -1
     assert torch.load(result.best_model, weights_only=True)["epoch"] == -1
@@ -217,17 +208,17 @@ def test_train_config_is_checked_before_any_work(tmp_path):
         train.run(load_config(TrainConfig, None, [f"out={tmp_path}"]))
 
 
-def test_a_set_with_fewer_queries_than_workers_is_evaluated(ray_local, fold):
+def test_a_set_with_fewer_queries_than_workers_is_evaluated(ray_local, tiny_fold):
     """One val query and two workers: one rank embeds nothing, and the gathered embeddings must
     still line up (an empty shard keeps the embedding width)."""
     import pandas as pd
 
-    out, fold_csv = fold
+    out, fold_csv = tiny_fold
     rows = pd.read_csv(fold_csv, dtype=str, keep_default_na=False)
     val = rows.index[rows["set"] == "val"]
     rows.loc[val[1:], "set"] = "train"  # 9 train pairs, 1 val, 2 test
     odd = Path(fold_csv).with_name("fold_odd.csv")
     rows.to_csv(odd, index=False)
-    result = train.run(_config(out, odd, "epochs=1", "run_name=odd"))
+    result = train.run(tiny_train_config(out, odd, "epochs=1", "run_name=odd"))
     assert result.summary["baseline"]["val"]["n_queries"] == 1
     assert result.summary["history"][0]["val_n_queries"] == 1

@@ -11,7 +11,9 @@ label's images, the rest, at least one, to train). Two methods:
 - `method=finetune`: backbone and a linear head on its pooled features trained together with Ray
   Train (DDP; cross-entropy, Adam with `lr` for the backbone and `head_lr` for the head, the
   project's train transform), the epoch with the best validation top-1 kept, `patience` epochs
-  without improvement stop training.
+  without improvement stop training. The training harness (`drawmatch.training.harness`) runs
+  the workers: a checkpoint every epoch, so that a rerun of the same run continues from its
+  latest checkpoint.
 
 Outputs under `out/classify/<run>/`: `metrics.json` (top-1 on val and test, per-class precision,
 recall, F1 and support, macro means, the majority-class and chance baselines, the training
@@ -27,7 +29,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -39,12 +40,13 @@ from torch import nn
 
 from drawmatch.core import storage
 from drawmatch.core.settings import ClassifyConfig, from_dict, to_dict
+from drawmatch.training.freezing import set_train_mode
+from drawmatch.training.harness import EpochTrainer, fit, report
 from drawmatch.training.labels import (
     SPLITS_FILE,
-    LabelImages,
     embed_all,
     fit_label_run,
-    freeze_batchnorm,
+    label_codes,
     load_labelled,
     prepared_config,
     seeded_backbone,
@@ -131,132 +133,154 @@ def probe(
 # Ray Train workers
 
 
-def _setup(
-    loop_config: dict[str, Any],
-) -> tuple[ClassifyConfig, pd.DataFrame, np.ndarray, list[str], Any, LabelImages, torch.device]:
-    import ray.train.torch
-
+def _read_splits(loop_config: dict[str, Any]) -> tuple[ClassifyConfig, pd.DataFrame]:
+    """A worker's config and the run's split table (`splits.csv`)."""
     config = from_dict(ClassifyConfig, loop_config["config"])
     table = storage.read_csv(
         storage.join(loop_config["run_dir"], SPLITS_FILE), dtype=str, keep_default_na=False
     )
-    classes = sorted(table["label"].unique())
-    codes = table["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
-    backbone, images = seeded_backbone(config, table["path"].tolist())
-    return config, table, codes, classes, backbone, images, ray.train.torch.get_device()
-
-
-def _report_result(rank: int, result: dict[str, Any], metrics: dict[str, Any]) -> None:
-    import ray.train
-
-    with tempfile.TemporaryDirectory() as directory:
-        checkpoint = None
-        if rank == 0:
-            torch.save(result, Path(directory) / RESULT_FILE)
-            checkpoint = ray.train.Checkpoint.from_directory(directory)
-        ray.train.report(metrics, checkpoint=checkpoint)
+    return config, table
 
 
 def probe_loop(loop_config: dict[str, Any]) -> None:
     """Ray Train entry for `method=probe`: embed every image (each worker its share, gathered),
     then fit the probe (every worker the same; rank 0 reports it)."""
+    import ray.train.torch
+
     from drawmatch.training.distributed import world
 
-    config, table, codes, classes, backbone, images, device = _setup(loop_config)
+    config, table = _read_splits(loop_config)
+    classes, codes = label_codes(table)
+    backbone, images = seeded_backbone(config, table["path"].tolist())
+    device = ray.train.torch.get_device()
     backbone.to(device)
     emb = embed_all(
         backbone, images, list(range(len(table))), config.eval_batch_size, device
     ).numpy()
     pred, head, history = probe(emb, codes, table["set"].to_numpy(), len(classes), config)
     result = {"predicted": pred.tolist(), "head": head.state_dict(), "history": history}
-    _report_result(world()[0], result, {"finished": True})
+    report(world()[0], {"finished": True}, lambda d: torch.save(result, d / RESULT_FILE))
 
 
-def finetune_loop(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry for `method=finetune`: train backbone + head, keep the best epoch on
-    validation top-1, predict every image with it; rank 0 reports the result."""
-    import ray.train
-    import ray.train.torch
+class FineTuner(EpochTrainer):
+    """One worker's share of `method=finetune`: backbone and head (`Classifier`) trained with
+    cross-entropy (Adam, `lr` for the backbone, `head_lr` for the head) on this worker's share of
+    the training images; the best epoch by validation top-1 (without validation images: the
+    latest). An `EpochTrainer` that the training harness runs (`finetune_loop`)."""
 
-    from drawmatch.training.distributed import world
+    config: ClassifyConfig
 
-    config, table, codes, classes, backbone, images, device = _setup(loop_config)
-    rank, world_size = world()
-    net = Classifier(backbone, len(classes))
-    model = ray.train.torch.prepare_model(net)
-    module = cast(Classifier, getattr(model, "module", model))
-    optimizer = torch.optim.Adam(
-        [
-            {"params": module.backbone.parameters(), "lr": config.lr},
-            {"params": module.head.parameters(), "lr": config.head_lr},
-        ],
-        weight_decay=config.weight_decay,
-    )
-    sets = table["set"].to_numpy()
-    train_idx = np.flatnonzero(sets == "train")
-    val_idx = np.flatnonzero(sets == "val").tolist()
-    sampler: torch.utils.data.distributed.DistributedSampler[int] = (
-        torch.utils.data.distributed.DistributedSampler(
-            range(len(train_idx)),  # type: ignore[arg-type]
-            num_replicas=world_size,
-            rank=rank,
-            shuffle=True,
-            seed=config.seed,
+    def __init__(
+        self,
+        config: ClassifyConfig,
+        table: pd.DataFrame,
+        device: torch.device | None = None,
+        prepare_model: Any = None,
+    ) -> None:
+        super().__init__(config, device)
+        classes, self.codes = label_codes(table)
+        backbone, self.images = seeded_backbone(config, table["path"].tolist())
+        self.place(Classifier(backbone, len(classes)), prepare_model)
+        self.classifier = cast(Classifier, self.module)
+        self.optimizer = torch.optim.Adam(
+            [
+                {"params": self.classifier.backbone.parameters(), "lr": config.lr},
+                {"params": self.classifier.head.parameters(), "lr": config.head_lr},
+            ],
+            weight_decay=config.weight_decay,
         )
-    )
-    best_top1, best_epoch, bad = -1.0, -1, 0
-    best_state = copy.deepcopy(module.state_dict())
-    history = []
-    amp = device.type == "cuda"
-    for epoch in range(config.epochs):
-        sampler.set_epoch(epoch)
-        model.train()
-        if config.batchnorm == "frozen":
-            freeze_batchnorm(model)
-        order = list(sampler)
+        sets = table["set"].to_numpy()
+        self.train_idx = np.flatnonzero(sets == "train")
+        self.val_idx: list[int] = np.flatnonzero(sets == "val").tolist()
+        self.n_images = len(table)
+        self.sampler: torch.utils.data.distributed.DistributedSampler[int] = (
+            torch.utils.data.distributed.DistributedSampler(
+                range(len(self.train_idx)),  # type: ignore[arg-type]
+                num_replicas=self.world_size,
+                rank=self.rank,
+                shuffle=True,
+                seed=config.seed,
+            )
+        )
+        self.amp = self.device.type == "cuda"
+        self.start_state()
+
+    def baseline(self) -> dict[str, dict[str, float]]:
+        """Not scored: the first epoch is the first candidate for best."""
+        return {}
+
+    def logits(self, idx: list[int]) -> torch.Tensor:
+        """Eval logits (n, classes) of images `idx` (a collective: every worker calls it)."""
+        return embed_all(
+            self.module,
+            self.images,
+            idx,
+            self.config.eval_batch_size,
+            self.device,
+            normalised=False,
+        )
+
+    def train_epoch(self, epoch: int) -> float:
+        """One pass over this worker's share of the training images (at most
+        `max_steps_per_epoch` steps); returns the mean loss."""
+        config = self.config
+        self.sampler.set_epoch(epoch)
+        set_train_mode(self.model, config.batchnorm)
+        order = list(self.sampler)
         losses = []
         for step, s in enumerate(range(0, len(order), config.batch_size)):
             if config.max_steps_per_epoch is not None and step >= config.max_steps_per_epoch:
                 break
-            rows = train_idx[order[s : s + config.batch_size]]
-            x = images.train_batch(rows.tolist()).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(x).float()
-            loss = nn.functional.cross_entropy(logits, torch.as_tensor(codes[rows]).to(device))
-            optimizer.zero_grad()
+            rows = self.train_idx[order[s : s + config.batch_size]]
+            x = self.images.train_batch(rows.tolist()).to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                logits = self.model(x).float()
+            target = torch.as_tensor(self.codes[rows]).to(self.device)
+            loss = nn.functional.cross_entropy(logits, target)
+            self.optimizer.zero_grad()
             loss.backward()
-            optimizer.step()
+            self.optimizer.step()
+            self.state.step += 1
             losses.append(float(loss.detach()))
-        record: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(losses))}
-        if val_idx:
-            logits_val = embed_all(
-                module, images, val_idx, config.eval_batch_size, device, normalised=False
-            )
-            record["val_top1"] = 100.0 * float(
-                (logits_val.argmax(dim=1).numpy() == codes[val_idx]).mean()
-            )
-        history.append(record)
-        top1 = record.get("val_top1", float("inf"))  # without validation: the latest epoch
-        if top1 > best_top1 or not val_idx:
-            best_top1, best_epoch, bad = top1, epoch, 0
-            best_state = copy.deepcopy(module.state_dict())
-        else:
-            bad += 1
-        ray.train.report({**record, "finished": False})
-        if bad >= config.patience:
-            break
-    module.load_state_dict(best_state)
-    logits_all = embed_all(
-        module, images, list(range(len(table))), config.eval_batch_size, device, normalised=False
-    )
-    result = {
-        "predicted": logits_all.argmax(dim=1).tolist(),
-        "head": module.head.state_dict(),
-        "backbone": module.backbone.state_dict(),
-        "history": history,
-        "best_epoch": best_epoch,
-    }
-    _report_result(rank, result, {"finished": True, "best_epoch": best_epoch})
+        return float(np.mean(losses))
+
+    def run_epoch(self, epoch: int) -> tuple[dict[str, Any], bool]:
+        """Train an epoch, score it on validation (top-1, %), book it."""
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": self.train_epoch(epoch)}
+        if self.val_idx:
+            predicted = self.logits(self.val_idx).argmax(dim=1).numpy()
+            record["val_top1"] = 100.0 * float((predicted == self.codes[self.val_idx]).mean())
+        top1 = record.get("val_top1", float("inf"))
+        return record, self.select(epoch, record, top1, latest=not self.val_idx)
+
+    def finish(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Every image predicted with the best weights: the result (`result.pt`: predictions,
+        head and backbone weights, history, best epoch) and the final metrics."""
+
+        def predict() -> dict[str, Any]:
+            return {
+                "predicted": self.logits(list(range(self.n_images))).argmax(dim=1).tolist(),
+                "head": copy.deepcopy(self.classifier.head.state_dict()),
+                "backbone": copy.deepcopy(self.classifier.backbone.state_dict()),
+            }
+
+        result = self.with_best_weights(predict)
+        result.update(history=self.state.history, best_epoch=self.state.best_epoch)
+        return result, {"finished": True, "best_epoch": self.state.best_epoch}
+
+    def write_summary(self, directory: Path, summary: dict[str, Any]) -> None:
+        torch.save(summary, directory / RESULT_FILE)
+
+
+def finetune_loop(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry for `method=finetune` (`drawmatch.training.harness.fit`): train backbone
+    + head (or continue from the latest checkpoint), keep the best epoch on validation top-1,
+    predict every image with it; the final checkpoint holds the result."""
+    import ray.train.torch
+
+    config, table = _read_splits(loop_config)
+    device = ray.train.torch.get_device()
+    fit(FineTuner(config, table, device, ray.train.torch.prepare_model))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -309,8 +333,7 @@ def run(config: ClassifyConfig) -> ClassifyResult:
     data = load_labelled(config.data, config.out)
     table = data.images.copy()
     table["set"] = stratified_split(table["label"], config.val, config.test, config.seed).to_numpy()
-    classes = sorted(table["label"].unique())
-    codes = table["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
+    classes, codes = label_codes(table)
     stored = (
         _stored_embeddings(config, table) if config.method == "probe" and config.model_tag else None
     )

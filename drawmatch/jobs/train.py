@@ -21,9 +21,10 @@ Fine-tuning that should hold on drawings it never saw (all off by default, keys 
 - `loss`: besides `triplet` and `contrastive`, the multi-positive `multi_similarity` and `supcon`
   (`drawmatch.training.losses`); `positives_per_anchor` > 1 adds more of an anchor's positive artworks to
   the step's references (`drawmatch.training.mining.extra_positives`), so those losses see several at once.
-- `train_blocks` = N > 0: only the last N blocks of the network train (`trunk_blocks`: the layers
-  and the elements of its sequences, e.g. EfficientNet-Lite0's stem, BN, 16 MBConv blocks, head
-  conv and BN); the others are frozen (`requires_grad` off, their BatchNorm statistics too).
+- `train_blocks` = N > 0: only the last N blocks of the network train
+  (`drawmatch.training.freezing.trunk_blocks`: the layers and the elements of its sequences, e.g.
+  EfficientNet-Lite0's stem, BN, 16 MBConv blocks, head conv and BN); the others are frozen
+  (`requires_grad` off, their BatchNorm statistics too).
 - `l2sp` = alpha > 0: the loss gets `alpha * sum ||w - w0||^2` over the trained parameters, w0 the
   starting weights (L2-SP, Li et al. 2018), which keeps the model near the pretrained one; each
   epoch records `drift`, ||w - w0|| / ||w0|| over all parameters, whatever `l2sp` is.
@@ -36,8 +37,10 @@ Fine-tuning that should hold on drawings it never saw (all off by default, keys 
   `last` keeps the final weights and never stops early, for when the number of epochs is chosen
   across folds (the sweep, pooled validation) rather than on a fold's few validation drawings.
 
-Each worker builds one `Trainer` (model, optimiser, scheduler, loss, bank, loader, fold data); its
-progress is a `TrainState`, which with the state dicts is a checkpoint (`TrainCheckpoint`). A worker
+Each worker builds one `Trainer` (model, optimiser, scheduler, loss, bank, loader, fold data), an
+`EpochTrainer` that the training harness (`drawmatch.training.harness`) runs; its progress is a
+`TrainState`, which with the state dicts is a checkpoint (`TrainCheckpoint`,
+`drawmatch.training.checkpoints`). A worker
 that restarts (a rerun, or a worker that died: Ray Train's `max_failures`) continues from the last
 checkpoint and records the restart, with the hash of the weights it restored, in `resumes`. Each
 worker writes its host and pid to `runs/<run>/workers/rank-<r>.json`.
@@ -45,17 +48,12 @@ worker writes its host and pid to `runs/<run>/workers/rank-<r>.json`.
 
 from __future__ import annotations
 
-import copy
-import io
 import json
 import os
-import pickle
 import socket
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -72,7 +70,6 @@ from drawmatch.models.backbones import (
     create_backbone,
     load_weights,
     resolve_model,
-    weights_hash,
 )
 from drawmatch.models.preprocess import (
     IMAGENET_MEAN,
@@ -83,13 +80,20 @@ from drawmatch.models.preprocess import (
 )
 from drawmatch.retrieval.metrics import retrieval_metrics_from_embeddings
 
+# The checkpoint format, named here as before it moved to drawmatch.training.checkpoints.
+from drawmatch.training.checkpoints import BEST_MODEL_FILE as BEST_MODEL_FILE
+from drawmatch.training.checkpoints import CHECKPOINT_FILE as CHECKPOINT_FILE
+from drawmatch.training.checkpoints import Resume as Resume
+from drawmatch.training.checkpoints import TrainCheckpoint as TrainCheckpoint
+from drawmatch.training.checkpoints import TrainState as TrainState
+from drawmatch.training.checkpoints import plain, read_final, write_best_model
+from drawmatch.training.freezing import drift, freeze_blocks, l2sp_penalty, set_train_mode
+from drawmatch.training.harness import EpochTrainer, TrainedRun, fit, fit_with_ray
+
 if TYPE_CHECKING:
     from drawmatch.training.pseudo_pairs import Rendition
 
-CHECKPOINT_FILE = "checkpoint.pt"
-BEST_MODEL_FILE = "best_model.pt"
 METRICS_FILE = "metrics.json"
-SUMMARY_FILE = "summary.json"
 WORKERS_DIR = "workers"
 
 
@@ -226,79 +230,6 @@ class PairDataset(torch.utils.data.Dataset[int]):
 # embedding and evaluation inside a worker
 
 
-def set_train_mode(model: nn.Module, batchnorm: str) -> None:
-    """Train mode, except BatchNorm layers in eval mode when their statistics are frozen
-    (`batchnorm=frozen`, or a layer of a frozen block: none of its parameters trains)."""
-    model.train()
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            frozen_block = not any(p.requires_grad for p in module.parameters())
-            if batchnorm == "frozen" or frozen_block:
-                module.eval()
-
-
-def trunk_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The network's blocks in order, as (qualified name, module), those with parameters only.
-
-    A block is an element of a sequence (`nn.Sequential`, `nn.ModuleList`: a residual or MBConv
-    block, or a layer of a plain sequence), a module with parameters of its own (a convolution
-    with a padding child), or a leaf layer; any other module is looked into. Registration order
-    is taken as the order of the forward pass, as in the registered backbones.
-    """
-
-    def walk(prefix: str, module: nn.Module, in_sequence: bool) -> list[tuple[str, nn.Module]]:
-        children = list(module.named_children())
-        own = any(True for _ in module.parameters(recurse=False))
-        if not children or in_sequence or own:
-            return [(prefix, module)]
-        sequence = isinstance(module, (nn.Sequential, nn.ModuleList))
-        return [
-            block
-            for name, child in children
-            for block in walk(f"{prefix}.{name}" if prefix else name, child, sequence)
-        ]
-
-    return [(n, m) for n, m in walk("", model, False) if any(True for _ in m.parameters())]
-
-
-def freeze_blocks(model: nn.Module, train_blocks: int) -> list[str]:
-    """Freeze all but the last `train_blocks` blocks of `trunk_blocks(model)` (0: none frozen):
-    their parameters get `requires_grad = False`. Returns the names of the frozen blocks."""
-    if train_blocks < 0:
-        raise ValueError(f"train_blocks must be >= 0, got {train_blocks}")
-    blocks = trunk_blocks(model)
-    if train_blocks == 0 or train_blocks >= len(blocks):
-        return []
-    frozen = blocks[: len(blocks) - train_blocks]
-    for _, module in frozen:
-        for p in module.parameters():
-            p.requires_grad_(False)
-    return [name for name, _ in frozen]
-
-
-def l2sp_penalty(model: nn.Module, start: dict[str, torch.Tensor], alpha: float) -> torch.Tensor:
-    """`alpha * sum ||w - w0||^2` over the parameters of `model` that train and have a starting
-    value in `start` (name -> tensor), a scalar with gradient."""
-    device = next(model.parameters()).device
-    total = torch.zeros((), device=device)
-    for name, p in model.named_parameters():
-        if p.requires_grad and name in start:
-            total = total + (p - start[name]).pow(2).sum()
-    return alpha * total
-
-
-def drift(model: nn.Module, start: dict[str, torch.Tensor]) -> float:
-    """||w - w0|| / ||w0|| over all parameters of `model` with a starting value in `start`."""
-    moved = norm = 0.0
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name in start:
-                w0 = start[name].to(p.device)
-                moved += float((p - w0).pow(2).sum())
-                norm += float(w0.pow(2).sum())
-    return (moved / norm) ** 0.5 if norm else 0.0
-
-
 def embed_ids(
     net: nn.Module, loader: ImageLoader, ids: list[str], batch_size: int, device: torch.device
 ) -> torch.Tensor:
@@ -351,145 +282,16 @@ def evaluate_split(
 
 
 # ----------------------------------------------------------------------------------------------
-# the trainer's state: with the model, best-model, optimiser and scheduler state dicts, a checkpoint
-
-
-def _plain(value: Any) -> Any:
-    """A copy made of Python dicts, lists, str, int, float, bool and None (numpy scalars become
-    Python numbers), so that it writes to JSON and loads with `torch.load(weights_only=True)`."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _check_keys(kind: str, data: dict[str, Any], required: set[str], known: set[str]) -> None:
-    missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
-    if missing or unknown:
-        raise ValueError(f"not a drawmatch {kind}: missing {missing}, unknown {unknown}")
-
-
-@dataclass
-class Resume:
-    """One restart from a checkpoint: the first epoch trained after it, the optimiser steps taken
-    before it, and `drawmatch.models.backbones.weights_hash` of the weights it restored."""
-
-    epoch: int
-    step: int
-    weights_hash: str
-
-
-@dataclass
-class TrainState:
-    """Where a run stands.
-
-    `epoch`: the next epoch to train; `step`: optimiser steps taken (per worker, all epochs);
-    `best_map`, `best_epoch`: the best validation MAP and its epoch (-1: the starting weights);
-    `bad_epochs`: epochs since the last improvement; `history`: one record per epoch trained, with
-    the weights hash at its end; `baseline`: val and test metrics of the starting weights;
-    `resumes`: every restart from a checkpoint.
-    """
-
-    epoch: int = 0
-    step: int = 0
-    best_map: float = -1.0
-    best_epoch: int = -1
-    bad_epochs: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-    baseline: dict[str, dict[str, float]] = field(default_factory=dict)
-    resumes: list[Resume] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        result: dict[str, Any] = _plain(asdict(self))
-        return result
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainState:
-        """The inverse of `to_dict`; `step` and `resumes` may be absent (older checkpoints)."""
-        known = {f.name for f in fields(cls)}
-        _check_keys("train state", data, known - {"step", "resumes"}, known)
-        return cls(
-            epoch=int(data["epoch"]),
-            step=int(data.get("step", 0)),
-            best_map=float(data["best_map"]),
-            best_epoch=int(data["best_epoch"]),
-            bad_epochs=int(data["bad_epochs"]),
-            history=[dict(record) for record in data["history"]],
-            baseline={split: dict(m) for split, m in data["baseline"].items()},
-            resumes=[Resume(**r) for r in data.get("resumes", [])],
-        )
-
-    def best_val_record(self) -> dict[str, Any]:
-        """Validation record of the best epoch; epoch -1 is the starting (pretrained) model."""
-        if self.best_epoch >= 0:
-            return dict(self.history[self.best_epoch])
-        return {"epoch": -1, **{f"val_{k}": v for k, v in self.baseline.get("val", {}).items()}}
-
-
-@dataclass
-class TrainCheckpoint:
-    """What `checkpoint.pt` holds: the state and what it takes to continue training exactly.
-
-    `model`: the latest weights (those of `state.history[-1]`); `best_model`: the best epoch's
-    weights (the starting weights while `state.best_epoch` is -1); `optimizer`, `scheduler`: their
-    state dicts; `config`: the resolved TrainConfig as a plain dict.
-    """
-
-    state: TrainState
-    model: dict[str, torch.Tensor]
-    best_model: dict[str, torch.Tensor]
-    optimizer: dict[str, Any]
-    scheduler: dict[str, Any]
-    config: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "state": self.state.to_dict(),
-            "model": self.model,
-            "best_model": self.best_model,
-            "optimizer": self.optimizer,
-            "scheduler": self.scheduler,
-            "config": _plain(self.config),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainCheckpoint:
-        known = {f.name for f in fields(cls)}
-        _check_keys("train checkpoint", data, known, known)
-        return cls(
-            state=TrainState.from_dict(data["state"]),
-            model=data["model"],
-            best_model=data["best_model"],
-            optimizer=data["optimizer"],
-            scheduler=data["scheduler"],
-            config=data["config"],
-        )
-
-    def save(self, path: str | Path) -> None:
-        torch.save(self.to_dict(), path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainCheckpoint:
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError:  # written before checkpoints held only plain types
-            data = torch.load(path, map_location="cpu", weights_only=False)
-        return cls.from_dict(data)
-
-
-# ----------------------------------------------------------------------------------------------
 # the trainer: one per Ray Train worker
 
 
-class Trainer:
+class Trainer(EpochTrainer):
     """One worker's share of a run: model, optimiser, scheduler, loss, gallery bank, image loader
     and fold data, built once; `state` is a `TrainState`.
 
     Under Ray Train, `prepare_model` is `ray.train.torch.prepare_model` (DDP); without it the
-    trainer runs in one process on `device` (not distributed: rank 0 of 1). A run is::
+    trainer runs in one process on `device` (not distributed: rank 0 of 1). A run is
+    `drawmatch.training.harness.fit`::
 
         trainer.restore(checkpoint) or trainer.baseline()
         for epoch in range(trainer.state.epoch, config.pseudo_epochs + config.epochs):
@@ -498,20 +300,20 @@ class Trainer:
         summary, metrics = trainer.finish()              # test metrics of the best weights
     """
 
+    score_key = "MAP"
+    config: TrainConfig
+
     def __init__(
         self,
         config: TrainConfig,
         device: torch.device | None = None,
         prepare_model: Callable[[nn.Module], nn.Module] | None = None,
     ) -> None:
-        from drawmatch.training.distributed import world
         from drawmatch.training.losses import make_loss
         from drawmatch.training.mining import GalleryBank
 
         config = with_backbone_defaults(config)
-        self.config = config
-        self.rank, self.world_size = world()
-        self.device = device or torch.device("cpu")
+        super().__init__(config, device)
         torch.manual_seed(config.seed)
         self.data = load_fold(config)
         backbone = create_backbone(
@@ -526,9 +328,7 @@ class Trainer:
         net: nn.Module = backbone
         if config.batchnorm == "sync" and self.world_size > 1:
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
-        self.model: nn.Module = prepare_model(net) if prepare_model else net.to(self.device)
-        # the bare network, for embedding without DDP collectives and for state dicts
-        self.module: nn.Module = getattr(self.model, "module", self.model)
+        self.place(net, prepare_model)
         # the starting weights, for L2-SP and `drift` (on the device only when L2-SP needs them)
         self.start = {
             name: p.detach().clone().to(self.device if config.l2sp else "cpu")
@@ -539,43 +339,37 @@ class Trainer:
             lr=config.lr,
             weight_decay=config.weight_decay,
         )
-        self.scheduler: torch.optim.lr_scheduler.LRScheduler
-        if config.lr_schedule == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                self.optimizer, T_max=config.pseudo_epochs + config.epochs
-            )
-        else:
-            self.scheduler = torch.optim.lr_scheduler.StepLR(
-                self.optimizer, step_size=config.lr_step_epochs, gamma=config.lr_gamma
-            )
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler = make_scheduler(
+            self.optimizer, config
+        )
         self.loss_fn = make_loss(config.loss, config.margin, config.temperature)
         self.bank = GalleryBank(len(self.data.gallery), backbone.dim)
-        self.state = TrainState()
-        self.best_model = copy.deepcopy(self.module.state_dict())
-        pairs = PairDataset(len(self.data.train))
-        self.sampler: torch.utils.data.distributed.DistributedSampler[int] = (
+        self.start_state()
+        # the training pairs, and the gallery artworks for the pseudo stage (one pass per epoch)
+        self.sampler, self.pairs = self.batches(len(self.data.train))
+        self.artwork_sampler, self.artworks = self.batches(len(self.data.gallery))
+        self.generator = torch.Generator().manual_seed(config.seed * 1000 + self.rank)
+        self.amp = self.device.type == "cuda"
+
+    def batches(
+        self, n: int
+    ) -> tuple[
+        torch.utils.data.distributed.DistributedSampler[int], torch.utils.data.DataLoader[int]
+    ]:
+        """This worker's shuffled share of indices 0..n-1 (its sampler) in `batch_size` batches."""
+        items = PairDataset(n)
+        sampler: torch.utils.data.distributed.DistributedSampler[int] = (
             torch.utils.data.distributed.DistributedSampler(
-                pairs, num_replicas=self.world_size, rank=self.rank, shuffle=True, seed=config.seed
-            )
-        )
-        self.pairs = torch.utils.data.DataLoader(
-            pairs, batch_size=config.batch_size, sampler=self.sampler
-        )
-        artworks = PairDataset(len(self.data.gallery))  # the pseudo stage: one pass per epoch
-        self.artwork_sampler: torch.utils.data.distributed.DistributedSampler[int] = (
-            torch.utils.data.distributed.DistributedSampler(
-                artworks,
+                items,
                 num_replicas=self.world_size,
                 rank=self.rank,
                 shuffle=True,
-                seed=config.seed,
+                seed=self.config.seed,
             )
         )
-        self.artworks = torch.utils.data.DataLoader(
-            artworks, batch_size=config.batch_size, sampler=self.artwork_sampler
+        return sampler, torch.utils.data.DataLoader(
+            items, batch_size=self.config.batch_size, sampler=sampler
         )
-        self.generator = torch.Generator().manual_seed(config.seed * 1000 + self.rank)
-        self.amp = self.device.type == "cuda"
 
     # -- building blocks
 
@@ -605,18 +399,18 @@ class Trainer:
             self.device,
         )
 
-    def weights_hash(self) -> str:
-        return weights_hash(self.module)
-
     # -- a run
+
+    @property
+    def epochs(self) -> int:
+        """The pseudo stage's epochs, then the real pairs'."""
+        return self.config.pseudo_epochs + self.config.epochs
 
     def baseline(self) -> dict[str, dict[str, float]]:
         """Val and test metrics of the starting weights, which are the first candidate for best:
         a fine-tune must beat them on validation MAP."""
         self.refresh_bank()
-        self.state.baseline = {s: self.evaluate(s) for s in ("val", "test")}
-        self.state.best_map = self.state.baseline["val"].get("MAP", -1.0)
-        return self.state.baseline
+        return super().baseline()
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """One epoch of steps (at most `max_steps_per_epoch`), then the scheduler's step; returns
@@ -741,16 +535,11 @@ class Trainer:
     def end_epoch(
         self, epoch: int, trained: dict[str, Any], val: dict[str, float]
     ) -> tuple[dict[str, Any], bool]:
-        """Book an epoch: best weights, early stopping, history. Returns its record and whether
+        """Book an epoch: best weights by validation MAP (`selection=last`: the latest weights),
+        early stopping (not during the pseudo stage), history. Returns its record and whether
         training stops (`patience` epochs without improvement)."""
-        state, config = self.state, self.config
-        val_map = val.get("MAP", 0.0)
-        if config.selection == "last" or val_map > state.best_map:
-            state.best_map, state.best_epoch, state.bad_epochs = val_map, epoch, 0
-            self.best_model = copy.deepcopy(self.module.state_dict())
-        elif epoch >= config.pseudo_epochs:
-            state.bad_epochs += 1
-        record = _plain(
+        config = self.config
+        record = plain(
             {
                 "epoch": epoch,
                 **trained,
@@ -759,72 +548,61 @@ class Trainer:
                 "weights_hash": self.weights_hash(),
             }
         )
-        state.history.append(record)
-        state.epoch = epoch + 1
-        return record, state.bad_epochs >= config.patience
+        stop = self.select(
+            epoch,
+            record,
+            val.get("MAP", 0.0),
+            latest=config.selection == "last",
+            counts=epoch >= config.pseudo_epochs,
+        )
+        return record, stop
 
     def run_epoch(self, epoch: int) -> tuple[dict[str, Any], bool]:
         """`train_epoch`, `validate`, `end_epoch`."""
         trained = self.train_epoch(epoch)
         return self.end_epoch(epoch, trained, self.validate())
 
+    def epoch_metrics(self, record: dict[str, Any]) -> dict[str, Any]:
+        return {**record, "val_MAP": record.get("val_MAP", 0.0), "finished": False}
+
     def finish(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """Test metrics of the best weights. Returns the run's summary (`metrics.json`) and the
         final metrics to report. The model keeps its latest weights (the final checkpoint's)."""
         state = self.state
-        latest = copy.deepcopy(self.module.state_dict())
-        self.module.load_state_dict(self.best_model)
-        self.refresh_bank()
-        test = self.evaluate("test")
-        self.module.load_state_dict(latest)
-        summary = _plain(
+
+        def best_test() -> dict[str, float]:
+            self.refresh_bank()
+            return self.evaluate("test")
+
+        test = self.with_best_weights(best_test)
+        summary = plain(
             {
                 "best_epoch": state.best_epoch,
-                "best_val_MAP": state.best_map,
+                "best_val_MAP": state.best_score,
                 "history": state.history,
                 "baseline": state.baseline,
                 "best": {"val": state.best_val_record(), "test": test},
                 "resumes": [asdict(r) for r in state.resumes],
             }
         )
-        final = {"finished": True, "epoch": state.epoch - 1, "val_MAP": state.best_map}
+        final = {"finished": True, "epoch": state.epoch - 1, "val_MAP": state.best_score}
         return summary, {**final, **{f"test_{k}": v for k, v in test.items()}}
 
-    # -- checkpoints
-
-    def checkpoint(self) -> TrainCheckpoint:
-        """The state and the state dicts as they stand (copies of the trainer's own)."""
-        return TrainCheckpoint(
-            state=TrainState.from_dict(self.state.to_dict()),
-            model=copy.deepcopy(self.module.state_dict()),
-            best_model=copy.deepcopy(self.best_model),
-            optimizer=copy.deepcopy(self.optimizer.state_dict()),
-            scheduler=copy.deepcopy(self.scheduler.state_dict()),
-            config=to_dict(self.config),
-        )
-
-    def save(self, directory: str | Path, summary: dict[str, Any] | None = None) -> None:
-        """Write `checkpoint.pt` (and `summary.json`) into `directory`."""
-        self.checkpoint().save(Path(directory) / CHECKPOINT_FILE)
-        if summary is not None:
-            (Path(directory) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-
-    def restore(self, checkpoint: TrainCheckpoint) -> Resume:
-        """Continue from `checkpoint`: weights, optimiser, scheduler, best weights and state.
-        The restart is recorded in `state.resumes` with the hash of the weights restored."""
-        self.module.load_state_dict(checkpoint.model)
-        self.optimizer.load_state_dict(checkpoint.optimizer)
-        self.scheduler.load_state_dict(checkpoint.scheduler)
-        self.best_model = copy.deepcopy(checkpoint.best_model)
-        self.state = TrainState.from_dict(checkpoint.state.to_dict())
+    def restored(self) -> None:
         self.bank.refreshes = 0  # built again with the restored weights before the next step
-        resume = Resume(self.state.epoch, self.state.step, self.weights_hash())
-        self.state.resumes.append(resume)
-        print(
-            f"[rank {self.rank}] resumed at epoch {resume.epoch}, step {resume.step}, "
-            f"weights {resume.weights_hash}"
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """`lr_schedule`: cosine decay over all epochs (pseudo ones included), or StepLR."""
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=config.pseudo_epochs + config.epochs
         )
-        return resume
+    return torch.optim.lr_scheduler.StepLR(
+        optimizer, step_size=config.lr_step_epochs, gamma=config.lr_gamma
+    )
 
 
 def record_worker(run_dir: str, rank: int, start_epoch: int) -> None:
@@ -843,53 +621,23 @@ def record_worker(run_dir: str, rank: int, start_epoch: int) -> None:
 
 
 def train_loop(config_dict: dict[str, Any]) -> None:
-    """The Ray Train entry function of every worker: restore or start, train and report each
-    epoch with a checkpoint (early stopping), then the test metrics of the best weights."""
+    """The Ray Train entry function of every worker (`drawmatch.training.harness.fit`): restore
+    or start, train and report each epoch with a checkpoint (early stopping), then the test
+    metrics of the best weights. Each worker records itself under the run folder."""
     import ray.train
     import ray.train.torch
 
     config = from_dict(TrainConfig, config_dict)
     trainer = Trainer(config, ray.train.torch.get_device(), ray.train.torch.prepare_model)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            trainer.restore(TrainCheckpoint.load(Path(directory) / CHECKPOINT_FILE))
     run_dir = storage.join(config.out, "runs", ray.train.get_context().get_experiment_name())
-    record_worker(run_dir, trainer.rank, trainer.state.epoch)
-    if not checkpoint:
-        trainer.baseline()
-    for epoch in range(trainer.state.epoch, config.pseudo_epochs + config.epochs):
-        record, stop = trainer.run_epoch(epoch)
-        _report(trainer, {**record, "val_MAP": record.get("val_MAP", 0.0), "finished": False})
-        if stop:
-            break
-    summary, metrics = trainer.finish()
-    _report(trainer, metrics, summary)
-
-
-def _report(
-    trainer: Trainer, metrics: dict[str, Any], summary: dict[str, Any] | None = None
-) -> None:
-    """`ray.train.report` with a checkpoint written by rank 0 (and the summary at the end)."""
-    import ray.train
-
-    with tempfile.TemporaryDirectory() as directory:
-        checkpoint = None
-        if trainer.rank == 0:
-            trainer.save(directory, summary)
-            checkpoint = ray.train.Checkpoint.from_directory(directory)
-        ray.train.report(metrics, checkpoint=checkpoint)
+    fit(trainer, lambda worker: record_worker(run_dir, worker.rank, worker.state.epoch))
 
 
 # ----------------------------------------------------------------------------------------------
 # the driver
 
 
-@dataclass
-class TrainResult:
-    run_dir: str
-    best_model: str
-    summary: dict[str, Any]
+TrainResult = TrainedRun
 
 
 def with_absolute_paths(config: TrainConfig) -> TrainConfig:
@@ -921,11 +669,6 @@ def run(config: TrainConfig, callbacks: list[Any] | None = None) -> TrainResult:
 
     `callbacks`: Ray Train callbacks, e.g. Tune's `TuneReportCallback` when a sweep trial runs it.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from drawmatch.runtime.ray_setup import init_ray
-
     config = with_absolute_paths(config)  # workers do not share the driver's working directory
     config = with_backbone_defaults(config)
     load_fold(config)  # check the inputs before starting any worker
@@ -934,41 +677,21 @@ def run(config: TrainConfig, callbacks: list[Any] | None = None) -> TrainResult:
     run_dir = storage.join(runs, name)
     storage.makedirs(run_dir)
     save_config(config, storage.join(run_dir, "train_config.yaml"))
-    init_ray(config.ray)
-    resources = {"CPU": config.cpus_per_worker}
-    trainer = TorchTrainer(
+    result = fit_with_ray(
         train_loop,
-        train_loop_config=to_dict(config),
-        scaling_config=ScalingConfig(
-            num_workers=config.num_workers, use_gpu=config.use_gpu, resources_per_worker=resources
-        ),
-        run_config=RunConfig(
-            name=name,
-            storage_path=runs,
-            failure_config=FailureConfig(max_failures=config.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-            callbacks=callbacks,
-        ),
+        to_dict(config),
+        config,
+        runs,
+        name,
+        "training",
+        max_failures=config.max_failures,
+        callbacks=callbacks,
     )
-    result = trainer.fit()
-    if result.error:
-        raise RuntimeError(f"training run {name} failed: {result.error}")
-    if result.checkpoint is None:
-        raise RuntimeError(f"training run {name} reported no checkpoint")
     with result.checkpoint.as_directory() as directory:
-        saved = TrainCheckpoint.load(Path(directory) / CHECKPOINT_FILE)
-        summary = json.loads((Path(directory) / SUMMARY_FILE).read_text())
-    best_model = storage.join(run_dir, BEST_MODEL_FILE)
-    buffer = io.BytesIO()
-    torch.save(
-        {
-            "model": saved.best_model,
-            "model_config": to_dict(config.model),
-            "epoch": summary["best_epoch"],
-        },
-        buffer,
+        saved, summary = read_final(directory)
+    best_model = write_best_model(
+        run_dir, saved.best_model, to_dict(config.model), summary["best_epoch"]
     )
-    storage.write_bytes(best_model, buffer.getvalue())
     storage.write_bytes(storage.join(run_dir, METRICS_FILE), json.dumps(summary, indent=2).encode())
     print(
         f"train {name}: best epoch {summary['best_epoch']} (val MAP "

@@ -21,18 +21,17 @@ of `max_pair_images` of them drawn once). The epoch with the best validation ROC
 weights competing as epoch -1) is kept; `patience` epochs without improvement stop training; test
 scores (unseen labels) of the starting and the best weights are reported side by side.
 
+The training harness (`drawmatch.training.harness`) runs the workers: a checkpoint every epoch, so
+that a rerun of the same run continues from its latest checkpoint (recorded in `resumes`).
+
 Outputs under `out/verify/<run>/`: `splits.csv` (`id, path, label, set`), `data_summary.json`,
 `verify_config.yaml`, `metrics.json` and `best_model.pt` (for `drawmatch embed --weights`).
 """
 
 from __future__ import annotations
 
-import copy
-import io
 import json
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -42,11 +41,14 @@ from torch import nn
 
 from drawmatch.core import storage
 from drawmatch.core.settings import VerifyConfig, from_dict, to_dict
+from drawmatch.training.checkpoints import read_final, write_best_model
+from drawmatch.training.freezing import set_train_mode
+from drawmatch.training.harness import EpochTrainer, TrainedRun, fit
 from drawmatch.training.labels import (
     SPLITS_FILE,
     embed_all,
     fit_label_run,
-    freeze_batchnorm,
+    label_codes,
     label_disjoint_split,
     load_labelled,
     pk_batches,
@@ -58,8 +60,6 @@ from drawmatch.training.labels import (
 
 RUNS_DIR = "verify"
 METRICS_FILE = "metrics.json"
-BEST_MODEL_FILE = "best_model.pt"
-SUMMARY_FILE = "summary.json"
 SCORES = ("triplet_accuracy", "roc_auc")
 
 
@@ -121,8 +121,12 @@ def score(emb: np.ndarray, data: EvalSet) -> dict[str, float]:
 # the worker
 
 
-class Verifier:
-    """One worker's share of a verification run: model, optimiser, loss, images, sets."""
+class Verifier(EpochTrainer):
+    """One worker's share of a verification run: model, optimiser, loss, images, sets; an
+    `EpochTrainer` that the training harness runs (`verify_loop`)."""
+
+    score_key = "roc_auc"
+    config: VerifyConfig
 
     def __init__(
         self,
@@ -131,23 +135,16 @@ class Verifier:
         device: torch.device | None = None,
         prepare_model: Any = None,
     ) -> None:
-        from drawmatch.training.distributed import world
         from drawmatch.training.losses import make_loss
 
-        self.config = config
-        self.rank, self.world_size = world()
-        self.device = device or torch.device("cpu")
+        super().__init__(config, device)
         backbone, self.images = seeded_backbone(config, table["path"].tolist())
-        self.model: nn.Module = (
-            prepare_model(backbone) if prepare_model else backbone.to(self.device)
-        )
-        self.module: nn.Module = getattr(self.model, "module", self.model)
+        self.place(backbone, prepare_model)
         self.optimizer = torch.optim.Adam(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.loss_fn = make_loss(config.loss, config.margin)
-        names = sorted(table["label"].unique())
-        self.codes = table["label"].map({n: i for i, n in enumerate(names)}).to_numpy(np.int64)
+        self.codes = label_codes(table)[1]
         sets = table["set"].to_numpy()
         self.train_idx = np.flatnonzero(sets == "train")
         self.sets = {
@@ -156,6 +153,7 @@ class Verifier:
         }
         self.amp = self.device.type == "cuda"
         self._batches: Any = None
+        self.start_state()
 
     def evaluate(self, split: str) -> dict[str, float]:
         data = self.sets[split]
@@ -211,80 +209,65 @@ class Verifier:
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
+        self.state.step += 1
         return float(loss.detach())
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        self.model.train()
-        if self.config.batchnorm == "frozen":
-            freeze_batchnorm(self.model)
+        set_train_mode(self.model, self.config.batchnorm)
         rng = np.random.default_rng([self.config.seed, self.rank, epoch])
         losses = [self.train_step(rng) for _ in range(self.config.steps_per_epoch)]
         return {"train_loss": float(np.mean(losses)), "steps": float(len(losses))}
 
+    def run_epoch(self, epoch: int) -> tuple[dict[str, Any], bool]:
+        """Train an epoch, score it on validation; the best epoch by validation ROC AUC (without
+        a validation score: the latest epoch)."""
+        record: dict[str, Any] = {"epoch": epoch, **self.train_epoch(epoch)}
+        val = self.evaluate("val")
+        record.update({f"val_{k}": v for k, v in val.items()})
+        no_val = "roc_auc" not in self.state.baseline.get("val", {})
+        return record, self.select(epoch, record, val.get("roc_auc", -1.0), latest=no_val)
+
+    def finish(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Test scores of the best weights: the run's summary and the final metrics."""
+        state = self.state
+        test = self.with_best_weights(lambda: self.evaluate("test"))
+        best_val = (
+            state.history[state.best_epoch] if state.best_epoch >= 0 else state.baseline["val"]
+        )
+        summary = {
+            "best_epoch": state.best_epoch,
+            "best_val_roc_auc": state.best_score,
+            "baseline": state.baseline,
+            "best": {"val": best_val, "test": test},
+            "history": state.history,
+            "resumes": [asdict(r) for r in state.resumes],
+        }
+        final = {
+            "finished": True,
+            "best_epoch": state.best_epoch,
+            **{f"test_{k}": v for k, v in test.items()},
+        }
+        return summary, final
+
 
 def verify_loop(loop_config: dict[str, Any]) -> None:
-    """Ray Train entry of every worker: score the starting weights, train with early stopping
-    on validation ROC AUC, score the best weights on test; rank 0 reports the result with a
-    checkpoint holding `best_model.pt` and `summary.json`."""
-    import ray.train
+    """Ray Train entry of every worker (`drawmatch.training.harness.fit`): score the starting
+    weights (or continue from the latest checkpoint), train with early stopping on validation ROC
+    AUC, score the best weights on test; the final checkpoint holds the summary."""
     import ray.train.torch
 
     config = from_dict(VerifyConfig, loop_config["config"])
     table = storage.read_csv(
         storage.join(loop_config["run_dir"], SPLITS_FILE), dtype=str, keep_default_na=False
     )
-    worker = Verifier(config, table, ray.train.torch.get_device(), ray.train.torch.prepare_model)
-    baseline = {s: worker.evaluate(s) for s in ("val", "test")}
-    best_auc = baseline["val"].get("roc_auc", -1.0)
-    best_epoch, bad, history = -1, 0, []
-    no_val = "roc_auc" not in baseline["val"]
-    best_state = copy.deepcopy(worker.module.state_dict())
-    for epoch in range(config.epochs):
-        record: dict[str, Any] = {"epoch": epoch, **worker.train_epoch(epoch)}
-        val = worker.evaluate("val")
-        record.update({f"val_{k}": v for k, v in val.items()})
-        history.append(record)
-        auc = val.get("roc_auc", -1.0)
-        if no_val or auc > best_auc:  # without a validation score: the latest epoch
-            best_auc, best_epoch, bad = auc, epoch, 0
-            best_state = copy.deepcopy(worker.module.state_dict())
-        else:
-            bad += 1
-        ray.train.report({**record, "finished": False})
-        if bad >= config.patience:
-            break
-    worker.module.load_state_dict(best_state)
-    test = worker.evaluate("test")
-    summary = {
-        "best_epoch": best_epoch,
-        "best_val_roc_auc": best_auc,
-        "baseline": baseline,
-        "best": {"val": history[best_epoch] if best_epoch >= 0 else baseline["val"], "test": test},
-        "history": history,
-    }
-    final = {
-        "finished": True,
-        "best_epoch": best_epoch,
-        **{f"test_{k}": v for k, v in test.items()},
-    }
-    with tempfile.TemporaryDirectory() as directory:
-        checkpoint = None
-        if worker.rank == 0:
-            torch.save(best_state, Path(directory) / BEST_MODEL_FILE)
-            (Path(directory) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
-            checkpoint = ray.train.Checkpoint.from_directory(directory)
-        ray.train.report(final, checkpoint=checkpoint)
+    fit(Verifier(config, table, ray.train.torch.get_device(), ray.train.torch.prepare_model))
 
 
 # ----------------------------------------------------------------------------------------------
 # the driver
 
 
-@dataclass
-class VerifyResult:
-    run_dir: str
-    best_model: str
-    summary: dict[str, Any]
+VerifyResult = TrainedRun
 
 
 def default_run_name(config: VerifyConfig) -> str:
@@ -321,16 +304,11 @@ def run(config: VerifyConfig) -> VerifyResult:
     print(f"verify {name}: {json.dumps(summary_in['sets'])}")
     result = fit_label_run(verify_loop, config, runs, name, "verification")
     with result.checkpoint.as_directory() as directory:
-        state = torch.load(Path(directory) / BEST_MODEL_FILE, map_location="cpu", weights_only=True)
-        summary = json.loads((Path(directory) / SUMMARY_FILE).read_text())
+        saved, summary = read_final(directory)
     summary["data"] = summary_in
-    best_model = storage.join(run_dir, BEST_MODEL_FILE)
-    buffer = io.BytesIO()
-    torch.save(
-        {"model": state, "model_config": to_dict(config.model), "epoch": summary["best_epoch"]},
-        buffer,
+    best_model = write_best_model(
+        run_dir, saved.best_model, to_dict(config.model), summary["best_epoch"]
     )
-    storage.write_bytes(best_model, buffer.getvalue())
     storage.write_text(storage.join(run_dir, METRICS_FILE), json.dumps(summary, indent=2))
     print(f"verify {name}: best epoch {summary['best_epoch']}; unseen labels (test):")
     print(side_by_side(summary["baseline"]["test"], summary["best"]["test"]))

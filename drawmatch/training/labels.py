@@ -111,32 +111,15 @@ def start_label_run(
 def fit_label_run(
     loop: Any, config: VerifyConfig | ClassifyConfig, runs: str, name: str, what: str
 ) -> Any:
-    """Run a label job's training `loop` with Ray Train (its workers, CPUs and GPU from `config`)
-    as run `name` under `runs`; return the fit's result, whose checkpoint holds what the loop
-    reported. `what` names the run in errors ("verification", "classification")."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
+    """Run a label job's training `loop` with Ray Train (`drawmatch.training.harness.fit_with_ray`:
+    its workers, CPUs and GPU from `config`) as run `name` under `runs`; a rerun continues from
+    the run's latest checkpoint. Returns the fit's result, whose checkpoint holds what the loop
+    reported last. `what` names the run in errors ("verification", "classification")."""
     from drawmatch.core.settings import to_dict
-    from drawmatch.runtime.ray_setup import init_ray
+    from drawmatch.training.harness import fit_with_ray
 
-    init_ray(config.ray)
-    trainer = TorchTrainer(
-        loop,
-        train_loop_config={"config": to_dict(config), "run_dir": storage.join(runs, name)},
-        scaling_config=ScalingConfig(
-            num_workers=config.num_workers,
-            use_gpu=config.use_gpu,
-            resources_per_worker={"CPU": config.cpus_per_worker},
-        ),
-        run_config=RunConfig(name=name, storage_path=runs),
-    )
-    result = trainer.fit()
-    if result.error:
-        raise RuntimeError(f"{what} run {name} failed: {result.error}")
-    if result.checkpoint is None:
-        raise RuntimeError(f"{what} run {name} reported no result")
-    return result
+    loop_config = {"config": to_dict(config), "run_dir": storage.join(runs, name)}
+    return fit_with_ray(loop, loop_config, config, runs, name, what)
 
 
 def _walk(root: str, extensions: tuple[str, ...]) -> list[str]:
@@ -300,6 +283,13 @@ def _finish(table: pd.DataFrame, min_per_label: int, summary: dict[str, Any]) ->
 
 # ----------------------------------------------------------------------------------------------
 # splits
+
+
+def label_codes(table: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """The sorted labels of a labelled table (the classes) and each row's index among them."""
+    classes = sorted(table["label"].unique())
+    codes = table["label"].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
+    return classes, codes
 
 
 def label_disjoint_split(
@@ -475,13 +465,6 @@ def seeded_backbone(
         backbone.std,
     )
     return backbone, images
-
-
-def freeze_batchnorm(model: nn.Module) -> None:
-    """BatchNorm layers in eval mode (pretrained running statistics kept), the rest untouched."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
 
 
 @torch.no_grad()
