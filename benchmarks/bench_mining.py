@@ -22,7 +22,7 @@ import time
 import torch
 from torch import nn
 
-from drawmatch.jobs.train import set_train_mode
+from drawmatch.training.freezing import set_train_mode
 from drawmatch.models.backbones import create_backbone
 from drawmatch.training.losses import make_loss, retrieval_step_loss
 from drawmatch.training.mining import hardest_negatives, positive_mask
