@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from drawmatch.core.settings import ConfigError, EmbedConfig, TrainConfig, load_config
+from drawmatch.core.config import ConfigError, load_config
 from drawmatch.jobs import embed, train
+from drawmatch.jobs.embed import EmbedConfig
+from drawmatch.jobs.train import TrainConfig
 from tests.conftest import tiny_train_config, tiny_training_set
 
 N_PAIRS = 12

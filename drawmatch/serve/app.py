@@ -27,7 +27,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from drawmatch.core import storage
 from drawmatch.core.images import ImageError, open_image
-from drawmatch.core.settings import SEARCH_MODES, ServeConfig
 from drawmatch.data.annotations import (
     DECISIONS,
     AnnotationStore,
@@ -39,7 +38,9 @@ from drawmatch.data.annotations import (
 from drawmatch.data.renditions import ensure_rendition
 from drawmatch.models.preprocess import eval_resize
 from drawmatch.reporting.sheets import whole_image
+from drawmatch.retrieval.region_search import SEARCH_MODES
 from drawmatch.serve import security
+from drawmatch.serve.config import ServeConfig
 from drawmatch.serve.data import SORTS, RegionHit, Workbench
 
 log = logging.getLogger("drawmatch.serve")
