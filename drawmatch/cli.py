@@ -91,7 +91,19 @@ def _evaluate_split(config: Any) -> None:
         raise ConfigError("split_set needs split_csv=FILE")
 
 
-_LABEL_INPUTS = {"data.images": "dir", "data.labels_csv": "file", "model.weights": "file"}
+def _label_job(name: str, config: str, help_line: str) -> Job:
+    """verify and classify: labelled images (or a catalogue) in, a run folder out."""
+    return Job(
+        f"drawmatch.jobs.{name}",
+        config,
+        help_line,
+        inputs={"data.images": "dir", "data.labels_csv": "file", "model.weights": "file"},
+        backbones=("model.backbone",),
+        pooling="model.pooling",
+        creates_out=True,
+        needs=_label_data_needs,
+    )
+
 
 JOBS: dict[str, Job] = {
     "ingest": Job(
@@ -214,25 +226,15 @@ JOBS: dict[str, Job] = {
     "similar": Job("drawmatch.jobs.similar", "SimilarConfig", "drawing-to-drawing neighbours"),
     "serve": Job("drawmatch.jobs.serve", "ServeConfig", "the experts' workbench (web app)"),
     "export": Job("drawmatch.jobs.export", "ExportConfig", "annotated pairs to a pairs CSV"),
-    "verify": Job(
-        "drawmatch.jobs.verify",
+    "verify": _label_job(
+        "verify",
         "VerifyConfig",
         "artist-style verification: train on labels, label-disjoint test (Ray Train)",
-        inputs=_LABEL_INPUTS,
-        backbones=("model.backbone",),
-        pooling="model.pooling",
-        creates_out=True,
-        needs=_label_data_needs,
     ),
-    "classify": Job(
-        "drawmatch.jobs.classify",
+    "classify": _label_job(
+        "classify",
         "ClassifyConfig",
         "label classification: linear probe or fine-tuned head (Ray Train)",
-        inputs=_LABEL_INPUTS,
-        backbones=("model.backbone",),
-        pooling="model.pooling",
-        creates_out=True,
-        needs=_label_data_needs,
     ),
     "stylize": Job(
         "drawmatch.jobs.stylize",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import yaml
 
@@ -468,3 +470,51 @@ def test_neural_style_needs_a_content_or_style_weight():
 
     with pytest.raises(ConfigError, match="content_weight, style_weight"):
         load_config(StylizeConfig, None, ["params.content_weight=0", "params.style_weight=0"])
+
+
+def _float_keys(cls: type, prefix: str = ""):
+    """(dotted key, is a list) of every float key of a config class, nested sections walked."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            yield from _float_keys(hint, f"{prefix}{f.name}.")
+        elif hint in (float, float | None, tuple[float, ...]):
+            yield f"{prefix}{f.name}", hint == tuple[float, ...]
+
+
+def _every_float_key():
+    from drawmatch.cli import JOBS
+
+    return [(job, *k) for job in sorted(JOBS) for k in _float_keys(JOBS[job].config_class())]
+
+
+@pytest.mark.parametrize("job, key, is_list", _every_float_key())
+def test_every_float_key_refuses_infinite_nan_and_overflowing_values(job, key, is_list):
+    """inf, -inf, nan and values large enough to overflow what they scale are refused, in one
+    line naming the key (every float key has a finite range)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from drawmatch.cli import JOBS
+
+    cls = JOBS[job].config_class()
+    bad = st.one_of(
+        st.sampled_from([math.inf, -math.inf, math.nan]),
+        st.floats(min_value=1e10, allow_infinity=False),
+        st.floats(max_value=-1e10, allow_infinity=False),
+    )
+
+    @settings(max_examples=15, deadline=None)
+    @given(bad)
+    def refused(value: float) -> None:
+        text = f"[{value!r}]" if is_list else repr(value)
+        with pytest.raises(ConfigError) as err:
+            load_config(cls, None, [f"{key}={text}"])
+        message = str(err.value)
+        assert message.startswith(key) and "\n" not in message, message
+
+    refused()
