@@ -126,7 +126,7 @@ def check_keys(config: Any) -> None:
     """Every key of `config` against its declaration (nested sections check themselves)."""
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        if isinstance(value, tuple):
+        if isinstance(value, (tuple, list)):
             if not value and not f.metadata.get("may_be_empty", False):
                 raise ConfigError(f"{f.name}: give at least one value")
             for i, item in enumerate(value):
