@@ -106,7 +106,7 @@ class TrainConfig(TrainingRunConfig):
     margin: float = setting(0.7, gt=0, le=10, help="loss margin in distance units")
     lr_step_epochs: int = setting(10, ge=1, help="step schedule: epochs between lr steps")
     lr_gamma: float = setting(0.1, gt=0, le=10, help="step schedule: lr factor per step")
-    n_hardest: int = setting(10, ge=1, help="hardest negatives mined per anchor")
+    n_hardest: int = setting(10, ge=1, help="a negative is drawn from the anchor's n most similar")
     bank_refresh_steps: int = setting(
         0, ge=0, help="steps between negative bank refreshes (0: epoch)"
     )
@@ -134,7 +134,9 @@ class TrainConfig(TrainingRunConfig):
     pseudo_min_crop: float = setting(
         0.4, ge=0.1, le=1, help="smallest detail, as a share of the side"
     )
-    pseudo_warp: float = setting(0.08, ge=0, le=0.3, help="strength of the pseudo-anchors' warp")
+    pseudo_warp: float = setting(
+        0.08, ge=0, le=0.3, help="largest corner shift of the warp (share of a side)"
+    )
 
     def check(self) -> None:
         super().check()
