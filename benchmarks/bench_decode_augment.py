@@ -35,11 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from make_scans import make_scans
 
-from drawmatch.augment.styles import StyleAugmenter, apply_style, shrink
+from drawmatch.augment.styles import STYLES, StyleAugmenter, StyleParams, apply_style, shrink
 from drawmatch.core.images import open_image
-from drawmatch.core.settings import STYLES, AugmentConfig, RayConfig, StyleParams
 from drawmatch.data import catalogue
 from drawmatch.jobs import augment
+from drawmatch.jobs.augment import AugmentConfig
+from drawmatch.runtime.ray_setup import RayConfig
 
 RESIZE = 330
 

@@ -52,9 +52,11 @@ from benchlib import (
 )
 from make_scans import make_scans
 
-from drawmatch.core.settings import EmbedConfig, IngestConfig, ModelConfig, load_config
+from drawmatch.core.config import load_config
 from drawmatch.jobs import embed, ingest
-from drawmatch.models.embedder import Embedder
+from drawmatch.jobs.embed import EmbedConfig
+from drawmatch.jobs.ingest import IngestConfig
+from drawmatch.models.embedder import Embedder, ModelConfig
 from drawmatch.models.preprocess import load_eval_array
 
 

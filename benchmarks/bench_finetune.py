@@ -40,20 +40,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from drawmatch.core.settings import (
-    NEURAL,
-    STYLES,
-    AugmentConfig,
-    NeuralStyleParams,
-    RayConfig,
-    TrainConfig,
-    load_config,
-)
+from drawmatch.augment.styles import NEURAL, STYLES, NeuralStyleParams
+from drawmatch.core.config import load_config
 from drawmatch.data import catalogue as cat
 from drawmatch.data.pairs import read_pairs
 from drawmatch.jobs import augment, train
+from drawmatch.jobs.augment import AugmentConfig
 from drawmatch.jobs.split import FOLD_COLUMNS, add_styled_copies, pair_components
+from drawmatch.jobs.train import TrainConfig
 from drawmatch.retrieval.metrics import aggregate
+from drawmatch.runtime.ray_setup import RayConfig
 from drawmatch.workflows.demo import demo_data_dir, ingest_data
 
 KEYS = ("MAP", "R@1", "R@5", "R@10", "R@20", "R@50", "R@100", "MP", "MMP")

@@ -126,10 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import ray
 
-    from drawmatch.core.settings import EmbedConfig, ModelConfig, load_config
+    from drawmatch.core.config import load_config
     from drawmatch.jobs import embed
-    from drawmatch.jobs.embed import decode_batch
-    from drawmatch.models.embedder import Embedder
+    from drawmatch.jobs.embed import EmbedConfig, decode_batch
+    from drawmatch.models.embedder import Embedder, ModelConfig
     from drawmatch.models.preprocess import normalise
 
     t_start = time.perf_counter()

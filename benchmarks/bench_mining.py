@@ -22,8 +22,8 @@ import time
 import torch
 from torch import nn
 
-from drawmatch.training.freezing import set_train_mode
 from drawmatch.models.backbones import create_backbone
+from drawmatch.training.freezing import set_train_mode
 from drawmatch.training.losses import make_loss, retrieval_step_loss
 from drawmatch.training.mining import hardest_negatives, positive_mask
 

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from drawmatch.augment.neural_style import NeuralStylizer
-from drawmatch.core.settings import NeuralStyleParams
+from drawmatch.augment.styles import NeuralStyleParams
 from drawmatch.workflows.demo import demo_data_dir
 
 

@@ -145,9 +145,9 @@ def verification_cost(out: str, catalogue: object, query_ids: list[str], top: in
 
     from drawmatch.core import storage
     from drawmatch.core.images import open_image
-    from drawmatch.core.settings import RegionSearchParams
     from drawmatch.models.local_features import extract, read_features, verify
     from drawmatch.retrieval.region_index import region_index_dir
+    from drawmatch.retrieval.region_search import RegionSearchParams
 
     params = RegionSearchParams()
 

@@ -64,8 +64,11 @@ from benchlib import (
 )
 from make_scans import make_scans
 
-from drawmatch.core.settings import STYLES, AugmentConfig, EmbedConfig, StyleParams, load_config
+from drawmatch.augment.styles import STYLES, StyleParams
+from drawmatch.core.config import load_config
 from drawmatch.jobs import augment, embed
+from drawmatch.jobs.augment import AugmentConfig
+from drawmatch.jobs.embed import EmbedConfig
 
 WORKERS = (1, 2)
 NODE_VCPUS = (8, 16)
@@ -89,8 +92,7 @@ def _plain_worker(kind: str, arg: Any, out_dir: str, queue: Any) -> None:
 
     cv2.setNumThreads(1)
     if kind == "embed":
-        from drawmatch.core.settings import ModelConfig
-        from drawmatch.models.embedder import Embedder
+        from drawmatch.models.embedder import Embedder, ModelConfig
 
         embedder = Embedder(asdict(ModelConfig()), num_threads=1)
         pre = np.random.default_rng(0).integers(0, 255, (arg, 280, 280, 3), dtype=np.uint8)

@@ -36,12 +36,11 @@ import pandas as pd
 import pyarrow as pa
 
 from drawmatch.core import storage
-from drawmatch.core.settings import ModelConfig
 from drawmatch.data import catalogue as cat
 from drawmatch.data.annotations import AnnotationStore, db_path
 from drawmatch.data.embeddings import embeddings_dir, embeddings_table, write_model_info, write_part
 from drawmatch.data.neighbours import ARTWORKS_FILE, DRAWINGS_FILE, candidates_path, similar_dir
-from drawmatch.models.embedder import Embedder
+from drawmatch.models.embedder import Embedder, ModelConfig
 from drawmatch.retrieval.artwork_index import build_faiss_index, index_dir, write_index
 from drawmatch.workflows.demo import demo_data_dir
 

@@ -18,16 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-from drawmatch.core.settings import (
-    EmbedConfig,
-    EvaluateConfig,
-    IndexConfig,
-    IngestConfig,
-    RayConfig,
-    RegionsConfig,
-    load_config,
-)
+from drawmatch.core.config import load_config
 from drawmatch.jobs import embed, evaluate, index, ingest, regions
+from drawmatch.jobs.embed import EmbedConfig
+from drawmatch.jobs.evaluate import EvaluateConfig
+from drawmatch.jobs.index import IndexConfig
+from drawmatch.jobs.ingest import IngestConfig
+from drawmatch.jobs.regions import RegionsConfig
+from drawmatch.runtime.ray_setup import RayConfig
 from drawmatch.workflows.demo import demo_data_dir
 
 KEYS = ("MAP", "R@1", "R@5", "R@20", "R@50", "MP", "MMP")

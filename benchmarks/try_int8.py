@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from drawmatch.core.settings import ModelConfig
-from drawmatch.models.embedder import Embedder
+from drawmatch.models.embedder import Embedder, ModelConfig
 from drawmatch.models.preprocess import load_eval_array
 from drawmatch.retrieval.metrics import retrieval_metrics_from_embeddings
 

@@ -31,13 +31,13 @@ import numpy as np
 import pandas as pd
 
 from drawmatch.core.images import open_image
-from drawmatch.core.settings import RegionSearchParams
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import pick_model_tag, read_embeddings
 from drawmatch.models.local_features import extract, read_features, verify
 from drawmatch.models.region_embedder import read_regions
 from drawmatch.retrieval.metrics import retrieval_metrics
 from drawmatch.retrieval.region_index import RegionIndex, exact_region_scores, fuse
+from drawmatch.retrieval.region_search import RegionSearchParams
 
 KS = (1, 5, 20, 50)
 WEIGHTS = (0.0, 0.5, 1.0, 2.0, 3.0, 4.0)

@@ -4,8 +4,11 @@
 `ray job submit` runs) are the same code path.
 
 Everything a command line says is checked before the job starts (before Ray, before anything is
-written): keys, types and ranges (`drawmatch.core.settings`), then the paths it names (`preflight`).
-A mistake costs one line on stderr: exit code 2 for a config error, 1 for anything else.
+written): keys, types and ranges (declared with the job's config, `drawmatch.core.config`), then
+the paths it names (`preflight`). A mistake costs one line on stderr: exit code 2 for a config
+error, 1 for anything else.
+
+Each job is registered once, in `JOBS`: adding a job adds one `Job` entry there.
 """
 
 from __future__ import annotations
@@ -19,132 +22,235 @@ import textwrap
 import types
 import typing
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from drawmatch.core import settings
-from drawmatch.core.settings import ConfigError, load_config
+from drawmatch.core.config import ConfigError, load_config, range_text
 
-# job name -> (config class, module holding `run(config)`, one-line help)
-JOBS: dict[str, tuple[type, str, str]] = {
-    "ingest": (settings.IngestConfig, "drawmatch.jobs.ingest", "catalogue drawings and artworks"),
-    "augment": (settings.AugmentConfig, "drawmatch.jobs.augment", "write style-augmented copies"),
-    "embed": (settings.EmbedConfig, "drawmatch.jobs.embed", "embed catalogue images with a CNN"),
-    "index": (settings.IndexConfig, "drawmatch.jobs.index", "build a FAISS index of artworks"),
-    "regions": (
-        settings.RegionsConfig,
+
+def _never(_config: Any) -> str | None:
+    return None
+
+
+def _always(_config: Any) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Job:
+    """One `drawmatch` job. `module` holds `run(config)` and the config class `config`; the
+    rest is what the command line offers and what `preflight` checks before the job starts."""
+
+    module: str
+    config: str
+    help: str
+    # convenience flags -> the override they stand for; switches -> the boolean key they set
+    flags: dict[str, str] = field(default_factory=dict)
+    switches: dict[str, str] = field(default_factory=dict)
+    # dotted keys naming inputs that must exist when given: "file" or "dir"
+    inputs: dict[str, str] = field(default_factory=dict)
+    # dotted keys naming a file the job writes: must not be an existing folder
+    output_files: tuple[str, ...] = ()
+    # dotted keys naming backbones (one name or a list), and the pooling they are used with
+    backbones: tuple[str, ...] = ()
+    pooling: str | None = None
+    # the job creates its output root (every other job reads one that `ingest` made); `out` is
+    # one file it writes, not an output root
+    creates_out: bool = False
+    out_is_file: bool = False
+    # the job reads `embeddings/<model_tag>/` under the output root
+    needs_embeddings: bool = False
+    # whether this config reads the catalogue (and embeddings) under the output root
+    reads_root: Callable[[Any], bool] = _always
+    # what a config lacks to run (exit code 1), or None; rules across keys (ConfigError)
+    needs: Callable[[Any], str | None] = _never
+    check: Callable[[Any], None] = _never
+
+    def config_class(self) -> type:
+        """The job's config class (imports the job's module)."""
+        cls: type = getattr(importlib.import_module(self.module), self.config)
+        return cls
+
+
+def _label_data_needs(config: Any) -> str | None:
+    """verify and classify: labelled images, or an output root with a catalogue."""
+    if config.data.images is not None:
+        return None
+    from drawmatch.data.catalogue import catalogue_path
+
+    out = str(config.out)  # an `out=` naming a file is refused below, as for every job
+    if _kind(out, "out") != "file" and _kind(catalogue_path(out), "out") != "file":
+        return "data.images=DIR (a folder per label, or with data.labels_csv=FILE), or an out= with a catalogue"
+    return None
+
+
+def _evaluate_split(config: Any) -> None:
+    if config.split_csv and config.split_set is None:
+        raise ConfigError("split_csv needs split_set=train|val|test")
+    if config.split_set is not None and not config.split_csv:
+        raise ConfigError("split_set needs split_csv=FILE")
+
+
+def _label_job(name: str, config: str, help_line: str) -> Job:
+    """verify and classify: labelled images (or a catalogue) in, a run folder out."""
+    return Job(
+        f"drawmatch.jobs.{name}",
+        config,
+        help_line,
+        inputs={"data.images": "dir", "data.labels_csv": "file", "model.weights": "file"},
+        backbones=("model.backbone",),
+        pooling="model.pooling",
+        creates_out=True,
+        needs=_label_data_needs,
+    )
+
+
+JOBS: dict[str, Job] = {
+    "ingest": Job(
+        "drawmatch.jobs.ingest",
+        "IngestConfig",
+        "catalogue drawings and artworks",
+        inputs={
+            "drawings_root": "dir",
+            "artworks_root": "dir",
+            "artworks_metadata_csv": "file",
+            "country_aliases_csv": "file",
+            "overrides_csv": "file",
+        },
+        creates_out=True,
+        needs=lambda c: (
+            "drawings_root=DIR and/or artworks_root=DIR"
+            if c.drawings_root is None and c.artworks_root is None
+            else None
+        ),
+    ),
+    "augment": Job(
+        "drawmatch.jobs.augment",
+        "AugmentConfig",
+        "write style-augmented copies",
+        inputs={"pairs_csv": "file"},
+        needs=lambda c: (
+            "pairs_csv=FILE (or select=drawings|all)"
+            if c.select == "paired" and not c.pairs_csv
+            else None
+        ),
+    ),
+    "embed": Job(
+        "drawmatch.jobs.embed",
+        "EmbedConfig",
+        "embed catalogue images with a CNN",
+        flags={"weights": "model.weights"},
+        inputs={"model.weights": "file"},
+        backbones=("model.backbone",),
+        pooling="model.pooling",
+    ),
+    "index": Job(
+        "drawmatch.jobs.index",
+        "IndexConfig",
+        "build a FAISS index of artworks",
+        needs_embeddings=True,
+    ),
+    "regions": Job(
         "drawmatch.jobs.regions",
+        "RegionsConfig",
         "region embeddings, region index and local features of artworks",
     ),
-    "search": (settings.SearchConfig, "drawmatch.jobs.search", "top-k artworks for a drawing"),
-    "evaluate": (settings.EvaluateConfig, "drawmatch.jobs.evaluate", "retrieval metrics for pairs"),
-    "split": (
-        settings.SplitConfig,
+    "search": Job(
+        "drawmatch.jobs.search",
+        "SearchConfig",
+        "top-k artworks for a drawing",
+        flags={"query": "query", "k": "k"},
+        output_files=("batch_output",),
+        needs_embeddings=True,
+        needs=lambda c: (
+            "query=DRAWING_ID_OR_IMAGE (or --query) or batch=true"
+            if not c.query and not c.batch
+            else None
+        ),
+    ),
+    "evaluate": Job(
+        "drawmatch.jobs.evaluate",
+        "EvaluateConfig",
+        "retrieval metrics for pairs",
+        switches={"folds": "folds"},
+        inputs={"pairs_csv": "file", "split_csv": "file"},
+        output_files=("output",),
+        needs_embeddings=True,
+        reads_root=lambda c: not c.folds,  # folds: the train runs' results only
+        needs=lambda c: (
+            "pairs_csv=FILE, or split_csv=FILE with split_set=train|val|test, or --folds"
+            if not c.folds and not (c.pairs_csv or c.split_csv)
+            else None
+        ),
+        check=_evaluate_split,
+    ),
+    "split": Job(
         "drawmatch.jobs.split",
+        "SplitConfig",
         "artwork-disjoint train/val/test folds",
+        inputs={"pairs_csv": "file"},
+        creates_out=True,  # works on a pairs file alone, without a catalogue
+        needs=lambda c: None if c.pairs_csv else "pairs_csv=FILE",
     ),
-    "train": (
-        settings.TrainConfig,
+    "train": Job(
         "drawmatch.jobs.train",
+        "TrainConfig",
         "fine-tune a backbone on one fold (Ray Train)",
+        inputs={"fold_csv": "file", "model.weights": "file"},
+        backbones=("model.backbone",),
+        pooling="model.pooling",
+        needs=lambda c: None if c.fold_csv else "fold_csv=FILE (make folds with `drawmatch split`)",
     ),
-    "sweep": (
-        settings.SweepConfig,
+    "sweep": Job(
         "drawmatch.workflows.sweep",
+        "SweepConfig",
         "two-stage Ray Tune sweep over folds",
+        inputs={"base.model.weights": "file"},
+        backbones=("backbones", "base.model.backbone"),
+        pooling="base.model.pooling",
     ),
-    "demo": (
-        settings.DemoConfig,
+    "demo": Job(
         "drawmatch.workflows.demo",
+        "DemoConfig",
         "run the whole pipeline on bundled data",
+        inputs={"data": "dir"},
+        backbones=("backbone",),
+        creates_out=True,
     ),
-    "report": (settings.ReportConfig, "drawmatch.jobs.report", "static HTML report of the outputs"),
-    "thumbnails": (
-        settings.ThumbnailsConfig,
+    "report": Job("drawmatch.jobs.report", "ReportConfig", "static HTML report of the outputs"),
+    "thumbnails": Job(
         "drawmatch.jobs.thumbnails",
+        "ThumbnailsConfig",
         "thumbnails of every showable image (Ray Data)",
     ),
-    "similar": (settings.SimilarConfig, "drawmatch.jobs.similar", "drawing-to-drawing neighbours"),
-    "serve": (settings.ServeConfig, "drawmatch.jobs.serve", "the experts' workbench (web app)"),
-    "export": (settings.ExportConfig, "drawmatch.jobs.export", "annotated pairs to a pairs CSV"),
-    "verify": (
-        settings.VerifyConfig,
-        "drawmatch.jobs.verify",
+    "similar": Job("drawmatch.jobs.similar", "SimilarConfig", "drawing-to-drawing neighbours"),
+    "serve": Job("drawmatch.jobs.serve", "ServeConfig", "the experts' workbench (web app)"),
+    "export": Job("drawmatch.jobs.export", "ExportConfig", "annotated pairs to a pairs CSV"),
+    "verify": _label_job(
+        "verify",
+        "VerifyConfig",
         "artist-style verification: train on labels, label-disjoint test (Ray Train)",
     ),
-    "classify": (
-        settings.ClassifyConfig,
-        "drawmatch.jobs.classify",
+    "classify": _label_job(
+        "classify",
+        "ClassifyConfig",
         "label classification: linear probe or fine-tuned head (Ray Train)",
     ),
-    "stylize": (
-        settings.StylizeConfig,
+    "stylize": Job(
         "drawmatch.jobs.stylize",
+        "StylizeConfig",
         "render an image in the style of another (neural style transfer)",
+        flags={"content": "content", "style": "style", "out": "out"},
+        inputs={"content": "file", "style": "file"},
+        backbones=("params.backbone",),
+        creates_out=True,
+        out_is_file=True,
+        needs=lambda c: (
+            None
+            if c.content and c.style
+            else "content=IMG and style=IMG (or --content IMG --style IMG)"
+        ),
     ),
-}
-
-# convenience flags -> the override they stand for
-FLAGS: dict[str, dict[str, str]] = {
-    "embed": {"weights": "model.weights"},
-    "search": {"query": "query", "k": "k"},
-    "stylize": {"content": "content", "style": "style", "out": "out"},
-}
-# convenience switches -> the boolean key they set
-SWITCHES: dict[str, dict[str, str]] = {
-    "evaluate": {"folds": "folds"},
-}
-
-# jobs that create their output root; every other job reads one that `ingest` made (`split`
-# also works on a pairs file alone, without a catalogue)
-CREATES_OUT = ("ingest", "demo", "split", "verify", "classify", "stylize")
-# jobs whose `out` is one file they write, not an output root
-OUT_IS_FILE = ("stylize",)
-# jobs that read `embeddings/<model_tag>/` under the output root
-NEEDS_EMBEDDINGS = ("index", "search", "evaluate")
-# dotted keys naming inputs that must exist when given: "file" or "dir"
-INPUTS: dict[str, dict[str, str]] = {
-    "ingest": {
-        "drawings_root": "dir",
-        "artworks_root": "dir",
-        "artworks_metadata_csv": "file",
-        "country_aliases_csv": "file",
-        "overrides_csv": "file",
-    },
-    "augment": {"pairs_csv": "file"},
-    "embed": {"model.weights": "file"},
-    "evaluate": {"pairs_csv": "file", "split_csv": "file"},
-    "split": {"pairs_csv": "file"},
-    "train": {"fold_csv": "file", "model.weights": "file"},
-    "sweep": {"base.model.weights": "file"},
-    "demo": {"data": "dir"},
-    "verify": {"data.images": "dir", "data.labels_csv": "file", "model.weights": "file"},
-    "classify": {"data.images": "dir", "data.labels_csv": "file", "model.weights": "file"},
-    "stylize": {"content": "file", "style": "file"},
-}
-# dotted keys naming a file a job writes: must not be an existing folder
-OUTPUT_FILES: dict[str, tuple[str, ...]] = {
-    "search": ("batch_output",),
-    "evaluate": ("output",),
-}
-# dotted keys naming backbones (one name or a list of names)
-BACKBONE_KEYS: dict[str, tuple[str, ...]] = {
-    "embed": ("model.backbone",),
-    "train": ("model.backbone",),
-    "sweep": ("backbones", "base.model.backbone"),
-    "demo": ("backbone",),
-    "verify": ("model.backbone",),
-    "classify": ("model.backbone",),
-    "stylize": ("params.backbone",),
-}
-
-
-# dotted keys naming the pooling those backbones are used with
-POOLING_KEYS: dict[str, str] = {
-    "embed": "model.pooling",
-    "train": "model.pooling",
-    "sweep": "base.model.pooling",
-    "verify": "model.pooling",
-    "classify": "model.pooling",
 }
 
 
@@ -188,20 +294,22 @@ def _show(value: Any) -> str:
     return str(value) if value != "" else "''"
 
 
-def config_keys(cls: type, prefix: str = "") -> Iterator[tuple[str, str, str]]:
-    """(dotted key, type, default) of every leaf key of a config dataclass, nested ones walked;
-    the default also says which values a choice key allows."""
+def config_keys(cls: type, prefix: str = "") -> Iterator[tuple[str, str, str, str]]:
+    """(dotted key, type, default, help) of every leaf key of a config dataclass, nested ones
+    walked; the default also says which values a choice key allows and a ranged key's range."""
     hints = typing.get_type_hints(cls)
     defaults = cls()
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             yield from config_keys(tp, f"{prefix}{f.name}.")
-        else:
-            default = _show(getattr(defaults, f.name))
-            if "choices" in f.metadata:
-                default += f"; one of {', '.join(f.metadata['choices'])}"
-            yield f"{prefix}{f.name}", _type_name(tp), default
+            continue
+        default = _show(getattr(defaults, f.name))
+        if f.metadata.get("choices"):
+            default += f"; one of {', '.join(map(str, f.metadata['choices']))}"
+        if range_text(f.metadata):
+            default += f"; {range_text(f.metadata)}"
+        yield f"{prefix}{f.name}", _type_name(tp), default, f.metadata.get("help", "")
 
 
 def _sections(cls: type, prefix: str = "") -> Iterator[tuple[str, str]]:
@@ -225,10 +333,10 @@ def _doc(cls: type) -> str:
 def keys_help(cls: type) -> str:
     """The config-keys part of a job's --help: every key, its type and default, then sections."""
     rows = list(config_keys(cls))
-    width = max(len(k) for k, _t, _d in rows) + 2
-    type_width = max(len(t) for _k, t, _d in rows) + 2
+    width = max(len(k) for k, _t, _d, _h in rows) + 2
+    type_width = max(len(t) for _k, t, _d, _h in rows) + 2
     lines = ["config keys (key=value on the command line, nested keys with dots, or YAML):"]
-    lines += [f"  {k:<{width}}{t:<{type_width}}default: {d}" for k, t, d in rows]
+    lines += [f"  {k:<{width}}{t:<{type_width}}{h}; default: {d}" for k, t, d, h in rows]
     sections = [(name, doc) for name, doc in _sections(cls) if doc]
     if sections:
         lines.append("")
@@ -241,8 +349,9 @@ def keys_help(cls: type) -> str:
 
 
 def build_parser(job: str) -> argparse.ArgumentParser:
-    cls, _module, help_text = JOBS[job]
-    description = help_text
+    spec = JOBS[job]
+    cls = spec.config_class()
+    description = spec.help
     if _doc(cls):
         description += "\n\n" + textwrap.fill(_doc(cls), width=96)
     parser = _Parser(
@@ -252,9 +361,9 @@ def build_parser(job: str) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="YAML config file (keys of the job's config)")
-    for flag, key in FLAGS.get(job, {}).items():
+    for flag, key in spec.flags.items():
         parser.add_argument(f"--{flag}", help=f"same as {key}=VALUE")
-    for flag, key in SWITCHES.get(job, {}).items():
+    for flag, key in spec.switches.items():
         parser.add_argument(f"--{flag}", action="store_true", help=f"same as {key}=true")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     return parser
@@ -266,17 +375,17 @@ def build_parser(job: str) -> argparse.ArgumentParser:
 
 def parse_job_config(job: str, argv: list[str]) -> Any:
     """Parse a job's command line into its checked config (raises ConfigError)."""
-    cls, _module, _help = JOBS[job]
+    spec = JOBS[job]
     args = build_parser(job).parse_intermixed_args(argv)
     overrides = list(args.overrides)
-    for flag, key in FLAGS.get(job, {}).items():
+    for flag, key in spec.flags.items():
         value = getattr(args, flag)
         if value is not None:
             overrides.append(f"{key}={value}")
-    for flag, key in SWITCHES.get(job, {}).items():
+    for flag, key in spec.switches.items():
         if getattr(args, flag):
             overrides.append(f"{key}=true")
-    return load_config(cls, args.config, overrides)
+    return load_config(spec.config_class(), args.config, overrides)
 
 
 def _get(config: Any, dotted: str) -> Any:
@@ -302,38 +411,15 @@ def _kind(path: str, key: str) -> str:
 def _required(job: str, config: Any) -> None:
     """Keys a job cannot run without (ValueError), and keys that only make sense together
     (ConfigError)."""
-    needs: str | None = None
-    if job == "ingest" and config.drawings_root is None and config.artworks_root is None:
-        needs = "drawings_root=DIR and/or artworks_root=DIR"
-    elif job == "split" and not config.pairs_csv:
-        needs = "pairs_csv=FILE"
-    elif job == "augment" and config.select == "paired" and not config.pairs_csv:
-        needs = "pairs_csv=FILE (or select=drawings|all)"
-    elif job == "search" and not config.query and not config.batch:
-        needs = "query=DRAWING_ID_OR_IMAGE (or --query) or batch=true"
-    elif job == "evaluate" and not config.folds and not (config.pairs_csv or config.split_csv):
-        needs = "pairs_csv=FILE, or split_csv=FILE with split_set=train|val|test, or --folds"
-    elif job == "train" and not config.fold_csv:
-        needs = "fold_csv=FILE (make folds with `drawmatch split`)"
-    elif job in ("verify", "classify") and config.data.images is None:
-        from drawmatch.data.catalogue import catalogue_path
-
-        out = str(config.out)  # an `out=` naming a file is refused below, as for every job
-        if _kind(out, "out") != "file" and _kind(catalogue_path(out), "out") != "file":
-            needs = "data.images=DIR (a folder per label, or with data.labels_csv=FILE), or an out= with a catalogue"
-    elif job == "stylize" and not (config.content and config.style):
-        needs = "content=IMG and style=IMG (or --content IMG --style IMG)"
+    needs = JOBS[job].needs(config)
     if needs:  # exit code 1, as when the job itself found the key missing
         raise ValueError(f"{job} needs {needs}")
-    if job == "evaluate" and config.split_csv and config.split_set is None:
-        raise ConfigError("split_csv needs split_set=train|val|test")
-    if job == "evaluate" and config.split_set is not None and not config.split_csv:
-        raise ConfigError("split_set needs split_csv=FILE")
+    JOBS[job].check(config)
 
 
 def _check_backbones(job: str, config: Any) -> None:
     """Backbone names against the registry (imports torch: after every cheaper check)."""
-    keys = BACKBONE_KEYS.get(job, ())
+    keys = JOBS[job].backbones
     if not keys:
         return
     from drawmatch.models.backbones import list_backbones
@@ -352,7 +438,7 @@ def _check_poolings(job: str, config: Any, keys: tuple[str, ...]) -> None:
     vision transformers: cls, avg)."""
     from drawmatch.models.backbones import pooling_error
 
-    pooling_key = POOLING_KEYS.get(job)
+    pooling_key = JOBS[job].pooling
     if pooling_key is None:
         return
     pooling = _get(config, pooling_key)
@@ -379,26 +465,27 @@ def preflight(job: str, config: Any) -> None:
     """Check what a config names outside itself before the job starts: the output root, input
     files and folders, output files, backbone names. Raises ConfigError for a value that cannot
     be right, FileNotFoundError for something missing, ValueError for a required key left out."""
+    spec = JOBS[job]
     _required(job, config)
     out = str(config.out)
     out_kind = _kind(out, "out")
-    if job in OUT_IS_FILE:
+    if spec.out_is_file:
         _check_out_file(out, out_kind, config)
     elif out_kind == "file":
         raise ConfigError(f"out={out} is an existing file, not an output folder")
-    if job not in CREATES_OUT:
+    if not spec.creates_out:
         if out_kind == "missing":
             raise FileNotFoundError(
                 f"no drawmatch output at {out} (run `drawmatch ingest out={out}` first)"
             )
-        needs_catalogue = not (job == "evaluate" and config.folds)
+        reads_root = spec.reads_root(config)
         from drawmatch.data.catalogue import catalogue_path
 
-        if needs_catalogue and _kind(catalogue_path(out), "out") != "file":
+        if reads_root and _kind(catalogue_path(out), "out") != "file":
             raise FileNotFoundError(
                 f"{out} holds no catalogue (run `drawmatch ingest out={out}` first)"
             )
-        if job in NEEDS_EMBEDDINGS and not (job == "evaluate" and config.folds):
+        if spec.needs_embeddings and reads_root:
             from drawmatch.core import storage
 
             models = storage.list_files(storage.join(out, "embeddings"), "*/model.json", True)
@@ -406,7 +493,7 @@ def preflight(job: str, config: Any) -> None:
                 raise FileNotFoundError(
                     f"no embeddings under {out} (run `drawmatch embed out={out}` first)"
                 )
-    for key, kind in INPUTS.get(job, {}).items():
+    for key, kind in spec.inputs.items():
         value = _get(config, key)
         if value is None:
             continue
@@ -419,7 +506,7 @@ def preflight(job: str, config: Any) -> None:
             raise ConfigError(
                 f"{key}={value} is a {found}, not a {'folder' if kind == 'dir' else 'file'}"
             )
-    for key in OUTPUT_FILES.get(job, ()):
+    for key in spec.output_files:
         value = _get(config, key)
         if value is not None and _kind(str(value), key) == "dir":
             raise ConfigError(f"{key}={value} is an existing folder, not a file name")
@@ -443,7 +530,7 @@ def run_job(job: str, argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"drawmatch {job}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    run: Callable[[Any], Any] = importlib.import_module(JOBS[job][1]).run
+    run: Callable[[Any], Any] = importlib.import_module(JOBS[job].module).run
     try:
         run(config)
     except (OSError, ValueError) as exc:
@@ -521,7 +608,7 @@ def models_main(argv: list[str]) -> int:
 
 def usage() -> str:
     lines = ["usage: drawmatch JOB [--config FILE] [key=value ...]", "", "jobs:"]
-    lines += [f"  {name:<9} {help_text}" for name, (_c, _m, help_text) in JOBS.items()]
+    lines += [f"  {name:<9} {spec.help}" for name, spec in JOBS.items()]
     lines += ["", "commands:", f"  {'models':<9} {MODELS_HELP}"]
     lines += ["", "`drawmatch JOB --help` lists the job's config keys, their types and defaults."]
     return "\n".join(lines)

@@ -225,7 +225,8 @@ def tiny_fold(tmp_path_factory) -> tuple[Path, Path]:
 
 def tiny_train_config(out: Path, fold_csv: Path, *overrides: str):
     """A TrainConfig for `tiny_training_set` (TINY_TRAIN, then `overrides`)."""
-    from drawmatch.core.settings import TrainConfig, load_config
+    from drawmatch.core.config import load_config
+    from drawmatch.jobs.train import TrainConfig
 
     return load_config(
         TrainConfig, None, [f"out={out}", f"fold_csv={fold_csv}", *TINY_TRAIN, *overrides]

@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from drawmatch.core.settings import SearchConfig, SimilarConfig
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import embeddings_dir, embeddings_table, write_model_info, write_part
 from drawmatch.data.neighbours import candidates_path
 from drawmatch.jobs import search, similar
+from drawmatch.jobs.search import SearchConfig
+from drawmatch.jobs.similar import SimilarConfig
 from drawmatch.models.embedder import Embedder
 from drawmatch.models.preprocess import load_eval_array
 from drawmatch.retrieval.artwork_index import build_faiss_index, index_dir, write_index

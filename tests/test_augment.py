@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from drawmatch.core.settings import STYLES, AugmentConfig, NeuralStyleParams, RayConfig
+from drawmatch.augment.styles import STYLES, NeuralStyleParams
 from drawmatch.data import catalogue
 from drawmatch.jobs import augment
+from drawmatch.jobs.augment import AugmentConfig
+from drawmatch.runtime.ray_setup import RayConfig
 
 from .conftest import make_image
 
@@ -171,8 +173,8 @@ def test_select_checks(tiny_out: Path) -> None:
 def test_a_re_ingest_keeps_the_copies_and_augment_does_no_work_twice(ray_local, tmp_path: Path):
     """ingest -> augment -> ingest again -> augment: the second augment writes nothing, as the demo
     does when it is run twice; a parent whose content changed gets new copies."""
-    from drawmatch.core.settings import IngestConfig
     from drawmatch.jobs import ingest
+    from drawmatch.jobs.ingest import IngestConfig
 
     scans = tmp_path / "scans"
     names = DRAWINGS[:3]

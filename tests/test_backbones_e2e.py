@@ -9,12 +9,15 @@ import json
 import numpy as np
 import pytest
 
-from drawmatch.core.settings import EmbedConfig, SweepConfig, TrainConfig, load_config
+from drawmatch.core.config import load_config
 from drawmatch.data import embeddings
 from drawmatch.jobs import embed, train
+from drawmatch.jobs.embed import EmbedConfig
+from drawmatch.jobs.train import TrainConfig
 from drawmatch.models.backbones import resolve_model
 from drawmatch.models.embedder import embed_image_file
 from drawmatch.workflows import sweep
+from drawmatch.workflows.sweep import SweepConfig
 from tests.conftest import tiny_training_set
 
 pytest.importorskip("timm")

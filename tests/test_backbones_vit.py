@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from drawmatch import cli
-from drawmatch.core.settings import ConfigError, EmbedConfig, ModelConfig, SweepConfig, load_config
+from drawmatch.core.config import ConfigError, load_config
+from drawmatch.jobs.embed import EmbedConfig
 from drawmatch.models.backbones import (
     CLIP_MEAN,
     CLIP_STD,
@@ -27,8 +28,9 @@ from drawmatch.models.backbones import (
     resample_positions,
     resolve_model,
 )
-from drawmatch.models.embedder import Embedder
+from drawmatch.models.embedder import Embedder, ModelConfig
 from drawmatch.models.preprocess import normalise
+from drawmatch.workflows.sweep import SweepConfig
 
 timm = pytest.importorskip("timm")
 open_clip = pytest.importorskip("open_clip")

@@ -42,7 +42,7 @@ def no_job_runs(monkeypatch):
     import types
 
     real = importlib.import_module
-    job_modules = {module for _cls, module, _help in JOBS.values()}
+    job_modules = {job.module for job in JOBS.values()}
 
     def guarded(name: str, *args: object) -> object:
         module = real(name, *args)  # type: ignore[arg-type]
@@ -52,7 +52,7 @@ def no_job_runs(monkeypatch):
         def run(_config: object) -> None:
             raise AssertionError(f"{name}.run was reached")
 
-        return types.SimpleNamespace(run=run)
+        return types.SimpleNamespace(**{**vars(module), "run": run})
 
     monkeypatch.setattr(importlib, "import_module", guarded)
 
@@ -243,7 +243,7 @@ def _walk_keys(cls: type, prefix: str = "") -> list[tuple[str, object, tuple[str
 def test_help_lists_every_key_with_type_and_default(capsys, job):
     assert main([job, "--help"]) == 0
     text = capsys.readouterr().out
-    cls = JOBS[job][0]
+    cls = JOBS[job].config_class()
     lines = {line.split()[0]: line for line in text.splitlines() if line.startswith("  ")}
     for key, default, allowed in _walk_keys(cls):
         assert key in lines, f"{key} missing from `drawmatch {job} --help`"

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import yaml
 
 from drawmatch.cli import main, parse_job_config
-from drawmatch.core.settings import (
-    ConfigError,
-    EmbedConfig,
-    IndexConfig,
-    load_config,
-    save_config,
-    to_dict,
-)
+from drawmatch.core.config import ConfigError, load_config, save_config, to_dict
+from drawmatch.jobs.embed import EmbedConfig
+from drawmatch.jobs.index import IndexConfig
 
 
 def test_yaml_then_overrides_win(tmp_path):
@@ -49,7 +46,7 @@ def test_bad_keys_and_types_are_clear_errors(overrides, message):
 
 
 def test_floats_in_exponent_form_are_floats():
-    from drawmatch.core.settings import TrainConfig
+    from drawmatch.jobs.train import TrainConfig
 
     assert load_config(TrainConfig, None, ["lr=1e-4"]).lr == 1e-4
     with pytest.raises(ConfigError, match="lr: expected float"):
@@ -97,7 +94,14 @@ def test_every_example_config_loads():
     assert len(configs) >= 10
     for path in configs:
         job = path.stem.split("-")[0]  # embed-laptop, train-tuned: variants of a job's config
-        load_config(JOBS[job][0], path)  # raises on any unknown key or wrong type
+        load_config(JOBS[job].config_class(), path)  # raises on any unknown key or wrong type
+
+
+def config_class(name: str) -> type:
+    """A job's config class by its name (`TrainConfig`), from the job registry."""
+    from drawmatch.cli import JOBS
+
+    return {job.config: job.config_class() for job in JOBS.values()}[name]
 
 
 # the region search keys of search and evaluate (one RegionSearchParams section in both)
@@ -378,9 +382,7 @@ CASES = [
 
 @pytest.mark.parametrize("cls_name, key, bad", CASES)
 def test_every_bad_value_is_refused_naming_its_key(cls_name, key, bad):
-    from drawmatch.core import settings
-
-    cls = getattr(settings, cls_name)
+    cls = config_class(cls_name)
     with pytest.raises(ConfigError) as err:
         load_config(cls, None, [f"{key}={bad}"])
     message = str(err.value)
@@ -416,10 +418,8 @@ def test_every_bad_value_is_refused_naming_its_key(cls_name, key, bad):
     ],
 )
 def test_edge_values_that_make_sense_are_accepted(cls_name, key, good):
-    from drawmatch.core import settings
-
     extra = ["val=0", "test=0"] if cls_name == "SplitConfig" else []
-    load_config(getattr(settings, cls_name), None, [f"{key}={good}", *extra])
+    load_config(config_class(cls_name), None, [f"{key}={good}", *extra])
 
 
 def test_every_ranged_key_has_bad_values_listed():
@@ -428,11 +428,9 @@ def test_every_ranged_key_has_bad_values_listed():
     import dataclasses
     import typing
 
-    from drawmatch.core import settings
-
     unchecked = []
     for cls_name in BAD_VALUES:
-        cls = getattr(settings, cls_name)
+        cls = config_class(cls_name)
 
         def walk(tp, prefix=""):
             hints = typing.get_type_hints(tp)
@@ -468,7 +466,55 @@ def test_every_ranged_key_has_bad_values_listed():
 
 
 def test_neural_style_needs_a_content_or_style_weight():
-    from drawmatch.core.settings import StylizeConfig
+    from drawmatch.jobs.stylize import StylizeConfig
 
     with pytest.raises(ConfigError, match="content_weight, style_weight"):
         load_config(StylizeConfig, None, ["params.content_weight=0", "params.style_weight=0"])
+
+
+def _float_keys(cls: type, prefix: str = ""):
+    """(dotted key, is a list) of every float key of a config class, nested sections walked."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint):
+            yield from _float_keys(hint, f"{prefix}{f.name}.")
+        elif hint in (float, float | None, tuple[float, ...]):
+            yield f"{prefix}{f.name}", hint == tuple[float, ...]
+
+
+def _every_float_key():
+    from drawmatch.cli import JOBS
+
+    return [(job, *k) for job in sorted(JOBS) for k in _float_keys(JOBS[job].config_class())]
+
+
+@pytest.mark.parametrize("job, key, is_list", _every_float_key())
+def test_every_float_key_refuses_infinite_nan_and_overflowing_values(job, key, is_list):
+    """inf, -inf, nan and values large enough to overflow what they scale are refused, in one
+    line naming the key (every float key has a finite range)."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from drawmatch.cli import JOBS
+
+    cls = JOBS[job].config_class()
+    bad = st.one_of(
+        st.sampled_from([math.inf, -math.inf, math.nan]),
+        st.floats(min_value=1e10, allow_infinity=False),
+        st.floats(max_value=-1e10, allow_infinity=False),
+    )
+
+    @settings(max_examples=15, deadline=None)
+    @given(bad)
+    def refused(value: float) -> None:
+        text = f"[{value!r}]" if is_list else repr(value)
+        with pytest.raises(ConfigError) as err:
+            load_config(cls, None, [f"{key}={text}"])
+        message = str(err.value)
+        assert message.startswith(key) and "\n" not in message, message
+
+    refused()

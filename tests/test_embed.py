@@ -14,12 +14,14 @@ import torch
 from PIL import Image
 
 from drawmatch.core import storage
-from drawmatch.core.settings import EmbedConfig, ModelConfig, load_config
+from drawmatch.core.config import load_config
 from drawmatch.data import catalogue as cat
 from drawmatch.data import embeddings
 from drawmatch.jobs import embed
+from drawmatch.jobs.embed import EmbedConfig
 from drawmatch.models import embedder
 from drawmatch.models.backbones import create_backbone
+from drawmatch.models.embedder import ModelConfig
 from tests.conftest import hand_catalogue, make_image
 
 TINY = ModelConfig(backbone="tiny", pretrained=False, image_size=48)
@@ -209,8 +211,7 @@ def test_a_model_actor_stage_gives_each_actor_its_cpus_as_threads():
 def test_embed_that_leaves_no_cpu_for_decoding_is_refused(ray_local, tiny_collection, capsys):
     """Two 1-CPU embedding actors on 2 CPUs leave nothing for a decode task: Ray would wait
     forever, so the job refuses before any work; an autoscaling cluster waits for nodes instead."""
-    from drawmatch.core.settings import RayConfig
-    from drawmatch.runtime.ray_setup import check_resources
+    from drawmatch.runtime.ray_setup import RayConfig, check_resources
 
     out = tiny_collection
     with pytest.raises(ValueError, match="lower cpus_per_actor or decode_cpus"):

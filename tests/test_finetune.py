@@ -13,14 +13,16 @@ import pytest
 import torch
 from torch import nn
 
-from drawmatch.core.settings import ConfigError, SweepConfig, TrainConfig, load_config
+from drawmatch.core.config import ConfigError, load_config
 from drawmatch.jobs import train
+from drawmatch.jobs.train import TrainConfig
 from drawmatch.models.backbones import create_backbone
 from drawmatch.training import losses, pseudo_pairs
 from drawmatch.training.freezing import drift, l2sp_penalty, trunk_blocks
 from drawmatch.training.losses import make_loss, retrieval_step_loss
 from drawmatch.training.mining import extra_positives
 from drawmatch.workflows import sweep
+from drawmatch.workflows.sweep import SweepConfig
 from tests.conftest import tiny_train_config
 
 # Two anchors and four refs on the unit circle, so that every cosine similarity is cos(angle).

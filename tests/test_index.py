@@ -10,9 +10,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from drawmatch.core.settings import EmbedConfig, IndexConfig, load_config
+from drawmatch.core.config import load_config
 from drawmatch.data import embeddings
 from drawmatch.jobs import embed, index
+from drawmatch.jobs.embed import EmbedConfig
+from drawmatch.jobs.index import IndexConfig
 from drawmatch.retrieval import artwork_index
 from tests.conftest import hand_catalogue, make_image
 
@@ -109,9 +111,9 @@ def _embed(out):
 
 
 def test_a_stale_index_is_refused_with_the_command_that_rebuilds_it(ray_local, tmp_path):
-    from drawmatch.core.settings import SearchConfig
     from drawmatch.data import catalogue as cat
     from drawmatch.jobs import search
+    from drawmatch.jobs.search import SearchConfig
 
     out, catalogue = _tiny_out(tmp_path, n_art=6)
     cat.write_catalogue(catalogue[catalogue["id"] != "art5"], out)  # art5 comes later
@@ -143,8 +145,8 @@ def test_a_stale_index_is_refused_with_the_command_that_rebuilds_it(ray_local, t
 
 def test_an_index_that_maps_an_artwork_twice_is_refused_and_rebuilt_once(ray_local, tmp_path):
     """An older version indexed repeated embedding rows: search returned an artwork twice."""
-    from drawmatch.core.settings import SearchConfig
     from drawmatch.jobs import search
+    from drawmatch.jobs.search import SearchConfig
 
     out, _catalogue = _tiny_out(tmp_path)
     tag = _embed(out).model_tag

@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from drawmatch.core.settings import IngestConfig, load_config
+from drawmatch.core.config import load_config
 from drawmatch.data import catalogue
 from drawmatch.jobs import ingest
+from drawmatch.jobs.ingest import IngestConfig
 from tests.conftest import make_image
 
 DUERER = "Albrecht_Du╠êrer"  # as the folder is named in the real collection
@@ -422,9 +423,11 @@ def test_no_verso_reaches_embeddings_index_or_top_k(
     ray_local, tmp_path, imaj_dir, capsys, monkeypatch
 ):
     from drawmatch.cli import main
-    from drawmatch.core.settings import EmbedConfig, IndexConfig, SearchConfig
     from drawmatch.data import embeddings
     from drawmatch.jobs import embed, index, search
+    from drawmatch.jobs.embed import EmbedConfig
+    from drawmatch.jobs.index import IndexConfig
+    from drawmatch.jobs.search import SearchConfig
     from drawmatch.retrieval import artwork_index, queries
 
     names = sorted(set(_one_name_per_shape(imaj_dir) + VERSO_FILES + RECTO_FILES))
@@ -491,9 +494,9 @@ def test_duplicates_are_deterministic_and_ids_are_unique_across_collections(ray_
     to the first id in sorted order whatever the paths; an id shared by a drawing and an artwork
     keeps the artwork and makes the drawing an error row naming both files, and evaluate then
     refuses a pair that uses the artwork as a drawing."""
-    from drawmatch.core.settings import EvaluateConfig
     from drawmatch.data.pairs import PairsError
     from drawmatch.jobs import evaluate
+    from drawmatch.jobs.evaluate import EvaluateConfig
 
     d, a = tmp_path / "drawings", tmp_path / "artworks"
     (d / "aa").mkdir(parents=True)

@@ -6,8 +6,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from drawmatch.core.settings import IngestConfig
 from drawmatch.jobs import ingest
+from drawmatch.jobs.ingest import IngestConfig
 from tests.conftest import make_image
 
 

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import torch
 
-from drawmatch.core.settings import ModelConfig
 from drawmatch.data import catalogue as cat
 from drawmatch.data import embeddings as store
+from drawmatch.models.embedder import ModelConfig
 from tests.conftest import hand_catalogue
 
 JOBS = Path(__file__).resolve().parents[1] / "jobs"
@@ -109,9 +109,8 @@ def test_verify_trains_on_labels_and_scores_unseen_labels(ray_local, styles, tmp
 def _verify_worker(styles: Path, **keys: Any):
     """A verify worker in this process on the `styles` set (label-disjoint split, tiny model,
     lr 1e-2, 20 evaluation triplets; `keys` set the rest)."""
-    from drawmatch.core.settings import LabelsConfig, VerifyConfig
-    from drawmatch.jobs.verify import Verifier
-    from drawmatch.training.labels import label_disjoint_split, load_labelled
+    from drawmatch.jobs.verify import Verifier, VerifyConfig
+    from drawmatch.training.labels import LabelsConfig, label_disjoint_split, load_labelled
 
     table = load_labelled(LabelsConfig(images=str(styles))).images
     table["set"] = label_disjoint_split(table["label"], 0.34, 0.2, 0).to_numpy()
@@ -248,8 +247,8 @@ def test_classify_writes_metrics_and_confusion(ray_local, styles, tmp_path, meth
 def test_probe_on_stored_embeddings_of_catalogue_labels(tmp_path):
     """`model_tag=` reads the embeddings store (no Ray): catalogue images labelled by a
     catalogue column; the probe separates two artists whose embeddings differ."""
-    from drawmatch.core.settings import ClassifyConfig, LabelsConfig
-    from drawmatch.jobs.classify import run
+    from drawmatch.jobs.classify import ClassifyConfig, run
+    from drawmatch.training.labels import LabelsConfig
     from tests.conftest import make_image
 
     files = [make_image(tmp_path / "img" / f"a{i:02d}.jpg", seed=i) for i in range(20)]

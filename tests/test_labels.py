@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from drawmatch.core.settings import LabelsConfig
 from drawmatch.training.labels import (
+    LabelsConfig,
     label_disjoint_split,
     load_labelled,
     pk_batches,

@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from drawmatch.core import locks, storage
-from drawmatch.core.settings import AugmentConfig
 from drawmatch.jobs import augment
+from drawmatch.jobs.augment import AugmentConfig
 from tests.conftest import make_bucket
 
 _HOLD = (
@@ -84,8 +84,8 @@ def test_a_released_lock_is_free_and_names_nobody(tmp_path):
 
 
 def test_ingest_is_refused_while_augment_rewrites_the_catalogue(tmp_path):
-    from drawmatch.core.settings import IngestConfig
     from drawmatch.jobs import ingest
+    from drawmatch.jobs.ingest import IngestConfig
 
     out = str(tmp_path / "out")
     scans = tmp_path / "scans"

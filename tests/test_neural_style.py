@@ -19,7 +19,7 @@ from drawmatch.augment.neural_style import (
     style_loss,
     tv_loss,
 )
-from drawmatch.core.settings import NeuralStyleParams
+from drawmatch.augment.styles import NeuralStyleParams
 from drawmatch.models.backbones import create_backbone, feature_maps, layer_names
 from drawmatch.workflows.demo import demo_data_dir
 

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
-from drawmatch.core.settings import ConfigError, ModelConfig
+from drawmatch.core.config import ConfigError
 from drawmatch.data import embeddings
 from drawmatch.jobs import embed
 from drawmatch.models.backbones import create_backbone, list_backbones
-from drawmatch.models.embedder import Embedder
+from drawmatch.models.embedder import Embedder, ModelConfig
 from drawmatch.models.preprocess import load_eval_array
 from drawmatch.retrieval.metrics import retrieval_metrics_from_embeddings
 from tests.test_embed import _config, tiny_collection  # noqa: F401  (a fixture)

@@ -17,19 +17,15 @@ import torch
 from PIL import Image
 
 from drawmatch import cli
-from drawmatch.core.settings import (
-    EmbedConfig,
-    EvaluateConfig,
-    IndexConfig,
-    ModelConfig,
-    RegionsConfig,
-    RegionSearchParams,
-    SearchConfig,
-    load_config,
-)
+from drawmatch.core.config import load_config
 from drawmatch.data import catalogue as cat
 from drawmatch.jobs import embed, evaluate, index, regions, search
-from drawmatch.models.embedder import Embedder
+from drawmatch.jobs.embed import EmbedConfig
+from drawmatch.jobs.evaluate import EvaluateConfig
+from drawmatch.jobs.index import IndexConfig
+from drawmatch.jobs.regions import RegionsConfig
+from drawmatch.jobs.search import SearchConfig
+from drawmatch.models.embedder import Embedder, ModelConfig
 from drawmatch.models.local_features import extract, verify
 from drawmatch.models.region_embedder import (
     RegionEmbedder,
@@ -46,7 +42,7 @@ from drawmatch.retrieval.region_index import (
     exact_region_scores,
     fuse,
 )
-from drawmatch.retrieval.region_search import RegionSearcher
+from drawmatch.retrieval.region_search import RegionSearcher, RegionSearchParams
 from tests.conftest import hand_catalogue, needs_chromium, served
 
 TINY = ModelConfig(backbone="tiny", pretrained=False, image_size=32)
@@ -460,8 +456,8 @@ def test_search_writes_a_contact_sheet_with_the_matched_boxes(region_run, tmp_pa
 
 
 def _serve_client(out):
-    from drawmatch.core.settings import ServeConfig
     from drawmatch.serve.app import create_app
+    from drawmatch.serve.config import ServeConfig
     from tests.test_serve import signed_in
 
     client, _token = signed_in(create_app(ServeConfig(out=str(out), load_model=False)))

@@ -18,17 +18,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from drawmatch.core.settings import (
-    ConfigError,
-    EmbedConfig,
-    EvaluateConfig,
-    ReportConfig,
-    load_config,
-)
+from drawmatch.core.config import ConfigError, load_config
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import read_embeddings
 from drawmatch.jobs import embed, evaluate, train
-from drawmatch.jobs.report import INDEX_FILE, JSON_FILE, TEXT_FILE
+from drawmatch.jobs.embed import EmbedConfig
+from drawmatch.jobs.evaluate import EvaluateConfig
+from drawmatch.jobs.report import INDEX_FILE, JSON_FILE, TEXT_FILE, ReportConfig
 from tests.conftest import (
     CHROMIUM,
     CHROMIUM_ARGS,

@@ -9,17 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from drawmatch.core.settings import (
-    EmbedConfig,
-    EvaluateConfig,
-    IndexConfig,
-    SearchConfig,
-    load_config,
-)
+from drawmatch.core.config import load_config
 from drawmatch.data import catalogue as cat
 from drawmatch.data import embeddings
 from drawmatch.data.pairs import PairsError
 from drawmatch.jobs import embed, evaluate, index, search
+from drawmatch.jobs.embed import EmbedConfig
+from drawmatch.jobs.evaluate import EvaluateConfig
+from drawmatch.jobs.index import IndexConfig
+from drawmatch.jobs.search import SearchConfig
 from drawmatch.models import embedder
 from tests.conftest import hand_catalogue, make_image
 

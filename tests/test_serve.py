@@ -18,11 +18,12 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from drawmatch.core.settings import ConfigError, ServeConfig, load_config  # noqa: E402
+from drawmatch.core.config import ConfigError, load_config
 from drawmatch.data.annotations import AnnotationStore, db_path  # noqa: E402
 from drawmatch.data.embeddings import read_embeddings  # noqa: E402
 from drawmatch.retrieval.artwork_index import ArtworkIndex  # noqa: E402
 from drawmatch.serve.app import create_app  # noqa: E402
+from drawmatch.serve.config import ServeConfig  # noqa: E402
 from tests import serve_data  # noqa: E402
 from tests.conftest import free_port, start_server, wait_up  # noqa: E402
 from tests.serve_data import STYLED, VERSO, drawing_name  # noqa: E402
@@ -550,8 +551,8 @@ def test_export_holds_current_matches_only_and_never_a_verso(client, out):
 
 
 def test_export_job_writes_the_same_pairs(client, out):
-    from drawmatch.core.settings import ExportConfig
     from drawmatch.jobs import export
+    from drawmatch.jobs.export import ExportConfig
 
     http, _ = client
     result = export.run(ExportConfig(out=str(out)))
@@ -674,10 +675,11 @@ def test_concurrent_annotators_lose_nothing(out):
 @pytest.mark.slow
 def test_exported_pairs_split_and_train(ray_local, tmp_path):
     """Pairs annotated in the workbench, exported, split into folds and used to fine-tune."""
-    from drawmatch.core.settings import ExportConfig, SplitConfig
     from drawmatch.data.pairs import read_pairs
     from drawmatch.jobs import export, train
     from drawmatch.jobs import split as split_job
+    from drawmatch.jobs.export import ExportConfig
+    from drawmatch.jobs.split import SplitConfig
     from tests.conftest import tiny_train_config, tiny_training_set
 
     out, _fold = tiny_training_set(tmp_path)
@@ -720,10 +722,10 @@ def test_exported_pairs_split_and_train(ray_local, tmp_path):
 
 @pytest.mark.slow
 def test_thumbnails_job_renders_every_showable_image_once(ray_local, tmp_path):
-    from drawmatch.core.settings import ThumbnailsConfig
     from drawmatch.data import catalogue as cat
     from drawmatch.data.renditions import rendition_path
     from drawmatch.jobs import thumbnails
+    from drawmatch.jobs.thumbnails import ThumbnailsConfig
 
     out = serve_data.build(tmp_path, n_drawings=3, n_artworks=2)
     config = ThumbnailsConfig(out=str(out), sizes=(64, 128), batch_size=2)

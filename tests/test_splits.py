@@ -11,10 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from drawmatch.core.settings import ConfigError, SplitConfig
+from drawmatch.core.config import ConfigError
 from drawmatch.data import catalogue as cat
 from drawmatch.data.pairs import PairsError, read_pairs
 from drawmatch.jobs import split
+from drawmatch.jobs.split import SplitConfig
 from tests.conftest import hand_catalogue, make_image
 
 FOLD_HEADER = "pair_id,drawing_id,artwork_id,set,parent_id"

@@ -13,20 +13,17 @@ import pyarrow as pa
 import pytest
 
 from drawmatch.core import storage
-from drawmatch.core.settings import (
-    EmbedConfig,
-    EvaluateConfig,
-    IndexConfig,
-    IngestConfig,
-    SearchConfig,
-    SplitConfig,
-    load_config,
-    save_config,
-)
+from drawmatch.core.config import load_config, save_config
 from drawmatch.data import catalogue as cat
 from drawmatch.data import embeddings
 from drawmatch.jobs import embed, evaluate, index, ingest, search
 from drawmatch.jobs import split as split_job
+from drawmatch.jobs.embed import EmbedConfig
+from drawmatch.jobs.evaluate import EvaluateConfig
+from drawmatch.jobs.index import IndexConfig
+from drawmatch.jobs.ingest import IngestConfig
+from drawmatch.jobs.search import SearchConfig
+from drawmatch.jobs.split import SplitConfig
 from tests.conftest import make_bucket, make_image
 
 _buckets = itertools.count()

@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from drawmatch.augment.styles import StyleAugmenter, apply_style, shrink, styled_path
-from drawmatch.core.settings import STYLES, StyleParams
+from drawmatch.augment.styles import (
+    STYLES,
+    StyleAugmenter,
+    StyleParams,
+    apply_style,
+    shrink,
+    styled_path,
+)
 
 from .conftest import make_image
 

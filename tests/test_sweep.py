@@ -7,8 +7,10 @@ import json
 import pytest
 import yaml
 
-from drawmatch.core.settings import ConfigError, SweepConfig, TrainConfig, load_config
+from drawmatch.core.config import ConfigError, load_config
+from drawmatch.jobs.train import TrainConfig
 from drawmatch.workflows import sweep
+from drawmatch.workflows.sweep import SweepConfig
 from tests.conftest import tiny_training_set
 
 BASE = [

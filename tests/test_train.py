@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from drawmatch.core.settings import ConfigError, EmbedConfig, TrainConfig, load_config
+from drawmatch.core.config import ConfigError, load_config
 from drawmatch.jobs import embed, train
+from drawmatch.jobs.embed import EmbedConfig
+from drawmatch.jobs.train import TrainConfig
+from drawmatch.training import checkpoints
 from tests.conftest import tiny_train_config
 
 N_PAIRS = 12
@@ -86,16 +89,16 @@ def test_a_checkpoint_is_a_typed_state_that_restores_a_trainer_exactly(tiny_fold
     assert record["weights_hash"] == trainer.weights_hash()
     trainer.save(tmp_path)
 
-    raw = torch.load(tmp_path / train.CHECKPOINT_FILE, weights_only=True)
+    raw = torch.load(tmp_path / checkpoints.CHECKPOINT_FILE, weights_only=True)
     assert set(raw) == {"state", "model", "best_model", "optimizer", "scheduler", "config"}
-    state = train.TrainState.from_dict(raw["state"])
+    state = checkpoints.TrainState.from_dict(raw["state"])
     assert state == trainer.state and state.to_dict() == raw["state"]
     assert (state.epoch, state.step, state.resumes) == (1, 4, [])
     assert json.loads(json.dumps(raw["state"])) == raw["state"]  # plain data
 
     again = train.Trainer(config)
-    resume = again.restore(train.TrainCheckpoint.load(tmp_path / train.CHECKPOINT_FILE))
-    assert resume == train.Resume(epoch=1, step=4, weights_hash=record["weights_hash"])
+    resume = again.restore(checkpoints.TrainCheckpoint.load(tmp_path / checkpoints.CHECKPOINT_FILE))
+    assert resume == checkpoints.Resume(epoch=1, step=4, weights_hash=record["weights_hash"])
     assert again.state.resumes == [resume]
     assert (
         again.weights_hash() == trainer.weights_hash() != weights_hash(train.Trainer(config).module)
@@ -110,7 +113,7 @@ def test_a_checkpoint_is_a_typed_state_that_restores_a_trainer_exactly(tiny_fold
     assert again.weights_hash() == record1["weights_hash"]  # finish keeps the latest weights
 
     with pytest.raises(ValueError, match="train state"):
-        train.TrainState.from_dict({"epoch": 1})
+        checkpoints.TrainState.from_dict({"epoch": 1})
 
 
 def _own_worker(run_dir: Path, rank: int) -> int | None:

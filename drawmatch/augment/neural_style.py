@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from drawmatch.core.settings import NeuralStyleParams
+from drawmatch.augment.styles import NeuralStyleParams
 from drawmatch.models.backbones import Backbone, create_backbone, feature_maps, layer_names
 from drawmatch.models.preprocess import normalise
 

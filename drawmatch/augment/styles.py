@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import cv2
@@ -32,8 +32,61 @@ import numpy as np
 from PIL import Image
 
 from drawmatch.core import storage
+from drawmatch.core.config import MIN_IMAGE_SIZE, Config, ConfigError, setting
 from drawmatch.core.images import DEFAULT_MAX_PIXELS, ImageError, open_image
-from drawmatch.core.settings import NEURAL, STYLES, NeuralStyleParams, StyleParams
+
+STYLES = ("oil", "watercolor", "texture", "gray", "pencil")
+NEURAL = "neural"  # the style-transfer effect of the augment job (drawmatch.augment.neural_style)
+
+
+@dataclass(frozen=True)
+class StyleParams(Config):
+    """OpenCV parameters of the style effects (thesis sec. 5.2.2; report values where report and
+    code differ, pencil from the code). The sigma ranges are OpenCV's documented ranges of the
+    edge-preserving filters."""
+
+    oil_size: int = setting(7, ge=1, help="oil painting: neighbourhood size")
+    oil_dyn_ratio: int = setting(1, ge=1, help="oil painting: dynamic ratio")
+    watercolor_sigma_s: float = setting(60.0, ge=0, le=200, help="watercolour: spatial sigma")
+    watercolor_sigma_r: float = setting(0.6, ge=0, le=1, help="watercolour: range sigma")
+    texture_sigma_s: float = setting(60.0, ge=0, le=200, help="texture: spatial sigma")
+    texture_sigma_r: float = setting(0.4, ge=0, le=1, help="texture: range sigma")
+    pencil_blur_ksize: int = setting(101, ge=1, help="pencil: blur kernel size (odd)")
+    pencil_scale: float = setting(256.0, gt=0, le=65536, help="pencil: scale of the dodge division")
+
+    def check(self) -> None:
+        if self.pencil_blur_ksize % 2 == 0:
+            raise ConfigError(f"pencil_blur_ksize: {self.pencil_blur_ksize} must be odd")
+
+
+@dataclass(frozen=True)
+class NeuralStyleParams(Config):
+    """Neural style transfer (drawmatch.augment.neural_style): `steps` of `optimizer` (adam or lbfgs) at
+    learning rate `lr` on images whose longer side is `size`, features of `backbone`;
+    loss = content_weight * content + style_weight * style + tv_weight * total variation;
+    `content_layer` and `style_layers` null: the backbone's defaults; `init_noise` (pixel std,
+    0-1) of noise drawn from `seed` added to the starting image."""
+
+    backbone: str = setting("efficientnet_lite0", help="backbone whose features are matched")
+    pretrained: bool = setting(True, help="the backbone's pretrained weights")
+    size: int = setting(256, ge=MIN_IMAGE_SIZE, help="longer side of the rendered image in px")
+    steps: int = setting(150, ge=1, help="optimisation steps")
+    optimizer: str = setting("adam", choices=("adam", "lbfgs"), help="optimiser of the image")
+    lr: float = setting(0.05, gt=0, le=10, help="learning rate of the image's pixels")
+    content_weight: float = setting(1.0, ge=0, le=1e9, help="weight of the content loss")
+    style_weight: float = setting(1000.0, ge=0, le=1e9, help="weight of the style loss")
+    tv_weight: float = setting(1.0, ge=0, le=1e9, help="weight of the total variation loss")
+    content_layer: str | None = setting(None, help="content layer (null: the backbone's default)")
+    style_layers: tuple[str, ...] | None = setting(
+        None, help="style layers (null: the backbone's defaults)"
+    )
+    init_noise: float = setting(0.0, ge=0, le=1, help="std of the noise added to the start image")
+    seed: int = setting(0, ge=0, help="seed of the noise and of random reference images")
+
+    def check(self) -> None:
+        if self.content_weight == 0 and self.style_weight == 0:
+            raise ConfigError("content_weight, style_weight: at least one must be > 0")
+
 
 OUTPUT_COLUMNS = (
     "id",

@@ -21,18 +21,53 @@ from typing import Any
 import pandas as pd
 
 from drawmatch.augment.styles import (
+    NEURAL,
     OUTPUT_COLUMNS,
+    STYLES,
+    NeuralStyleParams,
     StyleAugmenter,
+    StyleParams,
     augmenter_kwargs,
     check_styles,
     styled_id,
 )
 from drawmatch.core import storage
+from drawmatch.core.config import MIN_IMAGE_SIZE, Config, save_config, section, setting
 from drawmatch.core.locks import catalogue_lock
-from drawmatch.core.settings import NEURAL, AugmentConfig, save_config
 from drawmatch.data import catalogue
 from drawmatch.data.pairs import read_pairs
-from drawmatch.runtime.ray_setup import init_ray
+from drawmatch.runtime.ray_setup import RayConfig, init_ray
+
+NEURAL_REFERENCES = ("auto", "drawing", "artwork")
+
+
+@dataclass(frozen=True)
+class AugmentConfig(Config):
+    """Write style copies (`styles`) of the selected originals: `select=paired` the drawings of
+    `pairs_csv`, `drawings` every usable drawing, `all` drawings and artworks. The `neural` style
+    (not in the default list: about a second per optimisation step on CPU) renders each image in
+    the style of a reference image chosen by `neural_reference`: `auto` a drawing's paired artwork
+    (a random artwork if it has none or pairs_csv is not given) and an artwork a random drawing;
+    `drawing` or `artwork` a random image of that collection (seeded by `neural.seed`)."""
+
+    out: str = setting("drawmatch-out", help="output root")
+    styles: tuple[str, ...] = setting(STYLES, choices=(*STYLES, NEURAL), help="styles written")
+    params: StyleParams = section(StyleParams)
+    neural: NeuralStyleParams = section(NeuralStyleParams)
+    neural_reference: str = setting(
+        "auto", choices=NEURAL_REFERENCES, help="neural: where the style image comes from"
+    )
+    select: str = setting(
+        "paired", choices=("paired", "drawings", "all"), help="originals that get style copies"
+    )
+    pairs_csv: str | None = setting(None, help="pairs file (select=paired)")
+    max_side: int = setting(1024, ge=MIN_IMAGE_SIZE, help="longer side of the copies in px")
+    jpeg_quality: int = setting(92, ge=1, le=100, help="JPEG quality of the copies")
+    batch_size: int = setting(4, ge=1, help="images per Ray Data batch")
+    concurrency: int | None = setting(None, ge=1, help="parallel tasks (null: as the CPUs allow)")
+    max_image_pixels: int = setting(200_000_000, ge=1, help="largest image opened")
+    ray: RayConfig = section(RayConfig)
+
 
 SELECTIONS = ("paired", "drawings", "all")
 CONFIG_FILE = "augment_config.yaml"

@@ -39,11 +39,12 @@ import torch
 from torch import nn
 
 from drawmatch.core import storage
-from drawmatch.core.settings import ClassifyConfig, from_dict, to_dict
+from drawmatch.core.config import ConfigError, from_dict, redeclare, setting, to_dict
 from drawmatch.training.freezing import set_train_mode
 from drawmatch.training.harness import EpochTrainer, fit, report
 from drawmatch.training.labels import (
     SPLITS_FILE,
+    LabelRunConfig,
     embed_all,
     fit_label_run,
     label_codes,
@@ -53,6 +54,39 @@ from drawmatch.training.labels import (
     start_label_run,
     stratified_split,
 )
+from drawmatch.training.run_config import TrainingRunConfig
+
+
+@dataclass(frozen=True)
+class ClassifyConfig(LabelRunConfig):
+    """Art-movement (or any label) classification on top of a backbone: `method=probe` a linear
+    probe on frozen L2-normalised embeddings (computed, or read from the embeddings store of
+    `model_tag` for catalogue images), its L2 penalty chosen on validation among `probe_l2`;
+    `method=finetune` the backbone and a linear head trained together (cross-entropy, `lr` for
+    the backbone, `head_lr` for the head). Stratified splits (`val`, `test` of each label)."""
+
+    lr: float = redeclare(TrainingRunConfig, "lr", 1e-4)
+    epochs: int = redeclare(TrainingRunConfig, "epochs", 5, ge=1)
+    batch_size: int = redeclare(TrainingRunConfig, "batch_size", 8)
+    method: str = setting("probe", choices=("probe", "finetune"), help="linear probe or fine-tune")
+    model_tag: str | None = setting(None, help="probe: read catalogue embeddings of this model")
+    val: float = setting(0.15, ge=0, le=0.9, help="share of each label's images in validation")
+    test: float = setting(0.15, ge=0, le=0.9, help="share of each label's images in test")
+    probe_l2: tuple[float, ...] = setting(
+        (1e-4, 1e-3, 1e-2, 1e-1), ge=0, le=1e6, help="probe: L2 penalties tried on validation"
+    )
+    probe_max_iter: int = setting(500, ge=1, help="probe: most solver iterations")
+    head_lr: float = setting(1e-3, gt=0, le=1, help="finetune: learning rate of the head")
+    max_steps_per_epoch: int | None = setting(
+        None, ge=1, help="cap on steps per epoch (null: none)"
+    )
+    batchnorm: str = setting("frozen", choices=("frozen", "train"), help="batch norm statistics")
+
+    def check(self) -> None:
+        super().check()
+        if self.val + self.test >= 1.0:
+            raise ConfigError(f"val, test: {self.val} + {self.test} must leave images to train")
+
 
 RUNS_DIR = "classify"
 RESULT_FILE = "result.pt"

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 
 from drawmatch.core import storage
+from drawmatch.core.config import save_config, section, setting
 from drawmatch.core.locks import job_lock
-from drawmatch.core.settings import EmbedConfig, save_config
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import (
     MODEL_FILE,
@@ -30,15 +30,35 @@ from drawmatch.data.embeddings import (
     write_model_info,
 )
 from drawmatch.data.embeddings import write_part as write_part_file
-from drawmatch.models.embedder import Embedder, set_nice
+from drawmatch.models.embedder import Embedder, ModelConfig, set_nice
 from drawmatch.models.preprocess import decode_rows
 from drawmatch.runtime.pipeline import (
+    PipelineConfig,
     Stage,
     model_actor_stage,
     record_errors,
     reserve_actor_pool,
     run_stages,
 )
+from drawmatch.runtime.ray_setup import RayConfig
+
+
+@dataclass(frozen=True)
+class EmbedConfig(PipelineConfig):
+    """Embed the catalogue images of `collections` with `model`: CPU decode tasks feed
+    `num_actors` embedding actors; parts of `rows_per_file` rows go to `embeddings/<model_tag>/`."""
+
+    out: str = setting("drawmatch-out", help="output root")
+    model: ModelConfig = section(ModelConfig)
+    collections: tuple[str, ...] = setting(
+        ("drawing", "artwork"), choices=("drawing", "artwork"), help="collections embedded"
+    )
+    include_styled: bool = setting(False, help="embed the style copies too")
+    decode_concurrency: int | None = setting(None, ge=1, help="parallel decode tasks (null: Ray's)")
+    nice: int | None = setting(
+        0, ge=-20, le=19, help="nice level of decode tasks and actors (null: Ray's 15)"
+    )
+    ray: RayConfig = section(RayConfig)
 
 
 def decode_batch(

@@ -18,12 +18,32 @@ from typing import Any
 import pandas as pd
 
 from drawmatch.core import storage
-from drawmatch.core.settings import EvaluateConfig, save_config, to_dict
+from drawmatch.core.config import Config, save_config, section, setting, to_dict
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import pick_model_tag, read_model_info
 from drawmatch.data.pairs import check_collections, check_known, read_pairs
 from drawmatch.retrieval.metrics import aggregate, format_table
 from drawmatch.retrieval.ranker import evaluate_ranking
+from drawmatch.retrieval.region_search import SEARCH_MODES, RegionSearchParams
+
+
+@dataclass(frozen=True)
+class EvaluateConfig(Config):
+    """Retrieval metrics (MP, MMP, Recall@`ks`, MAP) of one model on `pairs_csv` or on one set of
+    `split_csv`; with `folds=true`, mean ± std over the train runs matching `runs`."""
+
+    out: str = setting("drawmatch-out", help="output root")
+    model_tag: str | None = setting(None, help="model evaluated (null: the only one)")
+    pairs_csv: str | None = setting(None, help="pairs file evaluated")
+    split_csv: str | None = setting(None, help="fold file (with split_set)")
+    split_set: str | None = setting(None, choices=("train", "val", "test"), help="set of split_csv")
+    ks: tuple[int, ...] = setting((1, 5, 10, 20, 50, 100, 200, 400), ge=1, help="k of Recall@k")
+    output: str | None = setting(None, help="metrics file written")
+    folds: bool = setting(False, help="mean and std over the train runs")
+    runs: str = setting("*", help="folds: pattern of the train runs")
+    mode: str = setting("global", choices=SEARCH_MODES, help="how artworks are ranked")
+    region: RegionSearchParams = section(RegionSearchParams)
+
 
 MAP_DEFINITION = (
     "MAP: standard average precision over the full ranking, (1/|R|) * sum of precision at the "

@@ -10,9 +10,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drawmatch.core import storage
-from drawmatch.core.settings import ExportConfig, save_config
+from drawmatch.core.config import Config, save_config, setting
 from drawmatch.data import catalogue as cat
 from drawmatch.data.annotations import AnnotationStore, db_path, pairs_csv_text, pairs_frame
+
+
+@dataclass(frozen=True)
+class ExportConfig(Config):
+    """Annotated pairs out of the workbench's `annotations.sqlite`: the pairs whose latest
+    decision is `match`, in the pairs CSV contract that `split` and `train` read."""
+
+    out: str = setting("drawmatch-out", help="output root")
+    output: str | None = setting(None, help="pairs file written (null: under out)")
+    annotators: tuple[str, ...] = setting(
+        (), may_be_empty=True, help="annotators kept (empty: all)"
+    )
 
 
 @dataclass

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drawmatch.core import storage
+from drawmatch.core.config import Config, save_config, setting
 from drawmatch.core.locks import job_lock
-from drawmatch.core.settings import IndexConfig, save_config
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import (
     embeddings_dir,
@@ -18,6 +18,22 @@ from drawmatch.data.embeddings import (
     stored_ids,
 )
 from drawmatch.retrieval.artwork_index import build_faiss_index, index_dir, write_index
+
+
+@dataclass(frozen=True)
+class IndexConfig(Config):
+    """A FAISS index of the artworks' embeddings: `flat` (exact), `ivf` (`nlist` lists, `nprobe`
+    searched) or `hnsw` (`hnsw_m` links per node, `ef_search` candidates)."""
+
+    out: str = setting("drawmatch-out", help="output root")
+    model_tag: str | None = setting(
+        None, help="model whose embeddings are indexed (null: the only one)"
+    )
+    kind: str = setting("flat", choices=("flat", "ivf", "hnsw"), help="index kind")
+    nlist: int = setting(1024, ge=1, help="ivf: inverted lists")
+    nprobe: int = setting(32, ge=1, help="ivf: lists searched")
+    hnsw_m: int = setting(32, ge=2, help="hnsw: links per node")
+    ef_search: int = setting(128, ge=1, help="hnsw: candidates searched")
 
 
 @dataclass

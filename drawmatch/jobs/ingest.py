@@ -24,8 +24,8 @@ from typing import Any
 import pandas as pd
 
 from drawmatch.core import storage
+from drawmatch.core.config import Config, save_config, section, setting
 from drawmatch.core.locks import catalogue_lock
-from drawmatch.core.settings import IngestConfig, save_config
 from drawmatch.data import catalogue
 from drawmatch.data.imaj import (
     VERSO_SIDES,
@@ -37,6 +37,27 @@ from drawmatch.data.imaj import (
     parse_imaj_name,
     read_overrides,
 )
+from drawmatch.runtime.ray_setup import RayConfig
+
+
+@dataclass(frozen=True)
+class IngestConfig(Config):
+    """Catalogue the images under `drawings_root` and `artworks_root` (files whose extension is in
+    `extensions`), with optional artwork metadata, country aliases and per-file overrides (CSV)."""
+
+    out: str = setting("drawmatch-out", help="output root")
+    drawings_root: str | None = setting(None, help="folder of the drawings")
+    artworks_root: str | None = setting(None, help="folder of the artworks")
+    artworks_metadata_csv: str | None = setting(None, help="CSV of artwork metadata")
+    country_aliases_csv: str | None = setting(None, help="CSV of country name aliases")
+    overrides_csv: str | None = setting(None, help="CSV of per-file overrides")
+    extensions: tuple[str, ...] = setting(
+        (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif"),
+        help="image file extensions",
+    )
+    max_image_pixels: int = setting(200_000_000, ge=1, help="largest image opened")
+    ray: RayConfig = section(RayConfig)
+
 
 SUMMARY_FILE = "ingest_summary.json"
 ID_TO_PATH_FILE = "id_to_path.csv"

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from drawmatch.core import storage
+from drawmatch.core.config import MIN_IMAGE_SIZE, redeclare, save_config, section, setting
 from drawmatch.core.locks import job_lock
-from drawmatch.core.settings import RegionsConfig, save_config
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import (
     drop_rows,
@@ -62,12 +62,40 @@ from drawmatch.retrieval.region_index import (
     write_region_index,
 )
 from drawmatch.runtime.pipeline import (
+    PipelineConfig,
     Stage,
     model_actor_stage,
     record_errors,
     reserve_actor_pool,
     run_stages,
 )
+from drawmatch.runtime.ray_setup import RayConfig
+
+
+@dataclass(frozen=True)
+class RegionsConfig(PipelineConfig):
+    """The regions job: region embeddings of the artworks at `region_size` px (`levels` windows
+    per side, neighbours overlapping by `overlap`), their index (`index_kind` flat, ivf, ivfpq or hnsw)
+    and local features for verification (`local_features` sift, orb or null)."""
+
+    rows_per_file: int = redeclare(PipelineConfig, "rows_per_file", 64)
+    out: str = setting("drawmatch-out", help="output root")
+    model_tag: str | None = setting(None, help="model (null: the only one)")
+    region_size: int = setting(448, ge=MIN_IMAGE_SIZE, help="region side in px")
+    levels: tuple[int, ...] = setting((1, 2, 3), ge=1, help="windows per side, one grid per level")
+    overlap: float = setting(0.4, ge=0, lt=1, help="overlap of neighbouring windows")
+    index_kind: str = setting("flat", choices=("flat", "ivf", "ivfpq", "hnsw"), help="index kind")
+    nlist: int = setting(1024, ge=1, help="ivf: inverted lists")
+    nprobe: int = setting(32, ge=1, help="ivf: lists searched")
+    pq_m: int = setting(64, ge=1, help="ivfpq: sub-quantisers")
+    hnsw_m: int = setting(32, ge=1, help="hnsw: links per node")
+    ef_search: int = setting(128, ge=1, help="hnsw: candidates searched")
+    local_features: str | None = setting(
+        "sift", choices=("sift", "orb"), help="local features for verification (null: none)"
+    )
+    feature_side: int = setting(800, ge=32, help="artworks' local features: longer side in px")
+    n_features: int = setting(2000, ge=1, help="artworks' local features: most keypoints")
+    ray: RayConfig = section(RayConfig)
 
 
 @dataclass

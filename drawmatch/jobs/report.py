@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from drawmatch.core import storage
-from drawmatch.core.settings import ReportConfig, save_config
+from drawmatch.core.config import MIN_IMAGE_SIZE, Config, save_config, setting
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import list_model_tags
 from drawmatch.data.pairs import read_pairs
@@ -34,6 +34,35 @@ from drawmatch.reporting.report_sections import (
     sheets_section,
 )
 from drawmatch.reporting.results import Evaluation, evaluation_pairs, read_evaluations
+
+
+@dataclass(frozen=True)
+class ReportConfig(Config):
+    """A static HTML report of what the jobs wrote under `out`: `output/index.html` with its
+    images beside it (default `output`: `out/report`).
+
+    `model_tags`: the models compared (empty: every model with embeddings); `drawings`: the
+    drawings of the qualitative sheets (empty: `examples` annotated drawings drawn with `seed`);
+    `pairs_csv`: the annotations shown (default: the pairs file of the models' evaluations);
+    `review_model`: the model whose closest unannotated pairs are listed for review (default:
+    the best by MAP)."""
+
+    out: str = setting("drawmatch-out", help="output root")
+    output: str | None = setting(None, help="report folder (null: out/report)")
+    model_tags: tuple[str, ...] = setting(
+        (), may_be_empty=True, help="models compared (empty: all)"
+    )
+    drawings: tuple[str, ...] = setting((), may_be_empty=True, help="drawings shown (empty: drawn)")
+    pairs_csv: str | None = setting(None, help="annotations shown")
+    examples: int = setting(6, ge=0, help="drawings drawn for the sheets")
+    seed: int = setting(0, help="seed of the drawn drawings")
+    top_k: int = setting(10, ge=1, help="artworks per sheet row")
+    samples_per_age_group: int = setting(6, ge=0, help="drawings shown per age group")
+    top_countries: int = setting(30, ge=1, help="countries in the country table")
+    review_candidates: int = setting(24, ge=0, help="unannotated pairs listed for review")
+    review_model: str | None = setting(None, help="model of the review list (null: best MAP)")
+    thumb_size: int = setting(220, ge=MIN_IMAGE_SIZE, le=1024, help="thumbnail side in px")
+
 
 INDEX_FILE = "index.html"
 JSON_FILE = "report.json"

@@ -7,11 +7,13 @@ a stale index too (an artwork removed, added or re-embedded since the index was 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 import pyarrow as pa
 
 from drawmatch.core import storage
-from drawmatch.core.settings import SearchConfig, save_config
+from drawmatch.core.config import Config, save_config, section, setting
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import pick_model_tag, read_embeddings
 from drawmatch.retrieval.queries import (
@@ -24,6 +26,27 @@ from drawmatch.retrieval.queries import (
     resolve_query,
 )
 from drawmatch.retrieval.ranker import Ranker, load_ranker
+from drawmatch.retrieval.region_search import SEARCH_MODES, RegionSearchParams
+
+
+@dataclass(frozen=True)
+class SearchConfig(Config):
+    """The `k` nearest artworks of `query` (a drawing id or an image file), or of every drawing
+    with `batch=true`; `where.<column>=value` keeps only matching artworks."""
+
+    out: str = setting("drawmatch-out", help="output root")
+    model_tag: str | None = setting(None, help="model searched (null: the only one)")
+    query: str | None = setting(None, help="a drawing id or an image file")
+    k: int = setting(10, ge=1, help="artworks returned")
+    where: dict[str, str] = setting(factory=dict, help="artwork column values to keep")
+    batch: bool = setting(False, help="search every drawing")
+    batch_output: str | None = setting(None, help="batch: the results file")
+    mode: str = setting("global", choices=SEARCH_MODES, help="how artworks are ranked")
+    region: RegionSearchParams = section(RegionSearchParams)
+    sheet: str | None = setting(
+        None, help="a contact sheet (JPEG) of one query's result, boxes drawn"
+    )
+
 
 GLOBAL_CHUNK = 1024  # batch queries ranked at once; region modes score the whole gallery per query
 REGION_CHUNK = 256

@@ -6,16 +6,13 @@ Needs the `web` extra (FastAPI, uvicorn, Jinja2, python-multipart).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from drawmatch.core.settings import ServeConfig
+from drawmatch.serve.config import ServeConfig
 
 
 def run(config: ServeConfig) -> None:
     import uvicorn
 
-    from drawmatch.core.settings import save_config
+    from drawmatch.core.config import save_config
     from drawmatch.core.storage import join
     from drawmatch.serve.app import create_app
 

@@ -17,11 +17,28 @@ import pandas as pd
 import pyarrow as pa
 
 from drawmatch.core import storage
-from drawmatch.core.settings import SimilarConfig, save_config
+from drawmatch.core.config import Config, save_config, setting
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import pick_model_tag, read_embeddings
 from drawmatch.data.neighbours import ARTWORKS_FILE, DRAWINGS_FILE, similar_dir
 from drawmatch.retrieval.artwork_index import build_faiss_index
+
+
+@dataclass(frozen=True)
+class SimilarConfig(Config):
+    """Drawing-to-drawing neighbours of one model (thesis sec. 3.3.4): for every searchable
+    drawing its `k` closest drawings, and for every artwork its `k` closest drawings, written to
+    `similar/<model_tag>/` for the workbench."""
+
+    out: str = setting("drawmatch-out", help="output root")
+    model_tag: str | None = setting(None, help="model (null: the only one)")
+    k: int = setting(12, ge=1, le=1000, help="neighbours kept")
+    kind: str = setting("flat", choices=("flat", "ivf", "hnsw"), help="index kind")
+    nlist: int = setting(1024, ge=1, help="ivf: inverted lists")
+    nprobe: int = setting(32, ge=1, help="ivf: lists searched")
+    hnsw_m: int = setting(32, ge=1, help="hnsw: links per node")
+    ef_search: int = setting(128, ge=1, help="hnsw: candidates searched")
+    chunk: int = setting(2048, ge=1, help="queries searched at once")
 
 
 @dataclass

@@ -28,9 +28,31 @@ import numpy as np
 import pandas as pd
 
 from drawmatch.core import storage
-from drawmatch.core.settings import SplitConfig, save_config
+from drawmatch.core.config import Config, ConfigError, save_config, setting
 from drawmatch.data.catalogue import catalogue_path, read_catalogue
 from drawmatch.data.pairs import PairsError, check_collections, check_known, read_pairs
+
+
+@dataclass(frozen=True)
+class SplitConfig(Config):
+    """Artwork-disjoint folds: connected components of the pair graph, assigned train/val/test by
+    the fractions below (thesis sec. 5.1.1: 60/25/15, 11 folds); fold k uses seed `seed + k`."""
+
+    out: str = setting("drawmatch-out", help="output root")
+    pairs_csv: str | None = setting(None, help="pairs file split")
+    n_folds: int = setting(11, ge=1, help="folds made")
+    seed: int = setting(0, ge=0, help="seed of fold 0")
+    train: float = setting(0.6, ge=0, le=1, help="share of the pair graph's components in train")
+    val: float = setting(0.25, ge=0, le=1, help="share in validation")
+    test: float = setting(0.15, ge=0, le=1, help="share in test")
+    include_styled: bool = setting(True, help="the drawings' style copies go with their drawing")
+
+    def check(self) -> None:
+        if abs(self.train + self.val + self.test - 1.0) > 1e-6:
+            raise ConfigError(
+                f"train, val, test: {self.train}, {self.val}, {self.test} must sum to 1"
+            )
+
 
 log = logging.getLogger(__name__)
 

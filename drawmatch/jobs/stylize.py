@@ -17,9 +17,26 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from drawmatch.augment.styles import NeuralStyleParams
 from drawmatch.core import storage
+from drawmatch.core.config import Config, section, setting
 from drawmatch.core.images import ImageError, open_image
-from drawmatch.core.settings import StylizeConfig
+
+
+@dataclass(frozen=True)
+class StylizeConfig(Config):
+    """Render the image `content` in the style of the image `style` (neural style transfer,
+    `params`) and write the result to `out` (a JPEG or PNG file; an existing file is replaced only
+    with overwrite=true)."""
+
+    content: str | None = setting(None, help="image rendered")
+    style: str | None = setting(None, help="image whose style is used")
+    out: str = setting("stylized.jpg", help="image file written (.jpg, .jpeg or .png)")
+    overwrite: bool = setting(False, help="replace an existing out file")
+    params: NeuralStyleParams = section(NeuralStyleParams)
+    jpeg_quality: int = setting(92, ge=1, le=100, help="JPEG quality")
+    max_image_pixels: int = setting(200_000_000, ge=1, help="largest image opened")
+
 
 FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 

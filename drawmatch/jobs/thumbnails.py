@@ -14,11 +14,34 @@ import numpy as np
 import pandas as pd
 
 from drawmatch.core import storage
+from drawmatch.core.config import Config, save_config, section, setting
 from drawmatch.core.images import ImageError
-from drawmatch.core.settings import ThumbnailsConfig, save_config
 from drawmatch.data import catalogue as cat
 from drawmatch.data.renditions import make_rendition, rendition_path
-from drawmatch.runtime.ray_setup import init_ray
+from drawmatch.runtime.ray_setup import RayConfig, init_ray
+
+
+@dataclass(frozen=True)
+class ThumbnailsConfig(Config):
+    """Thumbnails and view-size renditions of every showable image (never versos), written once
+    under `out/thumbnails/` by Ray Data tasks; `drawmatch serve` reads them (and makes missing
+    ones on demand). A rerun makes only what is missing."""
+
+    out: str = setting("drawmatch-out", help="output root")
+    sizes: tuple[int, ...] = setting(
+        (256, 1024), ge=32, le=4096, may_be_empty=True, help="rendition sides in px"
+    )
+    quality: int = setting(85, ge=1, le=100, help="JPEG quality")
+    collections: tuple[str, ...] = setting(
+        ("drawing", "artwork"),
+        choices=("drawing", "artwork"),
+        may_be_empty=True,
+        help="collections rendered",
+    )
+    batch_size: int = setting(16, ge=1, help="images per Ray Data batch")
+    concurrency: int | None = setting(None, ge=1, help="parallel tasks (null: as the CPUs allow)")
+    max_image_pixels: int = setting(200_000_000, ge=1, help="largest image opened")
+    ray: RayConfig = section(RayConfig)
 
 
 class ThumbnailMaker:

@@ -62,8 +62,8 @@ import torch
 from torch import nn
 
 from drawmatch.core import storage
+from drawmatch.core.config import at_least, from_dict, redeclare, save_config, setting, to_dict
 from drawmatch.core.images import open_image
-from drawmatch.core.settings import TrainConfig, from_dict, save_config, to_dict
 from drawmatch.data import catalogue as cat
 from drawmatch.models.backbones import (
     backbone_spec,
@@ -79,16 +79,74 @@ from drawmatch.models.preprocess import (
     train_transform,
 )
 from drawmatch.retrieval.metrics import retrieval_metrics_from_embeddings
-
-# The checkpoint format, named here as before it moved to drawmatch.training.checkpoints.
-from drawmatch.training.checkpoints import BEST_MODEL_FILE as BEST_MODEL_FILE
-from drawmatch.training.checkpoints import CHECKPOINT_FILE as CHECKPOINT_FILE
-from drawmatch.training.checkpoints import Resume as Resume
-from drawmatch.training.checkpoints import TrainCheckpoint as TrainCheckpoint
-from drawmatch.training.checkpoints import TrainState as TrainState
-from drawmatch.training.checkpoints import plain, read_final, write_best_model
+from drawmatch.training.checkpoints import (
+    plain,
+    read_final,
+    write_best_model,
+)
 from drawmatch.training.freezing import drift, freeze_blocks, l2sp_penalty, set_train_mode
 from drawmatch.training.harness import EpochTrainer, TrainedRun, fit, fit_with_ray
+from drawmatch.training.pseudo_pairs import PSEUDO_EFFECTS
+from drawmatch.training.run_config import TrainingRunConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig(TrainingRunConfig):
+    """Triplet fine-tuning on one fold (thesis sec. 5.1-5.4; report values as defaults). The keys
+    from `temperature` on make fine-tuning hold on unseen data: multi-positive losses, extra
+    positives per anchor, partial freezing, L2-SP, schedule, model selection, pseudo-pairs.
+    `epochs=0` with `pseudo_epochs` > 0: a pseudo-pair stage alone, whose weights later runs
+    start from (model.weights)."""
+
+    lr: float = redeclare(TrainingRunConfig, "lr", 1e-6)
+    epochs: int = redeclare(TrainingRunConfig, "epochs", 10)
+    num_workers: int = redeclare(TrainingRunConfig, "num_workers", 2)
+    fold_csv: str | None = setting(None, help="fold file made by `drawmatch split`")
+    loss: str = setting(
+        "triplet",
+        choices=("triplet", "contrastive", "multi_similarity", "supcon"),
+        help="training loss",
+    )
+    margin: float = setting(0.7, gt=0, le=10, help="loss margin in distance units")
+    lr_step_epochs: int = setting(10, ge=1, help="step schedule: epochs between lr steps")
+    lr_gamma: float = setting(0.1, gt=0, le=10, help="step schedule: lr factor per step")
+    n_hardest: int = setting(10, ge=1, help="a negative is drawn from the anchor's n most similar")
+    bank_refresh_steps: int = setting(
+        0, ge=0, help="steps between negative bank refreshes (0: epoch)"
+    )
+    use_styles: bool = setting(True, help="styled copies of the drawings as extra anchors")
+    batchnorm: str = setting("frozen", choices=("frozen", "sync"), help="batch norm statistics")
+    max_steps_per_epoch: int | None = setting(
+        None, ge=1, help="cap on steps per epoch (null: none)"
+    )
+    max_failures: int = setting(2, ge=-1, help="worker failures retried (-1: forever)")
+    temperature: float = setting(0.1, gt=0, le=100, help="temperature of multi-positive losses")
+    positives_per_anchor: int = setting(1, ge=1, help="positives drawn per anchor")
+    train_blocks: int = setting(0, ge=0, help="last backbone blocks trained (0: every block)")
+    l2sp: float = setting(0.0, ge=0, le=1e6, help="L2-SP weight: pull towards the starting weights")
+    lr_schedule: str = setting("step", choices=("step", "cosine"), help="learning rate schedule")
+    selection: str = setting(
+        "val", choices=("val", "last"), help="model kept: best on val, or last"
+    )
+    pseudo_epochs: int = setting(0, ge=0, help="epochs on pseudo-pairs made from artworks first")
+    pseudo_effects: tuple[str, ...] = setting(
+        PSEUDO_EFFECTS, choices=PSEUDO_EFFECTS, help="effects that make pseudo-anchors"
+    )
+    pseudo_detail_share: float = setting(
+        0.3, ge=0, le=1, help="share of pseudo-anchors that are details"
+    )
+    pseudo_min_crop: float = setting(
+        0.4, ge=0.1, le=1, help="smallest detail, as a share of the side"
+    )
+    pseudo_warp: float = setting(
+        0.08, ge=0, le=0.3, help="largest corner shift of the warp (share of a side)"
+    )
+
+    def check(self) -> None:
+        super().check()
+        if not self.pseudo_epochs:
+            at_least("epochs", self.epochs, 1)
+
 
 if TYPE_CHECKING:
     from drawmatch.training.pseudo_pairs import Rendition

@@ -40,12 +40,13 @@ import torch
 from torch import nn
 
 from drawmatch.core import storage
-from drawmatch.core.settings import VerifyConfig, from_dict, to_dict
+from drawmatch.core.config import ConfigError, from_dict, setting, to_dict
 from drawmatch.training.checkpoints import read_final, write_best_model
 from drawmatch.training.freezing import set_train_mode
 from drawmatch.training.harness import EpochTrainer, TrainedRun, fit
 from drawmatch.training.labels import (
     SPLITS_FILE,
+    LabelRunConfig,
     embed_all,
     fit_label_run,
     label_codes,
@@ -57,6 +58,35 @@ from drawmatch.training.labels import (
     seeded_backbone,
     start_label_run,
 )
+
+
+@dataclass(frozen=True)
+class VerifyConfig(LabelRunConfig):
+    """Artist-style verification (Painter By Numbers): train a backbone on labels instead of
+    pairs, with label-disjoint splits (`test_labels` of the labels only in test, `val_images` of
+    the training labels' images in validation), random or mined (`triplets`) triplets and a
+    triplet or contrastive `loss`; scored by triplet accuracy and ROC AUC of same/different
+    pairs on unseen labels. `epochs=0` scores the starting weights only."""
+
+    loss: str = setting("triplet", choices=("triplet", "contrastive"), help="training loss")
+    triplets: str = setting("random", choices=("random", "mined"), help="how triplets are drawn")
+    margin: float = setting(
+        0.7, gt=0, le=10, help="loss margin in distance units (contrastive: <= 2)"
+    )
+    steps_per_epoch: int = setting(50, ge=1, help="training steps per epoch")
+    labels_per_batch: int = setting(4, ge=2, help="labels drawn per batch")
+    images_per_label: int = setting(3, ge=2, help="images drawn per label and batch")
+    batchnorm: str = setting("frozen", choices=("frozen", "train"), help="batch norm statistics")
+    test_labels: float = setting(0.2, gt=0, le=0.9, help="share of the labels only in test")
+    val_images: float = setting(0.1, ge=0, le=0.9, help="share of training labels' images in val")
+    eval_triplets: int = setting(2000, ge=1, help="triplets scored per evaluation")
+    max_pair_images: int = setting(2000, ge=2, help="images of the same/different pairs scored")
+
+    def check(self) -> None:
+        super().check()
+        if self.loss == "contrastive" and self.margin > 2:
+            raise ConfigError(f"margin: {self.margin} must be <= 2 for the contrastive loss")
+
 
 RUNS_DIR = "verify"
 METRICS_FILE = "metrics.json"

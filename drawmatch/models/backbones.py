@@ -38,7 +38,7 @@ from drawmatch.core import storage
 from drawmatch.models.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 if TYPE_CHECKING:
-    from drawmatch.core.settings import ModelConfig
+    from drawmatch.models.embedder import ModelConfig
 
 CNN_POOLINGS = ("avg", "max", "gem")
 TOKEN_POOLINGS = ("cls", "avg")  # class token, or mean of the patch tokens

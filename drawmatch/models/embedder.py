@@ -7,14 +7,37 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from drawmatch.core.settings import ModelConfig
+from drawmatch.core.config import MIN_IMAGE_SIZE, Config, setting
 from drawmatch.data.embeddings import model_tag, read_model_info
 from drawmatch.models.preprocess import load_eval_array, normalise
+
+
+@dataclass(frozen=True)
+class ModelConfig(Config):
+    """A backbone from the registry (`drawmatch models` lists them); `weights` is a fine-tuned
+    checkpoint file or null. `image_size` null: the backbone's own input size; `pooling` null: its
+    default pooling (CNNs: avg, max or gem; vision transformers: cls or avg, the mean of the patch
+    tokens)."""
+
+    backbone: str = setting("efficientnet_lite0", help="backbone name (`drawmatch models`)")
+    pretrained: bool = setting(True, help="start from the backbone's pretrained weights")
+    image_size: int | None = setting(
+        None, ge=MIN_IMAGE_SIZE, help="input side in px (null: the backbone's own)"
+    )
+    pooling: str | None = setting(
+        None, choices=("avg", "max", "gem", "cls"), help="pooling (null: the backbone's default)"
+    )
+    weights: str | None = setting(None, help="fine-tuned checkpoint file (null: none)")
+    runtime: str = setting(
+        "torch", choices=("torch", "onnx"), help="runs the forward: torch or onnx"
+    )
+
 
 log = logging.getLogger("drawmatch.models.embedder")
 

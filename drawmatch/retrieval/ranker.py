@@ -21,13 +21,12 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-from drawmatch.core.settings import RegionSearchParams
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import read_embeddings
 from drawmatch.retrieval.artwork_index import ArtworkIndex
 from drawmatch.retrieval.metrics import retrieval_metrics, retrieval_metrics_from_embeddings
 from drawmatch.retrieval.queries import query_images, query_paths
-from drawmatch.retrieval.region_search import Images, RegionSearcher, check_mode
+from drawmatch.retrieval.region_search import Images, RegionSearcher, RegionSearchParams, check_mode
 
 
 class Ranker(Protocol):

@@ -17,16 +17,47 @@ the best region's box, or the RANSAC inliers' bounding box for a verified artwor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from drawmatch.core.settings import SEARCH_MODES, RegionSearchParams
+from drawmatch.core.config import Config, setting
 from drawmatch.data.embeddings import read_embeddings
 from drawmatch.models.local_features import Features, extract, read_features, verify
 from drawmatch.retrieval.region_index import RegionIndex, fuse
+
+SEARCH_MODES = ("global", "region", "fused", "verified")
+
+
+@dataclass(frozen=True)
+class RegionSearchParams(Config):
+    """Region search settings of search and evaluate (see `drawmatch.retrieval.region_search`), used by
+    their `mode`: global (the whole-image embedding only), region (best region of each artwork),
+    fused (global + weight * max(0, region - global - margin)) or verified (fused, then the
+    `verify_top` best candidates checked with local features and RANSAC; `min_inliers` or more
+    inliers put a candidate first, by inlier count). `n_hits` region vectors are read from an
+    approximate index per query. The query's SIFT features are extracted at `query_feature_side`
+    px with at most `query_n_features` keypoints (the artworks' are the regions job's
+    `feature_side` and `n_features`) and matched as RootSIFT when `rootsift` is true. Weight,
+    margin and min_inliers are tuned on a held-out partial-copy set."""
+
+    weight: float = setting(1.0, ge=0, le=100, help="fused: weight of the region score's excess")
+    margin: float = setting(
+        0.02, ge=-2, le=2, help="fused: excess a region needs over the global score"
+    )
+    n_hits: int = setting(2000, ge=1, help="region vectors read from the index per query")
+    verify_top: int = setting(
+        500, ge=0, help="verified: best candidates checked (500: a whole gallery)"
+    )
+    min_inliers: int = setting(5, ge=3, help="verified: inliers that put a candidate first")
+    ratio: float = setting(0.8, ge=0.01, le=1, help="verified: Lowe's ratio of descriptor matches")
+    rootsift: bool = setting(True, help="match SIFT descriptors as RootSIFT (Hellinger distance)")
+    query_feature_side: int = setting(400, ge=32, help="query's local features: longer side in px")
+    query_n_features: int = setting(500, ge=1, help="query's local features: most keypoints")
+
 
 VERIFIED_BONUS = 100.0  # a verified artwork's score: fused + bonus + inliers (ranks it first)
 Images = list[Any] | None  # the query images (PIL), one per query, that verified mode needs

@@ -16,9 +16,27 @@ import numpy as np
 import pandas as pd
 
 from drawmatch.core import storage
-from drawmatch.core.settings import RayConfig
+from drawmatch.core.config import Config, setting
 from drawmatch.data.embeddings import ERRORS_FILE
-from drawmatch.runtime.ray_setup import check_resources, init_ray
+from drawmatch.runtime.ray_setup import RayConfig, check_resources, init_ray
+
+
+@dataclass(frozen=True)
+class PipelineConfig(Config):
+    """The keys of a job that runs this pipeline (embed, regions): `num_actors` model actors of
+    `cpus_per_actor` CPUs and `gpus_per_actor` GPUs, fed by decode tasks of `decode_cpus` CPUs,
+    and Parquet parts of `rows_per_file` rows."""
+
+    batch_size: int = setting(4, ge=1, help="images per model batch")
+    num_actors: int = setting(1, ge=1, help="model actors")
+    # a task or actor without CPUs is never limited by Ray: it would oversubscribe the node
+    cpus_per_actor: float = setting(1.0, gt=0, le=1024, help="CPUs per model actor")
+    gpus_per_actor: float = setting(0.0, ge=0, le=64, help="GPUs per model actor")
+    decode_batch_size: int = setting(8, ge=1, help="images per decode task batch")
+    decode_cpus: float = setting(0.5, gt=0, le=1024, help="CPUs per decode task")
+    rows_per_file: int = setting(256, ge=1, help="rows per Parquet part")
+    max_image_pixels: int = setting(200_000_000, ge=1, help="largest image opened")
+
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,25 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
-from drawmatch.core.settings import RayConfig
+from drawmatch.core.config import Config, setting
+
+
+@dataclass(frozen=True)
+class RayConfig(Config):
+    """How a job reaches Ray. `address=None` joins a running cluster (RAY_ADDRESS, `ray start`) or
+    starts a local instance; `num_cpus` only applies to a local instance this job starts.
+    `autoscaling`: the cluster adds nodes on demand (Ray autoscaler, KubeRay), so a job that asks
+    for more CPUs or GPUs than are up now waits for them; otherwise it is refused up front, since
+    it would wait forever."""
+
+    address: str | None = setting(
+        None, help="Ray address (null: RAY_ADDRESS, `ray start` or local)"
+    )
+    num_cpus: int | None = setting(None, ge=1, help="CPUs of a local instance (null: all)")
+    autoscaling: bool = setting(False, help="the cluster adds nodes on demand: wait for them")
+
 
 _AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
 

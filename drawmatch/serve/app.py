@@ -17,10 +17,10 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from drawmatch.core.settings import ServeConfig
 from drawmatch.data.annotations import AnnotationStore, db_path
 from drawmatch.reporting import shared_css
 from drawmatch.serve import security
+from drawmatch.serve.config import ServeConfig
 from drawmatch.serve.data import Workbench
 from drawmatch.serve.middleware import BodyLimit, security_headers
 from drawmatch.serve.routes import auth, browse, images, review, upload

@@ -292,8 +292,7 @@ class Workbench:
     def region_searcher(self, tag: str, mode: str) -> Any:
         """The region ranker of `tag` in `mode` (loaded once; FileNotFoundError or
         ValueError, e.g. a stale region index, when it cannot be used)."""
-        from drawmatch.core.settings import RegionSearchParams
-        from drawmatch.retrieval.region_search import RegionSearcher
+        from drawmatch.retrieval.region_search import RegionSearcher, RegionSearchParams
 
         with self._searchers_lock:
             key = (tag, mode)

@@ -15,9 +15,10 @@ from fastapi import Depends, Form, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from drawmatch.core.settings import SEARCH_MODES, ServeConfig
 from drawmatch.data.annotations import AnnotationStore
+from drawmatch.retrieval.region_search import SEARCH_MODES
 from drawmatch.serve import security
+from drawmatch.serve.config import ServeConfig
 from drawmatch.serve.data import Workbench
 
 MAX_ID = 256

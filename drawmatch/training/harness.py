@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from drawmatch.core.settings import to_dict
+from drawmatch.core.config import to_dict
 from drawmatch.training.checkpoints import (
     CHECKPOINT_FILE,
     SUMMARY_FILE,

@@ -38,8 +38,8 @@ import torch
 from torch import nn
 
 from drawmatch.core import storage
+from drawmatch.core.config import Config, ConfigError, save_config, section, setting
 from drawmatch.core.images import open_image
-from drawmatch.core.settings import ClassifyConfig, LabelsConfig, VerifyConfig, save_config
 from drawmatch.models.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -47,6 +47,47 @@ from drawmatch.models.preprocess import (
     normalise,
     train_transform,
 )
+from drawmatch.training.run_config import TrainingRunConfig
+
+LABEL_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class LabelsConfig(Config):
+    """A labelled image set: `images` (a folder: one sub-folder per label, cut to `folder_depth`
+    levels, or with `labels_csv`) or, without `images`, the catalogue under `out`. `labels_csv`:
+    `id_column` names each image (its path under `images`; default `filename`, or the catalogue
+    id, default `id`), `label_column` its label (a catalogue column when there is no CSV).
+    `label_pattern`: a regular expression whose first group is the label. Labels with fewer than
+    `min_per_label` images are dropped (and counted)."""
+
+    images: str | None = setting(None, help="folder of images (null: the catalogue under out)")
+    labels_csv: str | None = setting(None, help="CSV of image ids and labels")
+    id_column: str | None = setting(None, help="labels_csv column naming each image")
+    label_column: str = setting("label", help="column holding the label")
+    label_pattern: str | None = setting(
+        None, help="regular expression whose first group is the label"
+    )
+    folder_depth: int = setting(1, ge=1, help="folder levels that make a label")
+    min_per_label: int = setting(2, ge=1, help="labels with fewer images are dropped")
+    extensions: tuple[str, ...] = setting(LABEL_EXTENSIONS, help="image file extensions")
+
+    def check(self) -> None:
+        if self.label_pattern is not None:
+            try:
+                re.compile(self.label_pattern)
+            except re.error as exc:
+                raise ConfigError(
+                    f"label_pattern: {self.label_pattern!r} is not valid ({exc})"
+                ) from None
+
+
+@dataclass(frozen=True)
+class LabelRunConfig(TrainingRunConfig):
+    """A label job's run (verify, classify): the training keys and the labelled set `data`."""
+
+    data: LabelsConfig = section(LabelsConfig)
+
 
 SPLITS_FILE = "splits.csv"
 
@@ -64,7 +105,7 @@ class LabelledSet:
         return sorted(self.images["label"].unique())
 
 
-LabelJobConfig = TypeVar("LabelJobConfig", VerifyConfig, ClassifyConfig)
+LabelJobConfig = TypeVar("LabelJobConfig", bound=LabelRunConfig)
 
 
 def prepared_config(config: LabelJobConfig) -> LabelJobConfig:
@@ -86,7 +127,7 @@ def prepared_config(config: LabelJobConfig) -> LabelJobConfig:
 
 
 def start_label_run(
-    config: VerifyConfig | ClassifyConfig,
+    config: LabelRunConfig,
     table: pd.DataFrame,
     summary: dict[str, Any],
     runs: str,
@@ -108,14 +149,12 @@ def start_label_run(
     return run_dir
 
 
-def fit_label_run(
-    loop: Any, config: VerifyConfig | ClassifyConfig, runs: str, name: str, what: str
-) -> Any:
+def fit_label_run(loop: Any, config: LabelRunConfig, runs: str, name: str, what: str) -> Any:
     """Run a label job's training `loop` with Ray Train (`drawmatch.training.harness.fit_with_ray`:
     its workers, CPUs and GPU from `config`) as run `name` under `runs`; a rerun continues from
     the run's latest checkpoint. Returns the fit's result, whose checkpoint holds what the loop
     reported last. `what` names the run in errors ("verification", "classification")."""
-    from drawmatch.core.settings import to_dict
+    from drawmatch.core.config import to_dict
     from drawmatch.training.harness import fit_with_ray
 
     loop_config = {"config": to_dict(config), "run_dir": storage.join(runs, name)}
@@ -444,9 +483,7 @@ class LabelImages:
         )
 
 
-def seeded_backbone(
-    config: VerifyConfig | ClassifyConfig, paths: list[str]
-) -> tuple[nn.Module, LabelImages]:
+def seeded_backbone(config: LabelRunConfig, paths: list[str]) -> tuple[nn.Module, LabelImages]:
     """A label job's backbone, built after seeding torch with `seed` (any new layer is the same
     on every worker) with `model.weights` loaded, and the loader of `paths` at the backbone's
     input size and normalisation."""

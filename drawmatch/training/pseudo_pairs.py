@@ -22,9 +22,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from drawmatch.augment.styles import STYLE_FUNCTIONS
-from drawmatch.core.settings import PSEUDO_EFFECTS, StyleParams
+from drawmatch.augment.styles import STYLE_FUNCTIONS, StyleParams
 
+# Effects that turn an artwork into a "drawn" pseudo-anchor: the five styles, line drawings and
+# colour quantisation.
+PSEUDO_EFFECTS = ("oil", "watercolor", "texture", "gray", "pencil", "edges", "quantise")
 DEFAULT_PARAMS = StyleParams()
 
 

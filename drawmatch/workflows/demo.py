@@ -12,23 +12,40 @@ from pathlib import Path
 
 import pandas as pd
 
+from drawmatch.augment.styles import STYLES
 from drawmatch.core import storage
-from drawmatch.core.settings import (
-    AugmentConfig,
-    DemoConfig,
-    EmbedConfig,
-    EvaluateConfig,
-    IndexConfig,
-    IngestConfig,
-    ModelConfig,
-    RayConfig,
-    save_config,
-)
+from drawmatch.core.config import MIN_IMAGE_SIZE, Config, save_config, section, setting
 from drawmatch.data import catalogue as cat
 from drawmatch.data.pairs import read_pairs
 from drawmatch.jobs import augment, embed, evaluate, index, ingest
+from drawmatch.jobs.augment import AugmentConfig
+from drawmatch.jobs.embed import EmbedConfig
+from drawmatch.jobs.evaluate import EvaluateConfig
+from drawmatch.jobs.index import IndexConfig
+from drawmatch.jobs.ingest import IngestConfig
+from drawmatch.models.embedder import ModelConfig
 from drawmatch.reporting.results import annotated, rankings
 from drawmatch.reporting.sheets import Tile, contact_sheet
+from drawmatch.runtime.ray_setup import RayConfig
+
+
+@dataclass(frozen=True)
+class DemoConfig(Config):
+    """The whole pipeline (ingest, augment, embed, index, evaluate) on the bundled demo data, or
+    on `data` (a folder with drawings/, artworks/, artworks.csv, pairs.csv)."""
+
+    out: str = setting("drawmatch-demo", help="output root")
+    data: str | None = setting(None, help="data folder (null: the bundled demo data)")
+    backbone: str = setting("efficientnet_lite0", help="backbone name (`drawmatch models`)")
+    pretrained: bool = setting(True, help="the backbone's pretrained weights")
+    image_size: int | None = setting(
+        None, ge=MIN_IMAGE_SIZE, help="input side in px (null: the backbone's own)"
+    )
+    batch_size: int = setting(4, ge=1, help="images per embedding batch")
+    styles: tuple[str, ...] = setting(STYLES, choices=STYLES, help="styles of the augment step")
+    examples: int = setting(4, ge=1, help="drawings on the contact sheet")
+    ray: RayConfig = section(RayConfig)
+
 
 CONTACT_SHEET = "contact_sheet.jpg"
 

@@ -28,8 +28,69 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from drawmatch.core import storage
-from drawmatch.core.settings import SweepConfig, TrainConfig, from_dict, save_config, to_dict
+from drawmatch.core.config import (
+    Config,
+    ConfigError,
+    folder_name,
+    from_dict,
+    range_of,
+    save_config,
+    section,
+    setting,
+    to_dict,
+)
 from drawmatch.jobs.evaluate import fold_tables, format_fold_tables
+from drawmatch.jobs.train import TrainConfig
+from drawmatch.runtime.ray_setup import RayConfig
+
+
+@dataclass(frozen=True)
+class SweepConfig(Config):
+    """A two-stage sweep (see `drawmatch.workflows.sweep`): the lists are the values searched, `base` the
+    train settings every trial shares (its fold_csv and run_name are set per trial). The searched
+    fine-tuning keys take the values of the TrainConfig keys they set; the best configuration is
+    the one with the best validation MAP pooled over the folds' queries."""
+
+    out: str = setting("drawmatch-out", help="output root")
+    name: str = setting("sweep", help="sweep folder name under out")
+    base: TrainConfig = section(TrainConfig)
+    margins: tuple[float, ...] = setting(
+        (0.7, 1.0), **range_of(TrainConfig, "margin"), help="margins"
+    )
+    lrs: tuple[float, ...] = setting(
+        (1e-6, 1e-4), **range_of(TrainConfig, "lr"), help="learning rates"
+    )
+    backbones: tuple[str, ...] = setting(("resnext101_32x8d",), help="backbones")
+    use_styles: tuple[bool, ...] = setting((True,), help="use_styles values")
+    n_hardest: tuple[int, ...] = setting(
+        (10,), **range_of(TrainConfig, "n_hardest"), help="n_hardest"
+    )
+    screen_fold: int = setting(0, ge=0, help="fold of the first stage")
+    max_folds: int | None = setting(None, ge=1, help="folds of the second stage (null: all)")
+    top_k: int = setting(2, ge=1, help="configurations kept for the second stage")
+    grace_period: int = setting(
+        1, ge=1, help="epochs before a trial can be stopped (<= base.epochs)"
+    )
+    reduction_factor: int = setting(2, ge=2, help="successive halving: trials kept 1 in this")
+    max_concurrent_trials: int = setting(1, ge=1, help="trials at once")
+    trial_cpus: float = setting(0.1, ge=0, le=1024, help="CPUs of a trial's driver (0: none)")
+    ray: RayConfig = section(RayConfig)
+    losses: tuple[str, ...] = setting(("triplet",), **range_of(TrainConfig, "loss"), help="losses")
+    l2sp: tuple[float, ...] = setting((0.0,), **range_of(TrainConfig, "l2sp"), help="l2sp values")
+    train_blocks: tuple[int, ...] = setting(
+        (0,), **range_of(TrainConfig, "train_blocks"), help="train_blocks values"
+    )
+    pseudo_epochs: tuple[int, ...] = setting(
+        (0,), **range_of(TrainConfig, "pseudo_epochs"), help="pseudo_epochs values"
+    )
+
+    def check(self) -> None:
+        folder_name("name", self.name)
+        if self.grace_period > self.base.epochs:
+            raise ConfigError(
+                f"grace_period: {self.grace_period} exceeds base.epochs ({self.base.epochs})"
+            )
+
 
 SEARCH_KEYS = (
     "margin",

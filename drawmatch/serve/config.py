@@ -1,0 +1,47 @@
+"""The workbench's config (`drawmatch serve`): the serve job builds it, the web app reads it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from drawmatch.core.config import MIN_IMAGE_SIZE, Config, ConfigError, setting
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class ServeConfig(Config):
+    """The experts' workbench (`drawmatch serve`): a web app over one output root.
+
+    `host` is 127.0.0.1 unless told otherwise; any other address is a shared deployment and
+    needs `tokens_csv` (`annotator,token` lines): then annotators sign in with a token instead of
+    typing a name. `model_tag`: the model a page shows first (default: the first one found).
+    """
+
+    out: str = setting("drawmatch-out", help="output root served")
+    host: str = setting("127.0.0.1", help="address to listen on (not local: needs tokens_csv)")
+    port: int = setting(8000, ge=0, le=65535, help="TCP port")
+    model_tag: str | None = setting(None, help="model shown first (null: the first one found)")
+    k: int = setting(12, ge=1, le=200, help="candidate artworks shown per drawing")
+    page_size: int = setting(60, ge=1, le=500, help="images per page")
+    tokens_csv: str | None = setting(None, help="annotator,token lines: sign-in by token")
+    max_upload_bytes: int = setting(15_000_000, ge=1, help="largest uploaded query file")
+    max_upload_pixels: int = setting(60_000_000, ge=1, help="largest uploaded query image")
+    max_image_pixels: int = setting(200_000_000, ge=1, help="largest image opened")
+    thumb_size: int = setting(256, ge=MIN_IMAGE_SIZE, le=4096, help="thumbnail side in px")
+    view_size: int = setting(1024, ge=MIN_IMAGE_SIZE, le=4096, help="view-size side in px")
+    load_model: bool = setting(True, help="load the embedding model (query uploads)")
+    log_level: str = setting(
+        "info", choices=("critical", "error", "warning", "info", "debug"), help="uvicorn log level"
+    )
+
+    def check(self) -> None:
+        if self.host not in LOCAL_HOSTS and self.tokens_csv is None:
+            raise ConfigError(
+                f"host: serving on {self.host!r} is a shared deployment; give tokens_csv= "
+                "(annotator,token lines) so that annotators sign in with a token"
+            )
+        if self.thumb_size > self.view_size:
+            raise ConfigError(
+                f"thumb_size: {self.thumb_size} must not exceed view_size ({self.view_size})"
+            )
