@@ -119,6 +119,36 @@ REGION_SEARCH_BAD = {
 
 # every key with a range or a set of choices, and values it must refuse (as override text)
 BAD_VALUES: dict[str, dict[str, list[str]]] = {
+    "SimilarConfig": {
+        "k": ["0", "1001"],
+        "kind": ["'annoy'"],
+        "nlist": ["0"],
+        "nprobe": ["0"],
+        "hnsw_m": ["0", "1"],
+        "ef_search": ["-3", "0"],
+        "chunk": ["0"],
+    },
+    "ThumbnailsConfig": {
+        "sizes": ["[]", "[16]", "[5000]"],
+        "quality": ["0", "101"],
+        "collections": ["[verso]", "[]"],
+        "batch_size": ["0", "-3"],
+        "concurrency": ["0"],
+        "max_image_pixels": ["0"],
+        "ray.num_cpus": ["0"],
+    },
+    "ServeConfig": {
+        "port": ["-1", "65536"],
+        "k": ["0", "201"],
+        "page_size": ["0"],
+        "max_upload_bytes": ["0"],
+        "max_upload_pixels": ["0"],
+        "max_image_pixels": ["0"],
+        "thumb_size": ["16"],
+        "view_size": ["5000"],
+        "log_level": ["'loud'"],
+        "host": ["''"],
+    },
     "IngestConfig": {
         "out": ["''"],
         "drawings_root": ["''"],

@@ -17,7 +17,8 @@ from drawmatch.data.embeddings import (
     read_model_info,
     stored_ids,
 )
-from drawmatch.retrieval.artwork_index import build_faiss_index, index_dir, write_index
+from drawmatch.retrieval.artwork_index import KINDS, build_faiss_index, index_dir, write_index
+from drawmatch.retrieval.faiss_index import index_setting
 
 
 @dataclass(frozen=True)
@@ -29,11 +30,13 @@ class IndexConfig(Config):
     model_tag: str | None = setting(
         None, help="model whose embeddings are indexed (null: the only one)"
     )
-    kind: str = setting("flat", choices=("flat", "ivf", "hnsw"), help="index kind")
-    nlist: int = setting(1024, ge=1, help="ivf: inverted lists")
-    nprobe: int = setting(32, ge=1, help="ivf: lists searched")
-    hnsw_m: int = setting(32, ge=2, help="hnsw: links per node")
-    ef_search: int = setting(128, ge=1, help="hnsw: candidates searched")
+    kind: str = setting(
+        "flat", choices=KINDS, help="index kind: flat is exact, the others approximate"
+    )
+    nlist: int = index_setting("nlist")
+    nprobe: int = index_setting("nprobe")
+    hnsw_m: int = index_setting("hnsw_m")
+    ef_search: int = index_setting("ef_search")
 
 
 @dataclass

@@ -54,7 +54,7 @@ from drawmatch.models.region_embedder import (
     regions_dir,
     regions_table,
 )
-from drawmatch.retrieval.faiss_index import check_index
+from drawmatch.retrieval.faiss_index import check_index, index_setting
 from drawmatch.retrieval.region_index import (
     KINDS,
     build_region_faiss,
@@ -84,12 +84,14 @@ class RegionsConfig(PipelineConfig):
     region_size: int = setting(448, ge=MIN_IMAGE_SIZE, help="region side in px")
     levels: tuple[int, ...] = setting((1, 2, 3), ge=1, help="windows per side, one grid per level")
     overlap: float = setting(0.4, ge=0, lt=1, help="overlap of neighbouring windows")
-    index_kind: str = setting("flat", choices=("flat", "ivf", "ivfpq", "hnsw"), help="index kind")
-    nlist: int = setting(1024, ge=1, help="ivf: inverted lists")
-    nprobe: int = setting(32, ge=1, help="ivf: lists searched")
-    pq_m: int = setting(64, ge=1, help="ivfpq: sub-quantisers")
-    hnsw_m: int = setting(32, ge=1, help="hnsw: links per node")
-    ef_search: int = setting(128, ge=1, help="hnsw: candidates searched")
+    index_kind: str = setting(
+        "flat", choices=KINDS, help="region index kind: flat is exact, the others approximate"
+    )
+    nlist: int = index_setting("nlist")
+    nprobe: int = index_setting("nprobe")
+    pq_m: int = index_setting("pq_m")
+    hnsw_m: int = index_setting("hnsw_m")
+    ef_search: int = index_setting("ef_search")
     local_features: str | None = setting(
         "sift", choices=("sift", "orb"), help="local features for verification (null: none)"
     )

@@ -21,7 +21,8 @@ from drawmatch.core.config import Config, save_config, setting
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import pick_model_tag, read_embeddings
 from drawmatch.data.neighbours import ARTWORKS_FILE, DRAWINGS_FILE, similar_dir
-from drawmatch.retrieval.artwork_index import build_faiss_index
+from drawmatch.retrieval.artwork_index import KINDS, build_faiss_index
+from drawmatch.retrieval.faiss_index import index_setting
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,13 @@ class SimilarConfig(Config):
     out: str = setting("drawmatch-out", help="output root")
     model_tag: str | None = setting(None, help="model (null: the only one)")
     k: int = setting(12, ge=1, le=1000, help="neighbours kept")
-    kind: str = setting("flat", choices=("flat", "ivf", "hnsw"), help="index kind")
-    nlist: int = setting(1024, ge=1, help="ivf: inverted lists")
-    nprobe: int = setting(32, ge=1, help="ivf: lists searched")
-    hnsw_m: int = setting(32, ge=1, help="hnsw: links per node")
-    ef_search: int = setting(128, ge=1, help="hnsw: candidates searched")
+    kind: str = setting(
+        "flat", choices=KINDS, help="index kind: flat is exact, the others approximate"
+    )
+    nlist: int = index_setting("nlist")
+    nprobe: int = index_setting("nprobe")
+    hnsw_m: int = index_setting("hnsw_m")
+    ef_search: int = index_setting("ef_search")
     chunk: int = setting(2048, ge=1, help="queries searched at once")
 
 

@@ -28,14 +28,11 @@ class ThumbnailsConfig(Config):
     ones on demand). A rerun makes only what is missing."""
 
     out: str = setting("drawmatch-out", help="output root")
-    sizes: tuple[int, ...] = setting(
-        (256, 1024), ge=32, le=4096, may_be_empty=True, help="rendition sides in px"
-    )
+    sizes: tuple[int, ...] = setting((256, 1024), ge=32, le=4096, help="rendition sides in px")
     quality: int = setting(85, ge=1, le=100, help="JPEG quality")
     collections: tuple[str, ...] = setting(
         ("drawing", "artwork"),
         choices=("drawing", "artwork"),
-        may_be_empty=True,
         help="collections rendered",
     )
     batch_size: int = setting(16, ge=1, help="images per Ray Data batch")

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from drawmatch.core.config import setting
+
 MIN_POINTS_PER_LIST = 39
 
 # name -> (minimum, maximum or None, help): the ranges that the index configs check too
@@ -45,6 +47,13 @@ DEFAULTS: dict[str, int] = {
     "ef_search": 128,
     "ef_construction": 40,  # FAISS' own default
 }
+
+
+def index_setting(name: str) -> Any:
+    """The config key of index parameter `name`: its default, range and help from the tables
+    above, so the index, similar and regions jobs declare it once, with FAISS' own limits."""
+    low, high, help_text = INDEX_PARAMS[name]
+    return setting(DEFAULTS[name], ge=low, le=high, help=help_text)
 
 
 def check_param(name: str, value: Any) -> None:
