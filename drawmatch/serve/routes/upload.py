@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 
 from drawmatch.core.images import ImageError, open_image
-from drawmatch.models.preprocess import eval_resize
+from drawmatch.retrieval.queries import image_query
 from drawmatch.serve import security
 from drawmatch.serve.site import (
     MAX_ID,
@@ -87,7 +87,7 @@ def search_image(
         max_pixels=site.config.max_upload_pixels,
         data=data,
     )
-    vector = embedder.embed_images(eval_resize(img, embedder.image_size)[None])
+    vector = image_query(embedder, img).vector
     if mode == "global":
         found = wb.search_vector(tag, vector, k)
         return [dict(artwork_card(wb, a), rank=r, distance=d) for a, r, d in found]
