@@ -51,6 +51,31 @@ DRAWING_COLUMNS = [
     "name_parsed",
 ]
 ARTWORK_COLUMNS = ["artist", "title", "source"]
+# name_flags: every deviation of a drawing's file name from the IMAJ convention, with its reason
+EXTRA_COLUMNS = ["file_name", "name_flags"]
+# every column ingest writes, in order, and their types (the rest are strings)
+COLUMNS = CORE_COLUMNS + DRAWING_COLUMNS + ARTWORK_COLUMNS + EXTRA_COLUMNS
+INT_COLUMNS = ("width", "height", "year")
+BOOL_COLUMNS = ("verso",)
+NULLABLE_BOOL_COLUMNS = ("name_parsed",)
+STRING_COLUMNS = tuple(
+    c for c in COLUMNS if c not in INT_COLUMNS + BOOL_COLUMNS + NULLABLE_BOOL_COLUMNS
+)
+
+
+def typed_frame(rows: list[dict]) -> pd.DataFrame:
+    """Catalogue rows (dicts) as a frame of `COLUMNS` with their declared types (nullable ints,
+    booleans and strings)."""
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    for col in INT_COLUMNS:
+        df[col] = pd.array(df[col].tolist(), dtype="Int64")
+    for col in BOOL_COLUMNS:
+        df[col] = df[col].astype(bool)
+    for col in NULLABLE_BOOL_COLUMNS:
+        df[col] = pd.array(df[col].tolist(), dtype="boolean")
+    for col in STRING_COLUMNS:
+        df[col] = pd.array(df[col].tolist(), dtype="string")
+    return df
 
 
 def catalogue_path(out: str | Path) -> str:

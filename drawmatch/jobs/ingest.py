@@ -63,18 +63,6 @@ SUMMARY_FILE = "ingest_summary.json"
 ID_TO_PATH_FILE = "id_to_path.csv"
 CONFIG_FILE = "ingest_config.yaml"
 
-# name_flags: every deviation of a drawing's file name from the IMAJ convention, with its reason
-EXTRA_COLUMNS = ["file_name", "name_flags"]
-COLUMNS = (
-    catalogue.CORE_COLUMNS + catalogue.DRAWING_COLUMNS + catalogue.ARTWORK_COLUMNS + EXTRA_COLUMNS
-)
-INT_COLUMNS = ("width", "height", "year")
-BOOL_COLUMNS = ("verso",)
-NULLABLE_BOOL_COLUMNS = ("name_parsed",)
-STRING_COLUMNS = tuple(
-    c for c in COLUMNS if c not in INT_COLUMNS + BOOL_COLUMNS + NULLABLE_BOOL_COLUMNS
-)
-
 # artwork folders that hold no single artist's work (the thesis' hand-added cultural objects)
 NON_ARTIST_FOLDERS = frozenset({"others"})
 _LIST_LIMIT = 100  # entries kept in each list of the summary (counts are always complete)
@@ -432,7 +420,7 @@ def _build_rows(
     unparsed: list[dict[str, Any]] = []
     parents = _parent_ids(entries)
     for i, e in enumerate(entries):
-        row: dict[str, Any] = {c: None for c in COLUMNS}
+        row: dict[str, Any] = {c: None for c in catalogue.COLUMNS}
         row.update(
             id=e.stem,
             collection=e.collection,
@@ -569,19 +557,6 @@ def _mark_duplicates(
             dup_content.append({"id": other, "duplicate_of": head})
     dup_content.sort(key=lambda d: d["id"])
     return dup_ids, dup_content
-
-
-def _to_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    df = pd.DataFrame(rows, columns=COLUMNS)
-    for col in INT_COLUMNS:
-        df[col] = pd.array(df[col].tolist(), dtype="Int64")
-    for col in BOOL_COLUMNS:
-        df[col] = df[col].astype(bool)
-    for col in NULLABLE_BOOL_COLUMNS:
-        df[col] = pd.array(df[col].tolist(), dtype="boolean")
-    for col in STRING_COLUMNS:
-        df[col] = pd.array(df[col].tolist(), dtype="string")
-    return df
 
 
 def _counts(series: pd.Series) -> dict[str, int]:
@@ -729,7 +704,7 @@ def run(config: IngestConfig) -> IngestResult:
     for row in rows:
         row["verso"] = is_verso_row(row)
     dup_ids, dup_content = _mark_duplicates(rows)
-    df = _to_frame(rows)
+    df = catalogue.typed_frame(rows)
 
     n_ok, n_err = int((df["status"] == "ok").sum()), int((df["status"] == "error").sum())
     if len(df) != len(entries) or n_ok + n_err != len(entries):
