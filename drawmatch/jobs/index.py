@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drawmatch.core import storage
-from drawmatch.core.config import Config, save_config, setting
+from drawmatch.core.config import save_config, setting
 from drawmatch.core.locks import job_lock
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import (
@@ -17,12 +17,11 @@ from drawmatch.data.embeddings import (
     read_model_info,
     stored_ids,
 )
-from drawmatch.retrieval.artwork_index import KINDS, build_faiss_index, index_dir, write_index
-from drawmatch.retrieval.faiss_index import index_setting
+from drawmatch.retrieval.artwork_index import IndexParams, build_faiss_index, index_dir, write_index
 
 
 @dataclass(frozen=True)
-class IndexConfig(Config):
+class IndexConfig(IndexParams):
     """A FAISS index of the artworks' embeddings: `flat` (exact), `ivf` (`nlist` lists, `nprobe`
     searched) or `hnsw` (`hnsw_m` links per node, `ef_search` candidates)."""
 
@@ -30,13 +29,6 @@ class IndexConfig(Config):
     model_tag: str | None = setting(
         None, help="model whose embeddings are indexed (null: the only one)"
     )
-    kind: str = setting(
-        "flat", choices=KINDS, help="index kind: flat is exact, the others approximate"
-    )
-    nlist: int = index_setting("nlist")
-    nprobe: int = index_setting("nprobe")
-    hnsw_m: int = index_setting("hnsw_m")
-    ef_search: int = index_setting("ef_search")
 
 
 @dataclass

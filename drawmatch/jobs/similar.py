@@ -17,16 +17,15 @@ import pandas as pd
 import pyarrow as pa
 
 from drawmatch.core import storage
-from drawmatch.core.config import Config, save_config, setting
+from drawmatch.core.config import save_config, setting
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import pick_model_tag, read_embeddings
 from drawmatch.data.neighbours import ARTWORKS_FILE, DRAWINGS_FILE, similar_dir
-from drawmatch.retrieval.artwork_index import KINDS, build_faiss_index
-from drawmatch.retrieval.faiss_index import index_setting
+from drawmatch.retrieval.artwork_index import IndexParams, build_faiss_index
 
 
 @dataclass(frozen=True)
-class SimilarConfig(Config):
+class SimilarConfig(IndexParams):
     """Drawing-to-drawing neighbours of one model (thesis sec. 3.3.4): for every searchable
     drawing its `k` closest drawings, and for every artwork its `k` closest drawings, written to
     `similar/<model_tag>/` for the workbench."""
@@ -34,13 +33,6 @@ class SimilarConfig(Config):
     out: str = setting("drawmatch-out", help="output root")
     model_tag: str | None = setting(None, help="model (null: the only one)")
     k: int = setting(12, ge=1, le=1000, help="neighbours kept")
-    kind: str = setting(
-        "flat", choices=KINDS, help="index kind: flat is exact, the others approximate"
-    )
-    nlist: int = index_setting("nlist")
-    nprobe: int = index_setting("nprobe")
-    hnsw_m: int = index_setting("hnsw_m")
-    ef_search: int = index_setting("ef_search")
     chunk: int = setting(2048, ge=1, help="queries searched at once")
 
 

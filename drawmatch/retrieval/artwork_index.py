@@ -13,6 +13,7 @@ re-embedded since it was built; `drawmatch index` rebuilds it.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +22,34 @@ import pandas as pd
 import pyarrow as pa
 
 from drawmatch.core import storage
+from drawmatch.core.config import Config, setting
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import embeddings_dir, read_model_info, stored_ids
-from drawmatch.retrieval.faiss_index import build_index, check_index, search_parameters
+from drawmatch.retrieval.faiss_index import (
+    build_index,
+    check_index,
+    index_setting,
+    search_parameters,
+)
 
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.parquet"
 INFO_FILE = "index.json"
 KINDS = ("flat", "ivf", "hnsw")
+
+
+@dataclass(frozen=True)
+class IndexParams(Config):
+    """The keys of a FAISS index over whole-image embeddings (the `index` job's artwork index,
+    the `similar` job's drawing index): its kind and the parameters the kind uses."""
+
+    kind: str = setting(
+        "flat", choices=KINDS, help="index kind: flat is exact, the others approximate"
+    )
+    nlist: int = index_setting("nlist")
+    nprobe: int = index_setting("nprobe")
+    hnsw_m: int = index_setting("hnsw_m")
+    ef_search: int = index_setting("ef_search")
 
 
 def index_dir(out: str | Path, tag: str) -> str:
