@@ -36,6 +36,10 @@ def _always(_config: Any) -> bool:
     return True
 
 
+def _no_rule(_config: Any) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Job:
     """One `drawmatch` job. `module` holds `run(config)` and the config class `config`; the
@@ -64,7 +68,7 @@ class Job:
     reads_root: Callable[[Any], bool] = _always
     # what a config lacks to run (exit code 1), or None; rules across keys (ConfigError)
     needs: Callable[[Any], str | None] = _never
-    check: Callable[[Any], None] = _never
+    check: Callable[[Any], None] = _no_rule
 
     def config_class(self) -> type:
         """The job's config class (imports the job's module)."""

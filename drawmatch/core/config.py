@@ -224,7 +224,7 @@ def type_hints(cls: type) -> dict[str, Any]:
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     """A `cls` config from a plain mapping (nested mappings for sections); raises ConfigError."""
-    hints = type_hints(cls)
+    hints = type_hints(cls)  # type: ignore[arg-type]
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
