@@ -113,7 +113,13 @@ def test_a_shared_deployment_needs_tokens(out, tmp_path):
     config = load_config(
         ServeConfig,
         None,
-        [f"out={out}", "host=0.0.0.0", f"tokens_csv={tokens}", "load_model=false"],
+        [
+            f"out={out}",
+            "host=0.0.0.0",
+            f"tokens_csv={tokens}",
+            "allowed_hosts=[workbench.example.org]",
+            "load_model=false",
+        ],
     )
     shared = TestClient(create_app(config), base_url=BASE)
     page = shared.get("/login")
@@ -566,7 +572,9 @@ def test_security_headers_and_health(client):
     assert page.headers["x-frame-options"] == "DENY"
     assert "cdn" not in page.text.lower() and "https://" not in page.text
     assert http.get("/static/htmx.min.js").status_code == 200
-    assert http.get("/healthz").json()["drawings"] == 13
+    assert http.get("/healthz").json()["drawings"] == 13  # signed in: the counts
+    anonymous = TestClient(http.app, base_url=BASE).get("/healthz")
+    assert anonymous.json() == {"status": "ok"}  # anyone else: only that it is alive
 
 
 def test_pages_link_the_stylesheet_the_report_shares(client):

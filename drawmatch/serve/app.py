@@ -1,6 +1,7 @@
 """The workbench web app (FastAPI, server-rendered Jinja2 pages, htmx for in-page updates).
 
-Every image is served by catalogue id (never by path), only for showable rows (status ok, never a
+Every request must name the workbench in `Host` (`hosts.py`, against DNS rebinding). Every image
+is served by catalogue id (never by path), only for showable rows (status ok, never a
 verso), from under the catalogue's roots; every id and parameter is checked; state-changing
 requests need a signed-in annotator and the session's CSRF token.
 
@@ -22,7 +23,7 @@ from drawmatch.reporting import shared_css
 from drawmatch.serve import security
 from drawmatch.serve.config import ServeConfig
 from drawmatch.serve.data import Workbench
-from drawmatch.serve.middleware import BodyLimit, security_headers
+from drawmatch.serve.middleware import BodyLimit, HostCheck, security_headers
 from drawmatch.serve.routes import auth, browse, images, review, upload
 from drawmatch.serve.site import LoginRequired, Site, make_templates, package_dir, site_of
 
@@ -47,6 +48,7 @@ def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastA
     app.get("/shared.css", include_in_schema=False)(lambda: Response(css, media_type="text/css"))
     app.middleware("http")(security_headers)
     app.add_middleware(BodyLimit, upload_limit=config.max_upload_bytes)  # type: ignore[arg-type]
+    app.add_middleware(HostCheck, hosts=config.hosts())  # type: ignore[arg-type]  # outermost
     app.add_exception_handler(LoginRequired, login_required)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
     app.add_exception_handler(ValueError, bad_value)  # type: ignore[arg-type]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from drawmatch.core.config import MIN_IMAGE_SIZE, Config, ConfigError, setting
+from drawmatch.serve.hosts import WILDCARD_ADDRESSES, AllowedHosts, allowed_hosts
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -15,12 +16,17 @@ class ServeConfig(Config):
 
     `host` is 127.0.0.1 unless told otherwise; any other address is a shared deployment and
     needs `tokens_csv` (`annotator,token` lines): then annotators sign in with a token instead of
-    typing a name. `model_tag`: the model a page shows first (default: the first one found).
+    typing a name. The workbench answers only requests that name it in `Host`: the loopback
+    names and `host` (with or without `port`), and the names in `allowed_hosts` (`name` with any
+    port, `name:port`); a wildcard `host` (0.0.0.0, ::) needs `allowed_hosts`. `model_tag`: the model a page shows first (default: the first one found).
     """
 
     out: str = setting("drawmatch-out", help="output root served")
     host: str = setting("127.0.0.1", help="address to listen on (not local: needs tokens_csv)")
     port: int = setting(8000, ge=0, le=65535, help="TCP port")
+    allowed_hosts: tuple[str, ...] = setting(
+        (), may_be_empty=True, help="more host names served (name or name:port): shared use"
+    )
     model_tag: str | None = setting(None, help="model shown first (null: the first one found)")
     k: int = setting(12, ge=1, le=200, help="candidate artworks shown per drawing")
     page_size: int = setting(60, ge=1, le=500, help="images per page")
@@ -41,7 +47,20 @@ class ServeConfig(Config):
                 f"host: serving on {self.host!r} is a shared deployment; give tokens_csv= "
                 "(annotator,token lines) so that annotators sign in with a token"
             )
+        if self.host.lower() in WILDCARD_ADDRESSES and not self.allowed_hosts:
+            raise ConfigError(
+                f"allowed_hosts: serving on every address ({self.host!r}) needs the host names "
+                "annotators use, e.g. allowed_hosts=[workbench.example.org]"
+            )
+        try:
+            self.hosts()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         if self.thumb_size > self.view_size:
             raise ConfigError(
                 f"thumb_size: {self.thumb_size} must not exceed view_size ({self.view_size})"
             )
+
+    def hosts(self) -> AllowedHosts:
+        """The `Host` values the workbench answers to."""
+        return allowed_hosts(self.host, self.port, self.allowed_hosts)

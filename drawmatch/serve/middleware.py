@@ -1,5 +1,6 @@
-"""The workbench's HTTP guards around every route: a limit on request bodies while they stream
-in, and the security headers (content security policy, no sniffing, no framing)."""
+"""The workbench's HTTP guards around every route: the `Host` check (against DNS rebinding), a
+limit on request bodies while they stream in, and the security headers (content security policy,
+no sniffing, no framing)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from drawmatch.serve.hosts import AllowedHosts
 
 FORM_LIMIT = 64 * 1024
 CSP = (
@@ -24,6 +27,27 @@ async def security_headers(request: Request, call_next: Any) -> Response:
     response.headers["Referrer-Policy"] = "same-origin"
     response.headers["X-Frame-Options"] = "DENY"
     return response
+
+
+class HostCheck:
+    """Refuse (400) a request whose `Host` does not name this workbench, or that has no `Host`
+    or several, before any route runs."""
+
+    def __init__(self, app: ASGIApp, hosts: AllowedHosts) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        given = [v for k, v in scope.get("headers") or [] if k.lower() == b"host"]
+        if len(given) == 1 and self.hosts.admits(given[0].decode("latin-1")):
+            await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+        else:
+            await _plain(send, 400, "unknown host: the workbench answers only to its allowed_hosts")
 
 
 class BodyLimit:
@@ -79,7 +103,11 @@ async def _plain(send: Send, status: int, text: str) -> None:
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")],
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"x-content-type-options", b"nosniff"),
+                (b"connection", b"close"),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": body})

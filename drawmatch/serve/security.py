@@ -6,7 +6,8 @@
   from `tokens_csv` (`annotator,token` lines); the name then comes from the token's line.
 - Every state-changing request must carry the session's CSRF token (the `X-CSRF-Token` header
   that htmx sends, or a `csrf_token` form field) and, when the browser says where it comes
-  from (`Origin`, `Sec-Fetch-Site`), come from this site.
+  from (`Origin`, `Sec-Fetch-Site`), come from this site: an `Origin` naming one of the hosts
+  the workbench was started for.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pandas as pd
+
+from drawmatch.serve.hosts import AllowedHosts
 
 SESSION_COOKIE = "dm_session"
 LOGIN_COOKIE = "dm_login"
@@ -124,16 +127,22 @@ def annotator_for_token(tokens: dict[str, str], given: str) -> str | None:
     return found
 
 
-def same_origin(headers: dict[str, str], host: str | None) -> bool:
-    """False if the browser says the request comes from another site."""
+def same_origin(headers: dict[str, str], hosts: AllowedHosts) -> bool:
+    """False if the browser says the request comes from another site: `Sec-Fetch-Site` other
+    than same-origin, or an `Origin` that does not name one of this workbench's `hosts` (never
+    compared with the request's own `Host`, which a rebound name controls)."""
     if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         return False
     origin = headers.get("origin")
     if origin is None:
         return True
-    if origin == "null" or not host:
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # a malformed bracketed address
         return False
-    return urlsplit(origin).netloc.lower() == host.lower()
+    if parts.scheme not in ("http", "https") or parts.path or parts.query or parts.fragment:
+        return False
+    return hosts.admits(parts.netloc)
 
 
 def csrf_ok(session: Session | None, given: str | None) -> bool:

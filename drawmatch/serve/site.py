@@ -133,12 +133,15 @@ SignedIn = Annotated[security.Session, Depends(signed_in)]
 
 
 def checked_post(
-    request: Request, session: SignedIn, csrf_token: Annotated[str | None, Form()] = None
+    request: Request,
+    site: SiteDep,
+    session: SignedIn,
+    csrf_token: Annotated[str | None, Form()] = None,
 ) -> security.Session:
     """The session of a state-changing request that comes from this site and carries the
     session's CSRF token (the htmx header or the `csrf_token` form field); 403 otherwise."""
     headers = {k.lower(): v for k, v in request.headers.items()}
-    if not security.same_origin(headers, request.headers.get("host")):
+    if not security.same_origin(headers, site.config.hosts()):
         raise HTTPException(403, "cross-site request refused")
     given = request.headers.get(security.CSRF_HEADER) or csrf_token
     if not security.csrf_ok(session, given):

@@ -57,7 +57,7 @@ def login(
 ) -> Response:
     headers = {k.lower(): v for k, v in request.headers.items()}
     cookie = request.cookies.get(security.LOGIN_COOKIE, "")
-    if not security.same_origin(headers, request.headers.get("host")) or not (
+    if not security.same_origin(headers, site.config.hosts()) or not (
         cookie and nonce and secrets.compare_digest(cookie, nonce)
     ):
         raise HTTPException(403, "sign-in form expired or sent from another site: reload")

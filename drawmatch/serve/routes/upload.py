@@ -1,6 +1,6 @@
 """Searching by an uploaded photo of a drawing: its closest artworks under a model and a search
-mode. Nothing is stored; the file is checked (size, type, first bytes, pixels) before it is
-decoded, and the search runs in a worker thread."""
+mode. Nothing is stored; the file is checked (a name that states a verso, size, type, first
+bytes, pixels) before it is decoded, and the search runs in a worker thread."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response
 
 from drawmatch.core.images import ImageError, open_image
-from drawmatch.retrieval.queries import image_query
+from drawmatch.retrieval.queries import check_query, image_query
 from drawmatch.serve import security
 from drawmatch.serve.site import (
     MAX_ID,
@@ -130,6 +130,10 @@ async def upload(
         status = query_models.status(tag)
         return upload_page(site, request, session, tag, mode, status, status_code, error=message)
 
+    try:  # a file named as a verso is refused like the same name given to `drawmatch search`
+        check_query(image.filename or "upload")
+    except ValueError as exc:
+        return fail(400, str(exc))
     data = await image.read(site.config.max_upload_bytes + 1)
     refused = refusal(site, tag, image, data)
     if refused is not None:
