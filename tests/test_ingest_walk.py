@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
+import pandas as pd
+
+from drawmatch.data import catalogue
 from drawmatch.jobs import ingest
 from drawmatch.jobs.ingest import IngestConfig
 from tests.conftest import make_image
@@ -63,3 +67,64 @@ def test_empty_roots_warn_and_skipped_files_are_in_the_summary(tmp_path: Path, c
     assert summary["empty_roots"] == ["drawings_root", "artworks_root"]
     assert result.rows == 0 and result.empty_roots == ["drawings_root", "artworks_root"]
     assert result.skipped_by_extension == {".csv": 1, ".db": 1}
+
+
+def _hostile_tree(tmp_path: Path) -> tuple[Path, Path]:
+    """A root with a plain image, symlinks in and out of it, a directory named like an image, a
+    FIFO and a broken link; and a folder outside it."""
+    root, outside = tmp_path / "d", tmp_path / "elsewhere"
+    make_image(root / "a.jpg", seed=1)
+    make_image(outside / "secret.jpg", seed=2)
+    make_image(outside / "more" / "b.jpg", seed=3)
+    (root / "leak.jpg").symlink_to(outside / "secret.jpg")
+    (root / "inner.jpg").symlink_to(root / "a.jpg")
+    (root / "gone.jpg").symlink_to(root / "missing.jpg")
+    (root / "linked_dir").symlink_to(outside / "more", target_is_directory=True)
+    (root / "linked.jpg").symlink_to(outside / "more", target_is_directory=True)
+    make_image(root / "x.jpg" / "y.jpg", seed=4)
+    os.mkfifo(root / "pipe.jpg")
+    return root, outside
+
+
+def test_walk_accounts_for_symlinks_directories_and_special_files(tmp_path: Path) -> None:
+    root, _ = _hostile_tree(tmp_path)
+    unreadable: list[dict[str, str]] = []
+    exts = ingest._normalise_extensions((".jpg",))
+    entries = ingest._walk(str(root), "drawing", "drawings", exts, set(), unreadable, Counter())
+    errors = {e.rel_path: e.error for e in entries}
+    assert errors == {
+        "a.jpg": None,
+        "inner.jpg": None,  # a symlink inside the root to a file inside it is fine
+        "leak.jpg": "symlink pointing outside the root",
+        "linked.jpg": "symlink pointing outside the root",
+        "gone.jpg": "unreadable file: No such file or directory",
+        "x.jpg": "a directory, not a file",
+        "x.jpg/y.jpg": None,  # what the directory holds is still walked
+        "pipe.jpg": "not a regular file",
+    }
+    assert unreadable == [
+        {"root": "drawings", "path": "linked_dir", "reason": "symlink to a directory, not followed"}
+    ]
+
+
+def test_ingest_refuses_symlinks_out_of_the_root_and_counts_them(ray_local, tmp_path: Path) -> None:
+    root, _ = _hostile_tree(tmp_path)
+    out = tmp_path / "out"
+    result = ingest.run(IngestConfig(out=str(out), drawings_root=str(root)))
+    df = pd.read_parquet(result.catalogue_path).set_index("path")
+    assert result.rows == 8 and result.ok == 3 and result.errors == 5
+    assert df.loc["leak.jpg", "status"] == "error" and pd.isna(df.loc["leak.jpg", "sha256"])
+    assert df.loc["x.jpg", "error"] == "a directory, not a file"
+    assert set(df.index[catalogue.usable(df.reset_index())]) == {
+        "a.jpg",
+        "inner.jpg",
+        "x.jpg/y.jpg",
+    }
+    summary = json.loads((out / ingest.SUMMARY_FILE).read_text())
+    assert summary["errors_by_reason"] == {
+        "a directory, not a file": 1,
+        "not a regular file": 1,
+        "symlink pointing outside the root": 2,
+        "unreadable file": 1,
+    }
+    assert summary["unreadable_directories"][0]["path"] == "linked_dir"
