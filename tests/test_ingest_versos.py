@@ -1,0 +1,111 @@
+"""Versos named outside the IMAJ convention never reach a selection, an embedding, an index, a
+search result or an export: ingest marks them from their names (property-based), and the jobs
+downstream leave them out."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from drawmatch.data import catalogue
+from drawmatch.jobs import ingest
+from drawmatch.jobs.ingest import IngestConfig
+from tests.conftest import make_image
+from tests.verso_strategies import extensions, ordinary_stems, verso_stems
+
+
+def _write(root: Path, stems: list[str], exts: list[str], first_seed: int) -> list[str]:
+    """Tiny images named `<n>_<stem><ext>` (the number keeps ids unique); their ids."""
+    ids = []
+    for n, (stem, ext) in enumerate(zip(stems, exts, strict=True)):
+        ident = f"{first_seed + n}_{stem}"
+        fmt = "PNG" if ext.lower() == ".png" else "JPEG"
+        make_image(root / f"{ident}{ext}", size=(16, 16), seed=first_seed + n, fmt=fmt)
+        ids.append(ident)
+    return ids
+
+
+def _selected(df: pd.DataFrame) -> set[str]:
+    """Every id a shared selection lets through."""
+    return (
+        set(df.loc[catalogue.usable(df), "id"])
+        | set(df.loc[catalogue.originals(df), "id"])
+        | set(catalogue.query_ids(df))
+        | set(catalogue.gallery_ids(df))
+    )
+
+
+@settings(
+    max_examples=3,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    versos=st.lists(st.tuples(verso_stems(), extensions), min_size=4, max_size=10),
+    rectos=st.lists(st.tuples(ordinary_stems(), extensions), min_size=1, max_size=4),
+)
+def test_ingest_marks_every_verso_spelling(
+    ray_local, versos: list[tuple[str, str]], rectos: list[tuple[str, str]]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "d"
+        verso_ids = _write(root, [s for s, _ in versos], [e for _, e in versos], 0)
+        recto_ids = _write(root, [s for s, _ in rectos], [e for _, e in rectos], 100)
+        make_image(root / "versos" / "0001.jpg", seed=200)  # a folder of versos
+        result = ingest.run(IngestConfig(out=str(Path(tmp) / "out"), drawings_root=str(root)))
+        df = pd.read_parquet(result.catalogue_path)
+    assert result.rows == len(versos) + len(rectos) + 1 and result.errors == 0
+    marked = set(df.loc[df["verso"], "id"])
+    assert marked == {*verso_ids, "0001"} and result.versos == len(marked)
+    assert not marked & _selected(df)
+    assert set(catalogue.query_ids(df)) == set(recto_ids)
+
+
+@pytest.mark.slow
+def test_named_versos_reach_no_embedding_search_result_or_export(ray_local, tmp_path: Path):
+    from drawmatch.core.config import load_config
+    from drawmatch.data import embeddings
+    from drawmatch.data.annotations import AnnotationStore, db_path
+    from drawmatch.jobs import embed, export, index, search
+    from drawmatch.jobs.embed import EmbedConfig
+    from drawmatch.jobs.export import ExportConfig
+    from drawmatch.jobs.index import IndexConfig
+    from drawmatch.jobs.search import SearchConfig
+    from drawmatch.retrieval import artwork_index
+
+    d, a = tmp_path / "drawings", tmp_path / "artworks"
+    verso_files = ["Verso.jpg", "back_verso.jpg", "IMG_0003 - BACK.png", "scanReverse2.jpg"]
+    for i, name in enumerate([*verso_files, "versos/0005.jpg", "cat.jpg", "house_1.jpg"]):
+        make_image(d / name, size=(32, 32), seed=i, fmt="PNG" if name.endswith("png") else "JPEG")
+    for i in range(3):
+        make_image(a / "Claude_Monet" / f"Claude_Monet_{i}.jpg", size=(32, 32), seed=50 + i)
+    out = tmp_path / "out"
+    ingest.run(IngestConfig(out=str(out), drawings_root=str(d), artworks_root=str(a)))
+    versos = {"Verso", "back_verso", "IMG_0003 - BACK", "scanReverse2", "0005"}
+
+    model = ["model.backbone=tiny", "model.pretrained=false", "model.image_size=32"]
+    tag = embed.run(load_config(EmbedConfig, None, [f"out={out}", *model])).model_tag
+    index.run(IndexConfig(out=str(out)))
+    topk = pd.read_parquet(search.run(SearchConfig(out=str(out), batch=True, k=2)))
+    embedded: set[str] = set()
+    for part in embeddings.part_files(embeddings.embeddings_dir(out, tag)):
+        embedded |= set(pd.read_parquet(part, columns=["id"])["id"])
+    indexed = set(
+        pd.read_parquet(Path(artwork_index.index_dir(out, tag)) / artwork_index.IDS_FILE)["id"]
+    )
+    assert embedded and not versos & embedded and not versos & indexed
+    assert set(topk["drawing_id"]) == {"cat", "house_1"}
+    for name in verso_files:
+        with pytest.raises(ValueError, match="verso"):
+            search.run(SearchConfig(out=str(out), query=str(d / name)))
+
+    store = AnnotationStore(db_path(out))
+    for drawing in [*sorted(versos), "cat"]:
+        store.add(drawing, "Claude_Monet_0", "match", "expert")
+    exported = pd.read_csv(export.run(ExportConfig(out=str(out))).path)
+    assert list(exported["drawing_id"]) == ["cat"]
