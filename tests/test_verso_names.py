@@ -60,6 +60,9 @@ def test_ordinary_names_are_not_versos(stem: str, ext: str, folder: str) -> None
         "2004_14-17_1013_BLG_verso_C.jpg",
         "2004_14-17_1013_BLG_R_C_back.jpg",  # a word states a verso whatever the side field
         "2004_14-17_1013_BLG_vo_C.jpg",  # an abbreviation in the side field
+        "\uff36\uff25\uff32\uff33\uff2f.jpg",  # full-width letters
+        "ver\u200bso.jpg",  # a zero-width space inside the word
+        "scan_v\u00b0.jpg",  # v° (verso, abbreviated)
     ],
 )
 def test_named_versos(name: str) -> None:

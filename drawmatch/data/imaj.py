@@ -497,14 +497,21 @@ def _cut(token: str, at_case: bool) -> list[str]:
     return parts
 
 
+def _as_read(text: str) -> str:
+    """`text` in compatibility form (`ＶＥＲＳＯ` -> `VERSO`) without invisible format characters
+    (a zero-width space inside a word): how a reader sees it."""
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+
+
 def verso_words(text: str, country_code: str | None = None) -> list[str]:
     """The words of `VERSO_WORDS` that `text` holds as tokens: split on anything but letters and
-    digits, each token read whole, cut at digit boundaries, and cut at digit and case boundaries,
-    compared casefolded. A `vo`/`vso` that is the
+    digits (after NFKC, without invisible format characters), each token read whole, cut at digit
+    boundaries, and cut at digit and case boundaries, compared casefolded. A `vo`/`vso` that is the
     `country_code` of a name following the convention is that code, not a side."""
     found: list[str] = []
     country = (country_code or "").casefold()
-    for token in _TOKEN_SEP_RE.split(unicodedata.normalize("NFC", text)):
+    for token in _TOKEN_SEP_RE.split(_as_read(text)):
         if not token:
             continue
         whole = token.casefold()
@@ -536,7 +543,7 @@ def is_verso_name(name: str) -> bool:
     parsed = parse_imaj_name(text)
     if parsed.verso:
         return True
-    tokens = [t for t in re.split(r"[\s_]+", text) + _TOKEN_SEP_RE.split(base) if t]
+    tokens = [t for t in re.split(r"[\s_]+", text) + _TOKEN_SEP_RE.split(_as_read(base)) if t]
     if any((found := _side_of(t)) is not None and found[0] in VERSO_SIDES for t in tokens):
         return True
     return bool(verso_words(base, parsed.country_code if parsed.parsed else None))
