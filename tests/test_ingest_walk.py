@@ -128,3 +128,12 @@ def test_ingest_refuses_symlinks_out_of_the_root_and_counts_them(ray_local, tmp_
         "unreadable file": 1,
     }
     assert summary["unreadable_directories"][0]["path"] == "linked_dir"
+
+
+def test_a_file_uri_root_is_walked_like_its_folder(tmp_path: Path) -> None:
+    """A `file://` root gets the same symlink and directory checks as a plain path."""
+    root, _ = _hostile_tree(tmp_path)
+    plain = ingest._find_files({"drawings": str(root)}, (".jpg",))[0]
+    uri = ingest._find_files({"drawings": f"file://{root}"}, (".jpg",))[0]
+    assert [(e.rel_path, e.error) for e in uri] == [(e.rel_path, e.error) for e in plain]
+    assert {e.rel_path for e in uri if e.error == ingest.OUTSIDE_ROOT} == {"leak.jpg", "linked.jpg"}

@@ -821,9 +821,11 @@ def _find_files(
     """Walk each root (never into the other one): the image files sorted by collection and path,
     the unreadable directories, the files skipped by extension, and the roots with no image."""
     extensions = _normalise_extensions(extensions_asked)
+    # a `file://` root is walked as the folder it names: its symlinks are checked like a path's
+    local = {name: root.removeprefix("file://") for name, root in roots.items()}
     real_roots = {
         name: root if storage.is_uri(root) else os.path.realpath(root)
-        for name, root in roots.items()
+        for name, root in local.items()
     }
     unreadable: list[dict[str, str]] = []
     skipped: Counter[str] = Counter()
@@ -832,11 +834,11 @@ def _find_files(
     for name, collection in (("drawings", "drawing"), ("artworks", "artwork")):
         if name in roots:
             others = {r for n, r in real_roots.items() if n != name}
-            if storage.is_uri(roots[name]):
+            if storage.is_uri(local[name]):
                 found = _walk_uri(roots[name], collection, name, extensions, others, skipped)
             else:
                 found = _walk(
-                    roots[name], collection, name, extensions, others, unreadable, skipped
+                    local[name], collection, name, extensions, others, unreadable, skipped
                 )
             if not found:
                 empty_roots.append(f"{name}_root")
