@@ -1,6 +1,6 @@
-"""Versos named outside the IMAJ convention never reach a selection, an embedding, an index, a
-search result or an export: ingest marks them from their names (property-based), and the jobs
-downstream leave them out."""
+"""Versos named outside the IMAJ convention never reach a selection, a thumbnail, an embedding, an
+index, a search result or an export: ingest marks them from their names (property-based), and the
+jobs downstream leave them out."""
 
 from __future__ import annotations
 
@@ -71,11 +71,13 @@ def test_named_versos_reach_no_embedding_search_result_or_export(ray_local, tmp_
     from drawmatch.core.config import load_config
     from drawmatch.data import embeddings
     from drawmatch.data.annotations import AnnotationStore, db_path
-    from drawmatch.jobs import embed, export, index, search
+    from drawmatch.data.renditions import rendition_path
+    from drawmatch.jobs import embed, export, index, search, thumbnails
     from drawmatch.jobs.embed import EmbedConfig
     from drawmatch.jobs.export import ExportConfig
     from drawmatch.jobs.index import IndexConfig
     from drawmatch.jobs.search import SearchConfig
+    from drawmatch.jobs.thumbnails import ThumbnailsConfig
     from drawmatch.retrieval import artwork_index
 
     d, a = tmp_path / "drawings", tmp_path / "artworks"
@@ -85,8 +87,15 @@ def test_named_versos_reach_no_embedding_search_result_or_export(ray_local, tmp_
     for i in range(3):
         make_image(a / "Claude_Monet" / f"Claude_Monet_{i}.jpg", size=(32, 32), seed=50 + i)
     out = tmp_path / "out"
-    ingest.run(IngestConfig(out=str(out), drawings_root=str(d), artworks_root=str(a)))
+    result = ingest.run(IngestConfig(out=str(out), drawings_root=str(d), artworks_root=str(a)))
     versos = {"Verso", "back_verso", "IMG_0003 - BACK", "scanReverse2", "0005"}
+    df = pd.read_parquet(result.catalogue_path).set_index("id")
+    assert set(df.index[df["verso"]]) == versos
+
+    shown = thumbnails.run(ThumbnailsConfig(out=str(out), sizes=(32,)))
+    assert shown.images == len(df) - len(versos) and not shown.errors
+    assert not any(Path(rendition_path(out, df.loc[v, "sha256"], 32)).exists() for v in versos)
+    assert Path(rendition_path(out, df.loc["cat", "sha256"], 32)).exists()
 
     model = ["model.backbone=tiny", "model.pretrained=false", "model.image_size=32"]
     tag = embed.run(load_config(EmbedConfig, None, [f"out={out}", *model])).model_tag
