@@ -118,3 +118,30 @@ def test_named_versos_reach_no_embedding_search_result_or_export(ray_local, tmp_
         store.add(drawing, "Claude_Monet_0", "match", "expert")
     exported = pd.read_csv(export.run(ExportConfig(out=str(out))).path)
     assert list(exported["drawing_id"]) == ["cat"]
+
+
+def test_a_re_ingest_drops_the_style_copies_of_a_verso(ray_local, tmp_path: Path) -> None:
+    """A catalogue written before a name was read as a verso may hold style copies of it: a
+    re-ingest keeps the copies of unchanged rectos only."""
+    d, out = tmp_path / "d", tmp_path / "out"
+    make_image(d / "Verso.jpg", seed=1)
+    make_image(d / "cat.jpg", seed=2)
+    config = IngestConfig(out=str(out), drawings_root=str(d))
+    old = pd.read_parquet(ingest.run(config).catalogue_path)
+    old["verso"] = False  # as an older reading of the names left it
+    copies = old.copy()
+    copies["parent_id"], copies["parent_sha256"] = old["id"], old["sha256"]
+    copies["id"] = old["id"] + "__gray"
+    copies["root"], copies["path"], copies["style"] = "out", "styles/" + copies["id"], "gray"
+    catalogue.write_catalogue(pd.concat([old, copies], ignore_index=True), str(out))
+
+    again = catalogue.read_catalogue(str(out)).set_index("id")
+    assert {"Verso__gray", "cat__gray"} <= set(again.index)
+    ingest.run(config)
+    df = catalogue.read_catalogue(str(out)).set_index("id")
+    assert "Verso__gray" not in df.index and df.loc["Verso", "verso"]
+    assert df.loc["cat__gray", "parent_id"] == "cat"  # a recto's copy is kept
+
+    (d / "cat.jpg").unlink()  # a parent gone: its copies go too, the re-ingest goes through
+    ingest.run(config)
+    assert set(catalogue.read_catalogue(str(out))["id"]) == {"Verso"}

@@ -718,16 +718,21 @@ def _print_summary(summary: dict[str, Any], out: str) -> None:
 
 def _styled_copies_to_keep(out: str, df: pd.DataFrame) -> pd.DataFrame:
     """Style copies that augment wrote under `out` (root `out`) in the previous catalogue, whose
-    parent is in the new catalogue, ok and unchanged (same sha256): a re-ingest keeps them, so
-    augment does not make them again."""
+    parent is in the new catalogue, usable (ok, not a verso) and unchanged (same sha256): a
+    re-ingest keeps them, so augment does not make them again. A copy of a parent now read as a
+    verso is dropped."""
     if not storage.exists(catalogue.catalogue_path(out)):
         return df.iloc[:0]
     previous = catalogue.read_catalogue(out)
     if "parent_sha256" not in previous.columns:
         return df.iloc[:0]
     styled = previous[(previous["root"] == "out") & previous["parent_id"].notna()]
-    parents = df[df["status"] == "ok"].drop_duplicates("id").set_index("id")["sha256"]
-    same = parents.reindex(styled["parent_id"]).to_numpy() == styled["parent_sha256"].to_numpy()
+    parents = df[catalogue.usable(df)].drop_duplicates("id").set_index("id")["sha256"]
+    # a parent missing or left out reindexes to NA: compared as "" (never the same)
+    current = parents.reindex(styled["parent_id"]).astype(object).fillna("").to_numpy()
+    same = (current != "") & (
+        current == styled["parent_sha256"].astype(object).fillna("").to_numpy()
+    )
     kept = styled[same & ~styled["id"].isin(set(df["id"]))]
     return kept.reindex(columns=df.columns).astype(df.dtypes.to_dict(), errors="ignore")
 
