@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drawmatch.data import catalogue
 from drawmatch.jobs import ingest
@@ -137,3 +140,76 @@ def test_a_file_uri_root_is_walked_like_its_folder(tmp_path: Path) -> None:
     uri = ingest._find_files({"drawings": f"file://{root}"}, (".jpg",))[0]
     assert [(e.rel_path, e.error) for e in uri] == [(e.rel_path, e.error) for e in plain]
     assert {e.rel_path for e in uri if e.error == ingest.OUTSIDE_ROOT} == {"leak.jpg", "linked.jpg"}
+
+
+# what each kind of path under a root is catalogued as (None: probed)
+_KINDS = {
+    "file": None,
+    "dir": "a directory, not a file",
+    "link in": None,
+    "dir link in": "a directory, not a file",
+    "link out": "symlink pointing outside the root",
+    "dir link out": "symlink pointing outside the root",
+    "fifo": "not a regular file",
+}
+
+
+def _make(path: Path, kind: str, root: Path, outside: Path) -> None:
+    """One path of `kind`; the targets: `root/target.bin`, `outside/secret.jpg`, `outside`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    targets = {
+        "link in": root / "target.bin",
+        "dir link in": root,
+        "link out": outside / "secret.jpg",
+        "dir link out": outside,
+    }
+    if kind == "file":
+        path.write_bytes(b"x")
+    elif kind == "dir":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(targets[kind], target_is_directory=kind.startswith("dir"))
+
+
+def _free(path: Path) -> bool:
+    """Whether `path` can be made: nothing there yet, and its folder is not a file or a link."""
+    parent = path.parent
+    taken = path.exists() or path.is_symlink()
+    return not taken and not parent.is_symlink() and (parent.is_dir() or not parent.exists())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    paths=st.dictionaries(
+        st.tuples(
+            st.sampled_from(("", "a/", "b c/", "x.jpg/")),
+            st.from_regex(r"[a-z0-9 ]{1,6}", fullmatch=True),
+            st.sampled_from((".jpg", ".PNG", ".txt", "")),
+        ),
+        st.sampled_from(sorted(_KINDS)),
+        max_size=12,
+    )
+)
+def test_every_path_named_like_an_image_is_one_entry_with_its_reason(paths) -> None:
+    """Random trees of files, folders, symlinks in and out of the root and FIFOs: each path with
+    an image's extension is exactly one entry, with the reason its kind gives."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root, outside = Path(tmp) / "root", Path(tmp) / "outside"
+        make_image(outside / "secret.jpg")
+        (root / "target.bin").parent.mkdir()
+        (root / "target.bin").write_bytes(b"x")
+        expected: dict[str, str | None] = {}
+        for (folder, stem, ext), kind in paths.items():
+            rel = f"{folder}{stem.strip() or 'n'}{ext}"
+            if not _free(root / rel):
+                continue
+            if folder == "x.jpg/" and not (root / "x.jpg").exists():
+                expected["x.jpg"] = "a directory, not a file"
+            _make(root / rel, kind, root, outside)
+            if ext in (".jpg", ".PNG"):
+                expected[rel] = _KINDS[kind]
+        exts = ingest._normalise_extensions((".jpg", ".png"))
+        entries = ingest._walk(str(root), "drawing", "drawings", exts, set(), [], Counter())
+    assert {e.rel_path: e.error for e in entries} == expected
