@@ -23,8 +23,9 @@ Sides are `R`, `V` and `R-V` (a recto-verso scan), in any spelling (`v`, `RV`, `
 `TCH-V`, `-V`); `V` and `R-V` show the back of a drawing, which may carry a child's name, so
 `is_verso_name` and `ParsedName.verso` treat both as versos. The side field may also be the word
 `recto`, `verso` or `recto-verso`. Names from other collections state a verso with a word
-(`Verso.jpg`, `back_verso.jpg`, `scanBack.png`): `is_verso_name` lists the words. Qualities are `C` (consultation) and
-`A` (archive), the two the thesis names; any other letter is kept and flagged.
+(`Verso.jpg`, `back_verso.jpg`, `scanBack.png`): `is_verso_name` lists the words. Qualities are
+`C` (consultation) and `A` (archive), the two the thesis names; any other letter is kept and
+flagged.
 
 The year may be `Divers` (miscellaneous: year unknown); a year outside 1990-2030 is kept and
 flagged as implausible. An age group outside the six standard ones keeps its raw value and takes
