@@ -21,8 +21,11 @@ The IMAJ convention (thesis sec. 3.2) is `YEAR_AGEGROUP_UID_COUNTRY_SIDE_QUALITY
 
 Sides are `R`, `V` and `R-V` (a recto-verso scan), in any spelling (`v`, `RV`, `R_V`, `a-V`,
 `TCH-V`, `-V`); `V` and `R-V` show the back of a drawing, which may carry a child's name, so
-`is_verso_name` and `ParsedName.verso` treat both as versos. Qualities are `C` (consultation) and
-`A` (archive), the two the thesis names; any other letter is kept and flagged.
+`is_verso_name` and `ParsedName.verso` treat both as versos. The side field may also be the word
+`recto`, `verso` or `recto-verso`. Names from other collections state a verso with a word
+(`Verso.jpg`, `back_verso.jpg`, `scanBack.png`): `is_verso_name` lists the words. Qualities are
+`C` (consultation) and `A` (archive), the two the thesis names; any other letter is kept and
+flagged.
 
 The year may be `Divers` (miscellaneous: year unknown); a year outside 1990-2030 is kept and
 flagged as implausible. An age group outside the six standard ones keeps its raw value and takes
@@ -89,7 +92,40 @@ _COUNTRY_RE = re.compile(r"0|(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{2,5}")
 _SUB_RE = re.compile(r"[a-z]{1,2}")
 _LETTER_RE = re.compile(r"[A-Za-z]")
 _CROP_RE = re.compile(r"crop\d*", re.IGNORECASE)
-_SIDE_ALIASES = {"R": "R", "V": "V", "R-V": "R-V", "RV": "R-V"}
+# the side field as written (upper-cased): the convention's letters and the words in full
+_SIDE_ALIASES = {
+    "R": "R",
+    "V": "V",
+    "R-V": "R-V",
+    "RV": "R-V",
+    "RECTO": "R",
+    "VERSO": "V",
+    "RECTO-VERSO": "R-V",
+    "RECTOVERSO": "R-V",
+}
+# words that name the back of a sheet anywhere in a file name (casefolded), from any collection:
+# `rev` (revision), `dos` (two, DOS) and `retro` are left out for their everyday meanings
+VERSO_WORDS = frozenset(
+    {
+        "verso",
+        "versos",
+        "rectoverso",
+        "vso",
+        "vo",
+        "back",
+        "backs",
+        "backside",
+        "reverse",
+        "reverso",
+        "dorso",
+        "rückseite",
+        "rueckseite",
+    }
+)
+# abbreviations that a name following the convention may use as its country code instead
+_VERSO_ABBREVIATIONS = frozenset({"vso", "vo"})
+# what separates the tokens of a name: anything but a letter or a digit
+_TOKEN_SEP_RE = re.compile(r"[\W_]+")
 # a side glued to what precedes it by a hyphen: `a-V` (sub-drawing a, verso), `TCH-V`, `-V`
 _GLUED_SIDE_RE = re.compile(r"(.*?)-(R-V|RV|V|R)", re.IGNORECASE)
 
@@ -445,21 +481,73 @@ def _parse_middle(rest: list[str], warnings: list[str]) -> dict[str, str | None]
     return out
 
 
+def _cut(token: str, at_case: bool) -> list[str]:
+    """`token` cut at digit boundaries (`0012verso` -> `0012`, `verso`) and, with `at_case`, at
+    case boundaries too (`scanBack` -> `scan`, `Back`; `VERSOScan` -> `VERSO`, `Scan`)."""
+    parts: list[str] = []
+    start = 0
+    for i in range(1, len(token)):
+        before, here, after = token[i - 1], token[i], token[i + 1 : i + 2]
+        case = (before.islower() and here.isupper()) or (
+            before.isupper() and here.isupper() and after.islower()
+        )
+        if before.isdigit() != here.isdigit() or (at_case and case):
+            parts.append(token[start:i])
+            start = i
+    parts.append(token[start:])
+    return parts
+
+
+def _as_read(text: str) -> str:
+    """`text` in compatibility form (`ＶＥＲＳＯ` -> `VERSO`) without invisible format characters
+    (a zero-width space inside a word): how a reader sees it."""
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(c for c in text if unicodedata.category(c) != "Cf")
+
+
+def verso_words(text: str, country_code: str | None = None) -> list[str]:
+    """The words of `VERSO_WORDS` that `text` holds as tokens: split on anything but letters and
+    digits (after NFKC, without invisible format characters), each token read whole, cut at digit
+    boundaries, and cut at digit and case boundaries, compared casefolded. A `vo`/`vso` that is the
+    `country_code` of a name following the convention is that code, not a side."""
+    found: list[str] = []
+    country = (country_code or "").casefold()
+    for token in _TOKEN_SEP_RE.split(_as_read(text)):
+        if not token:
+            continue
+        whole = token.casefold()
+        if whole == country and whole in _VERSO_ABBREVIATIONS:
+            country = ""  # the country field, once
+            continue
+        parts = _cut(token, at_case=False) + _cut(token, at_case=True)
+        words = {whole, *(p.casefold() for p in parts)}
+        found += sorted(words & VERSO_WORDS)
+    return found
+
+
 def is_verso_name(name: str) -> bool:
-    """Whether a file name (or stem) states a verso: IMAJ side `V` or `R-V` in any spelling
-    (`_V_`, `_v_`, `a-V`, `-V`, `RV`, `R_V`), whether or not the rest of the name parses. A
-    recto-verso scan shows the back too, so it counts as a verso here."""
+    """Whether a file name (or stem) states a verso, whether or not the rest of the name parses.
+
+    Recognised, in any case: the IMAJ side field `V` or `R-V` in any spelling (`_V_`, `_v_`,
+    `a-V`, `-V`, `RV`, `R_V`, `r-v`, a `V` between any separators such as `scan.V.jpg`; a
+    recto-verso scan shows the back too), and any of the words `verso`, `versos`, `rectoverso`,
+    `vso`, `vo`, `back`, `backs`, `backside`, `reverse`, `reverso`, `dorso`, `rückseite`,
+    `rueckseite` (`VERSO_WORDS`) as a token of the name: tokens are split on anything but letters
+    and digits (`_`, `-`, space, `.`, ...) and again at case and digit boundaries (`scanBack`,
+    `0012verso`). Not a verso: those letters inside a longer word (`backpack`, `Vosges`,
+    `reverie`), a folder name (only the base name is read), and a `vo`/`vso` in the country
+    field of a name that follows the convention."""
     if not isinstance(name, str):
         return False
-    text = clean_stem(os.path.basename(name.replace("\\", "/")))
-    text = clean_stem(os.path.splitext(text)[0]) if os.path.splitext(text)[1] else text
-    if parse_imaj_name(text).verso:
+    base = clean_stem(os.path.basename(name.replace("\\", "/")))
+    text = clean_stem(os.path.splitext(base)[0]) if os.path.splitext(base)[1] else base
+    parsed = parse_imaj_name(text)
+    if parsed.verso:
         return True
-    return any(
-        (found := _side_of(token)) is not None and found[0] in VERSO_SIDES
-        for token in re.split(r"[\s_]+", text)
-        if token
-    )
+    tokens = [t for t in re.split(r"[\s_]+", text) + _TOKEN_SEP_RE.split(_as_read(base)) if t]
+    if any((found := _side_of(t)) is not None and found[0] in VERSO_SIDES for t in tokens):
+        return True
+    return bool(verso_words(base, parsed.country_code if parsed.parsed else None))
 
 
 def _read_csv_rows(path: str | Path) -> tuple[list[str], list[dict[str, str]]]:

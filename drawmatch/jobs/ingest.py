@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from drawmatch.data.imaj import (
     normalise_age_group,
     parse_imaj_name,
     read_overrides,
+    verso_words,
 )
 from drawmatch.runtime.ray_setup import RayConfig
 
@@ -136,7 +138,7 @@ class _Entry:
     rel_path: str
     file_name: str
     stem: str
-    name_error: str | None = None
+    error: str | None = None  # why the path is not probed: a catalogue error row
 
 
 def _normalise_extensions(extensions: tuple[str, ...]) -> set[str]:
@@ -182,6 +184,43 @@ def _walk_uri(
     return entries
 
 
+OUTSIDE_ROOT = "symlink pointing outside the root"
+NOT_A_FILE = "a directory, not a file"
+
+
+def _inside(path: str, real_root: str) -> bool:
+    """Whether `path` resolves (symlinks followed) to `real_root` or a path under it."""
+    target = os.path.realpath(path)
+    return os.path.commonpath([real_root, target]) == real_root
+
+
+def _path_error(path: str, real_root: str) -> str | None:
+    """Why a file found under a root is not probed: a symlink out of the root, a broken symlink,
+    or something that is not a regular file (a FIFO would block the reader); None to probe it."""
+    if os.path.islink(path) and not _inside(path, real_root):
+        return OUTSIDE_ROOT
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        return f"unreadable file: {exc.strerror or type(exc).__name__}"
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def _entry(
+    collection: str, root_name: str, root: str, abs_path: str, name: str, error: str | None
+) -> _Entry:
+    """The entry of one path found by the walk; a name that is not UTF-8 is an error too."""
+    rel = Path(os.path.relpath(abs_path, root)).as_posix()
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        error = "file name is not valid UTF-8"
+        rel = os.fsencode(rel).decode("utf-8", "backslashreplace")
+        name = os.fsencode(name).decode("utf-8", "backslashreplace")
+    stem = os.path.splitext(name.strip())[0]
+    return _Entry(collection, root_name, abs_path, rel, name, stem.strip(), error)
+
+
 def _walk(
     root: str,
     collection: str,
@@ -191,9 +230,12 @@ def _walk(
     unreadable: list[dict[str, str]],
     skipped: Counter[str],
 ) -> list[_Entry]:
-    """Files under a local root whose extension is in `extensions`, sorted; the files left out
-    are counted in `skipped` by extension, unreadable folders listed in `unreadable`."""
+    """Paths under a local root whose extension is in `extensions`, sorted: files to probe, and
+    error entries for symlinks out of the root, directories named like images and other special
+    files. Files left out are counted in `skipped` by extension; unreadable folders and symlinked
+    folders (never followed) are listed in `unreadable`."""
     entries: list[_Entry] = []
+    real_root = os.path.realpath(root)
 
     def onerror(exc: OSError) -> None:
         where = exc.filename if isinstance(exc.filename, str) else root
@@ -206,25 +248,23 @@ def _walk(
         dirnames[:] = sorted(
             d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) not in skip_dirs
         )
+        for name in dirnames:
+            path = os.path.join(dirpath, name)
+            error = NOT_A_FILE if _inside(path, real_root) else OUTSIDE_ROOT
+            if _skip_reason(*os.path.splitext(name.strip()), extensions) is None:
+                entries.append(_entry(collection, root_name, root, path, name, error))
+            elif os.path.islink(path):
+                rel = Path(os.path.relpath(path, root)).as_posix()
+                why = "symlink to a directory, not followed"
+                unreadable.append({"root": root_name, "path": rel, "reason": why})
         for name in sorted(filenames):
-            clean = name.strip()
-            stem, ext = os.path.splitext(clean)
-            reason = _skip_reason(stem, ext, extensions)
+            reason = _skip_reason(*os.path.splitext(name.strip()), extensions)
             if reason is not None:
                 skipped[reason] += 1
                 continue
-            abs_path = os.path.join(dirpath, name)
-            rel = Path(os.path.relpath(abs_path, root)).as_posix()
-            name_error = None
-            try:
-                rel.encode("utf-8")
-            except UnicodeEncodeError:
-                name_error = "file name is not valid UTF-8"
-                rel = os.fsencode(rel).decode("utf-8", "backslashreplace")
-                name = os.fsencode(name).decode("utf-8", "backslashreplace")
-                stem = os.path.splitext(name.strip())[0]
+            path = os.path.join(dirpath, name)
             entries.append(
-                _Entry(collection, root_name, abs_path, rel, name, stem.strip(), name_error)
+                _entry(collection, root_name, root, path, name, _path_error(path, real_root))
             )
     return entries
 
@@ -270,7 +310,7 @@ def _probe_all(entries: list[_Entry], config: IngestConfig) -> dict[int, dict[st
     items = [
         {"idx": i, "path": os.fsencode(e.abs_path)}
         for i, e in enumerate(entries)
-        if e.name_error is None
+        if e.error is None
     ]
     if not items:
         return {}
@@ -432,8 +472,8 @@ def _build_rows(
             file_name=e.file_name,
         )
         probe = probes.get(i)
-        if e.name_error is not None:
-            row["error"] = e.name_error
+        if e.error is not None:
+            row["error"] = e.error
         elif probe is None:
             row["error"] = "not processed (lost by the probing stage)"
         else:
@@ -463,11 +503,17 @@ def _build_rows(
 
 
 def is_verso_row(row: dict[str, Any]) -> bool:
-    """A drawing whose side (as named or overridden) is `V` or `R-V`, or whose file name states a
-    verso in any spelling: private. An override cannot make a file named as a verso public."""
+    """A drawing whose side (as named or overridden) is `V` or `R-V`, whose file name states a
+    verso in any spelling, or that lies in a folder named with a verso word (`versos/`,
+    `Back/`; `drawmatch.data.imaj.VERSO_WORDS`): private. An override cannot make it public."""
     if row["collection"] != "drawing":
         return False
-    return row["side"] in VERSO_SIDES or is_verso_name(row["file_name"])
+    folders = str(row["path"]).split("/")[:-1]
+    return (
+        row["side"] in VERSO_SIDES
+        or is_verso_name(row["file_name"])
+        or any(verso_words(folder) for folder in folders)
+    )
 
 
 def _apply_overrides(
@@ -672,16 +718,21 @@ def _print_summary(summary: dict[str, Any], out: str) -> None:
 
 def _styled_copies_to_keep(out: str, df: pd.DataFrame) -> pd.DataFrame:
     """Style copies that augment wrote under `out` (root `out`) in the previous catalogue, whose
-    parent is in the new catalogue, ok and unchanged (same sha256): a re-ingest keeps them, so
-    augment does not make them again."""
+    parent is in the new catalogue, usable (ok, not a verso) and unchanged (same sha256): a
+    re-ingest keeps them, so augment does not make them again. A copy of a parent now read as a
+    verso is dropped."""
     if not storage.exists(catalogue.catalogue_path(out)):
         return df.iloc[:0]
     previous = catalogue.read_catalogue(out)
     if "parent_sha256" not in previous.columns:
         return df.iloc[:0]
     styled = previous[(previous["root"] == "out") & previous["parent_id"].notna()]
-    parents = df[df["status"] == "ok"].drop_duplicates("id").set_index("id")["sha256"]
-    same = parents.reindex(styled["parent_id"]).to_numpy() == styled["parent_sha256"].to_numpy()
+    parents = df[catalogue.usable(df)].drop_duplicates("id").set_index("id")["sha256"]
+    # a parent missing or left out reindexes to NA: compared as "" (never the same)
+    current = parents.reindex(styled["parent_id"]).astype(object).fillna("").to_numpy()
+    same = (current != "") & (
+        current == styled["parent_sha256"].astype(object).fillna("").to_numpy()
+    )
     kept = styled[same & ~styled["id"].isin(set(df["id"]))]
     return kept.reindex(columns=df.columns).astype(df.dtypes.to_dict(), errors="ignore")
 
@@ -775,9 +826,11 @@ def _find_files(
     """Walk each root (never into the other one): the image files sorted by collection and path,
     the unreadable directories, the files skipped by extension, and the roots with no image."""
     extensions = _normalise_extensions(extensions_asked)
+    # a `file://` root is walked as the folder it names: its symlinks are checked like a path's
+    local = {name: root.removeprefix("file://") for name, root in roots.items()}
     real_roots = {
         name: root if storage.is_uri(root) else os.path.realpath(root)
-        for name, root in roots.items()
+        for name, root in local.items()
     }
     unreadable: list[dict[str, str]] = []
     skipped: Counter[str] = Counter()
@@ -786,11 +839,11 @@ def _find_files(
     for name, collection in (("drawings", "drawing"), ("artworks", "artwork")):
         if name in roots:
             others = {r for n, r in real_roots.items() if n != name}
-            if storage.is_uri(roots[name]):
+            if storage.is_uri(local[name]):
                 found = _walk_uri(roots[name], collection, name, extensions, others, skipped)
             else:
                 found = _walk(
-                    roots[name], collection, name, extensions, others, unreadable, skipped
+                    local[name], collection, name, extensions, others, unreadable, skipped
                 )
             if not found:
                 empty_roots.append(f"{name}_root")
