@@ -249,9 +249,12 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     """A `cls` config from a plain mapping (nested mappings for sections); raises ConfigError."""
     hints = type_hints(cls)  # type: ignore[arg-type]
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    prefix = f"{where}." if where else ""
+    not_names = [k for k in data if not isinstance(k, str)]  # `1: x` in a YAML file
+    if not_names:
+        raise ConfigError(f"{prefix}{_short(not_names[0])}: a config key must be a name")
     unknown = sorted(set(data) - names)
     if unknown:
-        prefix = f"{where}." if where else ""
         raise ConfigError(
             f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
             f"known keys: {', '.join(sorted(names))}"
