@@ -610,9 +610,9 @@ def test_cli_refuses_each_bad_value_in_one_line_naming_its_key(argv, key, tmp_pa
     ],
 )
 def test_config_file_values_that_cannot_be_keys_or_numbers_are_refused(text, key, tmp_path):
-    path = tmp_path / "bad.yaml"
-    path.write_text(text)
+    """A value too long or deep to read, or a key that is not a name: one line, not a crash."""
+    (tmp_path / "bad.yaml").write_text(text)
     with pytest.raises(ConfigError) as err:
-        parse_job_config("search", ["--config", str(path), "batch=true"])
+        parse_job_config("search", ["--config", str(tmp_path / "bad.yaml"), "batch=true"])
     message = str(err.value)
     assert message.startswith(key) and "\n" not in message, message
