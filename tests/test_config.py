@@ -565,6 +565,8 @@ def test_every_float_key_refuses_infinite_nan_and_overflowing_values(job, key, i
         (["similar", "kind=ivf", "nprobe=0"], "nprobe"),
         (["similar", "kind=ivf", "nlist=0"], "nlist"),
         (["similar", "kind=hnsw", "ef_search=-3"], "ef_search"),
+        (["similar", "kind=hnsw", "hnsw_m=2147483647"], "hnsw_m"),  # FAISS fails mid-build
+        (["index", "kind=hnsw", "ef_search=2147483647"], "ef_search"),  # bad_alloc mid-search
         (["thumbnails", "concurrency=0"], "concurrency"),
         (["thumbnails", "batch_size=0"], "batch_size"),
         (["serve", "max_image_pixels=0"], "max_image_pixels"),
