@@ -567,6 +567,8 @@ def test_every_float_key_refuses_infinite_nan_and_overflowing_values(job, key, i
         (["similar", "kind=hnsw", "ef_search=-3"], "ef_search"),
         (["similar", "kind=hnsw", "hnsw_m=2147483647"], "hnsw_m"),  # FAISS fails mid-build
         (["index", "kind=hnsw", "ef_search=2147483647"], "ef_search"),  # bad_alloc mid-search
+        (["embed", "model.image_size=100000"], "model.image_size"),  # 10^10 pixels per image
+        (["augment", "max_side=4097"], "max_side"),
         (["thumbnails", "concurrency=0"], "concurrency"),
         (["thumbnails", "batch_size=0"], "batch_size"),
         (["serve", "max_image_pixels=0"], "max_image_pixels"),

@@ -240,14 +240,16 @@ def _rest_of_one(*others: str) -> Callable[[float], list[str]]:
     return lambda v: [f"{others[0]}={1 - v}", f"{others[1]}=0"]
 
 
+TRAINING_JOBS = ("train", "verify", "classify")
 # keys whose bound conflicts with another key's default (a rule across keys): the values of the
 # other keys that make the bound legal
 COMPANIONS: dict[tuple[str, str], Callable[[float], list[str]]] = {
     ("train", "epochs"): lambda v: ["pseudo_epochs=1"],
     ("sweep", "base.epochs"): lambda v: ["base.pseudo_epochs=1"],
-    **{(job, "train_resize"): lambda v: ["train_crop=32"] for job in ("train", "verify")},
-    ("classify", "train_resize"): lambda v: ["train_crop=32"],
+    **{(job, "train_resize"): lambda v: ["train_crop=32"] for job in TRAINING_JOBS},
     ("sweep", "base.train_resize"): lambda v: ["base.train_crop=32"],
+    **{(job, "train_crop"): lambda v: ["train_resize=4096"] for job in TRAINING_JOBS},
+    ("sweep", "base.train_crop"): lambda v: ["base.train_resize=4096"],
     ("classify", "val"): lambda v: ["test=0"],
     ("classify", "test"): lambda v: ["val=0"],
     ("serve", "thumb_size"): lambda v: ["view_size=4096"],

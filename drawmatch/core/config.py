@@ -25,6 +25,7 @@ import yaml
 T = TypeVar("T")
 
 MIN_IMAGE_SIZE = 32  # smaller inputs vanish in the backbones' five stride-2 stages
+MAX_IMAGE_SIZE = 4096  # a larger side's tensors and buffers outgrow any machine's memory
 # the largest whole number a key takes, whatever its declared range: counts, sizes and seeds
 # reach C ints (FAISS, OpenCV, numpy), where a larger one overflows or is refused mid-run
 MAX_INT = 2**31 - 1
