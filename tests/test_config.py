@@ -569,6 +569,7 @@ def test_every_float_key_refuses_infinite_nan_and_overflowing_values(job, key, i
         (["index", "kind=hnsw", "ef_search=2147483647"], "ef_search"),  # bad_alloc mid-search
         (["embed", "model.image_size=100000"], "model.image_size"),  # 10^10 pixels per image
         (["augment", "max_side=4097"], "max_side"),
+        (["regions", "levels=[1, 100000]"], "levels[1]"),  # 10^10 windows per artwork
         (["thumbnails", "concurrency=0"], "concurrency"),
         (["thumbnails", "batch_size=0"], "batch_size"),
         (["serve", "max_image_pixels=0"], "max_image_pixels"),

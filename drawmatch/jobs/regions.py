@@ -89,7 +89,9 @@ class RegionsConfig(PipelineConfig):
     out: str = setting("drawmatch-out", help="output root")
     model_tag: str | None = setting(None, help="model (null: the only one)")
     region_size: int = setting(448, ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE, help="region side in px")
-    levels: tuple[int, ...] = setting((1, 2, 3), ge=1, help="windows per side, one grid per level")
+    levels: tuple[int, ...] = setting(
+        (1, 2, 3), ge=1, le=16, help="windows per side, one grid per level (16: 256 windows)"
+    )
     overlap: float = setting(0.4, ge=0, lt=1, help="overlap of neighbouring windows")
     index_kind: str = setting(
         "flat", choices=KINDS, help="region index kind: flat is exact, the others approximate"
