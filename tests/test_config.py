@@ -548,3 +548,76 @@ def test_every_float_key_refuses_infinite_nan_and_overflowing_values(job, key, i
         assert message.startswith(key) and "\n" not in message, message
 
     refused()
+
+
+@pytest.mark.parametrize(
+    "argv, key",
+    [
+        (["search", "mode=fused", "region.weight=inf"], "region.weight"),
+        (["search", "mode=fused", "region.weight=1e308"], "region.weight"),
+        (["search", "mode=fused", "region.weight=1.0e+308"], "region.weight"),
+        (["stylize", "params.style_weight=inf"], "params.style_weight"),
+        (["stylize", "params.style_weight=1e308"], "params.style_weight"),
+        (["stylize", "params.lr=inf"], "params.lr"),
+        (["stylize", "params.tv_weight=.inf"], "params.tv_weight"),
+        (["stylize", "params.tv_weight=1e10"], "params.tv_weight"),
+        (["similar", "kind=hnsw", "hnsw_m=0"], "hnsw_m"),
+        (["similar", "kind=ivf", "nprobe=0"], "nprobe"),
+        (["similar", "kind=ivf", "nlist=0"], "nlist"),
+        (["similar", "kind=hnsw", "ef_search=-3"], "ef_search"),
+        (["similar", "kind=hnsw", "hnsw_m=2147483647"], "hnsw_m"),  # FAISS fails mid-build
+        (["index", "kind=hnsw", "ef_search=2147483647"], "ef_search"),  # bad_alloc mid-search
+        (["embed", "model.image_size=100000"], "model.image_size"),  # 10^10 pixels per image
+        (["augment", "max_side=4097"], "max_side"),
+        (["regions", "levels=[1, 100000]"], "levels[1]"),  # 10^10 windows per artwork
+        (["thumbnails", "concurrency=0"], "concurrency"),
+        (["thumbnails", "batch_size=0"], "batch_size"),
+        (["serve", "max_image_pixels=0"], "max_image_pixels"),
+        (["search", "k=1000000000000000000000000000000"], "k"),
+        (["search", "k=" + "9" * 5000], "k"),  # past Python's int-to-text digit limit
+        (["search", "k=1e3"], "k"),
+        (["search", "batch=1"], "batch"),
+        (["search", "k=[1"], "k"),  # malformed YAML
+        (["search", "k=*alias"], "k"),
+        (["search", "k=!!python/object:os.system x"], "k"),
+        (["search", "k=" + "[" * 3000 + "]" * 3000], "k"),  # nested past the recursion limit
+        (["search", "where.artist="], "where.artist"),
+        (["search", "where.artist=[a]"], "where.artist"),
+        (["search", "where.artist.x=a"], "where.artist"),
+        (["search", "where.=a"], "where."),
+        (["search", "k..x=1"], "k..x"),
+        (["report", "seed=-5"], "seed"),
+        (["train", "lr=" + "1" * 400], "lr"),  # an int too large to become a float
+        (["evaluate", "ks=[1, 10000000000]"], "ks[1]"),
+    ],
+)
+def test_cli_refuses_each_bad_value_in_one_line_naming_its_key(argv, key, tmp_path, capsys):
+    """A bad value costs exit code 2 and one stderr line naming its key, before Ray starts and
+    before anything is written."""
+    import ray
+
+    out = f"out={tmp_path / 'x.jpg'}" if argv[0] == "stylize" else f"out={tmp_path}"
+    assert main([argv[0], out, *argv[1:]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config error" in err and key in err, err
+    assert not ray.is_initialized()
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("k: " + "9" * 5000 + "\n", "--config"),
+        ("k: " + "[" * 3000 + "]" * 3000 + "\n", "--config"),
+        ("1: x\nbogus: 2\n", "1"),
+        ("region:\n  7: x\n", "region.7"),
+        ("where:\n  ~: x\n", "where"),
+    ],
+)
+def test_config_file_values_that_cannot_be_keys_or_numbers_are_refused(text, key, tmp_path):
+    """A value too long or deep to read, or a key that is not a name: one line, not a crash."""
+    (tmp_path / "bad.yaml").write_text(text)
+    with pytest.raises(ConfigError) as err:
+        parse_job_config("search", ["--config", str(tmp_path / "bad.yaml"), "batch=true"])
+    message = str(err.value)
+    assert message.startswith(key) and "\n" not in message, message

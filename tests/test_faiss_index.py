@@ -38,10 +38,10 @@ def test_the_table_has_a_simple_shape_and_covers_every_kind():
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"hnsw_m": 0}, "hnsw_m: 0 is out of range (must be >= 2)"),
+        ({"hnsw_m": 0}, "hnsw_m: 0 is out of range (must be between 2 and 256)"),
         ({"nprobe": 0}, "nprobe: 0 is out of range (must be >= 1)"),
         ({"nlist": 0}, "nlist: 0 is out of range (must be >= 1)"),
-        ({"ef_search": -3}, "ef_search: -3 is out of range (must be >= 1)"),
+        ({"ef_search": -3}, "ef_search: -3 is out of range (must be between 1 and 1048576)"),
         ({"pq_bits": 17}, "pq_bits: 17 is out of range (must be between 1 and 16)"),
         ({"nlist": 2.5}, "nlist: 2.5 must be a whole number"),
     ],

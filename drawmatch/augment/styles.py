@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image
 
 from drawmatch.core import storage
-from drawmatch.core.config import MIN_IMAGE_SIZE, Config, ConfigError, setting
+from drawmatch.core.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, Config, ConfigError, setting
 from drawmatch.core.images import DEFAULT_MAX_PIXELS, ImageError, open_image
 
 STYLES = ("oil", "watercolor", "texture", "gray", "pencil")
@@ -69,7 +69,9 @@ class NeuralStyleParams(Config):
 
     backbone: str = setting("efficientnet_lite0", help="backbone whose features are matched")
     pretrained: bool = setting(True, help="the backbone's pretrained weights")
-    size: int = setting(256, ge=MIN_IMAGE_SIZE, help="longer side of the rendered image in px")
+    size: int = setting(
+        256, ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE, help="longer side of the rendered image in px"
+    )
     steps: int = setting(150, ge=1, help="optimisation steps")
     optimizer: str = setting("adam", choices=("adam", "lbfgs"), help="optimiser of the image")
     lr: float = setting(0.05, gt=0, le=10, help="learning rate of the image's pixels")

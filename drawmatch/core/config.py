@@ -25,6 +25,10 @@ import yaml
 T = TypeVar("T")
 
 MIN_IMAGE_SIZE = 32  # smaller inputs vanish in the backbones' five stride-2 stages
+MAX_IMAGE_SIZE = 4096  # a larger side's tensors and buffers outgrow any machine's memory
+# the largest whole number a key takes, whatever its declared range: counts, sizes and seeds
+# reach C ints (FAISS, OpenCV, numpy), where a larger one overflows or is refused mid-run
+MAX_INT = 2**31 - 1
 
 
 class ConfigError(ValueError):
@@ -105,6 +109,12 @@ def _in_range(value: float, meta: typing.Mapping[str, Any]) -> bool:
     )
 
 
+def _short(value: Any) -> str:
+    """`value` as it is shown in an error, cut to 40 characters (a number of 1000 digits)."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
 def _check_item(name: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
     """One value (or list item) against its declaration; None passes."""
     if value is None:
@@ -116,6 +126,8 @@ def _check_item(name: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
         raise ConfigError(f"{name}: an empty value is not allowed (leave the key out instead)")
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return
+    if isinstance(value, int) and abs(value) > MAX_INT:  # before isfinite: it overflows
+        raise ConfigError(f"{name}: {_short(value)} is out of range (at most {MAX_INT} in size)")
     if not math.isfinite(value):
         raise ConfigError(f"{name}: {value!r} is not a finite number")
     if not _in_range(value, meta):
@@ -131,6 +143,11 @@ def check_keys(config: Any) -> None:
                 raise ConfigError(f"{f.name}: give at least one value")
             for i, item in enumerate(value):
                 _check_item(f"{f.name}[{i}]", item, f.metadata)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not str(key).strip():
+                    raise ConfigError(f"{f.name}: an empty key is not allowed ({f.name}.KEY=VALUE)")
+                _check_item(f"{f.name}.{key}", item, f.metadata)
         elif not dataclasses.is_dataclass(value):
             _check_item(f.name, value, f.metadata)
 
@@ -197,11 +214,18 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
-        return dict(value)
+        key_tp, item_tp = typing.get_args(tp) or (Any, Any)
+        return {
+            _check_value(k, key_tp, where): _check_value(v, item_tp, f"{where}.{k}")
+            for k, v in value.items()
+        }
     if tp is Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{where}: {_short(value)} is out of range (too large)") from None
     if tp is float and isinstance(value, str):
         try:  # YAML 1.1 reads `1e-3` (no dot) as a string
             return float(value)
@@ -226,9 +250,12 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     """A `cls` config from a plain mapping (nested mappings for sections); raises ConfigError."""
     hints = type_hints(cls)  # type: ignore[arg-type]
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    prefix = f"{where}." if where else ""
+    not_names = [k for k in data if not isinstance(k, str)]  # `1: x` in a YAML file
+    if not_names:
+        raise ConfigError(f"{prefix}{_short(not_names[0])}: a config key must be a name")
     unknown = sorted(set(data) - names)
     if unknown:
-        prefix = f"{where}." if where else ""
         raise ConfigError(
             f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
             f"known keys: {', '.join(sorted(names))}"
@@ -275,10 +302,25 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         name, raw = item.split("=", 1)
         name = name.strip()
-        if not name:
+        if not name or not all(part.strip() for part in name.split(".")):
             raise ConfigError(f"override {item!r} has an empty key")
-        _set_dotted(data, name, yaml.safe_load(raw) if raw != "" else None)
+        _set_dotted(data, name, _parse_value(name, raw))
     return data
+
+
+def _parse_value(name: str, raw: str) -> Any:
+    """The value of override `name=raw` as a YAML scalar, list or mapping ("" is None)."""
+    if raw == "":
+        return None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{name}: {raw!r} is not a valid value ({problem})") from None
+    except (ValueError, RecursionError):  # an integer of thousands of digits, deep nesting
+        raise ConfigError(
+            f"{name}: {_short(raw)} is not a valid value (too long or deep)"
+        ) from None
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -303,6 +345,8 @@ def _read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--config {path}: cannot be read ({exc})") from None
     try:
         loaded = yaml.safe_load(text)
+    except (ValueError, RecursionError):  # an integer of thousands of digits, deep nesting
+        raise ConfigError(f"--config {path}: not a valid config (a value too long)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

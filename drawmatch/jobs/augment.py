@@ -32,7 +32,14 @@ from drawmatch.augment.styles import (
     styled_id,
 )
 from drawmatch.core import storage
-from drawmatch.core.config import MIN_IMAGE_SIZE, Config, save_config, section, setting
+from drawmatch.core.config import (
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    Config,
+    save_config,
+    section,
+    setting,
+)
 from drawmatch.core.locks import catalogue_lock
 from drawmatch.data import catalogue
 from drawmatch.data.pairs import read_pairs
@@ -61,7 +68,9 @@ class AugmentConfig(Config):
         "paired", choices=("paired", "drawings", "all"), help="originals that get style copies"
     )
     pairs_csv: str | None = setting(None, help="pairs file (select=paired)")
-    max_side: int = setting(1024, ge=MIN_IMAGE_SIZE, help="longer side of the copies in px")
+    max_side: int = setting(
+        1024, ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE, help="longer side of the copies in px"
+    )
     jpeg_quality: int = setting(92, ge=1, le=100, help="JPEG quality of the copies")
     batch_size: int = setting(4, ge=1, help="images per Ray Data batch")
     concurrency: int | None = setting(None, ge=1, help="parallel tasks (null: as the CPUs allow)")

@@ -26,7 +26,14 @@ import numpy as np
 import pandas as pd
 
 from drawmatch.core import storage
-from drawmatch.core.config import MIN_IMAGE_SIZE, redeclare, save_config, section, setting
+from drawmatch.core.config import (
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    redeclare,
+    save_config,
+    section,
+    setting,
+)
 from drawmatch.core.locks import job_lock
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import (
@@ -81,8 +88,10 @@ class RegionsConfig(PipelineConfig):
     rows_per_file: int = redeclare(PipelineConfig, "rows_per_file", 64)
     out: str = setting("drawmatch-out", help="output root")
     model_tag: str | None = setting(None, help="model (null: the only one)")
-    region_size: int = setting(448, ge=MIN_IMAGE_SIZE, help="region side in px")
-    levels: tuple[int, ...] = setting((1, 2, 3), ge=1, help="windows per side, one grid per level")
+    region_size: int = setting(448, ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE, help="region side in px")
+    levels: tuple[int, ...] = setting(
+        (1, 2, 3), ge=1, le=16, help="windows per side, one grid per level (16: 256 windows)"
+    )
     overlap: float = setting(0.4, ge=0, lt=1, help="overlap of neighbouring windows")
     index_kind: str = setting(
         "flat", choices=KINDS, help="region index kind: flat is exact, the others approximate"
@@ -95,7 +104,9 @@ class RegionsConfig(PipelineConfig):
     local_features: str | None = setting(
         "sift", choices=("sift", "orb"), help="local features for verification (null: none)"
     )
-    feature_side: int = setting(800, ge=32, help="artworks' local features: longer side in px")
+    feature_side: int = setting(
+        800, ge=32, le=MAX_IMAGE_SIZE, help="artworks' local features: longer side in px"
+    )
     n_features: int = setting(2000, ge=1, help="artworks' local features: most keypoints")
     ray: RayConfig = section(RayConfig)
 

@@ -55,7 +55,7 @@ class ReportConfig(Config):
     drawings: tuple[str, ...] = setting((), may_be_empty=True, help="drawings shown (empty: drawn)")
     pairs_csv: str | None = setting(None, help="annotations shown")
     examples: int = setting(6, ge=0, help="drawings drawn for the sheets")
-    seed: int = setting(0, help="seed of the drawn drawings")
+    seed: int = setting(0, ge=0, help="seed of the drawn drawings")
     top_k: int = setting(10, ge=1, help="artworks per sheet row")
     samples_per_age_group: int = setting(6, ge=0, help="drawings shown per age group")
     top_countries: int = setting(30, ge=1, help="countries in the country table")

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from drawmatch.core.config import MIN_IMAGE_SIZE, Config, setting
+from drawmatch.core.config import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE, Config, setting
 from drawmatch.data.embeddings import model_tag, read_model_info
 from drawmatch.models.preprocess import load_eval_array, normalise
 
@@ -28,7 +28,10 @@ class ModelConfig(Config):
     backbone: str = setting("efficientnet_lite0", help="backbone name (`drawmatch models`)")
     pretrained: bool = setting(True, help="start from the backbone's pretrained weights")
     image_size: int | None = setting(
-        None, ge=MIN_IMAGE_SIZE, help="input side in px (null: the backbone's own)"
+        None,
+        ge=MIN_IMAGE_SIZE,
+        le=MAX_IMAGE_SIZE,
+        help="input side in px (null: the backbone's own)",
     )
     pooling: str | None = setting(
         None, choices=("avg", "max", "gem", "cls"), help="pooling (null: the backbone's default)"

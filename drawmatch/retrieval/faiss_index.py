@@ -19,15 +19,16 @@ from drawmatch.core.config import setting
 
 MIN_POINTS_PER_LIST = 39
 
-# name -> (minimum, maximum or None, help): the ranges that the index configs check too
+# name -> (minimum, maximum or None, help): the ranges that the index configs check too; the
+# HNSW maxima keep FAISS from allocating past any memory (M and ef near 2**31 fail mid-build)
 INDEX_PARAMS: dict[str, tuple[int, int | None, str]] = {
     "nlist": (1, None, "IVF lists (ivf, ivfpq); at most one per 39 vectors is used"),
     "nprobe": (1, None, "IVF lists searched per query (ivf, ivfpq)"),
     "pq_m": (1, None, "product-quantiser sub-vectors (ivfpq); must divide the dimension"),
     "pq_bits": (1, 16, "bits per product-quantiser code (ivfpq)"),
-    "hnsw_m": (2, None, "links per node of the HNSW graph (hnsw)"),
-    "ef_search": (1, None, "candidates kept while searching the HNSW graph (hnsw)"),
-    "ef_construction": (1, None, "candidates kept while building the HNSW graph (hnsw)"),
+    "hnsw_m": (2, 256, "links per node of the HNSW graph (hnsw)"),
+    "ef_search": (1, 2**20, "candidates kept while searching the HNSW graph (hnsw)"),
+    "ef_construction": (1, 2**20, "candidates kept while building the HNSW graph (hnsw)"),
 }
 
 # kind -> the parameters it uses

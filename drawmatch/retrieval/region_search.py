@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from drawmatch.core.config import Config, setting
+from drawmatch.core.config import MAX_IMAGE_SIZE, Config, setting
 from drawmatch.data.embeddings import read_embeddings
 from drawmatch.models.local_features import Features, extract, read_features, verify
 from drawmatch.retrieval.region_index import RegionIndex, fuse
@@ -55,7 +55,9 @@ class RegionSearchParams(Config):
     min_inliers: int = setting(5, ge=3, help="verified: inliers that put a candidate first")
     ratio: float = setting(0.8, ge=0.01, le=1, help="verified: Lowe's ratio of descriptor matches")
     rootsift: bool = setting(True, help="match SIFT descriptors as RootSIFT (Hellinger distance)")
-    query_feature_side: int = setting(400, ge=32, help="query's local features: longer side in px")
+    query_feature_side: int = setting(
+        400, ge=32, le=MAX_IMAGE_SIZE, help="query's local features: longer side in px"
+    )
     query_n_features: int = setting(500, ge=1, help="query's local features: most keypoints")
 
 

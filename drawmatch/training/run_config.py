@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drawmatch.core.config import MIN_IMAGE_SIZE, Config, ConfigError, folder_name, section, setting
+from drawmatch.core.config import (
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    Config,
+    ConfigError,
+    folder_name,
+    section,
+    setting,
+)
 from drawmatch.models.embedder import ModelConfig
 from drawmatch.runtime.ray_setup import RayConfig
 
@@ -27,8 +35,12 @@ class TrainingRunConfig(Config):
     weight_decay: float = setting(1e-4, ge=0, le=1, help="weight decay")
     epochs: int = setting(5, ge=0, help="training epochs")
     batch_size: int = setting(4, ge=1, help="images (or anchors) per training batch and worker")
-    train_resize: int = setting(330, ge=MIN_IMAGE_SIZE, help="training images: resized side in px")
-    train_crop: int = setting(280, ge=MIN_IMAGE_SIZE, help="training images: crop side in px")
+    train_resize: int = setting(
+        330, ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE, help="training images: resized side in px"
+    )
+    train_crop: int = setting(
+        280, ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE, help="training images: crop side in px"
+    )
     patience: int = setting(3, ge=1, help="epochs without improvement before stopping")
     eval_batch_size: int = setting(16, ge=1, help="images per evaluation batch")
     num_workers: int = setting(1, ge=1, help="Ray Train workers")

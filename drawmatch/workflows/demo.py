@@ -14,7 +14,14 @@ import pandas as pd
 
 from drawmatch.augment.styles import STYLES
 from drawmatch.core import storage
-from drawmatch.core.config import MIN_IMAGE_SIZE, Config, save_config, section, setting
+from drawmatch.core.config import (
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    Config,
+    save_config,
+    section,
+    setting,
+)
 from drawmatch.data import catalogue as cat
 from drawmatch.data.pairs import read_pairs
 from drawmatch.jobs import augment, embed, evaluate, index, ingest
@@ -39,7 +46,10 @@ class DemoConfig(Config):
     backbone: str = setting("efficientnet_lite0", help="backbone name (`drawmatch models`)")
     pretrained: bool = setting(True, help="the backbone's pretrained weights")
     image_size: int | None = setting(
-        None, ge=MIN_IMAGE_SIZE, help="input side in px (null: the backbone's own)"
+        None,
+        ge=MIN_IMAGE_SIZE,
+        le=MAX_IMAGE_SIZE,
+        help="input side in px (null: the backbone's own)",
     )
     batch_size: int = setting(4, ge=1, help="images per embedding batch")
     styles: tuple[str, ...] = setting(STYLES, choices=STYLES, help="styles of the augment step")
