@@ -40,10 +40,11 @@ from drawmatch.data.embeddings import (
 )
 from drawmatch.models.local_features import SETTINGS_FILE as FEATURES_FILE
 from drawmatch.models.local_features import (
+    STORED_COLUMNS,
     LocalFeatureExtractor,
     features_dir,
-    features_table,
     stored_feature_ids,
+    stored_table,
 )
 from drawmatch.models.preprocess import decode_rows
 from drawmatch.models.region_embedder import (
@@ -147,24 +148,11 @@ def write_regions_part(
 
 
 def write_features_part(batch: dict[str, np.ndarray], out_dir: str) -> dict[str, np.ndarray]:
-    from drawmatch.models.local_features import Features
-
+    """Write the ok rows of a local features batch as one part (their stored bytes as they are:
+    an artwork with zero keypoints is a valid row); return id, ok, error per input image."""
     ok = np.asarray(batch["ok"], dtype=bool)
     if ok.any():
-        idx = np.flatnonzero(ok)
-        feats = [
-            Features(
-                np.frombuffer(batch["keypoints"][i], np.float32).reshape(-1, 2),
-                np.frombuffer(batch["descriptors"][i], np.uint8).reshape(int(batch["n"][i]), -1),
-                int(batch["width"][i]),
-                int(batch["height"][i]),
-            )
-            for i in idx
-        ]
-        table = features_table(
-            [str(batch["id"][i]) for i in idx], [str(batch["sha256"][i]) for i in idx], feats
-        )
-        write_part(out_dir, table)
+        write_part(out_dir, stored_table({k: np.asarray(batch[k])[ok] for k in STORED_COLUMNS}))
     return {"id": batch["id"], "ok": ok, "error": batch["error"]}
 
 
