@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from drawmatch.core import storage
+from drawmatch.core.images import ImageError
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import read_embeddings
 from drawmatch.data.imaj import is_verso_name
@@ -59,7 +60,12 @@ def resolve_query(query: str | None, catalogue: pd.DataFrame, out: str | Path, t
         _ids, emb = read_embeddings(out, tag, ids=[query])
         return Query(query, emb)
     if storage.is_file(query):
-        return Query(query, embed_image_file(query, out, tag), file=query)
+        try:
+            return Query(query, embed_image_file(query, out, tag), file=query)
+        except ImageError as exc:
+            raise ValueError(f"query={query}: {exc}") from None
+    if storage.is_dir(query):
+        raise ValueError(f"query={query} is a folder: give one image file or a drawing id")
     raise ValueError(f"{query!r} is neither a catalogue id nor an image file")
 
 
