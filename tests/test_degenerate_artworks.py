@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -112,7 +113,9 @@ def test_any_image_size_and_content_round_trips_through_the_store(
     assert max(got.width, got.height) == 200 and min(got.width, got.height) >= 1
 
 
-def test_the_jobs_finish_on_degenerate_artworks_and_verified_search_answers(ray_local, tmp_path):
+def test_the_jobs_finish_on_degenerate_artworks_and_verified_search_answers(
+    ray_local, tmp_path, capsys
+):
     arts, draws = tmp_path / "a", tmp_path / "d"
     arts.mkdir()
     draws.mkdir()
@@ -143,3 +146,12 @@ def test_the_jobs_finish_on_degenerate_artworks_and_verified_search_answers(ray_
     assert set(found["artwork_id"]) == {p.stem for p in art_files}
     blank = search.run(SearchConfig(out=str(out), query="empty", k=3, mode="verified"))
     assert len(blank) == 3 and (blank["inliers"] == 0).all()
+    # a drawing whose file broke since it was embedded is left out of a verified batch, counted
+    (draws / "empty.png").write_bytes(b"\x89PNG broken")
+    target = search.run(SearchConfig(out=str(out), batch=True, k=2, mode="verified"))
+    assert sorted(pd.read_parquet(target)["drawing_id"].unique()) == ["detail1"]
+    said = capsys.readouterr().out.splitlines()[-1]
+    assert "for 1 drawings written" in said
+    assert said.endswith("1 left out, image unreadable: {'not an image': 1}")
+    with pytest.raises(ValueError, match=r"query=empty: its image .*empty\.png: not an image"):
+        search.run(SearchConfig(out=str(out), query="empty", k=3, mode="verified"))

@@ -89,9 +89,28 @@ def query_images(paths: list[str]) -> list[Any]:
     return [open_image(p, draft_size=QUERY_DRAFT) for p in paths]
 
 
+def readable_query_images(paths: list[str]) -> tuple[list[int], list[Any], list[str]]:
+    """`query_images` of the files that decode: their positions in `paths` and images, and the
+    reason of each file that does not (one per position left out, in order)."""
+    from drawmatch.core.images import open_image
+
+    kept, images, reasons = [], [], []
+    for i, path in enumerate(paths):
+        try:
+            images.append(open_image(path, draft_size=QUERY_DRAFT))
+            kept.append(i)
+        except ImageError as exc:
+            reasons.append(exc.reason)
+    return kept, images, reasons
+
+
 def query_image(query: Query, catalogue: pd.DataFrame, out: str | Path) -> Any:
-    """One resolved query's image (PIL)."""
-    return query_images([query.file or query_paths(catalogue, out, [query.name])[0]])[0]
+    """One resolved query's image (PIL); a file that does not decode is a ValueError naming it."""
+    path = query.file or query_paths(catalogue, out, [query.name])[0]
+    try:
+        return query_images([path])[0]
+    except ImageError as exc:
+        raise ValueError(f"query={query.name}: its image {path}: {exc}") from None
 
 
 def allowed_artworks(catalogue: pd.DataFrame, where: dict[str, str]) -> list[str] | None:
