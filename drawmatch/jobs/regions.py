@@ -220,6 +220,11 @@ def build_region_index(
         "local_features": provenance["local_features"],
     }
     sha256 = [sha_of[k] for k in ids]
+    # artworks whose regions failed (their image did not decode): left out, not stale
+    stored = stored_ids(embeddings_dir(config.out, tag)).drop_duplicates("id")
+    info["without_regions"] = {
+        k: s for k, s in zip(stored["id"], stored["sha256"]) if k in gallery and k not in sha_of
+    }
     directory = region_index_dir(config.out, tag)
     write_region_index(directory, index, ids, region[keep], box[keep], info, sha256=sha256)
     return len(ids), len(set(ids)), no_global
