@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from drawmatch.cli import main
@@ -160,3 +162,46 @@ def test_the_stylizer_refuses_a_too_thin_image_in_words():
     with pytest.raises(ValueError, match=r"image of 640x10 px is too thin to style"):
         stylizer(np.zeros((10, 640, 3), np.uint8), square)
     assert stylizer(np.zeros((16, 64, 3), np.uint8), square).shape == (16, 64, 3)
+
+
+def _valid_files() -> list[bytes]:
+    rng = np.random.default_rng(3)
+    pixels = Image.fromarray(rng.integers(0, 255, (40, 56, 3), np.uint8))
+    files = []
+    for fmt in ("PNG", "JPEG", "GIF", "TIFF", "BMP", "WEBP"):
+        buf = io.BytesIO()
+        pixels.save(buf, format=fmt)
+        files.append(buf.getvalue())
+    return files
+
+
+@st.composite
+def _hostile_bytes(draw: st.DrawFn) -> bytes:
+    """Random bytes, a valid image cut short, or a valid image with some bytes overwritten."""
+    kind = draw(st.sampled_from(["random", "cut", "flipped"]))
+    if kind == "random":
+        return draw(st.binary(max_size=2048))
+    data = bytearray(draw(st.sampled_from(_valid_files())))
+    if kind == "cut":
+        return bytes(data[: draw(st.integers(0, len(data) - 1))])
+    for _ in range(draw(st.integers(1, 8))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    return bytes(data)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=_hostile_bytes())
+def test_any_query_file_is_searched_or_refused_in_one_line(capsys, searchable, tmp_path, data):
+    query = tmp_path / "query.img"
+    query.write_bytes(data)
+    before = _snapshot(searchable)
+    code = main(["search", f"out={searchable}", "--query", str(query), "--k", "2"])
+    captured = capsys.readouterr()
+    assert _snapshot(searchable) == before
+    if code == 0:
+        assert "art" in captured.out
+    else:
+        assert code == 1 and len(captured.err.strip().splitlines()) == 1, captured.err
+        assert captured.err.startswith("drawmatch search: error: query=")
