@@ -54,7 +54,9 @@ def _write(folder: Path, name: str, h: int, w: int, value: int | None, seed: int
     return path
 
 
-def _extract_and_write(folder: Path, names: list[str], kind: str, out_dir: Path) -> dict:
+def _extract_and_write(
+    folder: Path, names: list[str], kind: str, out_dir: Path, max_pixels: int = 10**8
+) -> dict:
     """One extractor batch of `names` (files in `folder`) written as one part; the write's rows."""
     batch = {
         "id": np.asarray(names, dtype=object),
@@ -62,7 +64,7 @@ def _extract_and_write(folder: Path, names: list[str], kind: str, out_dir: Path)
         "path": np.asarray([f"{n}.png" for n in names], dtype=object),
         "sha256": np.asarray([f"sha-{n}" for n in names], dtype=object),
     }
-    extracted = LocalFeatureExtractor({"r": str(folder)}, kind, 200, 300)(batch)
+    extracted = LocalFeatureExtractor({"r": str(folder)}, kind, 200, 300, max_pixels)(batch)
     return write_features_part(extracted, str(out_dir))
 
 
@@ -85,6 +87,16 @@ def test_artworks_without_keypoints_are_written_and_read_back(tmp_path, kind):
     assert len(stored["textured"].keypoints) > 10
     dim = 128 if kind == "sift" else 32
     assert stored["blank"].descriptors.shape == (0, dim)
+
+
+def test_an_image_over_the_pixel_limit_is_an_error_row(tmp_path):
+    Image.fromarray(_blocks(2)).save(tmp_path / "large.png")  # 256 x 256
+    Image.fromarray(_blocks(3)[:100, :100]).save(tmp_path / "small.png")
+    store = tmp_path / "local_features" / "sift-200"
+    rows = _extract_and_write(tmp_path, ["large", "small"], "sift", store, 150 * 150)
+    assert rows["ok"].tolist() == [False, True]
+    assert rows["error"].tolist() == ["decompression bomb", ""]
+    assert list(read_features(tmp_path, "sift", 200)) == ["small"]
 
 
 @settings(

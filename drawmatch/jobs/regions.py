@@ -423,6 +423,7 @@ def _feature_stages(config: RegionsConfig, roots: dict[str, str], feat_dir: str)
                 "kind": config.local_features,
                 "max_side": config.feature_side,
                 "n_features": config.n_features,
+                "max_pixels": config.max_image_pixels,
             },
             actors=config.num_actors,
         ),

@@ -26,6 +26,7 @@ import pyarrow as pa
 from PIL import Image
 
 from drawmatch.core import storage
+from drawmatch.core.images import DEFAULT_MAX_PIXELS
 from drawmatch.data.embeddings import stored_ids
 
 KINDS = ("sift", "orb")
@@ -216,10 +217,19 @@ def read_features(out: str | Path, kind: str, max_side: int) -> dict[str, Featur
 class LocalFeatureExtractor:
     """Callable Ray Data stage: catalogue rows (`id`, `root`, `path`, `sha256`) -> `id`, `sha256`,
     `ok`, `error` and the stored columns of `features_table`. A row that fails (an image that does
-    not decode, or a detector error) is ok False with its reason; zero keypoints is a valid row."""
+    not decode or is over `max_pixels`, or a detector error) is ok False with its reason; zero
+    keypoints is a valid row."""
 
-    def __init__(self, roots: dict[str, str], kind: str, max_side: int, n_features: int) -> None:
+    def __init__(
+        self,
+        roots: dict[str, str],
+        kind: str,
+        max_side: int,
+        n_features: int,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
         self.roots, self.kind, self.max_side, self.n_features = roots, kind, max_side, n_features
+        self.max_pixels = max_pixels
         cv2.setNumThreads(1)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -233,7 +243,7 @@ class LocalFeatureExtractor:
             rows["sha256"].append(str(batch["sha256"][i]))
             reason = ""
             try:
-                img = open_image(path, draft_size=self.max_side)
+                img = open_image(path, draft_size=self.max_side, max_pixels=self.max_pixels)
                 feats.append(extract(img, self.kind, self.max_side, self.n_features))
             except ImageError as exc:
                 reason = exc.reason
