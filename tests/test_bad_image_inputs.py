@@ -141,9 +141,10 @@ def _cmyk(p: Path) -> None:
     Image.new("CMYK", (64, 64), (10, 200, 30, 5)).save(p, format="JPEG")
 
 
-@pytest.mark.parametrize(
-    "name, write", [("alpha.png", _alpha), ("deep.tif", _sixteen_bit), ("cmyk.jpg", _cmyk)]
-)
+ODD = [("alpha.png", _alpha), ("deep.tif", _sixteen_bit), ("cmyk.jpg", _cmyk)]
+
+
+@pytest.mark.parametrize("name, write", ODD)
 def test_odd_but_valid_images_are_searched(capsys, searchable, tmp_path, name, write):
     query = tmp_path / name
     write(query)
@@ -151,6 +152,19 @@ def test_odd_but_valid_images_are_searched(capsys, searchable, tmp_path, name, w
     captured = capsys.readouterr()
     assert code == 0, captured.err
     assert "art" in captured.out and captured.err.count("Traceback") == 0
+
+
+@pytest.mark.parametrize("name, write", ODD)
+def test_odd_but_valid_images_are_stylized(capsys, tmp_path, name, write):
+    source = tmp_path / name
+    write(source)
+    target = tmp_path / "result.png"
+    tiny = ["params.backbone=tiny", "params.pretrained=false", "params.steps=1", "params.size=32"]
+    argv = ["stylize", "--content", str(source), "--style", str(source), "--out", str(target)]
+    code = main([*argv, *tiny])
+    assert code == 0, capsys.readouterr().err
+    with Image.open(target) as result:
+        assert result.mode == "RGB" and max(result.size) == 32
 
 
 def test_the_stylizer_refuses_a_too_thin_image_in_words():
