@@ -16,8 +16,9 @@ from PIL import Image
 
 from drawmatch.core.config import load_config
 from drawmatch.data import catalogue as cat
-from drawmatch.jobs import embed, index, regions, search
+from drawmatch.jobs import embed, evaluate, index, regions, search
 from drawmatch.jobs.embed import EmbedConfig
+from drawmatch.jobs.evaluate import EvaluateConfig
 from drawmatch.jobs.index import IndexConfig
 from drawmatch.jobs.regions import RegionsConfig, write_features_part
 from drawmatch.jobs.search import SearchConfig
@@ -172,5 +173,11 @@ def test_the_jobs_finish_on_degenerate_artworks_and_verified_search_answers(
     said = capsys.readouterr().out.splitlines()[-1]
     assert "for 1 drawings written" in said
     assert said.endswith("1 left out, image unreadable: {'not an image': 1}")
-    with pytest.raises(ValueError, match=r"query=empty: its image .*empty\.png: not an image"):
+    with pytest.raises(ValueError, match=r"query image .*empty\.png: not an image"):
         search.run(SearchConfig(out=str(out), query="empty", k=3, mode="verified"))
+    pairs = tmp_path / "pairs.csv"
+    pd.DataFrame({"drawing_id": ["detail1", "empty"], "artwork_id": ["art1", "art0"]}).to_csv(
+        pairs, index=False
+    )
+    with pytest.raises(ValueError, match=r"^query image .*empty\.png: not an image"):
+        evaluate.run(EvaluateConfig(out=str(out), pairs_csv=str(pairs), mode="verified"))

@@ -83,10 +83,17 @@ def query_paths(catalogue: pd.DataFrame, out: str | Path, ids: list[str]) -> lis
 
 
 def query_images(paths: list[str]) -> list[Any]:
-    """The query images (PIL) that verified search extracts local features from."""
+    """The query images (PIL) that verified search extracts local features from; a file that
+    does not decode is a ValueError naming it."""
     from drawmatch.core.images import open_image
 
-    return [open_image(p, draft_size=QUERY_DRAFT) for p in paths]
+    images = []
+    for path in paths:
+        try:
+            images.append(open_image(path, draft_size=QUERY_DRAFT))
+        except ImageError as exc:
+            raise ValueError(f"query image {path}: {exc}") from None
+    return images
 
 
 def readable_query_images(paths: list[str]) -> tuple[list[int], list[Any], list[str]]:
@@ -105,12 +112,8 @@ def readable_query_images(paths: list[str]) -> tuple[list[int], list[Any], list[
 
 
 def query_image(query: Query, catalogue: pd.DataFrame, out: str | Path) -> Any:
-    """One resolved query's image (PIL); a file that does not decode is a ValueError naming it."""
-    path = query.file or query_paths(catalogue, out, [query.name])[0]
-    try:
-        return query_images([path])[0]
-    except ImageError as exc:
-        raise ValueError(f"query={query.name}: its image {path}: {exc}") from None
+    """One resolved query's image (PIL)."""
+    return query_images([query.file or query_paths(catalogue, out, [query.name])[0]])[0]
 
 
 def allowed_artworks(catalogue: pd.DataFrame, where: dict[str, str]) -> list[str] | None:
