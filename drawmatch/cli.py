@@ -26,6 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from drawmatch.core.config import ConfigError, load_config, range_text
+from drawmatch.core.images import ImageError
+
+# what a job raises for a bad input, a missing file or a refused value: one line, exit code 1
+EXPECTED_ERRORS = (OSError, ValueError, ImageError)
 
 
 def _never(_config: Any) -> str | None:
@@ -531,13 +535,13 @@ def run_job(job: str, argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"drawmatch {job}: config error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except (OSError, ValueError) as exc:
+    except EXPECTED_ERRORS as exc:
         print(f"drawmatch {job}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     run: Callable[[Any], Any] = importlib.import_module(JOBS[job].module).run
     try:
         run(config)
-    except (OSError, ValueError) as exc:
+    except EXPECTED_ERRORS as exc:
         print(f"drawmatch {job}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     return 0

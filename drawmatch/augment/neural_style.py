@@ -40,6 +40,9 @@ from drawmatch.augment.styles import NeuralStyleParams
 from drawmatch.models.backbones import Backbone, create_backbone, feature_maps, layer_names
 from drawmatch.models.preprocess import normalise
 
+# the deepest default layers are at 1/16 resolution: a shorter side under 16 px vanishes there
+MIN_STYLE_SIDE = 16
+
 # backbone -> (style layers, content layer)
 DEFAULT_LAYERS: dict[str, tuple[tuple[str, ...], str]] = {
     "efficientnet_lite0": (
@@ -83,11 +86,27 @@ def tv_loss(images: torch.Tensor) -> torch.Tensor:
     return (dy**2).mean() + (dx**2).mean()
 
 
+def longer_side_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) scaled so that the longer side is `size` (aspect kept, at least 1 px)."""
+    scale = size / float(max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def check_image_size(width: int, height: int, size: int) -> None:
+    """Refuse, with ValueError, an image too thin to style: once its longer side is `size`, its
+    shorter side must be at least MIN_STYLE_SIDE px (the style layers' resolution)."""
+    new_w, new_h = longer_side_size(width, height, size)
+    if min(new_w, new_h) < MIN_STYLE_SIDE:
+        raise ValueError(
+            f"image of {width}x{height} px is too thin to style: at size={size} its shorter side "
+            f"would be {min(new_w, new_h)} px, under {MIN_STYLE_SIDE} (sides at most "
+            f"{size // MIN_STYLE_SIDE}:1, or a larger size)"
+        )
+
+
 def resize_longer(img: Image.Image, size: int) -> np.ndarray:
     """Bilinear resize so that the longer side is `size` (aspect kept): (h, w, 3) uint8."""
-    w, h = img.size
-    scale = size / float(max(w, h))
-    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    new = longer_side_size(img.size[0], img.size[1], size)
     return np.asarray(img.convert("RGB").resize(new, Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
@@ -108,7 +127,8 @@ class NeuralStylizer:
 
     `__call__(content, style)` takes two RGB uint8 arrays (H, W, 3) of any sizes and returns the
     content image, resized so its longer side is `params.size`, rendered in the style of the
-    style image (resized the same way): RGB uint8 (h, w, 3). `threads` sets torch's intra-op
+    style image (resized the same way): RGB uint8 (h, w, 3); an image too thin for that size is
+    refused (`check_image_size`). `threads` sets torch's intra-op
     threads (None leaves them alone).
     """
 
@@ -156,6 +176,7 @@ class NeuralStylizer:
         or resized to `shape` (h, w) when given."""
         pil = Image.fromarray(np.ascontiguousarray(img))
         if shape is None:
+            check_image_size(pil.width, pil.height, self.params.size)
             small = resize_longer(pil, self.params.size)
         else:
             resized = pil.convert("RGB").resize((shape[1], shape[0]), Image.Resampling.BILINEAR)

@@ -47,10 +47,11 @@ from drawmatch.data.embeddings import (
 )
 from drawmatch.models.local_features import SETTINGS_FILE as FEATURES_FILE
 from drawmatch.models.local_features import (
+    STORED_COLUMNS,
     LocalFeatureExtractor,
     features_dir,
-    features_table,
     stored_feature_ids,
+    stored_table,
 )
 from drawmatch.models.preprocess import decode_rows
 from drawmatch.models.region_embedder import (
@@ -158,24 +159,11 @@ def write_regions_part(
 
 
 def write_features_part(batch: dict[str, np.ndarray], out_dir: str) -> dict[str, np.ndarray]:
-    from drawmatch.models.local_features import Features
-
+    """Write the ok rows of a local features batch as one part (their stored bytes as they are:
+    an artwork with zero keypoints is a valid row); return id, ok, error per input image."""
     ok = np.asarray(batch["ok"], dtype=bool)
     if ok.any():
-        idx = np.flatnonzero(ok)
-        feats = [
-            Features(
-                np.frombuffer(batch["keypoints"][i], np.float32).reshape(-1, 2),
-                np.frombuffer(batch["descriptors"][i], np.uint8).reshape(int(batch["n"][i]), -1),
-                int(batch["width"][i]),
-                int(batch["height"][i]),
-            )
-            for i in idx
-        ]
-        table = features_table(
-            [str(batch["id"][i]) for i in idx], [str(batch["sha256"][i]) for i in idx], feats
-        )
-        write_part(out_dir, table)
+        write_part(out_dir, stored_table({k: np.asarray(batch[k])[ok] for k in STORED_COLUMNS}))
     return {"id": batch["id"], "ok": ok, "error": batch["error"]}
 
 
@@ -243,6 +231,11 @@ def build_region_index(
         "local_features": provenance["local_features"],
     }
     sha256 = [sha_of[k] for k in ids]
+    # artworks whose regions failed (their image did not decode): left out, not stale
+    stored = stored_ids(embeddings_dir(config.out, tag)).drop_duplicates("id")
+    info["without_regions"] = {
+        k: s for k, s in zip(stored["id"], stored["sha256"]) if k in gallery and k not in sha_of
+    }
     directory = region_index_dir(config.out, tag)
     write_region_index(directory, index, ids, region[keep], box[keep], info, sha256=sha256)
     return len(ids), len(set(ids)), no_global
@@ -441,6 +434,7 @@ def _feature_stages(config: RegionsConfig, roots: dict[str, str], feat_dir: str)
                 "kind": config.local_features,
                 "max_side": config.feature_side,
                 "n_features": config.n_features,
+                "max_pixels": config.max_image_pixels,
             },
             actors=config.num_actors,
         ),

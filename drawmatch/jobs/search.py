@@ -7,6 +7,7 @@ a stale index too (an artwork removed, added or re-embedded since the index was 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import pandas as pd
@@ -21,8 +22,8 @@ from drawmatch.retrieval.queries import (
     allowed_artworks,
     check_query,
     query_image,
-    query_images,
     query_paths,
+    readable_query_images,
     resolve_query,
 )
 from drawmatch.retrieval.ranker import Ranker, load_ranker
@@ -82,35 +83,45 @@ def search_batch(
     config: SearchConfig, catalogue: pd.DataFrame, tag: str, ranker: Ranker | None = None
 ) -> str:
     """Top-k artworks for every usable original drawing, ranked in chunks and written to one
-    Parquet file (`candidates/<tag>/topk.parquet`, or `topk_<mode>.parquet` in region modes)."""
+    Parquet file (`candidates/<tag>/topk.parquet`, or `topk_<mode>.parquet` in region modes).
+    In verified mode a drawing whose file no longer decodes is left out, counted by reason."""
     if ranker is None:
         ranker = load_ranker(config.out, tag, catalogue, config.mode, config.region)
     wanted = set(cat.query_ids(catalogue))
     allowed = allowed_artworks(catalogue, dict(config.where))
     ids, emb = read_embeddings(config.out, tag)
     chunk = GLOBAL_CHUNK if config.mode == "global" else REGION_CHUNK
-    tables, n_queries = [], 0
+    tables, n_queries, failed = [], 0, Counter[str]()
     for start in range(0, len(ids), chunk):
         keep = [i for i, q in enumerate(ids[start : start + chunk]) if q in wanted]
+        images = None
+        if keep and config.mode == "verified":
+            paths = query_paths(catalogue, config.out, [ids[start + i] for i in keep])
+            readable, images, reasons = readable_query_images(paths)
+            keep = [keep[i] for i in readable]
+            failed.update(reasons)
         if not keep:
             continue
         names = [ids[start + i] for i in keep]
-        images = None
-        if config.mode == "verified":
-            images = query_images(query_paths(catalogue, config.out, names))
         frame = ranker.rank(emb[start : start + chunk][keep], config.k, allowed, images)
         frame.insert(0, "drawing_id", [names[q] for q in frame.pop("query")])
         frame = result_table(frame, config, catalogue, one=False)
         frame["model"] = tag
         tables.append(pa.Table.from_pandas(frame, preserve_index=False))
         n_queries += len(keep)
+    skipped = (
+        f"; {sum(failed.values())} left out, image unreadable: {dict(failed)}" if failed else ""
+    )
     if not tables:
-        raise ValueError(f"no drawing has a {tag} embedding: run `drawmatch embed` first")
+        raise ValueError(f"no drawing has a {tag} embedding: run `drawmatch embed` first{skipped}")
     name = "topk.parquet" if config.mode == "global" else f"topk_{config.mode}.parquet"
     target = config.batch_output or storage.join(config.out, "candidates", tag, name)
     storage.write_parquet(pa.concat_tables(tables, promote_options="default"), target)
     mode = "" if config.mode == "global" else f" ({config.mode})"
-    print(f"search{mode}: top-{config.k} artworks for {n_queries} drawings written to {target}")
+    print(
+        f"search{mode}: top-{config.k} artworks for {n_queries} drawings written to {target}"
+        + skipped
+    )
     return target
 
 

@@ -21,6 +21,7 @@ from drawmatch.augment.styles import NeuralStyleParams
 from drawmatch.core import storage
 from drawmatch.core.config import Config, section, setting
 from drawmatch.core.images import ImageError, open_image
+from drawmatch.data.imaj import is_verso_name
 
 
 @dataclass(frozen=True)
@@ -62,10 +63,20 @@ def output_format(path: str) -> str:
 
 
 def _load(key: str, path: str, size: int, max_pixels: int) -> np.ndarray:
+    """Decode one input image; a verso name, a bad file or an image too thin to style at `size`
+    is a ValueError naming `key`, before any model is built."""
+    from drawmatch.augment.neural_style import check_image_size
+
+    if is_verso_name(path):
+        raise ValueError(
+            f"{key}={path}: the name states a verso (private data of a minor): refused"
+        )
     try:
-        return np.asarray(open_image(path, draft_size=size, max_pixels=max_pixels))
-    except ImageError as exc:
+        img = open_image(path, draft_size=size, max_pixels=max_pixels)
+        check_image_size(img.width, img.height, size)
+    except (ImageError, ValueError) as exc:
         raise ValueError(f"{key}={path}: {exc}") from None
+    return np.asarray(img)
 
 
 def encode(img: np.ndarray, fmt: str, quality: int) -> bytes:

@@ -26,10 +26,15 @@ import pyarrow as pa
 from PIL import Image
 
 from drawmatch.core import storage
+from drawmatch.core.images import DEFAULT_MAX_PIXELS
 from drawmatch.data.embeddings import stored_ids
 
 KINDS = ("sift", "orb")
 SETTINGS_FILE = "features.json"
+STORED_COLUMNS = ("id", "sha256", "width", "height", "n", "keypoints", "descriptors")
+# a resized image thinner than this has no keypoints (SIFT keeps 5 px off the border, ORB 31 px)
+# and ORB's pyramid fails on it: such an image gets zero keypoints without running the detector
+MIN_DETECT_SIDE = 8
 
 
 @dataclass
@@ -67,8 +72,11 @@ def extract(
 ) -> Features:
     """Keypoints and descriptors of one image, resized to `max_side` on its longer side."""
     gray = _resize(img, max_side)
-    kps, desc = _detector(kind, n_features).detectAndCompute(gray, None)
+    detector = _detector(kind, n_features)
     dim = 128 if kind == "sift" else 32
+    kps, desc = None, None
+    if min(gray.shape) >= MIN_DETECT_SIDE:
+        kps, desc = detector.detectAndCompute(gray, None)
     if desc is None or not kps:
         return Features(
             np.zeros((0, 2), np.float32), np.zeros((0, dim), np.uint8), gray.shape[1], gray.shape[0]
@@ -158,20 +166,32 @@ def verify(
 
 
 def features_table(ids: list[str], sha256: list[str], feats: list[Features]) -> pa.Table:
+    """The stored table of `feats` (any number of keypoints, zero included)."""
+    return stored_table(
+        {
+            "id": ids,
+            "sha256": sha256,
+            "width": [f.width for f in feats],
+            "height": [f.height for f in feats],
+            "n": [len(f.keypoints) for f in feats],
+            "keypoints": [np.ascontiguousarray(f.keypoints, np.float32).tobytes() for f in feats],
+            "descriptors": [np.ascontiguousarray(f.descriptors).tobytes() for f in feats],
+        }
+    )
+
+
+def stored_table(columns: dict[str, Any]) -> pa.Table:
+    """The store's table of columns as `LocalFeatureExtractor` returns them (`id`, `sha256`,
+    `width`, `height`, `n`, and `keypoints` and `descriptors` as bytes, written as they are)."""
     return pa.table(
         {
-            "id": pa.array(ids, pa.string()),
-            "sha256": pa.array(sha256, pa.string()),
-            "width": pa.array([f.width for f in feats], pa.int32()),
-            "height": pa.array([f.height for f in feats], pa.int32()),
-            "n": pa.array([len(f.keypoints) for f in feats], pa.int32()),
-            "keypoints": pa.array(
-                [np.ascontiguousarray(f.keypoints, np.float32).tobytes() for f in feats],
-                pa.binary(),
-            ),
-            "descriptors": pa.array(
-                [np.ascontiguousarray(f.descriptors).tobytes() for f in feats], pa.binary()
-            ),
+            "id": pa.array([str(v) for v in columns["id"]], pa.string()),
+            "sha256": pa.array([str(v) for v in columns["sha256"]], pa.string()),
+            "width": pa.array([int(v) for v in columns["width"]], pa.int32()),
+            "height": pa.array([int(v) for v in columns["height"]], pa.int32()),
+            "n": pa.array([int(v) for v in columns["n"]], pa.int32()),
+            "keypoints": pa.array([bytes(v) for v in columns["keypoints"]], pa.binary()),
+            "descriptors": pa.array([bytes(v) for v in columns["descriptors"]], pa.binary()),
         }
     )
 
@@ -196,10 +216,20 @@ def read_features(out: str | Path, kind: str, max_side: int) -> dict[str, Featur
 
 class LocalFeatureExtractor:
     """Callable Ray Data stage: catalogue rows (`id`, `root`, `path`, `sha256`) -> `id`, `sha256`,
-    `ok`, `error` and the stored columns of `features_table` (a row that fails to decode: ok False)."""
+    `ok`, `error` and the stored columns of `features_table`. A row that fails (an image that does
+    not decode or is over `max_pixels`, or a detector error) is ok False with its reason; zero
+    keypoints is a valid row."""
 
-    def __init__(self, roots: dict[str, str], kind: str, max_side: int, n_features: int) -> None:
+    def __init__(
+        self,
+        roots: dict[str, str],
+        kind: str,
+        max_side: int,
+        n_features: int,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
         self.roots, self.kind, self.max_side, self.n_features = roots, kind, max_side, n_features
+        self.max_pixels = max_pixels
         cv2.setNumThreads(1)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -211,17 +241,20 @@ class LocalFeatureExtractor:
             path = storage.join(self.roots[str(batch["root"][i])], str(batch["path"][i]))
             rows["id"].append(str(batch["id"][i]))
             rows["sha256"].append(str(batch["sha256"][i]))
+            reason = ""
             try:
-                img = open_image(path, draft_size=self.max_side)
+                img = open_image(path, draft_size=self.max_side, max_pixels=self.max_pixels)
                 feats.append(extract(img, self.kind, self.max_side, self.n_features))
-                rows["ok"].append(True)
-                rows["error"].append("")
             except ImageError as exc:
+                reason = exc.reason
+            except (cv2.error, ValueError, MemoryError) as exc:  # one image never sinks the job
+                reason = f"local features failed: {type(exc).__name__}"
+            if reason:
                 feats.append(
                     Features(np.zeros((0, 2), np.float32), np.zeros((0, 1), np.uint8), 0, 0)
                 )
-                rows["ok"].append(False)
-                rows["error"].append(exc.reason)
+            rows["ok"].append(not reason)
+            rows["error"].append(reason)
         table = features_table(rows["id"], rows["sha256"], feats).to_pandas()
         result = {k: np.asarray(v, dtype=object) for k, v in rows.items()}
         result["ok"] = np.asarray(rows["ok"], dtype=bool)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from drawmatch.core import storage
+from drawmatch.core.images import ImageError
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import read_embeddings
 from drawmatch.data.imaj import is_verso_name
@@ -59,7 +60,12 @@ def resolve_query(query: str | None, catalogue: pd.DataFrame, out: str | Path, t
         _ids, emb = read_embeddings(out, tag, ids=[query])
         return Query(query, emb)
     if storage.is_file(query):
-        return Query(query, embed_image_file(query, out, tag), file=query)
+        try:
+            return Query(query, embed_image_file(query, out, tag), file=query)
+        except ImageError as exc:
+            raise ValueError(f"query={query}: {exc}") from None
+    if storage.is_dir(query):
+        raise ValueError(f"query={query} is a folder: give one image file or a drawing id")
     raise ValueError(f"{query!r} is neither a catalogue id nor an image file")
 
 
@@ -77,10 +83,32 @@ def query_paths(catalogue: pd.DataFrame, out: str | Path, ids: list[str]) -> lis
 
 
 def query_images(paths: list[str]) -> list[Any]:
-    """The query images (PIL) that verified search extracts local features from."""
+    """The query images (PIL) that verified search extracts local features from; a file that
+    does not decode is a ValueError naming it."""
     from drawmatch.core.images import open_image
 
-    return [open_image(p, draft_size=QUERY_DRAFT) for p in paths]
+    images = []
+    for path in paths:
+        try:
+            images.append(open_image(path, draft_size=QUERY_DRAFT))
+        except ImageError as exc:
+            raise ValueError(f"query image {path}: {exc}") from None
+    return images
+
+
+def readable_query_images(paths: list[str]) -> tuple[list[int], list[Any], list[str]]:
+    """`query_images` of the files that decode: their positions in `paths` and images, and the
+    reason of each file that does not (one per position left out, in order)."""
+    from drawmatch.core.images import open_image
+
+    kept, images, reasons = [], [], []
+    for i, path in enumerate(paths):
+        try:
+            images.append(open_image(path, draft_size=QUERY_DRAFT))
+            kept.append(i)
+        except ImageError as exc:
+            reasons.append(exc.reason)
+    return kept, images, reasons
 
 
 def query_image(query: Query, catalogue: pd.DataFrame, out: str | Path) -> Any:

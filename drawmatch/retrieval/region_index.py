@@ -166,7 +166,11 @@ class RegionIndex:
             if "sha256" in table.column_names:
                 per_artwork["sha256"] = table.column("sha256").to_pylist()
             indexed = per_artwork.drop_duplicates("id")
-            diff = staleness(indexed, gallery, stored_ids(embeddings_dir(out, tag)))
+            stored = stored_ids(embeddings_dir(out, tag))
+            now = dict(zip(stored["id"], stored["sha256"]))
+            failed = self.info.get("without_regions", {})  # same content: still failed, not stale
+            gallery = [k for k in gallery if k not in failed or now.get(k) != failed[k]]
+            diff = staleness(indexed, gallery, stored)
             if any(diff[k] for k in ("removed", "added", "changed")):
                 raise StaleIndexError(
                     f"the region index of {tag} is out of date ({diff['removed']} artworks "
