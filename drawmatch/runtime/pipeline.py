@@ -9,6 +9,7 @@ and `error`, so that every id that went in is either counted as done or recorded
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -101,6 +102,33 @@ def model_actor_stage(
     )
 
 
+def map_actors(
+    ds: Any, cls: type, size: int, constructor_kwargs: dict[str, Any], **options: Any
+) -> Any:
+    """`ds.map_batches` through a pool of `size` actors of `cls`, built with `constructor_kwargs`,
+    that Ray never restarts: a dead actor fails the job, which says so.
+
+    Ray Data's default (`max_restarts=-1`, every batch retried without end) would retry forever
+    an image that kills its worker and never report a lost worker; and Ray logs an error-level
+    line (`core_worker.cc ... has constructor arguments in the object store and max_restarts >
+    0`) for every such pool, as Ray Data passes its own object-store references to each actor.
+    `max_restarts` has no named parameter in Ray 2.60 (the pinned version): it goes through
+    `ray_remote_args`, whose deprecation notice (removal in Ray 2.64) is silenced here alone."""
+    import ray
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning
+        )
+        return ds.map_batches(
+            cls,
+            compute=ray.data.ActorPoolStrategy(size=size),
+            fn_constructor_kwargs=constructor_kwargs,
+            max_restarts=0,
+            **options,
+        )
+
+
 def run_stages(
     todo: pd.DataFrame, block_rows: int, stages: list[Stage], label: str
 ) -> tuple[int, list[tuple[str, str]]]:
@@ -113,33 +141,40 @@ def run_stages(
     blocks = [todo.iloc[i : i + block_rows] for i in range(0, len(todo), max(block_rows, 1))]
     ds: Any = ray.data.from_pandas(blocks)
     for stage in stages:
-        is_actor = isinstance(stage.fn, type)
-        if is_actor:
-            compute: Any = ray.data.ActorPoolStrategy(size=stage.actors or 1)
-            kwargs: dict[str, Any] = {"fn_constructor_kwargs": stage.kwargs}
+        options: dict[str, Any] = {
+            "batch_size": stage.batch_size,
+            "batch_format": "numpy",
+            "num_cpus": stage.num_cpus,
+            "num_gpus": stage.num_gpus,
+        }
+        if isinstance(stage.fn, type):
+            ds = map_actors(ds, stage.fn, stage.actors or 1, stage.kwargs, **options)
         else:
             compute = ray.data.TaskPoolStrategy(size=stage.tasks) if stage.tasks else None
-            kwargs = {"fn_kwargs": stage.kwargs}
-        if compute is not None:
-            kwargs["compute"] = compute
-        ds = ds.map_batches(
-            stage.fn,
-            batch_size=stage.batch_size,
-            batch_format="numpy",
-            num_cpus=stage.num_cpus,
-            num_gpus=stage.num_gpus,
-            **kwargs,
-        )
+            ds = ds.map_batches(stage.fn, fn_kwargs=stage.kwargs, compute=compute, **options)
     done = 0
     errors: list[tuple[str, str]] = []
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        ok = np.asarray(batch["ok"], dtype=bool)
-        done += int(ok.sum())
-        errors.extend(zip(batch["id"][~ok].tolist(), batch["error"][~ok].tolist()))
-        log.info("%s: %d/%d done (%d errors)", label, done, len(todo), len(errors))
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            ok = np.asarray(batch["ok"], dtype=bool)
+            done += int(ok.sum())
+            errors.extend(zip(batch["id"][~ok].tolist(), batch["error"][~ok].tolist()))
+            log.info("%s: %d/%d done (%d errors)", label, done, len(todo), len(errors))
+    except ray.exceptions.RayError as exc:
+        raise RuntimeError(
+            f"{label} stopped ({type(exc).__name__}: {first_line(exc)}); {len(todo)} in, {done} "
+            f"done and kept, {len(errors)} errors, {len(todo) - done - len(errors)} not done (a "
+            "rerun does only what is missing)"
+        ) from exc
     if done + len(errors) != len(todo):
         raise RuntimeError(f"{label} lost rows: {len(todo)} in, {done} done, {len(errors)} errors")
     return done, errors
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's text (Ray's errors carry whole tracebacks)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(exc).__name__
 
 
 def record_errors(directory: str, errors: list[tuple[str, str]]) -> dict[str, int]:

@@ -1,0 +1,134 @@
+"""What a run prints and counts: no Ray error-level noise on a clean run, a lost worker reported
+with the counts of what went in and came out, and no Ray start when there is nothing to do."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from drawmatch.data import catalogue as cat
+from drawmatch.data.renditions import ensure_rendition, rendition_path
+from drawmatch.jobs import thumbnails
+from drawmatch.jobs.thumbnails import ThumbnailsConfig
+from tests import serve_data
+from tests.conftest import hand_catalogue, make_image
+
+_CLI = "import sys; from drawmatch.cli import main; sys.exit(main(sys.argv[1:]))"
+# Ray's C++ log lines: `[date time,ms E pid tid] file.cc:line: ...`; E is the error level
+_CPP_ERROR = re.compile(r"^\[[^\]]* E \d+ \d+\] \S+\.cc:\d+", re.MULTILINE)
+
+
+def _cli(*argv: str) -> subprocess.CompletedProcess[str]:
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run(
+        [sys.executable, "-c", _CLI, *argv], env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def _assert_quiet(run: subprocess.CompletedProcess[str]) -> None:
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert not _CPP_ERROR.findall(run.stderr), run.stderr[-3000:]
+    assert "core_worker.cc" not in run.stderr
+    assert "Mutex corrupt" not in run.stderr and "SIGABRT" not in run.stderr
+
+
+def test_a_thumbnails_rerun_with_nothing_missing_starts_no_ray(tmp_path, monkeypatch):
+    import ray
+
+    out = serve_data.build(tmp_path, n_drawings=3, n_artworks=2)
+    config = ThumbnailsConfig(out=str(out), sizes=(64, 128))
+    rows = thumbnails.select(cat.read_catalogue(out), config.collections)
+    sources = cat.resolve_paths(rows, cat.read_roots(out))
+    for source, sha in zip(sources, rows["sha256"]):  # every rendition made beforehand
+        for size in config.sizes:
+            assert ensure_rendition(out, source, sha, size)[1]
+    was_up = ray.is_initialized()
+
+    def no_ray(*_args: object) -> None:
+        raise AssertionError("Ray was started with nothing to render")
+
+    monkeypatch.setattr(thumbnails, "init_ray", no_ray)
+    result = thumbnails.run(config)
+    assert (result.images, result.made, result.errors) == (len(rows), 0, {})
+    assert ray.is_initialized() == was_up
+    # one rendition gone: that one is missing now, and Ray is needed again
+    Path(rendition_path(out, str(rows["sha256"].iloc[0]), 64)).unlink()
+    with pytest.raises(AssertionError, match="Ray was started"):
+        thumbnails.run(config)
+
+
+@pytest.mark.slow
+def test_embed_and_thumbnails_runs_print_no_ray_error_lines(ray_local, tmp_path):
+    """A clean run's stderr (the job in its own process, joining the test's Ray) holds no
+    error-level Ray line and no worker crash."""
+    drawings = [make_image(tmp_path / "d" / f"d{i}.jpg", (40, 40), seed=i) for i in range(6)]
+    out = tmp_path / "out"
+    hand_catalogue(out, {"drawing": drawings})
+    address = f"ray.address={ray_local.get_runtime_context().gcs_address}"
+    tiny = ["model.backbone=tiny", "model.pretrained=false", "model.image_size=32"]
+    embedded = _cli("embed", f"out={out}", *tiny, "cpus_per_actor=0.5", "decode_cpus=0.25", address)
+    _assert_quiet(embedded)
+    assert "6 embedded, 0 failed" in embedded.stdout
+    rendered = _cli("thumbnails", f"out={out}", "sizes=[64]", address)
+    _assert_quiet(rendered)
+    assert "thumbnails: 6 renditions made for 6 of 6 images" in rendered.stdout
+
+
+@pytest.mark.slow
+def test_a_model_actor_that_dies_stops_the_job_with_the_counts(ray_local, tmp_path):
+    """An actor whose process dies is not restarted and its batch not retried in silence: the
+    run stops with one line that counts what went in, what was done and what was not."""
+    from drawmatch.runtime.pipeline import Stage, run_stages
+
+    marker = str(tmp_path / "died")
+
+    class DiesOnce:  # defined here, so that Ray ships it by value
+        def __init__(self, marker: str) -> None:
+            self.marker = marker
+
+        def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            if "x13" in batch["id"] and not os.path.exists(self.marker):
+                open(self.marker, "w").close()
+                os._exit(1)  # as a decoder crash on a hostile file would
+            n = len(batch["id"])
+            return {"id": batch["id"], "ok": np.ones(n, bool), "error": np.full(n, "", object)}
+
+    todo = pd.DataFrame({"id": [f"x{i}" for i in range(20)]})
+    stage = Stage(DiesOnce, batch_size=4, num_cpus=0.5, kwargs={"marker": marker}, actors=1)
+    with pytest.raises(RuntimeError) as caught:
+        run_stages(todo, 4, [stage], "test")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("test stopped (")
+    counts = re.search(r"(\d+) in, (\d+) done and kept, (\d+) errors, (\d+) not done", message)
+    assert counts, message
+    n_in, done, errors, not_done = map(int, counts.groups())
+    assert n_in == 20 and errors == 0 and not_done >= 1 and done + not_done == 20
+
+
+@pytest.mark.slow
+def test_a_thumbnails_task_whose_worker_dies_comes_back_as_an_error(ray_local, tmp_path):
+    """Every part given to `run_tasks` comes back once: with its result, or with the Ray error
+    that lost it (not retried, so a crash is never hidden)."""
+    import ray
+
+    def render(part: list[str], marker: str) -> list[str]:
+        if "bad" in part and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+        return [p.upper() for p in part]
+
+    task = ray.remote(num_cpus=0.5, max_retries=0)(render)
+    parts = [["a", "b"], ["bad", "c"], ["d"]]
+    back = list(thumbnails.run_tasks(task, parts, (str(tmp_path / "died"),), limit=2))
+    assert sorted(map(tuple, (p for p, _r in back))) == sorted(map(tuple, parts))
+    results = {tuple(p): r for p, r in back}
+    assert results[("a", "b")] == ["A", "B"] and results[("d",)] == ["D"]
+    assert isinstance(results[("bad", "c")], ray.exceptions.RayError)
