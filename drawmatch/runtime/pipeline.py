@@ -134,12 +134,15 @@ def run_stages(
 ) -> tuple[int, list[tuple[str, str]]]:
     """Run `todo` through `stages`; return (ids done, [(id, error), ...]).
 
-    The rows are cut into blocks of `block_rows` by hand (one block is the unit a decode task and
-    then an actor takes). The last stage must return batches with `id`, `ok` and `error`."""
+    The rows are cut into blocks of at most `block_rows` (one block is the unit a decode task and
+    then an actor takes). The last stage must return batches with `id`, `ok` and `error`.
+    The blocks are built here, in the driver (`from_items`): `from_pandas` would start a task per
+    block to read its schema, in workers that Ray ends soon after as idle, and a Ray 2.60 worker
+    that loaded pyarrow can abort on that exit ("Mutex corrupt", SIGABRT and a stack dump)."""
     import ray
 
-    blocks = [todo.iloc[i : i + block_rows] for i in range(0, len(todo), max(block_rows, 1))]
-    ds: Any = ray.data.from_pandas(blocks)
+    n_blocks = max(1, -(-len(todo) // max(block_rows, 1)))
+    ds: Any = ray.data.from_items(todo.to_dict("records"), override_num_blocks=n_blocks)
     for stage in stages:
         options: dict[str, Any] = {
             "batch_size": stage.batch_size,
