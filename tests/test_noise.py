@@ -132,3 +132,38 @@ def test_a_thumbnails_task_whose_worker_dies_comes_back_as_an_error(ray_local, t
     results = {tuple(p): r for p, r in back}
     assert results[("a", "b")] == ["A", "B"] and results[("d",)] == ["D"]
     assert isinstance(results[("bad", "c")], ray.exceptions.RayError)
+
+
+def test_ray_trains_own_restart_notice_is_dropped_and_every_other_worker_line_kept():
+    from drawmatch.runtime.ray_setup import drop_ray_noise
+
+    printed: list[dict[str, object]] = []
+    notice = (
+        "[2026-12-06 07:38:58,953 E 14556 14653] core_worker.cc:2465: Actor with class name: "
+        "'PreemptionWatcher' and ID: '74772bcc' has constructor arguments in the object store "
+        "and max_restarts > 0. If the arguments in the object store go out of scope or are lost, "
+        "the actor restart will fail."
+    )
+    ours = notice.replace("'PreemptionWatcher'", "'MapWorker(MapBatches(Embedder))'")
+    crash = "[mutex.cc : 1954] RAW: Check failed: Lock: Mutex corrupt: both reader and writer"
+    show = drop_ray_noise(printed.append)
+    show({"pid": 1, "is_err": True, "lines": [notice, ours, crash, "Traceback (most recent"]})
+    show({"pid": 2, "is_err": True, "lines": [notice]})  # nothing left: nothing printed
+    assert printed == [{"pid": 1, "is_err": True, "lines": [ours, crash, "Traceback (most recent"]}]
+
+
+def test_the_filter_goes_once_in_front_of_rays_printer_of_worker_output(ray_local):
+    """The private hook the filter relies on (Ray 2.60's dispatcher) is where it is expected."""
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    from drawmatch.runtime.ray_setup import filter_worker_output
+
+    before = list(dispatcher.handlers)
+    try:
+        dispatcher.add_handler("ray_print_logs", print)  # as ray.init(log_to_driver=True) does
+        filter_worker_output()
+        filter_worker_output()  # once per process, however often a job starts Ray
+        printers = [h for name, h in dispatcher.handlers if name == "ray_print_logs"]
+        assert len(printers) == 1 and getattr(printers[0], "drops_ray_noise", False)
+    finally:
+        dispatcher.handlers = before
