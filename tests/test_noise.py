@@ -65,6 +65,20 @@ def test_a_thumbnails_rerun_with_nothing_missing_starts_no_ray(tmp_path, monkeyp
         thumbnails.run(config)
 
 
+def test_every_image_of_a_thumbnails_task_comes_back_made_or_with_its_reason(tmp_path):
+    good = make_image(tmp_path / "good.jpg", (90, 60), seed=1)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(good.read_bytes()[:40])  # a truncated file
+    sha = "ab" * 32
+    rows = [("good", str(good), sha), ("broken", str(broken), "cd" * 32), ("odd", str(good), "x")]
+    back = thumbnails.render_part(rows, str(tmp_path / "out"), (32, 64), 85, 10**8)
+    assert [(i, n) for i, n, _e in back] == [("good", 2), ("broken", 0), ("odd", 0)]
+    assert back[0][2] == "" and back[1][2] and "not a sha256" in back[2][2]
+    assert thumbnails.missing_sizes(str(tmp_path / "out"), sha, (32, 64, 128)) == [128]
+    # a hash that is not one is work for a task (which records why), not a crash of the job
+    assert thumbnails.needs_work(str(tmp_path / "out"), "x", (32,))
+
+
 @pytest.mark.slow
 def test_embed_and_thumbnails_runs_print_no_ray_error_lines(ray_local, tmp_path):
     """A clean run's stderr (the job in its own process, joining the test's Ray) holds no
@@ -86,7 +100,7 @@ def test_embed_and_thumbnails_runs_print_no_ray_error_lines(ray_local, tmp_path)
 def test_a_model_actor_that_dies_stops_the_job_with_the_counts(ray_local, tmp_path):
     """An actor whose process dies is not restarted and its batch not retried in silence: the
     run stops with one line that counts what went in, what was done and what was not."""
-    from drawmatch.runtime.pipeline import Stage, run_stages
+    from drawmatch.runtime.pipeline import Stage, WorkerLostError, run_stages
 
     marker = str(tmp_path / "died")
 
@@ -103,7 +117,7 @@ def test_a_model_actor_that_dies_stops_the_job_with_the_counts(ray_local, tmp_pa
 
     todo = pd.DataFrame({"id": [f"x{i}" for i in range(20)]})
     stage = Stage(DiesOnce, batch_size=4, num_cpus=0.5, kwargs={"marker": marker}, actors=1)
-    with pytest.raises(RuntimeError) as caught:
+    with pytest.raises(WorkerLostError) as caught:  # an OSError: the CLI says it in one line
         run_stages(todo, 4, [stage], "test")
     message = str(caught.value)
     assert "\n" not in message and message.startswith("test stopped (")
@@ -131,7 +145,7 @@ def test_a_thumbnails_task_whose_worker_dies_comes_back_as_an_error(ray_local, t
     assert sorted(map(tuple, (p for p, _r in back))) == sorted(map(tuple, parts))
     results = {tuple(p): r for p, r in back}
     assert results[("a", "b")] == ["A", "B"] and results[("d",)] == ["D"]
-    assert isinstance(results[("bad", "c")], ray.exceptions.RayError)
+    assert isinstance(results[("bad", "c")], ray.exceptions.WorkerCrashedError)
 
 
 def test_ray_trains_own_restart_notice_is_dropped_and_every_other_worker_line_kept():

@@ -18,7 +18,7 @@ from drawmatch.core.config import Config, save_config, section, setting
 from drawmatch.core.images import ImageError
 from drawmatch.data import catalogue as cat
 from drawmatch.data.renditions import make_rendition, rendition_path
-from drawmatch.runtime.pipeline import first_line
+from drawmatch.runtime.pipeline import first_line, lost_worker_errors
 from drawmatch.runtime.ray_setup import RayConfig, init_ray
 
 
@@ -74,6 +74,15 @@ def missing_sizes(out: str, sha: str, sizes: tuple[int, ...]) -> list[int]:
     return [s for s in sizes if not storage.exists(rendition_path(out, sha, s))]
 
 
+def needs_work(out: str, sha: str, sizes: tuple[int, ...]) -> bool:
+    """True when a rendition is missing, or when `sha` is no content hash (the task that gets
+    the image then records why, as for any other image in error)."""
+    try:
+        return bool(missing_sizes(out, sha, sizes))
+    except ValueError:
+        return True
+
+
 @dataclass
 class ThumbnailsResult:
     images: int
@@ -103,7 +112,7 @@ def run(config: ThumbnailsConfig) -> ThumbnailsResult:
         }
     )
     sizes = tuple(config.sizes)
-    todo = frame[[bool(missing_sizes(out, str(sha), sizes)) for sha in frame["sha256"]]]
+    todo = frame[[needs_work(out, str(sha), sizes) for sha in frame["sha256"]]]
     save_config(config, storage.join(out, "thumbnails", "thumbnails_config.yaml"))
     if todo.empty:
         print(f"thumbnails: 0 renditions made, all {len(frame)} images already have theirs")
@@ -156,5 +165,5 @@ def run_tasks(
         part = running.pop(ready[0])
         try:
             yield part, ray.get(ready[0])
-        except ray.exceptions.RayError as exc:
+        except lost_worker_errors() as exc:
             yield part, exc

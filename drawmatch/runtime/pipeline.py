@@ -42,6 +42,11 @@ class PipelineConfig(Config):
 log = logging.getLogger(__name__)
 
 
+class WorkerLostError(OSError):
+    """A worker process died mid-job (out of memory, a crash in native code): the job stops and
+    says what it kept. An OSError, so that the CLI reports it in one line."""
+
+
 @dataclass(frozen=True)
 class Stage:
     """One `map_batches` step. `fn` is a function (run as Ray tasks) or a class (a pool of
@@ -163,8 +168,8 @@ def run_stages(
             done += int(ok.sum())
             errors.extend(zip(batch["id"][~ok].tolist(), batch["error"][~ok].tolist()))
             log.info("%s: %d/%d done (%d errors)", label, done, len(todo), len(errors))
-    except ray.exceptions.RayError as exc:
-        raise RuntimeError(
+    except lost_worker_errors() as exc:
+        raise WorkerLostError(
             f"{label} stopped ({type(exc).__name__}: {first_line(exc)}); {len(todo)} in, {done} "
             f"done and kept, {len(errors)} errors, {len(todo) - done - len(errors)} not done (a "
             "rerun does only what is missing)"
@@ -172,6 +177,13 @@ def run_stages(
     if done + len(errors) != len(todo):
         raise RuntimeError(f"{label} lost rows: {len(todo)} in, {done} done, {len(errors)} errors")
     return done, errors
+
+
+def lost_worker_errors() -> tuple[type[Exception], ...]:
+    """Ray's errors for a worker, actor or node that died (not for an exception in our code)."""
+    from ray import exceptions as e
+
+    return (e.RayActorError, e.WorkerCrashedError, e.NodeDiedError, e.OutOfMemoryError)
 
 
 def first_line(exc: BaseException) -> str:
