@@ -97,26 +97,32 @@ def test_embed_and_thumbnails_runs_print_no_ray_error_lines(ray_local, tmp_path)
 
 
 @pytest.mark.slow
-def test_a_model_actor_that_dies_stops_the_job_with_the_counts(ray_local, tmp_path):
-    """An actor whose process dies is not restarted and its batch not retried in silence: the
-    run stops with one line that counts what went in, what was done and what was not."""
+@pytest.mark.parametrize("kind", ["actor", "task"])
+def test_a_stage_whose_worker_dies_stops_the_job_with_the_counts(ray_local, tmp_path, kind):
+    """A model actor or decode task whose process dies is not restarted or retried in silence:
+    the run stops with one line that counts what went in, what was done and what was not."""
     from drawmatch.runtime.pipeline import Stage, WorkerLostError, run_stages
 
-    marker = str(tmp_path / "died")
+    def dies_once(batch: dict[str, np.ndarray], marker: str) -> dict[str, np.ndarray]:
+        """Kills its own process the first time it sees x13, as a decoder crash on a hostile
+        file would; passes every other row. Defined here, so that Ray ships it by value."""
+        if "x13" in batch["id"] and not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+        n = len(batch["id"])
+        return {"id": batch["id"], "ok": np.ones(n, bool), "error": np.full(n, "", object)}
 
-    class DiesOnce:  # defined here, so that Ray ships it by value
+    class DiesOnce:
         def __init__(self, marker: str) -> None:
             self.marker = marker
 
         def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            if "x13" in batch["id"] and not os.path.exists(self.marker):
-                open(self.marker, "w").close()
-                os._exit(1)  # as a decoder crash on a hostile file would
-            n = len(batch["id"])
-            return {"id": batch["id"], "ok": np.ones(n, bool), "error": np.full(n, "", object)}
+            return dies_once(batch, self.marker)
 
+    fn = DiesOnce if kind == "actor" else dies_once
+    marker = str(tmp_path / "died")
     todo = pd.DataFrame({"id": [f"x{i}" for i in range(20)]})
-    stage = Stage(DiesOnce, batch_size=4, num_cpus=0.5, kwargs={"marker": marker}, actors=1)
+    stage = Stage(fn, batch_size=4, num_cpus=0.5, kwargs={"marker": marker}, actors=1)
     with pytest.raises(WorkerLostError) as caught:  # an OSError: the CLI says it in one line
         run_stages(todo, 4, [stage], "test")
     message = str(caught.value)

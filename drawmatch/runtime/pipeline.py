@@ -107,31 +107,23 @@ def model_actor_stage(
     )
 
 
-def map_actors(
-    ds: Any, cls: type, size: int, constructor_kwargs: dict[str, Any], **options: Any
-) -> Any:
-    """`ds.map_batches` through a pool of `size` actors of `cls`, built with `constructor_kwargs`,
-    that Ray never restarts: a dead actor fails the job, which says so.
+def map_batches(ds: Any, fn: Any, **options: Any) -> Any:
+    """`ds.map_batches(fn, **options)` whose work Ray never redoes in silence: a task whose worker
+    dies is not retried, an actor (`fn` a class) not restarted, so the job stops and says so.
 
-    Ray Data's default (`max_restarts=-1`, every batch retried without end) would retry forever
-    an image that kills its worker and never report a lost worker; and Ray logs an error-level
-    line (`core_worker.cc ... has constructor arguments in the object store and max_restarts >
-    0`) for every such pool, as Ray Data passes its own object-store references to each actor.
-    `max_restarts` has no named parameter in Ray 2.60 (the pinned version): it goes through
-    `ray_remote_args`, whose deprecation notice (removal in Ray 2.64) is silenced here alone."""
-    import ray
-
+    Ray Data's defaults (`max_retries=-1` for tasks, `max_restarts=-1` for actors, with every
+    batch retried) would retry forever an image that kills its worker and never report a lost
+    worker; and for actors Ray logs an error-level line (`core_worker.cc ... has constructor
+    arguments in the object store and max_restarts > 0`), as Ray Data passes its own
+    object-store references to each actor. These options have no named parameter in Ray 2.60
+    (the pinned version): they go through `ray_remote_args`, whose deprecation notice (removal
+    in Ray 2.64) is silenced here alone."""
+    no_retry = {"max_restarts": 0} if isinstance(fn, type) else {"max_retries": 0}
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning
         )
-        return ds.map_batches(
-            cls,
-            compute=ray.data.ActorPoolStrategy(size=size),
-            fn_constructor_kwargs=constructor_kwargs,
-            max_restarts=0,
-            **options,
-        )
+        return ds.map_batches(fn, **no_retry, **options)
 
 
 def run_stages(
@@ -156,10 +148,14 @@ def run_stages(
             "num_gpus": stage.num_gpus,
         }
         if isinstance(stage.fn, type):
-            ds = map_actors(ds, stage.fn, stage.actors or 1, stage.kwargs, **options)
+            options["compute"] = ray.data.ActorPoolStrategy(size=stage.actors or 1)
+            options["fn_constructor_kwargs"] = stage.kwargs
         else:
-            compute = ray.data.TaskPoolStrategy(size=stage.tasks) if stage.tasks else None
-            ds = ds.map_batches(stage.fn, fn_kwargs=stage.kwargs, compute=compute, **options)
+            options["compute"] = (
+                ray.data.TaskPoolStrategy(size=stage.tasks) if stage.tasks else None
+            )
+            options["fn_kwargs"] = stage.kwargs
+        ds = map_batches(ds, stage.fn, **options)
     done = 0
     errors: list[tuple[str, str]] = []
     try:
