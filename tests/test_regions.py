@@ -252,6 +252,23 @@ def test_regions_job_writes_regions_with_provenance_and_resumes(region_run):
     assert RegionIndex(out, tag).info["local_features"]["max_side"] == cfg.feature_side
 
 
+def test_a_second_model_reuses_the_local_features_and_says_so(region_run, tmp_path, capsys):
+    """Local features do not depend on the model: a regions run for a second model tag extracts
+    none and its summary counts them as reused, not as "0 with local features"."""
+    src, _tag, _root, first, cfg = region_run
+    out = tmp_path / "out"
+    shutil.copytree(src, out)
+    tiny = ["model.backbone=tiny", "model.pretrained=false", "model.image_size=48"]
+    second = embed.run(load_config(EmbedConfig, None, [f"out={out}", *tiny])).model_tag
+    capsys.readouterr()
+    result = regions.run(replace(cfg, out=str(out), model_tag=second))
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert result.embedded == first.embedded and result.features_extracted == 0
+    assert result.features_reused == first.features_extracted
+    assert f"local features 0 extracted and {first.features_extracted} reused" in summary
+    assert summary.startswith(f"regions {second}: {first.embedded} artworks embedded")
+
+
 def test_region_search_finds_details_and_returns_the_box(region_run):
     out, _tag, _root, _first, _cfg = region_run
     found = search.run(SearchConfig(out=str(out), query="detail2", k=3, mode="region"))

@@ -43,6 +43,7 @@ from drawmatch.core.config import (
 from drawmatch.core.locks import catalogue_lock
 from drawmatch.data import catalogue
 from drawmatch.data.pairs import read_pairs
+from drawmatch.runtime.pipeline import map_batches
 from drawmatch.runtime.ray_setup import RayConfig, init_ray
 
 NEURAL_REFERENCES = ("auto", "drawing", "artwork")
@@ -284,12 +285,13 @@ def _run_ray(todo: pd.DataFrame, config: AugmentConfig, roots: dict[str, str]) -
     # split by hand: from_pandas(override_num_blocks=...) uses np.array_split, which breaks on
     # DataFrames with the installed pandas
     parts = [frame.iloc[i : i + step] for i in range(0, len(frame), step)]
-    ds = ray.data.from_pandas(parts).map_batches(
+    ds = map_batches(
+        ray.data.from_pandas(parts),
         StyleAugmenter,
+        compute=ray.data.ActorPoolStrategy(size=concurrency),
         fn_constructor_kwargs=kwargs,
         batch_size=config.batch_size,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=concurrency),
         num_cpus=1,
     )
     frames = [b for b in ds.iter_batches(batch_format="pandas", batch_size=None) if len(b)]

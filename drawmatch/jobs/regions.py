@@ -123,6 +123,7 @@ class RegionsResult:
     index_size: int = 0
     index_seconds: float = 0.0
     features_extracted: int = 0
+    features_reused: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
 
@@ -276,6 +277,8 @@ def _run(config: RegionsConfig) -> RegionsResult:
     feat_todo, feat_dir = pd.DataFrame(), ""
     if config.local_features:
         feat_todo, feat_dir = _features_todo(config, config.local_features, rows, feat_settings)
+        # local features do not depend on the model: another model tag's run reuses them
+        result.features_reused = len(rows) - len(feat_todo)
     print(
         f"regions {tag}: {len(rows)} artworks, {result.already_done} already done, {len(todo)} "
         f"to embed ({len(boxes)} regions each at {config.region_size} px)"
@@ -304,17 +307,29 @@ def _run(config: RegionsConfig) -> RegionsResult:
     )
     result.index_seconds = time.perf_counter() - start
     result.index_size = n_vectors
-    print(
-        f"regions {tag}: {result.embedded} artworks embedded, {result.features_extracted} with "
-        f"local features, {len(errors)} errors {result.errors}; {config.index_kind} region index "
-        f"of {n_vectors} vectors ({n_artworks} artworks) in {result.index_seconds:.1f} s"
-        + (
-            f"; {no_global} artworks left out (no global embedding yet: run `drawmatch embed`)"
-            if no_global
-            else ""
-        )
-    )
+    print(summary(result, config, n_artworks, no_global))
     return result
+
+
+def summary(result: RegionsResult, config: RegionsConfig, n_artworks: int, no_global: int) -> str:
+    """The run's last line: what was embedded, extracted or reused, the errors and the index."""
+    features = (
+        f"local features {result.features_extracted} extracted and {result.features_reused} "
+        "reused, "
+        if config.local_features
+        else ""
+    )
+    left_out = (
+        f"; {no_global} artworks left out (no global embedding yet: run `drawmatch embed`)"
+        if no_global
+        else ""
+    )
+    return (
+        f"regions {result.model_tag}: {result.embedded} artworks embedded, {features}"
+        f"{sum(result.errors.values())} errors {result.errors}; {config.index_kind} region index "
+        f"of {result.index_size} vectors ({n_artworks} artworks) in {result.index_seconds:.1f} s"
+        f"{left_out}"
+    )
 
 
 def _check_pooling(info: dict[str, Any], tag: str) -> None:

@@ -9,6 +9,7 @@ and `error`, so that every id that went in is either counted as done or recorded
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -39,6 +40,11 @@ class PipelineConfig(Config):
 
 
 log = logging.getLogger(__name__)
+
+
+class WorkerLostError(OSError):
+    """A worker process died mid-job (out of memory, a crash in native code): the job stops and
+    says what it kept. An OSError, so that the CLI reports it in one line."""
 
 
 @dataclass(frozen=True)
@@ -101,45 +107,85 @@ def model_actor_stage(
     )
 
 
+def map_batches(ds: Any, fn: Any, **options: Any) -> Any:
+    """`ds.map_batches(fn, **options)` whose work Ray never redoes in silence: a task whose worker
+    dies is not retried, an actor (`fn` a class) not restarted, so the job stops and says so.
+
+    Ray Data's defaults (`max_retries=-1` for tasks, `max_restarts=-1` for actors, with every
+    batch retried) would retry forever an image that kills its worker and never report a lost
+    worker; and for actors Ray logs an error-level line (`core_worker.cc ... has constructor
+    arguments in the object store and max_restarts > 0`), as Ray Data passes its own
+    object-store references to each actor. These options have no named parameter in Ray 2.60
+    (the pinned version): they go through `ray_remote_args`, whose deprecation notice (removal
+    in Ray 2.64) is silenced here alone."""
+    no_retry = {"max_restarts": 0} if isinstance(fn, type) else {"max_retries": 0}
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning
+        )
+        return ds.map_batches(fn, **no_retry, **options)
+
+
 def run_stages(
     todo: pd.DataFrame, block_rows: int, stages: list[Stage], label: str
 ) -> tuple[int, list[tuple[str, str]]]:
     """Run `todo` through `stages`; return (ids done, [(id, error), ...]).
 
-    The rows are cut into blocks of `block_rows` by hand (one block is the unit a decode task and
-    then an actor takes). The last stage must return batches with `id`, `ok` and `error`."""
+    The rows are cut into blocks of at most `block_rows` (one block is the unit a decode task and
+    then an actor takes). The last stage must return batches with `id`, `ok` and `error`.
+    The blocks are built here, in the driver (`from_items`): `from_pandas` would start a task per
+    block to read its schema, in workers that Ray ends soon after as idle, and a Ray 2.60 worker
+    that loaded pyarrow can abort on that exit ("Mutex corrupt", SIGABRT and a stack dump)."""
     import ray
 
-    blocks = [todo.iloc[i : i + block_rows] for i in range(0, len(todo), max(block_rows, 1))]
-    ds: Any = ray.data.from_pandas(blocks)
+    n_blocks = max(1, -(-len(todo) // max(block_rows, 1)))
+    ds: Any = ray.data.from_items(todo.to_dict("records"), override_num_blocks=n_blocks)
     for stage in stages:
-        is_actor = isinstance(stage.fn, type)
-        if is_actor:
-            compute: Any = ray.data.ActorPoolStrategy(size=stage.actors or 1)
-            kwargs: dict[str, Any] = {"fn_constructor_kwargs": stage.kwargs}
+        options: dict[str, Any] = {
+            "batch_size": stage.batch_size,
+            "batch_format": "numpy",
+            "num_cpus": stage.num_cpus,
+            "num_gpus": stage.num_gpus,
+        }
+        if isinstance(stage.fn, type):
+            options["compute"] = ray.data.ActorPoolStrategy(size=stage.actors or 1)
+            options["fn_constructor_kwargs"] = stage.kwargs
         else:
-            compute = ray.data.TaskPoolStrategy(size=stage.tasks) if stage.tasks else None
-            kwargs = {"fn_kwargs": stage.kwargs}
-        if compute is not None:
-            kwargs["compute"] = compute
-        ds = ds.map_batches(
-            stage.fn,
-            batch_size=stage.batch_size,
-            batch_format="numpy",
-            num_cpus=stage.num_cpus,
-            num_gpus=stage.num_gpus,
-            **kwargs,
-        )
+            options["compute"] = (
+                ray.data.TaskPoolStrategy(size=stage.tasks) if stage.tasks else None
+            )
+            options["fn_kwargs"] = stage.kwargs
+        ds = map_batches(ds, stage.fn, **options)
     done = 0
     errors: list[tuple[str, str]] = []
-    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        ok = np.asarray(batch["ok"], dtype=bool)
-        done += int(ok.sum())
-        errors.extend(zip(batch["id"][~ok].tolist(), batch["error"][~ok].tolist()))
-        log.info("%s: %d/%d done (%d errors)", label, done, len(todo), len(errors))
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            ok = np.asarray(batch["ok"], dtype=bool)
+            done += int(ok.sum())
+            errors.extend(zip(batch["id"][~ok].tolist(), batch["error"][~ok].tolist()))
+            log.info("%s: %d/%d done (%d errors)", label, done, len(todo), len(errors))
+    except lost_worker_errors() as exc:
+        raise WorkerLostError(
+            f"{label} stopped ({type(exc).__name__}: {first_line(exc)}); {len(todo)} in, {done} "
+            f"done and kept, {len(errors)} errors, {len(todo) - done - len(errors)} not done (a "
+            "rerun does only what is missing)"
+        ) from exc
     if done + len(errors) != len(todo):
         raise RuntimeError(f"{label} lost rows: {len(todo)} in, {done} done, {len(errors)} errors")
     return done, errors
+
+
+def lost_worker_errors() -> tuple[type[Exception], ...]:
+    """Ray's errors for a worker, actor or node that died (not for an exception in our code)."""
+    from ray import exceptions as e
+
+    return (e.RayActorError, e.WorkerCrashedError, e.NodeDiedError, e.OutOfMemoryError)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's text (Ray's errors carry whole tracebacks)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(exc).__name__
 
 
 def record_errors(directory: str, errors: list[tuple[str, str]]) -> dict[str, int]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from drawmatch.core.config import Config, setting
 
@@ -33,13 +36,49 @@ def _drop_auth_enabled_notice(record: logging.LogRecord) -> bool:
     return not record.getMessage().startswith("Token authentication is enabled for this")
 
 
+# Lines Ray's own actors print that ask nothing of a user; they are kept out of the console (the
+# worker's log file keeps them). Ray Train's PreemptionWatcher is built with the training
+# workers' actor handles and restarts without limit, so Ray logs at error level that a restart
+# could fail if those references were lost: its own design, on every train run.
+RAY_NOISE = (
+    re.compile(
+        r"core_worker\.cc:\d+: Actor with class name: 'PreemptionWatcher' .* has constructor "
+        r"arguments in the object store and max_restarts > 0"
+    ),
+)
+
+
+def drop_ray_noise(print_logs: Callable[[dict[str, Any]], None]) -> Callable[..., None]:
+    """`print_logs` (Ray's printer of worker output on the driver) without the `RAY_NOISE`
+    lines; a batch left empty is not printed."""
+
+    def filtered(data: dict[str, Any]) -> None:
+        lines = [line for line in data["lines"] if not any(p.search(line) for p in RAY_NOISE)]
+        if lines:
+            print_logs({**data, "lines": lines})
+
+    filtered.drops_ray_noise = True  # type: ignore[attr-defined]
+    return filtered
+
+
+def filter_worker_output() -> None:
+    """Put `drop_ray_noise` in front of Ray's printer of worker output (Ray 2.60's dispatcher,
+    `ray._private.ray_logging`); once per process."""
+    from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+
+    for name, handler in list(dispatcher.handlers):
+        if name == "ray_print_logs" and not getattr(handler, "drops_ray_noise", False):
+            dispatcher.remove_handler(name)
+            dispatcher.add_handler(name, drop_ray_noise(handler))
+
+
 def init_ray(cfg: RayConfig) -> None:
     """Join the cluster named by `cfg.address` / RAY_ADDRESS / a running `ray start`, or start a
     local instance with `cfg.num_cpus` CPUs. Does nothing if Ray is already initialised.
 
     Ray's console output is cut to what a user needs: warnings and errors of the `ray` logger
-    (not its start-up banner), workers' output (`log_to_driver`: a failing worker shows why),
-    Ray Data's progress bars on a terminal; its execution plans and, when stdout is not a
+    (not its start-up banner), workers' output (`log_to_driver`: a failing worker shows why)
+    but the `RAY_NOISE` lines of Ray's own actors, Ray Data's progress bars on a terminal; its execution plans and, when stdout is not a
     terminal, its periodic progress dumps go only to its log file (`ray-data.log` in the session's
     log folder)."""
     import ray
@@ -59,6 +98,7 @@ def init_ray(cfg: RayConfig) -> None:
         if cfg.num_cpus is not None:
             kwargs["num_cpus"] = cfg.num_cpus
         ray.init(**kwargs)  # type: ignore[arg-type]
+    filter_worker_output()
     quiet_ray_data()
 
 
