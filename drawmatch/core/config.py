@@ -89,13 +89,20 @@ def range_of(cls: type, name: str) -> dict[str, Any]:
     return {k: declared[k] for k in ("ge", "gt", "le", "lt", "choices")}
 
 
+def bound_text(value: float) -> str:
+    """A bound as people read it: whole numbers in full (1048576), others short (1e-06, 0.5)."""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"
+
+
 def range_text(meta: typing.Mapping[str, Any]) -> str:
     """`1 to 100`, `>= 1`, `> 0 and <= 1`: the range a key declares."""
     ge, gt, le, lt = meta.get("ge"), meta.get("gt"), meta.get("le"), meta.get("lt")
     if ge is not None and le is not None:
-        return f"{ge:g} to {le:g}"
-    parts = [f">= {ge:g}" if ge is not None else "", f"> {gt:g}" if gt is not None else ""]
-    parts += [f"<= {le:g}" if le is not None else "", f"< {lt:g}" if lt is not None else ""]
+        return f"{bound_text(ge)} to {bound_text(le)}"
+    parts = [f">= {bound_text(ge)}" if ge is not None else ""]
+    parts += [f"> {bound_text(gt)}" if gt is not None else ""]
+    parts += [f"<= {bound_text(le)}" if le is not None else ""]
+    parts += [f"< {bound_text(lt)}" if lt is not None else ""]
     return " and ".join(p for p in parts if p)
 
 
@@ -167,7 +174,7 @@ class Config:
 def at_least(name: str, value: float | None, minimum: float) -> None:
     """`value >= minimum` for a rule across keys (None means "not set" and passes)."""
     if value is not None and not value >= minimum:  # `not >=` also refuses NaN
-        raise ConfigError(f"{name}: {value!r} is out of range (must be >= {minimum:g})")
+        raise ConfigError(f"{name}: {value!r} is out of range (must be >= {bound_text(minimum)})")
 
 
 def folder_name(name: str, value: str | None) -> None:
