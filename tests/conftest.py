@@ -293,3 +293,17 @@ def chromium():
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield browser
         browser.close()
+
+
+@contextmanager
+def ray_never_started() -> Iterator[None]:
+    """Fail if anything calls `ray.init` inside the block, whether or not an earlier test left a
+    Ray instance up: what a config refusal proves is that it came before Ray was started."""
+    from unittest import mock
+
+    import ray
+
+    was_up = ray.is_initialized()
+    with mock.patch.object(ray, "init", side_effect=AssertionError("ray.init was called")):
+        yield
+    assert ray.is_initialized() == was_up

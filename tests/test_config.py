@@ -11,6 +11,7 @@ from drawmatch.cli import main, parse_job_config
 from drawmatch.core.config import ConfigError, load_config, save_config, to_dict
 from drawmatch.jobs.embed import EmbedConfig
 from drawmatch.jobs.index import IndexConfig
+from tests.conftest import ray_never_started
 
 
 def test_yaml_then_overrides_win(tmp_path):
@@ -594,13 +595,11 @@ def test_every_float_key_refuses_infinite_nan_and_overflowing_values(job, key, i
 def test_cli_refuses_each_bad_value_in_one_line_naming_its_key(argv, key, tmp_path, capsys):
     """A bad value costs exit code 2 and one stderr line naming its key, before Ray starts and
     before anything is written."""
-    import ray
-
     out = f"out={tmp_path / 'x.jpg'}" if argv[0] == "stylize" else f"out={tmp_path}"
-    assert main([argv[0], out, *argv[1:]]) == 2
+    with ray_never_started():
+        assert main([argv[0], out, *argv[1:]]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "config error" in err and key in err, err
-    assert not ray.is_initialized()
     assert not any(tmp_path.iterdir())
 
 

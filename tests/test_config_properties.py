@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import ray
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drawmatch.cli import JOBS, main
 from drawmatch.core.config import ConfigError, load_config
+from tests.conftest import ray_never_started
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,12 +169,11 @@ def assert_refused(job: str, override: str, key: str, out: Path) -> None:
     before = _listing(out)
     target = f"out={out / 'x.jpg'}" if JOBS[job].out_is_file else f"out={out}"
     err, std = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(std):
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(std), ray_never_started():
         code = main([job, target, override])
     lines = err.getvalue().splitlines()
     assert code == 2, (job, override, err.getvalue())
     assert len(lines) == 1 and "config error" in lines[0] and key in lines[0], (override, lines)
-    assert not ray.is_initialized()
     assert _listing(out) == before
 
 
