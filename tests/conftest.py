@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -307,3 +308,25 @@ def ray_never_started() -> Iterator[None]:
     with mock.patch.object(ray, "init", side_effect=AssertionError("ray.init was called")):
         yield
     assert ray.is_initialized() == was_up
+
+
+def embed_index_search(out: Path) -> tuple[set[str], set[str], pd.DataFrame]:
+    """Embed an output root with the tiny random model, index its artworks and search every
+    drawing (top 2): the ids embedded, the ids indexed and the top-k table."""
+    from drawmatch.core.config import load_config
+    from drawmatch.data import embeddings
+    from drawmatch.jobs import embed, index, search
+    from drawmatch.jobs.embed import EmbedConfig
+    from drawmatch.jobs.index import IndexConfig
+    from drawmatch.jobs.search import SearchConfig
+    from drawmatch.retrieval import artwork_index
+
+    model = ["model.backbone=tiny", "model.pretrained=false", "model.image_size=32"]
+    tag = embed.run(load_config(EmbedConfig, None, [f"out={out}", *model])).model_tag
+    index.run(IndexConfig(out=str(out)))
+    topk = pd.read_parquet(search.run(SearchConfig(out=str(out), batch=True, k=2)))
+    embedded: set[str] = set()
+    for part in embeddings.part_files(embeddings.embeddings_dir(out, tag)):
+        embedded |= set(pd.read_parquet(part, columns=["id"])["id"])
+    ids_file = Path(artwork_index.index_dir(out, tag)) / artwork_index.IDS_FILE
+    return embedded, set(pd.read_parquet(ids_file)["id"]), topk

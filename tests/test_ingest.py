@@ -17,7 +17,7 @@ from drawmatch.core.config import load_config
 from drawmatch.data import catalogue
 from drawmatch.jobs import ingest
 from drawmatch.jobs.ingest import IngestConfig
-from tests.conftest import make_image
+from tests.conftest import embed_index_search, make_image
 
 DUERER = "Albrecht_Du╠êrer"  # as the folder is named in the real collection
 
@@ -423,12 +423,9 @@ def test_no_verso_reaches_embeddings_index_or_top_k(
     ray_local, tmp_path, imaj_dir, capsys, monkeypatch
 ):
     from drawmatch.cli import main
-    from drawmatch.data import embeddings
-    from drawmatch.jobs import embed, index, search
-    from drawmatch.jobs.embed import EmbedConfig
-    from drawmatch.jobs.index import IndexConfig
+    from drawmatch.jobs import search
     from drawmatch.jobs.search import SearchConfig
-    from drawmatch.retrieval import artwork_index, queries
+    from drawmatch.retrieval import queries
 
     names = sorted(set(_one_name_per_shape(imaj_dir) + VERSO_FILES + RECTO_FILES))
     d, a = tmp_path / "drawings", tmp_path / "artworks"
@@ -445,17 +442,7 @@ def test_no_verso_reaches_embeddings_index_or_top_k(
     by_name = {_stem(n).strip() for n in names if _VERSO_FIELD.search(_stem(n))}
     assert versos == by_name and len(versos) >= len(VERSO_FILES) + 3
 
-    model = ["model.backbone=tiny", "model.pretrained=false", "model.image_size=32"]
-    tag = embed.run(load_config(EmbedConfig, None, [f"out={out}", *model])).model_tag
-    index.run(IndexConfig(out=str(out)))
-    topk = pd.read_parquet(search.run(SearchConfig(out=str(out), batch=True, k=2)))
-
-    embedded: set[str] = set()
-    for part in embeddings.part_files(embeddings.embeddings_dir(out, tag)):
-        embedded |= set(pd.read_parquet(part, columns=["id"])["id"])
-    indexed = set(
-        pd.read_parquet(Path(artwork_index.index_dir(out, tag)) / artwork_index.IDS_FILE)["id"]
-    )
+    embedded, indexed, topk = embed_index_search(out)
     queried = set(topk["drawing_id"]) | set(topk["artwork_id"])
     assert not versos & embedded and not versos & indexed and not versos & queried
     originals = set(

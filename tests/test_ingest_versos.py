@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from drawmatch.data import catalogue
 from drawmatch.jobs import ingest
 from drawmatch.jobs.ingest import IngestConfig
-from tests.conftest import make_image
+from tests.conftest import embed_index_search, make_image
 from tests.verso_strategies import extensions, ordinary_stems, verso_stems
 
 
@@ -68,17 +68,12 @@ def test_ingest_marks_every_verso_spelling(
 
 @pytest.mark.slow
 def test_named_versos_reach_no_embedding_search_result_or_export(ray_local, tmp_path: Path):
-    from drawmatch.core.config import load_config
-    from drawmatch.data import embeddings
     from drawmatch.data.annotations import AnnotationStore, db_path
     from drawmatch.data.renditions import rendition_path
-    from drawmatch.jobs import embed, export, index, search, thumbnails
-    from drawmatch.jobs.embed import EmbedConfig
+    from drawmatch.jobs import export, search, thumbnails
     from drawmatch.jobs.export import ExportConfig
-    from drawmatch.jobs.index import IndexConfig
     from drawmatch.jobs.search import SearchConfig
     from drawmatch.jobs.thumbnails import ThumbnailsConfig
-    from drawmatch.retrieval import artwork_index
 
     d, a = tmp_path / "drawings", tmp_path / "artworks"
     verso_files = ["Verso.jpg", "back_verso.jpg", "IMG_0003 - BACK.png", "scanReverse2.jpg"]
@@ -97,16 +92,7 @@ def test_named_versos_reach_no_embedding_search_result_or_export(ray_local, tmp_
     assert not any(Path(rendition_path(out, df.loc[v, "sha256"], 32)).exists() for v in versos)
     assert Path(rendition_path(out, df.loc["cat", "sha256"], 32)).exists()
 
-    model = ["model.backbone=tiny", "model.pretrained=false", "model.image_size=32"]
-    tag = embed.run(load_config(EmbedConfig, None, [f"out={out}", *model])).model_tag
-    index.run(IndexConfig(out=str(out)))
-    topk = pd.read_parquet(search.run(SearchConfig(out=str(out), batch=True, k=2)))
-    embedded: set[str] = set()
-    for part in embeddings.part_files(embeddings.embeddings_dir(out, tag)):
-        embedded |= set(pd.read_parquet(part, columns=["id"])["id"])
-    indexed = set(
-        pd.read_parquet(Path(artwork_index.index_dir(out, tag)) / artwork_index.IDS_FILE)["id"]
-    )
+    embedded, indexed, topk = embed_index_search(out)
     assert embedded and not versos & embedded and not versos & indexed
     assert set(topk["drawing_id"]) == {"cat", "house_1"}
     for name in verso_files:
