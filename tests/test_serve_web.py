@@ -174,3 +174,13 @@ def test_an_upload_named_as_a_verso_is_refused_like_the_cli(app, out, name):
     assert response.status_code == 400
     assert str(cli.value) in html.unescape(response.text)
     assert "/artworks/" not in response.text  # nothing was searched
+
+
+def test_a_trailing_newline_is_not_a_host_or_a_name():
+    """`$` in a pattern also matches before a final newline: hosts and annotator names are
+    matched to their very end."""
+    from drawmatch.serve import security
+
+    assert HOSTS.admits("wb.example.org") and not HOSTS.admits("wb.example.org\n")
+    assert not HOSTS.admits("localhost:8000\n")
+    assert security.valid_name("Ada") and not security.valid_name("Ada\n")

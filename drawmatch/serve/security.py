@@ -32,7 +32,7 @@ SESSION_COOKIE = "dm_session"
 LOGIN_COOKIE = "dm_login"
 CSRF_HEADER = "x-csrf-token"
 SESSION_MAX_AGE = 14 * 24 * 3600
-NAME_PATTERN = re.compile(r"^[^\W_][\w .'@-]{0,63}$")
+NAME_PATTERN = re.compile(r"^[^\W_][\w .'@-]{0,63}\Z")
 
 
 @dataclass(frozen=True)
