@@ -18,7 +18,7 @@ from drawmatch.core import storage
 from drawmatch.core.images import DEFAULT_MAX_PIXELS, open_image
 
 THUMBNAILS_DIR = "thumbnails"
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def rendition_path(out: str | Path, sha256: str, size: int) -> str:
