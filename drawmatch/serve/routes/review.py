@@ -247,7 +247,7 @@ def review_agreement(
     tag = site.optional_tag(model)
     found = double_review.agreement(site.store.effective())
     rows = [
-        {"d": d, "art": artwork_card(wb, d.artwork_id)}
+        {"d": d, "art": artwork_card(wb, d.artwork_id), "info": wb.row(d.drawing_id)}
         for d in found.disagreements
         if wb.is_drawing(d.drawing_id) and wb.is_artwork(d.artwork_id)
     ]
