@@ -14,7 +14,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from drawmatch.data.annotations import DECISIONS, pairs_csv_text, pairs_frame
+from drawmatch.data.annotations import DECISIONS, Decision, pairs_csv_text, pairs_frame
 from drawmatch.serve import double_review
 from drawmatch.serve.review_queue import known_match_threshold
 from drawmatch.serve.site import (
@@ -100,6 +100,23 @@ def check_decision(site: Site, form: DecisionForm, model: str) -> CheckedDecisio
     )
 
 
+def store_decision(
+    site: Site, pair: CheckedDecision, annotator: str, tag: str | None, source: str = "workbench"
+) -> Decision:
+    """Append a checked decision by `annotator`, shown under model `tag`."""
+    return site.store.add(
+        pair.drawing,
+        pair.artwork,
+        pair.decision,
+        annotator,
+        tag,
+        pair.rank,
+        pair.distance,
+        pair.note,
+        source,
+    )
+
+
 @router.post("/annotate", response_class=HTMLResponse)
 def annotate(
     request: Request,
@@ -111,9 +128,7 @@ def annotate(
     wb, store = site.workbench, site.store
     pair = check_decision(site, form, model)
     key, art, tag = pair.drawing, pair.artwork, pair.tag
-    stored = store.add(
-        key, art, pair.decision, session.annotator, tag, pair.rank, pair.distance, pair.note
-    )
+    stored = store_decision(site, pair, session.annotator, tag)
     if request.headers.get("hx-request") != "true":
         target = f"/drawings/{quote(key, safe='')}" + (f"?model={quote(tag)}" if tag else "")
         return RedirectResponse(target, status_code=303)
@@ -200,16 +215,7 @@ def review_decide(
 ) -> Response:
     pair = check_decision(site, form, model)
     tag = site.tag_of(pair.tag)
-    site.store.add(
-        pair.drawing,
-        pair.artwork,
-        pair.decision,
-        session.annotator,
-        tag,
-        pair.rank,
-        pair.distance,
-        pair.note,
-    )
+    store_decision(site, pair, session.annotator, tag)
     if request.headers.get("hx-request") != "true":
         return _back_to_review(tag, order)
     context = review_context(site, tag, session.annotator, order)
@@ -266,17 +272,7 @@ def review_settle(
     pair = check_decision(site, form, model)
     if pair.decision not in double_review.REVIEWS:
         raise HTTPException(400, "a disagreement is settled by a match or a non-match")
-    site.store.add(
-        pair.drawing,
-        pair.artwork,
-        pair.decision,
-        session.annotator,
-        pair.tag,
-        pair.rank,
-        pair.distance,
-        pair.note,
-        source="settle",
-    )
+    store_decision(site, pair, session.annotator, pair.tag, source="settle")
     target = "/review/agreement" + (f"?model={quote(pair.tag)}" if pair.tag else "")
     return RedirectResponse(target, status_code=303)
 
