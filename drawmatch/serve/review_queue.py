@@ -90,9 +90,10 @@ def uncertainty(distance: np.ndarray, threshold: float) -> np.ndarray:
 
 def known_match_threshold(cands: Candidates, matches: Iterable[tuple[str, str]]) -> float | None:
     """The median distance of the known matches (current matches, imported ones included) that
-    are candidates; None when none is."""
+    are candidates, to 3 decimals (as shown: one more match rarely moves it, so the queue's order
+    is sorted again only when it does); None when none is."""
     rows = cands.rows_of(matches)
-    return float(np.median(cands.distance[rows])) if len(rows) else None
+    return round(float(np.median(cands.distance[rows])), 3) if len(rows) else None
 
 
 class ReviewQueue:
@@ -112,7 +113,7 @@ class ReviewQueue:
         if cands is None:
             return np.zeros(0, np.int64)
         if threshold is None:
-            return np.arange(len(cands), dtype=np.int64)
+            return np.arange(len(cands), dtype=np.int64)  # stored closest first
         key = (tag, threshold)
         cached = self._orders.get(key)
         if cached is None:
