@@ -188,6 +188,8 @@ def test_export_merges_known_pairs_and_writes_negatives(app, out, known_file, ca
     assert list(negatives[0])[:2] == ["drawing_id", "artwork_id"]
     assert result.counts.imported_kept == 1 and result.counts.rejected_imports == 1
     assert "imported pairs rejected in the workbench (exported as non-matches): 1" in printed
+    assert "double-review disagreements not settled (their latest decision exported): 0" in printed
+    assert result.open_disagreements == 0
     assert http.get("/export.csv").text == Path(result.path).read_text()
 
 
@@ -232,6 +234,10 @@ def test_double_review_two_annotators_kappa_and_settling(double_app):
         "Cohen's κ = 0.00" in agreement and "1 agreed, 1 disagreed (1 still to settle)" in agreement
     )
     assert first["drawing_id"] in agreement.split("Disagreements to settle")[1]
+    from drawmatch.jobs import export
+    from drawmatch.jobs.export import ExportConfig
+
+    assert export.run(ExportConfig(out=str(out))).open_disagreements == 1
     settled = lin.post(
         "/review/settle",
         data={**first, "model": tag, "decision": "match", "csrf_token": lin_token},
@@ -242,6 +248,8 @@ def test_double_review_two_annotators_kappa_and_settling(double_app):
     assert "(0 still to settle)" in after and "by Lin" in after.split("Settled")[1]
     current = AnnotationStore(db_path(out)).current_by_pair(first["drawing_id"])
     assert current[first["artwork_id"]].source == "settle"
+    exported = export.run(ExportConfig(out=str(out)))
+    assert exported.open_disagreements == 0 and exported.counts.decided_matches >= 2
     skip = lin.post(
         "/review/settle",
         data={**first, "model": tag, "decision": "skip", "csrf_token": lin_token},

@@ -13,7 +13,8 @@ known and rejected in the workbench is a non-match. Writes, in one folder (defau
 
 Versos and ids the catalogue no longer holds are never exported. The summary counts the imported
 pairs kept, the matches decided in the workbench, the non-matches, the imported pairs rejected in
-the workbench, the skipped pairs and the pairs left out.
+the workbench, the skipped pairs, the pairs left out, and the double-review disagreements not
+settled yet (settle them on the workbench's agreement page).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from drawmatch.data.annotations import (
     pairs_frame,
     read_known_pairs,
 )
+from drawmatch.serve import double_review
 
 NEGATIVES_FILE = "negatives.csv"
 
@@ -62,6 +64,7 @@ class ExportResult:
     negatives_path: str
     negatives: int
     counts: ExportCounts
+    open_disagreements: int  # double-review disagreements not settled: the latest decision counts
 
 
 def run(config: ExportConfig) -> ExportResult:
@@ -78,17 +81,20 @@ def run(config: ExportConfig) -> ExportResult:
     table = pairs_frame(store, allowed, config.annotators)
     negatives = negatives_frame(store, allowed, config.annotators)
     counts = export_counts(store, allowed, config.annotators)
+    unsettled = len(double_review.agreement(store.effective()).open)
     target = config.output or storage.join(config.out, "annotations", "pairs.csv")
     folder = storage.parent(target)
     negatives_target = storage.join(folder, NEGATIVES_FILE)
     storage.write_text(target, pairs_csv_text(table))
     storage.write_text(negatives_target, pairs_csv_text(negatives))
     save_config(config, storage.join(folder, "export_config.yaml"))
-    print(summary(counts, target, negatives_target))
-    return ExportResult(str(target), len(table), str(negatives_target), len(negatives), counts)
+    print(summary(counts, target, negatives_target, unsettled))
+    return ExportResult(
+        str(target), len(table), str(negatives_target), len(negatives), counts, unsettled
+    )
 
 
-def summary(counts: ExportCounts, pairs_path: str, negatives_path: str) -> str:
+def summary(counts: ExportCounts, pairs_path: str, negatives_path: str, unsettled: int) -> str:
     """What the export wrote, count by count."""
     c = counts
     lines = [
@@ -100,5 +106,6 @@ def summary(counts: ExportCounts, pairs_path: str, negatives_path: str) -> str:
         f"{c.rejected_imports}",
         f"  skipped (in neither file): {c.skipped}",
         f"  left out (versos, ids no longer catalogued): {c.left_out}",
+        f"double-review disagreements not settled (their latest decision exported): {unsettled}",
     ]
     return "\n".join(lines)
