@@ -308,34 +308,25 @@ class AnnotationStore:
         """artwork id -> latest decision, for one drawing."""
         return {d.artwork_id: d for d in self.current(drawing_id=drawing_id)}
 
+    def pair_states(self) -> dict[tuple[str, str], tuple[str, int]]:
+        """(drawing id, artwork id) -> (current decision, its `seq`) of every decided pair, in
+        one query (the review queue reads all three sets below from it)."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT drawing_id, artwork_id, decision, seq FROM current")
+            return {(d, a): (str(dec), int(seq)) for d, a, dec, seq in rows}
+
     def decided_pairs(self) -> set[tuple[str, str]]:
         """(drawing id, artwork id) of every pair whose current decision is a match or a
         non-match (imported pairs included; skips are not decided)."""
-        with self._read() as conn:
-            return {
-                (d, a)
-                for d, a in conn.execute(
-                    "SELECT drawing_id, artwork_id FROM current WHERE decision != 'skip'"
-                )
-            }
+        return decided_of(self.pair_states())
 
     def matching_pairs(self) -> set[tuple[str, str]]:
         """(drawing id, artwork id) of every pair whose current decision is a match."""
-        with self._read() as conn:
-            return {
-                (d, a)
-                for d, a in conn.execute(
-                    "SELECT drawing_id, artwork_id FROM current WHERE decision = 'match'"
-                )
-            }
+        return {p for p, (dec, _seq) in self.pair_states().items() if dec == "match"}
 
     def skipped_pairs(self) -> dict[tuple[str, str], int]:
         """(drawing id, artwork id) -> `seq` of every pair whose current decision is a skip."""
-        with self._read() as conn:
-            rows = conn.execute(
-                "SELECT drawing_id, artwork_id, seq FROM current WHERE decision = 'skip'"
-            )
-            return {(d, a): int(seq) for d, a, seq in rows}
+        return skipped_of(self.pair_states())
 
     def effective(self) -> list[Decision]:
         """Every decision no undo cancels, oldest first."""
@@ -377,6 +368,16 @@ def _kept(rows: list[Decision], decision: str, annotators: Iterable[str]) -> lis
         for d in rows
         if d.decision == decision and (not names or d.annotator in names or d.source == IMPORTED)
     ]
+
+
+def decided_of(states: dict[tuple[str, str], tuple[str, int]]) -> set[tuple[str, str]]:
+    """The pairs of `AnnotationStore.pair_states` whose current decision is not a skip."""
+    return {p for p, (dec, _seq) in states.items() if dec != "skip"}
+
+
+def skipped_of(states: dict[tuple[str, str], tuple[str, int]]) -> dict[tuple[str, str], int]:
+    """The pairs of `AnnotationStore.pair_states` whose current decision is a skip -> its seq."""
+    return {p: seq for p, (dec, seq) in states.items() if dec == "skip"}
 
 
 def _now() -> str:

@@ -14,7 +14,14 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from drawmatch.data.annotations import DECISIONS, Decision, pairs_csv_text, pairs_frame
+from drawmatch.data.annotations import (
+    DECISIONS,
+    Decision,
+    decided_of,
+    pairs_csv_text,
+    pairs_frame,
+    skipped_of,
+)
 from drawmatch.serve import double_review
 from drawmatch.serve.review_queue import known_match_threshold
 from drawmatch.serve.site import (
@@ -143,13 +150,17 @@ OrderQuery = Annotated[Literal["closest", "uncertain"] | None, Query()]
 OrderForm = Annotated[Literal["closest", "uncertain", ""], Form()]
 
 
-def queue_state(site: Site, annotator: str) -> tuple[set[tuple[str, str]], dict[Any, int]]:
-    """The pairs the queue leaves out and the skipped pairs it shows last (`seq` of the skip):
-    every annotator's decisions, or in double review (`review.double`) what `double_review`
-    leaves out for this annotator."""
+def queue_state(
+    site: Site, annotator: str
+) -> tuple[set[tuple[str, str]], dict[Any, int], set[tuple[str, str]]]:
+    """The pairs the queue leaves out, the skipped pairs it shows last (`seq` of the skip) and
+    the current matches: every annotator's decisions, or in double review (`review.double`) what
+    `double_review` leaves out for this annotator."""
+    states = site.store.pair_states()
+    matches = {p for p, (dec, _seq) in states.items() if dec == "match"}
     if site.config.review.double:
-        return double_review.queue_state(site.store.effective(), annotator)
-    return site.store.decided_pairs(), site.store.skipped_pairs()
+        return (*double_review.queue_state(site.store.effective(), annotator), matches)
+    return decided_of(states), skipped_of(states), matches
 
 
 def review_context(
@@ -158,11 +169,11 @@ def review_context(
     """The review card of `tag`'s next candidate in `order` (closest or most uncertain first;
     skipped pairs last), and the queue's progress."""
     wb, order = site.workbench, order or site.config.review.order
-    decided, skipped = queue_state(site, annotator)
+    decided, skipped, matches = queue_state(site, annotator)
     threshold = None
     cands = wb.review.candidates[tag]
     if order == "uncertain" and cands is not None:
-        threshold = known_match_threshold(cands, site.store.matching_pairs())
+        threshold = known_match_threshold(cands, matches)
     nxt = wb.review.next(tag, decided, skipped, 1, threshold)
     done, total = wb.review.progress(tag, decided)
     card = None
