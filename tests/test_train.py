@@ -225,3 +225,44 @@ def test_a_set_with_fewer_queries_than_workers_is_evaluated(ray_local, tiny_fold
     result = train.run(tiny_train_config(out, odd, "epochs=1", "run_name=odd"))
     assert result.summary["baseline"]["val"]["n_queries"] == 1
     assert result.summary["history"][0]["val_n_queries"] == 1
+
+
+def _hashes(trainer: train.Trainer, epochs: int) -> list[str]:
+    trainer.baseline()
+    return [trainer.run_epoch(e)[0]["weights_hash"] for e in range(epochs)]
+
+
+def test_a_seed_gives_the_same_weights_again_even_through_a_resume(tiny_fold, tmp_path):
+    """In one process: a pseudo epoch then a pair epoch, run twice with seed 0, give the same
+    weights after each epoch; seed 1 gives others; a run checkpointed after its first epoch and
+    restored in a fresh trainer ends with the weights of the run that went straight through
+    (every random draw of a step comes from the seed, the rank and the step)."""
+    out, fold_csv = tiny_fold
+    keys = ("num_workers=1", "epochs=1", "pseudo_epochs=1", "selection=last")
+    first = _hashes(train.Trainer(tiny_train_config(out, fold_csv, *keys)), 2)
+    assert _hashes(train.Trainer(tiny_train_config(out, fold_csv, *keys)), 2) == first
+    other = _hashes(train.Trainer(tiny_train_config(out, fold_csv, *keys, "seed=1")), 2)
+    assert other[0] != first[0] and other[1] != first[1]
+
+    stopped = train.Trainer(tiny_train_config(out, fold_csv, *keys))
+    assert _hashes(stopped, 1) == first[:1]
+    stopped.save(tmp_path)
+    resumed = train.Trainer(tiny_train_config(out, fold_csv, *keys))
+    resumed.restore(checkpoints.TrainCheckpoint.load(tmp_path / checkpoints.CHECKPOINT_FILE))
+    assert resumed.run_epoch(1)[0]["weights_hash"] == first[1]
+
+
+def test_two_ray_runs_with_one_seed_give_the_same_weights_and_metrics(ray_local, tiny_fold):
+    """Two DDP workers on Ray, a pseudo epoch and a pair epoch: the same seed twice gives the
+    same weights after every epoch and the same test metrics; another seed other weights."""
+    out, fold_csv = tiny_fold
+
+    def fit(name: str, seed: int) -> train.TrainResult:
+        keys = ("epochs=1", "pseudo_epochs=1", "selection=last", f"seed={seed}")
+        return train.run(tiny_train_config(out, fold_csv, *keys, f"run_name={name}"))
+
+    runs = [fit("same-a", 0), fit("same-b", 0), fit("other", 1)]
+    hashes = [[h["weights_hash"] for h in r.summary["history"]] for r in runs]
+    assert hashes[0] == hashes[1] and len(hashes[0]) == 2
+    assert runs[0].summary["best"]["test"] == runs[1].summary["best"]["test"]
+    assert hashes[2][0] != hashes[0][0] and hashes[2][1] != hashes[0][1]

@@ -37,6 +37,13 @@ Fine-tuning that should hold on drawings it never saw (all off by default, keys 
   `last` keeps the final weights and never stops early, for when the number of epochs is chosen
   across folds (the sweep, pooled validation) rather than on a fold's few validation drawings.
 
+Reproducibility: `seed` fixes every random draw. Each step seeds torch's generator (the train
+transforms) and the mining generator (negatives, extra positives) from (seed, rank, global step),
+and draws its pseudo renditions from the same triple, so a resumed run repeats the steps of one
+that went straight through; the samplers shuffle by (seed, epoch). Workers use deterministic
+kernels and exactly `cpus_per_worker` CPU threads (at least 1), whatever OMP_NUM_THREADS they
+inherit. Two runs with one seed, one config and one kind of machine give the same weights.
+
 Each worker builds one `Trainer` (model, optimiser, scheduler, loss, bank, loader, fold data), an
 `EpochTrainer` that the training harness (`drawmatch.training.harness`) runs; its progress is a
 `TrainState`, which with the state dicts is a checkpoint (`TrainCheckpoint`,
@@ -406,7 +413,7 @@ class Trainer(EpochTrainer):
         # the training pairs, and the gallery artworks for the pseudo stage (one pass per epoch)
         self.sampler, self.pairs = self.batches(len(self.data.train))
         self.artwork_sampler, self.artworks = self.batches(len(self.data.gallery))
-        self.generator = torch.Generator().manual_seed(config.seed * 1000 + self.rank)
+        self.generator = torch.Generator().manual_seed(step_seed(config.seed, self.rank, 0))
         self.amp = self.device.type == "cuda"
 
     def batches(
@@ -513,6 +520,7 @@ class Trainer(EpochTrainer):
     def train_step(self, pair_indices: list[int]) -> tuple[float, float, int]:
         """One optimiser step on training pairs `pair_indices` (see `optimise`).
         Returns (loss, seconds spent mining, triplets in the batch gathered from all ranks)."""
+        self.seed_step()
         rows = self.data.train.iloc[pair_indices]
         anchor_ids = rows["anchor_id"].tolist()
         anchors = self.loader.train_batch(anchor_ids)
@@ -526,6 +534,7 @@ class Trainer(EpochTrainer):
         from drawmatch.training.pseudo_pairs import plan_renditions
 
         config, gallery = self.config, self.data.gallery
+        self.seed_step()
         rng = np.random.default_rng([config.seed, self.rank, self.state.step])
         renditions = plan_renditions(
             [gallery[i] for i in artwork_indices],
@@ -538,6 +547,15 @@ class Trainer(EpochTrainer):
         )
         anchors = self.loader.pseudo_batch(renditions)
         return self.optimise(anchors, artwork_indices, [{i} for i in artwork_indices])
+
+    def seed_step(self) -> None:
+        """Seed the step's random draws (train transforms through torch's global generator,
+        mined negatives and extra positives through `generator`) from the run's seed, this
+        worker's rank and the global step: a step draws the same whether the run went straight
+        through or resumed from a checkpoint, and the two workers draw different crops."""
+        seed = step_seed(self.config.seed, self.rank, self.state.step)
+        torch.manual_seed(seed)
+        self.generator.manual_seed(seed)
 
     def optimise(
         self, anchors: torch.Tensor, given: list[int], pos_sets: list[set[int]]
@@ -650,6 +668,24 @@ class Trainer(EpochTrainer):
         self.bank.refreshes = 0  # built again with the restored weights before the next step
 
 
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """A 63-bit seed for one training step of one worker, from the run's seed, the rank and the
+    global step (numpy's SeedSequence, so nearby triples give unrelated seeds)."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def deterministic_torch(cpus: float) -> None:
+    """Make a worker's arithmetic repeatable: deterministic kernels (cuDNN's autotuner off,
+    torch warns where an operation has no deterministic version) and a fixed number of CPU
+    threads, the CPUs reserved for the worker (at least 1), whatever OMP_NUM_THREADS the
+    process inherited: the order of a sum over threads changes its last bits, and hard-negative
+    mining turns such bits into other negatives."""
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(max(1, int(cpus)))
+
+
 def make_scheduler(
     optimizer: torch.optim.Optimizer, config: TrainConfig
 ) -> torch.optim.lr_scheduler.LRScheduler:
@@ -686,6 +722,7 @@ def train_loop(config_dict: dict[str, Any]) -> None:
     import ray.train.torch
 
     config = from_dict(TrainConfig, config_dict)
+    deterministic_torch(config.cpus_per_worker)
     trainer = Trainer(config, ray.train.torch.get_device(), ray.train.torch.prepare_model)
     run_dir = storage.join(config.out, "runs", ray.train.get_context().get_experiment_name())
     fit(trainer, lambda worker: record_worker(run_dir, worker.rank, worker.state.epoch))
