@@ -266,3 +266,37 @@ def test_two_ray_runs_with_one_seed_give_the_same_weights_and_metrics(ray_local,
     assert hashes[0] == hashes[1] and len(hashes[0]) == 2
     assert runs[0].summary["best"]["test"] == runs[1].summary["best"]["test"]
     assert hashes[2][0] != hashes[0][0] and hashes[2][1] != hashes[0][1]
+
+
+def test_embed_takes_the_model_settings_from_the_checkpoint(ray_local, tiny_fold, tmp_path):
+    """Weights trained as `tiny`, GeM pooling, 40 px: embed with only --weights uses those
+    settings (the tag and model.json say so); a model key that contradicts the checkpoint is
+    refused in one line before Ray is asked for anything; the same value given again is fine."""
+    from drawmatch.models.backbones import create_backbone
+    from tests.conftest import ray_never_started
+
+    out, _fold_csv = tiny_fold
+    net = create_backbone("tiny", False, "gem")
+    with torch.no_grad():
+        net.trunk[0].weight.mul_(1.5)  # fine-tuned weights, not the starting ones
+    settings = {"backbone": "tiny", "pretrained": False, "image_size": 40, "pooling": "gem"}
+    best = checkpoints.write_best_model(str(tmp_path), net.state_dict(), settings, 2)
+
+    def config(*keys: str) -> EmbedConfig:
+        return load_config(EmbedConfig, None, [f"out={out}", "model.pretrained=false", *keys])
+
+    result = embed.run(config(f"model.weights={best}"))
+    assert result.model_tag.startswith("tiny-gem-40-ft-") and result.embedded == 2 * N_PAIRS
+    info = json.loads((Path(result.directory) / "model.json").read_text())
+    assert (info["model"]["backbone"], info["model"]["image_size"], info["model"]["pooling"]) == (
+        "tiny",
+        40,
+        "gem",
+    )
+    again = embed.run(config(f"model.weights={best}", "model.image_size=40", "model.pooling=gem"))
+    assert again.model_tag == result.model_tag and again.embedded == 0
+    for key, value in (("image_size", "32"), ("pooling", "avg"), ("backbone", "resnet50")):
+        with ray_never_started(), pytest.raises(ValueError) as refused:
+            embed.run(config(f"model.weights={best}", f"model.{key}={value}"))
+        message = str(refused.value)
+        assert f"model.{key}={value} contradicts" in message and "\n" not in message
