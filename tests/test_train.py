@@ -15,6 +15,7 @@ from drawmatch.jobs import embed, train
 from drawmatch.jobs.embed import EmbedConfig
 from drawmatch.jobs.train import TrainConfig
 from drawmatch.training import checkpoints
+from tests.conftest import TINY_TRAIN as TINY
 from tests.conftest import tiny_train_config
 
 N_PAIRS = 12
@@ -300,3 +301,85 @@ def test_embed_takes_the_model_settings_from_the_checkpoint(ray_local, tiny_fold
             embed.run(config(f"model.weights={best}", f"model.{key}={value}"))
         message = str(refused.value)
         assert f"model.{key}={value} contradicts" in message and "\n" not in message
+
+
+def _fold_with(fold_csv: Path, name: str, **sets: str) -> Path:
+    """A copy of the fold file with the sets of some drawings changed (drawing id -> set)."""
+    import pandas as pd
+
+    rows = pd.read_csv(fold_csv, dtype=str, keep_default_na=False)
+    rows["set"] = [sets.get(d, s) for d, s in zip(rows["drawing_id"], rows["set"])]
+    path = Path(fold_csv).with_name(name)
+    rows.to_csv(path, index=False)
+    return path
+
+
+def test_a_pseudo_stage_alone_needs_no_training_pairs(tiny_fold):
+    """epochs=0: a fold of validation and test drawings only trains its pseudo epoch and reports
+    on them; the same run with epochs=1 is refused, in one line."""
+    out, fold_csv = tiny_fold
+    no_train = _fold_with(
+        fold_csv, "fold_no_train.csv", **{f"draw{i:02d}": "val" for i in range(8)}
+    )
+    keys = ("num_workers=1", "epochs=0", "pseudo_epochs=1", "selection=last")
+    trainer = train.Trainer(tiny_train_config(out, no_train, *keys))
+    assert trainer.data.train.empty and len(trainer.data.queries["val"]) == 10
+    assert trainer.baseline()["test"]["n_queries"] == 2
+    record, _stop = trainer.run_epoch(0)
+    assert (record["stage"], record["steps"], record["val_n_queries"]) == ("pseudo", 6, 10)
+    with pytest.raises(ValueError, match="no training pairs for epochs=1") as refused:
+        train.load_fold(tiny_train_config(out, no_train, "epochs=1"))
+    assert "\n" not in str(refused.value)
+
+
+def test_a_label_free_pseudo_stage_runs_without_a_fold_file(ray_local, tiny_fold):
+    """No fold_csv: the pseudo stage trains on the gallery alone (Ray, 2 workers), reports no
+    metrics and writes weights that differ from the starting ones; selection=val (nothing to
+    select on) and epochs > 0 are refused before Ray is asked for anything."""
+    from tests.conftest import ray_never_started
+
+    out, _fold_csv = tiny_fold
+    keys = ["epochs=0", "pseudo_epochs=1", "selection=last", "run_name=label-free"]
+    config = load_config(TrainConfig, None, [f"out={out}", *TINY, *keys])
+    result = train.run(config)
+    assert [h["stage"] for h in result.summary["history"]] == ["pseudo"]
+    assert result.summary["best"]["test"] == {} and result.summary["best_epoch"] == 0
+    assert torch.load(result.best_model, weights_only=True)["epoch"] == 0
+    for bad, message in (("selection=val", "selection=last"), ("epochs=1", "needs fold_csv")):
+        with ray_never_started(), pytest.raises(ValueError, match=message):
+            train.run(load_config(TrainConfig, None, [f"out={out}", *TINY, *keys, bad]))
+
+
+def test_expert_negatives_reach_their_anchors_and_bad_ones_are_refused(tmp_path):
+    """The `set=train` rows of a negatives file become the known negatives of their drawing, in
+    file order (gallery index of art05, art03); other sets stay out. An unknown id, a verso, an
+    artwork column naming a drawing and a non-match that is also a pair are refused in one line
+    before Ray is asked for anything."""
+    import pandas as pd
+
+    from drawmatch.data import catalogue as cat
+    from tests.conftest import ray_never_started, tiny_training_set
+
+    out, fold_csv = tiny_training_set(tmp_path)
+    catalogue = cat.read_catalogue(out)
+    verso = catalogue[catalogue["id"] == "art00"].assign(id="art00_verso", verso=True)
+    cat.write_catalogue(pd.concat([catalogue, verso], ignore_index=True), out)
+    negatives = tmp_path / "negatives.csv"
+    negatives.write_text(
+        "drawing_id,artwork_id,set\ndraw00,art05,train\ndraw00,art03,train\ndraw08,art01,val\n"
+    )
+    config = tiny_train_config(out, fold_csv, "num_workers=1", f"negatives_csv={negatives}")
+    data = train.load_fold(config)
+    gallery = {a: i for i, a in enumerate(data.gallery)}
+    assert data.negatives == {"draw00": [gallery["art05"], gallery["art03"]]}
+
+    for row, message in (
+        ("draw01,ghost", "1 id(s) not in the catalogue: ghost"),
+        ("draw01,art00_verso", "1 verso(s): art00_verso"),
+        ("draw01,draw02", "1 id(s) that are no usable drawing or gallery artwork: draw02"),
+        ("draw01,art01", "1 non-match(es) that are also pairs of the fold: draw01 - art01"),
+    ):
+        negatives.write_text(f"drawing_id,artwork_id,set\ndraw00,art05,train\n{row},train\n")
+        with ray_never_started(), pytest.raises(ValueError) as refused:
+            train.run(config)
+        assert message in str(refused.value) and "\n" not in str(refused.value)
