@@ -71,6 +71,7 @@ from torch import nn
 from drawmatch.core import storage
 from drawmatch.core.config import at_least, from_dict, redeclare, save_config, setting, to_dict
 from drawmatch.core.images import open_image
+from drawmatch.core.progress import Progress
 from drawmatch.data import catalogue as cat
 from drawmatch.data.pairs import read_negatives
 from drawmatch.models.backbones import (
@@ -556,6 +557,11 @@ class Trainer(EpochTrainer):
     def baseline(self) -> dict[str, dict[str, float]]:
         """Val and test metrics of the starting weights, which are the first candidate for best:
         a fine-tune must beat them on validation MAP."""
+        if self.rank == 0:
+            print(
+                f"[rank 0] embedding the gallery ({len(self.data.gallery)} artworks) and scoring "
+                "the starting weights"
+            )
         self.refresh_bank()
         return super().baseline()
 
@@ -571,6 +577,7 @@ class Trainer(EpochTrainer):
         if self.bank.refreshes == 0:  # a resumed run: the bank is built with the restored weights
             self.refresh_bank()
         set_train_mode(self.model, config.batchnorm)
+        progress = self.progress(epoch, len(batches))
         losses: list[float] = []
         triplets: list[int] = []
         t_mine = t_step = 0.0
@@ -588,6 +595,7 @@ class Trainer(EpochTrainer):
             triplets.append(n_triplets)
             t_mine += mining
             t_step += time.perf_counter() - t0
+            progress.update()
         self.scheduler.step()
         return {
             "stage": "pseudo" if pseudo else "pairs",
@@ -598,6 +606,15 @@ class Trainer(EpochTrainer):
             "mining_share": t_mine / t_step if t_step else 0.0,
             "lr": self.scheduler.get_last_lr()[0],
         }
+
+    def progress(self, epoch: int, batches: int) -> Progress:
+        """Progress of an epoch's steps, printed by rank 0 every 30 s and at its end (steps
+        done, rate, time left): an epoch takes minutes on CPUs before its report."""
+        cap = self.config.max_steps_per_epoch
+        total = min(batches, cap) if cap is not None else batches
+        stage = "pseudo" if epoch < self.config.pseudo_epochs else "pairs"
+        label = f"[rank 0] epoch {epoch} ({stage})"
+        return Progress(label, total, out=print if self.rank == 0 else lambda line: None)
 
     def train_step(self, pair_indices: list[int]) -> tuple[float, float, int]:
         """One optimiser step on training pairs `pair_indices` (see `optimise`).
