@@ -29,6 +29,16 @@ fold's test queries like the ImageNet weights:
         --image-size 224 --variant p3-224 --pseudo-epochs 3 --pseudo-set loss=multi_similarity \
         --pseudo-set l2sp=0.01 --pseudo-set lr=5e-5 --set use_styles=false --seeds 0 1 2
 
+`--negatives TOP` (with `--variant`) measures expert non-matches: a simulated review round gives
+each training drawing's TOP candidates under the starting model (ImageNet, or the pseudo stage's
+weights) to an "expert" who knows the pairs; every candidate that is not a pair is a non-match
+(`negatives_XX.csv`, set=train). The variant is then fine-tuned on every fold twice, without and
+with those non-matches (`negatives_csv=`, mined first); the row `<variant>+neg` is the second.
+
+    python benchmarks/bench_finetune.py --work runs/ft-neg --folds 5 --epochs 2 --image-size 160 \
+        --variant ms --negatives 5 --set loss=multi_similarity --set use_styles=false \
+        --set selection=last --seeds 0 1 2
+
 `--neural` also writes `neural` renditions of the paired drawings (neural style transfer, each
 drawing in the style of one of its paired photos, `--neural-steps` Adam steps at `--neural-size`
 px). Without `--variant` it then compares the five OpenCV copies ("aug") with the five plus the
@@ -45,6 +55,7 @@ import json
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -59,6 +70,7 @@ from drawmatch.jobs.split import FOLD_COLUMNS, add_styled_copies, pair_component
 from drawmatch.jobs.train import TrainConfig
 from drawmatch.retrieval.metrics import aggregate
 from drawmatch.runtime.ray_setup import RayConfig
+from drawmatch.training.checkpoints import BEST_MODEL_FILE
 from drawmatch.workflows.demo import demo_data_dir, ingest_data
 
 KEYS = ("MAP", "R@1", "R@5", "R@10", "R@20", "R@50", "R@100", "MP", "MMP")
@@ -115,6 +127,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pseudo-set", action="append", default=[], help="pseudo stage key=value")
     parser.add_argument(
         "--pseudo-weights", help="best_model.pt of a pseudo stage run before (instead of one)"
+    )
+    parser.add_argument(
+        "--negatives",
+        type=int,
+        default=0,
+        metavar="TOP",
+        help="variant: also fine-tune with the non-matches of a simulated review of each "
+        "training drawing's TOP candidates (see above)",
     )
     parser.add_argument("--neural", action="store_true", help="add neural renditions (see above)")
     parser.add_argument("--neural-steps", type=int, default=150)
@@ -221,7 +241,7 @@ def variant_arms(bench: Bench, seed: int, tag: str) -> tuple[Results, Results, l
     val: Results = {}
     drifts: list[float] = []
     start: list[str] = []
-    weights = args.pseudo_weights and str(Path(args.pseudo_weights).resolve())
+    weights = str(Path(args.pseudo_weights).resolve()) if args.pseudo_weights else ""
     if not weights and args.pseudo_epochs:
         name = f"bench-{args.variant}-pseudo{tag}"
         bench.run_once(
@@ -232,7 +252,7 @@ def variant_arms(bench: Bench, seed: int, tag: str) -> tuple[Results, Results, l
                 *args.pseudo_set,
             ]
         )
-        weights = str(out / "runs" / name / train.BEST_MODEL_FILE)
+        weights = str(out / "runs" / name / BEST_MODEL_FILE)
     if weights:
         start = [f"model.weights={weights}"]
         results["pseudo only"] = []
@@ -241,24 +261,28 @@ def variant_arms(bench: Bench, seed: int, tag: str) -> tuple[Results, Results, l
                 out, bench.fold_csvs, args.image_size, weights
             )
             return results, val, drifts
-    results[args.variant] = []
-    val = {"pretrained": [], args.variant: []}
-    for i, fold_csv in enumerate(bench.neural_csvs or bench.fold_csvs):
-        run_name = f"bench-{args.variant}-fold{i:02d}{tag}"
-        summary = bench.run_once(
-            [*bench.protocol(fold_csv, run_name, args.epochs, True, seed), *start, *args.set]
-        )
-        results[args.variant].append(summary["best"]["test"])
-        if "pseudo only" in results:
-            results["pseudo only"].append(summary["baseline"]["test"])
-        best_val = summary["best"]["val"]
-        val[args.variant].append({k[4:]: v for k, v in best_val.items() if k[:4] == "val_"})
-        best = summary["best_epoch"]
-        drifts.append(summary["history"][best]["drift"] if best >= 0 else 0.0)
+    arms: dict[str, tuple[str, list[str]]] = {args.variant: ("", [])}
+    if args.negatives:
+        csvs = review_round(out, bench.fold_csvs, args.image_size, args.negatives, weights or None)
+        arms[f"{args.variant}+neg"] = ("-neg", [f"negatives_csv={c}" for c in csvs])
+    val = {"pretrained": []}
+    for name, (suffix, negatives) in arms.items():
+        results[name], val[name] = [], []
+        for i, fold_csv in enumerate(bench.neural_csvs or bench.fold_csvs):
+            run_name = f"bench-{args.variant}{suffix}-fold{i:02d}{tag}"
+            keys = bench.protocol(fold_csv, run_name, args.epochs, True, seed)
+            summary = bench.run_once([*keys, *start, *args.set, *negatives[i : i + 1]])
+            results[name].append(summary["best"]["test"])
+            if "pseudo only" in results and not suffix:
+                results["pseudo only"].append(summary["baseline"]["test"])
+            best_val = summary["best"]["val"]
+            val[name].append({k[4:]: v for k, v in best_val.items() if k[:4] == "val_"})
+            best = summary["best_epoch"]
+            drifts.append(summary["history"][best]["drift"] if best >= 0 else 0.0)
     return results, val, drifts
 
 
-def print_table(results: Results) -> dict[str, dict]:
+def print_table(results: Results) -> dict[str, Any]:
     """Pooled metrics and the fold std of each arm, printed; returns them as a table."""
     print(f"{'':<12}" + "".join(f"{k:>16}" for k in KEYS))
     table = {}
@@ -271,7 +295,7 @@ def print_table(results: Results) -> dict[str, dict]:
     return table
 
 
-def print_over_seeds(tables: dict[int, dict[str, dict]]) -> dict[str, dict[str, list[float]]]:
+def print_over_seeds(tables: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Each arm's pooled metrics as mean +- std (ddof 1) over the seeds, printed."""
     seeds = sorted(tables)
     print(f"\nover seeds {seeds}: pooled test metrics, mean +- std")
@@ -291,7 +315,7 @@ def main() -> int:
     args = parse_args()
     bench = Bench(args)
     seeds = args.seeds or [args.seed]
-    tables: dict[int, dict[str, dict]] = {}
+    tables: dict[int, dict[str, Any]] = {}
     for seed in seeds:
         tag = f"-s{seed}" if args.seeds else ""
         val: Results = {}
@@ -316,7 +340,7 @@ def main() -> int:
         tables[seed] = table
     suffix = f"-{args.variant}" if args.variant else ""
     if args.seeds:
-        tables[-1] = print_over_seeds(tables)  # type: ignore[assignment]
+        tables[-1] = print_over_seeds(tables)
         suffix += "-seeds"
     (bench.out / f"bench_finetune{suffix}.json").write_text(
         json.dumps(tables if args.seeds else tables[seeds[0]], indent=2)
@@ -324,20 +348,20 @@ def main() -> int:
     return 0
 
 
-def fold_test_metrics(
-    out: Path, fold_csvs: list[Path], image_size: int, weights: str | None = None
-) -> list[dict]:
-    """Test metrics of the ImageNet weights (or of `weights`, a best_model.pt) on every fold, the
-    gallery and the drawings embedded once, as the train job embeds them."""
+def embed_drawings_and_gallery(
+    out: Path, fold_csv: Path, image_size: int, weights: str | None = None
+) -> tuple[TrainConfig, np.ndarray, dict[str, np.ndarray]]:
+    """The ImageNet weights (or `weights`, a best_model.pt) embed the gallery and every original
+    drawing of the folds once, as the train job embeds them: (a config for reading folds, the
+    gallery (G, D), drawing id -> (D,))."""
     import torch
 
     from drawmatch.models.backbones import create_backbone, load_weights
-    from drawmatch.retrieval.metrics import retrieval_metrics_from_embeddings
 
     config = load_config(
         TrainConfig,
         None,
-        [f"out={out}", f"fold_csv={fold_csvs[0]}", f"model.image_size={image_size}"],
+        [f"out={out}", f"fold_csv={fold_csv}", f"model.image_size={image_size}"],
     )
     net = create_backbone("efficientnet_lite0", True)
     if weights:
@@ -348,12 +372,48 @@ def fold_test_metrics(
     device = torch.device("cpu")
     gallery = train.embed_ids(net, loader, data.gallery, 32, device).numpy()
     queries = dict(zip(drawings, train.embed_ids(net, loader, drawings, 32, device).numpy()))
+    return config, gallery, queries
+
+
+def fold_test_metrics(
+    out: Path, fold_csvs: list[Path], image_size: int, weights: str | None = None
+) -> list[dict]:
+    """Test metrics of the ImageNet weights (or of `weights`) on every fold."""
+    from drawmatch.retrieval.metrics import retrieval_metrics_from_embeddings
+
+    config, gallery, queries = embed_drawings_and_gallery(out, fold_csvs[0], image_size, weights)
     per_fold = []
     for fold_csv in fold_csvs:
         fold = train.load_fold(replace(config, fold_csv=str(fold_csv)))
         emb = np.stack([queries[q] for q in fold.queries["test"]])
         per_fold.append(retrieval_metrics_from_embeddings(emb, gallery, fold.relevant("test")))
     return per_fold
+
+
+def review_round(
+    out: Path, fold_csvs: list[Path], image_size: int, top: int, weights: str | None = None
+) -> list[Path]:
+    """A simulated review round per fold: the model's `top` candidates for each training drawing
+    (the ImageNet weights, or `weights`: the model the fine-tune starts from), judged against the
+    known pairs as an expert would; each candidate that is not a pair of the drawing is a
+    non-match. Writes `negatives_XX.csv` (drawing_id, artwork_id, set=train) beside each fold
+    file and returns their paths."""
+    config, gallery, queries = embed_drawings_and_gallery(out, fold_csvs[0], image_size, weights)
+    paths = []
+    for i, fold_csv in enumerate(fold_csvs):
+        fold = train.load_fold(replace(config, fold_csv=str(fold_csv)))
+        rows = []
+        for drawing in fold.queries["train"]:
+            ranked = np.argsort(-(gallery @ queries[drawing]), kind="stable")[:top]
+            rows += [
+                (drawing, fold.gallery[g], "train")
+                for g in ranked
+                if int(g) not in fold.positives[drawing]
+            ]
+        path = Path(fold_csv).with_name(f"negatives_{i:02d}.csv")
+        pd.DataFrame(rows, columns=["drawing_id", "artwork_id", "set"]).to_csv(path, index=False)
+        paths.append(path)
+    return paths
 
 
 if __name__ == "__main__":
