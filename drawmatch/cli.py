@@ -196,7 +196,7 @@ JOBS: dict[str, Job] = {
         "drawmatch.jobs.split",
         "SplitConfig",
         "artwork-disjoint train/val/test folds",
-        inputs={"pairs_csv": "file"},
+        inputs={"pairs_csv": "file", "negatives_csv": "file"},
         creates_out=True,  # works on a pairs file alone, without a catalogue
         needs=lambda c: None if c.pairs_csv else "pairs_csv=FILE",
     ),
@@ -204,10 +204,14 @@ JOBS: dict[str, Job] = {
         "drawmatch.jobs.train",
         "TrainConfig",
         "fine-tune a backbone on one fold (Ray Train)",
-        inputs={"fold_csv": "file", "model.weights": "file"},
+        inputs={"fold_csv": "file", "negatives_csv": "file", "model.weights": "file"},
         backbones=("model.backbone",),
         pooling="model.pooling",
-        needs=lambda c: None if c.fold_csv else "fold_csv=FILE (make folds with `drawmatch split`)",
+        needs=lambda c: (
+            None
+            if c.fold_csv or not c.epochs
+            else "fold_csv=FILE (make folds with `drawmatch split`; epochs=0 needs none)"
+        ),
     ),
     "sweep": Job(
         "drawmatch.workflows.sweep",

@@ -119,10 +119,12 @@ def run(config: EmbedConfig) -> EmbedResult:
     """Embed the selected catalogue rows that have no up-to-date embedding yet; refused at once
     (`JobLockedError`) while another embed run writes to the same model folder."""
     from drawmatch.models.backbones import resolve_model
+    from drawmatch.training.checkpoints import model_from_checkpoint
 
-    # the backbone's own input size and pooling where the config leaves them null: decoding,
-    # the saved config and model.json then name them
-    config = replace(config, model=resolve_model(config.model))
+    # fine-tuned weights bring the backbone, image size and pooling they were trained with (a key
+    # that contradicts them is refused); then the backbone's own input size and pooling where the
+    # config leaves them null: decoding, the tag, the saved config and model.json name them
+    config = replace(config, model=resolve_model(model_from_checkpoint(config.model)))
     catalogue = cat.read_catalogue(config.out)
     roots = cat.read_roots(config.out)
     rows = select_rows(catalogue, config)
