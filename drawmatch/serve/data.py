@@ -6,7 +6,8 @@ these arrays and dicts and never read Parquet per request.
 - per model tag: drawing embeddings (float16), the artwork index, batch-search candidates sorted
   for the review queue (`review_queue.ReviewQueue`), neighbour tables (similar drawings, drawings
   closest to an artwork: `neighbours.Neighbours`);
-- the query models for uploads, loaded in background threads so that no request waits on them;
+- the query models for uploads: every model, loaded in the background at start; `/healthz`
+  answers 503 "loading" until they are all loaded, and no upload waits on one after that;
 - region searchers (`drawmatch.retrieval.region_search`) for the region modes, loaded on first use per model
   and mode: the drawing and upload pages can rank by region, fused or verified search and show the
   matched box on each artwork.
@@ -75,7 +76,8 @@ class ModelData:
 
 
 class QueryModels:
-    """Embedding models for uploaded images, loaded in background threads."""
+    """Embedding models for uploaded images, loaded in background threads: every model of the
+    workbench at start (`start_all`, one after the other), or one on demand (`start`)."""
 
     def __init__(self, out: str) -> None:
         self.out = out
@@ -84,12 +86,32 @@ class QueryModels:
         self.errors: dict[str, str] = {}
         self.started: dict[str, float] = {}
 
-    def start(self, tag: str) -> None:
+    def _claim(self, tags: list[str]) -> list[str]:
+        """The tags not yet loading or loaded, now marked as started."""
         with self.lock:
-            if tag in self.models or tag in self.started:
-                return
-            self.started[tag] = time.time()
-        threading.Thread(target=self._load, args=(tag,), daemon=True, name=f"load-{tag}").start()
+            todo = [t for t in tags if t not in self.models and t not in self.started]
+            for tag in todo:
+                self.started[tag] = time.time()
+        return todo
+
+    def start(self, tag: str) -> None:
+        """Load one model in a thread of its own (nothing if it is loading or loaded)."""
+        for todo in self._claim([tag]):
+            threading.Thread(
+                target=self._load, args=(todo,), daemon=True, name=f"load-{tag}"
+            ).start()
+
+    def start_all(self, tags: list[str]) -> None:
+        """Load every model, one after the other, in one background thread."""
+        todo = self._claim(tags)
+        if todo:
+            threading.Thread(
+                target=self._load_each, args=(todo,), daemon=True, name="load-models"
+            ).start()
+
+    def _load_each(self, tags: list[str]) -> None:
+        for tag in tags:
+            self._load(tag)
 
     def _load(self, tag: str) -> None:
         try:
@@ -98,11 +120,13 @@ class QueryModels:
             from drawmatch.models.embedder import embedder_for
 
             torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+            with self.lock:
+                self.started[tag] = time.time()
             model = embedder_for(self.out, tag)
             with self.lock:
                 self.models[tag] = model
             log.info("query model %s loaded in %.1f s", tag, time.time() - self.started[tag])
-        except Exception as exc:  # reported on the upload page
+        except Exception as exc:  # reported on the upload page and by /healthz
             log.exception("query model %s failed to load", tag)
             with self.lock:
                 self.errors[tag] = f"{type(exc).__name__}: {exc}"
@@ -122,6 +146,11 @@ class QueryModels:
             if tag in self.errors:
                 return "error"
             return "loading" if tag in self.started else "not loaded"
+
+    def loading(self) -> bool:
+        """Whether a model is still loading (the workbench is not ready yet)."""
+        with self.lock:
+            return any(t not in self.models and t not in self.errors for t in self.started)
 
 
 def _release_memory() -> None:
@@ -174,8 +203,9 @@ class Workbench:
             {t: m.candidates for t, m in self.models.items()},
         )
         self.query_models = QueryModels(self.out)
-        if load_models and self.default_tag:
-            self.query_models.start(self.default_tag)
+        if load_models and self.default_tag:  # the model shown first, then the others
+            first = [self.default_tag, *(t for t in self.tags if t != self.default_tag)]
+            self.query_models.start_all(first)
         _release_memory()
         self.load_seconds = time.time() - started
         log.info(

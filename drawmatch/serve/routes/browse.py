@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from drawmatch.data.annotations import Decision
 from drawmatch.serve import security
@@ -27,17 +27,19 @@ def home() -> Response:
 
 
 @router.get("/healthz")
-def health(request: Request, site: SiteDep) -> dict[str, Any]:
-    """Liveness for anyone; the collection's counts and the models' state once signed in."""
-    if site.signer.read_session(request.cookies.get(security.SESSION_COOKIE)) is None:
-        return {"status": "ok"}
+def health(request: Request, site: SiteDep) -> Response:
+    """Readiness for anyone: 200 `ok` once every model of the model menu is loaded, 503
+    `loading` before; the collection's counts and each model's state once signed in."""
     wb = site.workbench
-    return {
-        "status": "ok",
-        "drawings": len(wb.grid),
-        "artworks": len(wb.artwork_ids),
-        "models": {t: wb.query_models.status(t) for t in wb.tags},
-    }
+    loading = wb.query_models.loading()
+    body: dict[str, Any] = {"status": "loading" if loading else "ok"}
+    if site.signer.read_session(request.cookies.get(security.SESSION_COOKIE)) is not None:
+        body.update(
+            drawings=len(wb.grid),
+            artworks=len(wb.artwork_ids),
+            models={t: wb.query_models.status(t) for t in wb.tags},
+        )
+    return JSONResponse(body, status_code=503 if loading else 200)
 
 
 @router.get("/drawings", response_class=HTMLResponse)
