@@ -5,6 +5,7 @@ each artwork under the other model in the two-model view, and the region frames.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from pathlib import Path
@@ -80,3 +81,115 @@ def test_without_load_model_the_server_is_ready_at_once(out):
     health = http.get("/healthz")
     assert health.status_code == 200
     assert set(health.json()["models"].values()) == {"not loaded"}
+
+
+# -- the artworks grid -----------------------------------------------------------------------
+
+
+def test_artwork_search_ignores_case_and_accents_and_needs_every_word():
+    import pandas as pd
+
+    from drawmatch.serve.grid import ArtworkGrid
+
+    grid = ArtworkGrid(
+        pd.DataFrame(
+            {
+                "id": ["nymph", "stvic", "anon1", "pomme"],
+                "title": ["Les Nymphéas", "La Montagne Sainte-Victoire", "Bowl of pears", None],
+                "artist": ["Claude Monet", "Paul Cézanne", None, "Paul CÉZANNE"],
+            }
+        )
+    )
+    # by artist (accents and case ignored), then title; unknown artists last
+    assert grid.ids == ["nymph", "pomme", "stvic", "anon1"]
+    assert grid.search("cezanne") == ["pomme", "stvic"]
+    assert grid.search("  CÉZANNE   victoire ") == ["stvic"]  # every word, in any field
+    assert grid.search("nympheas monet") == ["nymph"]
+    assert grid.search("ANON") == ["anon1"]  # the id
+    assert grid.search("") == grid.ids
+    assert grid.search("%") == [] and grid.search("P.ul") == []  # literal, never a pattern
+    assert grid.cards["pomme"] == {"id": "pomme", "title": "", "artist": "Paul CÉZANNE"}
+
+
+@pytest.fixture(scope="module")
+def client(out):
+    return signed_in(create_app(ServeConfig(out=str(out), k=5, page_size=4, load_model=False)))
+
+
+def _cards(page: str) -> list[str]:
+    return re.findall(r'<a href="/artworks/([^"?]+)">', page)
+
+
+def test_artworks_grid_searches_and_pages(client):
+    http, _ = client
+    first = http.get("/artworks")
+    assert first.status_code == 200
+    assert '<a href="/artworks" class="on">Artworks</a>' in first.text  # in the navigation
+    # 10 artworks by Painter 0, 1, 2, then title: 4 a page
+    assert _cards(first.text) == ["art00", "art03", "art06", "art09"]
+    assert "page 1 of 3" in first.text and "<strong>10</strong> artworks" in first.text
+    assert _cards(http.get("/artworks?page=3").text) == ["art05", "art08"]
+    assert _cards(http.get("/artworks?page=999").text) == ["art05", "art08"]  # the last page
+    assert http.get("/artworks?page=0").status_code == 422
+    assert http.get("/artworks?page=-1").status_code == 422
+    found = http.get("/artworks", params={"q": "painter 1"})
+    assert _cards(found.text) == ["art01", "art04", "art07"]
+    assert _cards(http.get("/artworks", params={"q": "NUMBER 7"}).text) == ["art07"]
+    assert _cards(http.get("/artworks", params={"q": "art02"}).text) == ["art02"]
+    for query in ("%", "_", "'", '"', "*", "art0%", ".*"):
+        page = http.get("/artworks", params={"q": query})
+        assert page.status_code == 200 and _cards(page.text) == [], query
+    html = http.get("/artworks", params={"q": '<script>alert("x")</script>'})
+    assert html.status_code == 200 and "<script>alert" not in html.text
+    assert "&lt;script&gt;" in html.text  # shown back, escaped
+    assert http.get("/artworks", params={"q": "x" * 200}).status_code == 200
+    assert http.get("/artworks", params={"q": "x" * 201}).status_code == 422
+    pager = http.get("/artworks", params={"q": "work"}).text
+    assert 'href="/artworks?q=work&amp;page=2"' in pager  # the query is kept across pages
+
+
+def test_artwork_page_marks_a_copy_and_chooses_the_model(client, out):
+    from drawmatch.data.annotations import AnnotationStore, db_path
+
+    http, token = client
+    tags = serve_data.model_tags(out)
+    page = http.get("/artworks/art02", params={"model": tags[1]})
+    assert page.status_code == 200
+    assert f'<option value="{tags[1]}" selected>' in page.text  # the model selector
+    assert "/drawings/" in page.text and f"· {tags[1]}" in page.text
+    store = AnnotationStore(db_path(out))
+    before = store.count()
+    drawing = serve_data.drawing_name(4)
+    form = {"csrf_token": token, "drawing_id": drawing, "model": tags[1], "note": "same pose"}
+    done = http.post("/artworks/art02/copies", data=form, follow_redirects=False)
+    assert done.status_code == 303
+    assert done.headers["location"] == f"/artworks/art02?model={tags[1]}"
+    [decision] = store.current(drawing_id=drawing, artwork_id="art02")
+    assert (decision.decision, decision.annotator, decision.model, decision.note) == (
+        "match",
+        "Ada Lovelace",
+        tags[1],
+        "same pose",
+    )
+    shown = http.get("/artworks/art02").text
+    assert f'href="/drawings/{drawing}"' in shown.split("Drawings that most resemble it")[0]
+    grid = http.get("/artworks", params={"q": "art02"}).text
+    assert "1 copy" in grid  # the card counts it
+    refused = {
+        "unknown": (dict(form, drawing_id="no_such_drawing"), 404),
+        "verso": (dict(form, drawing_id=serve_data.VERSO), 400),
+        "artwork as drawing": (dict(form, drawing_id="art03"), 404),
+        "too long": (dict(form, drawing_id="d" * 300), 422),
+        "no token": ({k: v for k, v in form.items() if k != "csrf_token"}, 403),
+    }
+    for name, (data, status) in refused.items():
+        response = http.post("/artworks/art02/copies", data=data, follow_redirects=False)
+        assert response.status_code == status, name
+    verso = http.post("/artworks/art02/copies", data=dict(form, drawing_id=serve_data.VERSO))
+    assert "names a verso" in verso.text
+    foreign = http.post(
+        "/artworks/art02/copies", data=form, headers={"Origin": "https://evil.example"}
+    )
+    assert foreign.status_code == 403
+    assert http.post("/artworks/nope/copies", data=form).status_code == 404
+    assert store.count() == before + 1  # nothing else was recorded

@@ -2,7 +2,8 @@
 these arrays and dicts and never read Parquet per request.
 
 - `showable`: the catalogue rows people may see (status ok, never a verso), by id;
-- the drawing grid's filter codes and pre-sorted orders (`grid.DrawingGrid`);
+- the drawing grid's filter codes and pre-sorted orders (`grid.DrawingGrid`), the artworks
+  grid's order and search text (`grid.ArtworkGrid`);
 - per model tag: drawing embeddings (float16), the artwork index, batch-search candidates sorted
   for the review queue (`review_queue.ReviewQueue`), neighbour tables (similar drawings, drawings
   closest to an artwork: `neighbours.Neighbours`);
@@ -35,7 +36,7 @@ from drawmatch.data.neighbours import (
     similar_dir,
 )
 from drawmatch.retrieval.artwork_index import ArtworkIndex
-from drawmatch.serve.grid import DrawingGrid, display_text
+from drawmatch.serve.grid import ArtworkGrid, DrawingGrid, display_text
 from drawmatch.serve.neighbours import Grouped, Neighbours
 from drawmatch.serve.review_queue import Candidates, ReviewQueue
 
@@ -188,6 +189,7 @@ class Workbench:
         self.meta = shown.set_index("id", drop=False)
         self.grid = DrawingGrid(shown[shown["collection"] == "drawing"])
         self.artwork_ids = set(shown.loc[shown["collection"] == "artwork", "id"])
+        self.artworks = ArtworkGrid(shown[shown["collection"] == "artwork"])
         self.gallery = cat.gallery_ids(catalogue)
         self._searchers: dict[tuple[str, str], Any] = {}
         self._searchers_lock = threading.Lock()

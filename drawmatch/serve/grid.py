@@ -1,9 +1,11 @@
-"""The drawing grid of the workbench, built once at start: each drawing's filter codes and
+"""The grids of the workbench, built once at start. Drawings: each drawing's filter codes and
 display text, the pre-sorted orders (numpy), the style copies of each original; a selection is
-a few vectorised masks over these arrays."""
+a few vectorised masks over these arrays. Artworks: id, title and artist, in the order they are
+listed, with their text folded for a search that ignores case and accents."""
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
 import numpy as np
@@ -156,3 +158,42 @@ class DrawingGrid:
             if row is not None and (state == "unannotated" or drawing_state in wanted):
                 marked[row] = True
         return ~marked if state == "unannotated" else marked
+
+
+def folded(text: str) -> str:
+    """Text as a search compares it: accents dropped (NFKD, combining marks removed), case
+    folded, so that "Mone" finds "Monet" and "cezanne" finds "Cézanne"."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+class ArtworkGrid:
+    """The showable artworks as the artworks grid lists them, by artist, then title, then id
+    (unknown artists last); `search` matches every word of a query against id, title and
+    artist, ignoring case and accents."""
+
+    def __init__(self, artworks: pd.DataFrame) -> None:
+        ids = artworks["id"].astype(str).tolist()
+        titles = [display_text(v) for v in _column(artworks, "title")]
+        artists = [display_text(v) for v in _column(artworks, "artist")]
+        self.cards = {
+            key: {"id": key, "title": title, "artist": artist}
+            for key, title, artist in zip(ids, titles, artists)
+        }
+        order = sorted(
+            range(len(ids)),
+            key=lambda i: (artists[i] == "", folded(artists[i]), folded(titles[i]), ids[i]),
+        )
+        self.ids = [ids[i] for i in order]
+        self.text = [folded(f"{ids[i]} {titles[i]} {artists[i]}") for i in order]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def search(self, query: str) -> list[str]:
+        """The ids of the artworks whose id, title or artist hold every word of `query`
+        (literal text: no wildcards), in the grid's order; all of them for an empty query."""
+        words = folded(query).split()
+        if not words:
+            return list(self.ids)
+        return [k for k, t in zip(self.ids, self.text) if all(w in t for w in words)]
