@@ -193,3 +193,93 @@ def test_artwork_page_marks_a_copy_and_chooses_the_model(client, out):
     assert foreign.status_code == 403
     assert http.post("/artworks/nope/copies", data=form).status_code == 404
     assert store.count() == before + 1  # nothing else was recorded
+
+
+# -- search by image, kept across changes ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def loaded(out):
+    """A client of a workbench whose models have all loaded."""
+    http, token = signed_in(create_app(ServeConfig(out=str(out), k=5)))
+    wait_ready(http)
+    return http, token
+
+
+def test_an_upload_is_shown_and_searched_again_under_another_model(loaded, out):
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    http, token = loaded
+    tags = serve_data.model_tags(out)
+    data = (out.parent / "a" / "art03.png").read_bytes()
+    key = hashlib.sha256(data).hexdigest()
+    first = http.post(
+        "/upload",
+        files={"image": ("photo.png", data, "image/png")},
+        data={"csrf_token": token, "model": tags[0]},
+    )
+    assert first.status_code == 200, first.text
+    assert f'<img class="large" src="/upload/{key}/image"' in first.text
+    assert f'<input type="hidden" name="upload" value="{key}">' in first.text
+    preview = http.get(f"/upload/{key}/image")
+    assert preview.status_code == 200 and preview.headers["content-type"] == "image/jpeg"
+    shown = Image.open(io.BytesIO(preview.content))
+    original = Image.open(io.BytesIO(data))
+    assert shown.format == "JPEG" and shown.size == original.size  # 70 x 90: under view_size
+    assert not shown.info.get("exif")  # re-encoded pixels, no metadata of the file
+    for tag in tags:  # the kept image, under each model: the same ranking as a fresh upload
+        again = http.post(
+            "/upload", data={"csrf_token": token, "upload": key, "model": tag, "mode": "global"}
+        )
+        fresh = http.post(
+            "/upload",
+            files={"image": ("photo.png", data, "image/png")},
+            data={"csrf_token": token, "model": tag},
+        )
+        assert again.status_code == 200, again.text
+        assert f"· {tag} ·" in again.text and f"/upload/{key}/image" in again.text
+        assert _ids_on(again.text, "/artworks/") == _ids_on(fresh.text, "/artworks/")
+        assert _ids_on(again.text, "/artworks/")[0] == "art03"
+    gone = http.post("/upload", data={"csrf_token": token, "upload": "0" * 64})
+    assert gone.status_code == 410 and "upload it again" in gone.text
+    assert http.post("/upload", data={"csrf_token": token, "upload": "../x"}).status_code == 410
+    assert http.post("/upload", data={"csrf_token": token, "upload": "a" * 65}).status_code == 422
+    assert http.post("/upload", data={"csrf_token": token}).status_code == 400
+    assert http.post("/upload", data={"upload": key}).status_code == 403  # no CSRF token
+    assert http.get("/upload/" + "0" * 64 + "/image").status_code == 404
+    assert http.get("/upload/..%2F..%2Fcatalogue.parquet/image").status_code == 404
+    anonymous = TestClient(http.app, base_url=BASE)
+    assert anonymous.get(f"/upload/{key}/image", follow_redirects=False).status_code == 303
+
+
+def test_uploads_kept_within_their_memory_budget():
+    from drawmatch.serve.uploads import Upload, UploadCache, upload_key
+
+    def made(text: str, size: int) -> Upload:
+        data = text.encode() * size
+        return Upload(upload_key(data), data, f"{text}.png", b"")
+
+    a, b, c = made("a", 40), made("b", 40), made("c", 40)
+    cache = UploadCache(budget=100)
+    assert cache.put(a) and cache.put(b)
+    assert cache.get(a.key) == a  # a is now the most recently used
+    assert cache.put(c)  # 120 bytes > 100: b, the least recently used, goes
+    assert cache.get(b.key) is None and cache.get(a.key) == a and cache.get(c.key) == c
+    assert cache.used == 80
+    assert not cache.put(made("d", 101)) and cache.used == 80  # alone over the budget
+    assert cache.get("A" * 64) is None and cache.get(a.key + "\n") is None
+
+
+def test_an_upload_not_kept_is_still_searched(out):
+    http, token = signed_in(create_app(ServeConfig(out=str(out), kept_upload_bytes=0)))
+    wait_ready(http)
+    data = (out.parent / "a" / "art03.png").read_bytes()
+    found = http.post(
+        "/upload", files={"image": ("p.png", data, "image/png")}, data={"csrf_token": token}
+    )
+    assert found.status_code == 200 and _ids_on(found.text, "/artworks/")[0] == "art03"
+    assert "/upload/" not in found.text.split("Your image")[1].split("Closest artworks")[0]
+    assert "too large to keep" in found.text
