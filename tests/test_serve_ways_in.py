@@ -283,3 +283,57 @@ def test_an_upload_not_kept_is_still_searched(out):
     assert found.status_code == 200 and _ids_on(found.text, "/artworks/")[0] == "art03"
     assert "/upload/" not in found.text.split("Your image")[1].split("Closest artworks")[0]
     assert "too large to keep" in found.text
+
+
+# -- two models side by side -----------------------------------------------------------------
+
+
+def _brute_force_ranks(out: Path, tag: str, drawing: str) -> list[str]:
+    """Every artwork of the gallery by cosine distance to the drawing (numpy, not FAISS; the
+    drawing's vector in float16, as the workbench keeps it)."""
+    import numpy as np
+
+    from drawmatch.data.embeddings import read_embeddings
+
+    ids, emb = read_embeddings(out, tag)
+    row = {k: i for i, k in enumerate(ids)}
+    arts = sorted(k for k in ids if k.startswith("art"))
+    query = emb[row[drawing]].astype(np.float16).astype(np.float32)
+    dist = 1.0 - emb[[row[a] for a in arts]] @ query
+    return [arts[i] for i in np.argsort(dist, kind="stable")]
+
+
+def test_the_two_model_view_gives_each_artworks_rank_under_the_other_model(client, out):
+    http, _ = client
+    first, second = serve_data.model_tags(out)
+    seen = set()
+    for i in range(12):
+        drawing = serve_data.drawing_name(i)
+        page = http.get(f"/drawings/{drawing}", params={"model": first, "compare": second, "k": 3})
+        assert page.status_code == 200
+        columns = page.text.split('<div class="column">')[1:]
+        assert len(columns) == 2
+        for tag, other, column in ((first, second, columns[0]), (second, first, columns[1])):
+            mine = _brute_force_ranks(out, tag, drawing)[:3]
+            theirs = _brute_force_ranks(out, other, drawing)[:3]
+            pairs = re.findall(
+                r'id="pair-[^"]*-(art\d\d)">.*?<span class="rank">#(\d) here</span>'
+                r'<span class="there" title="its rank under ([^"]+)">([^<]+)</span>',
+                column,
+                flags=re.S,
+            )
+            assert [(a, int(r)) for a, r, _t, _x in pairs] == [
+                (a, n + 1) for n, a in enumerate(mine)
+            ]
+            for artwork, _rank, named, there in pairs:
+                assert named == other
+                want = (
+                    f"#{theirs.index(artwork) + 1} there"
+                    if artwork in theirs
+                    else "not in top 3 there"
+                )
+                assert there == want
+                seen.add(there.startswith("#"))
+    assert seen == {True, False}  # both cases were met
+    single = http.get(f"/drawings/{serve_data.drawing_name(0)}", params={"model": first})
+    assert 'class="there"' not in single.text and " here</span>" not in single.text

@@ -158,6 +158,15 @@ def model_column(
     }
 
 
+def cross_ranks(columns: list[dict[str, Any]], k: int) -> None:
+    """In the two-model view, give each pair its artwork's rank under the other model (`there`:
+    the rank, or None when it is not in that model's top k)."""
+    for column, other in ((columns[0], columns[1]), (columns[1], columns[0])):
+        ranks = {p["id"]: p["rank"] for p in other["pairs"]}
+        for pair in column["pairs"]:
+            pair["there"] = {"tag": other["tag"], "rank": ranks.get(pair["id"]), "k": k}
+
+
 def drawing_context(
     site: Site, key: str, tag: str | None, other: str | None, k: int, mode: str
 ) -> dict[str, Any]:
@@ -168,6 +177,8 @@ def drawing_context(
     counts = history_counts(store.history(drawing_id=key))
     image = wb.drawing_image(key) if mode == "verified" else None
     columns = [model_column(wb, key, t, mode, k, image, current, counts) for t in (tag, other) if t]
+    if len(columns) == 2:
+        cross_ranks(columns, k)
     listed = {p["id"] for c in columns for p in c["pairs"]}
     elsewhere = [
         pair_view(wb, key, a, dec.rank, dec.distance, dec.model or tag or "", dec, counts.get(a, 0))
