@@ -9,6 +9,7 @@ import re
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -337,3 +338,58 @@ def test_the_two_model_view_gives_each_artworks_rank_under_the_other_model(clien
     assert seen == {True, False}  # both cases were met
     single = http.get(f"/drawings/{serve_data.drawing_name(0)}", params={"model": first})
     assert 'class="there"' not in single.text and " here</span>" not in single.text
+
+
+# -- frames on region results ----------------------------------------------------------------
+
+
+def _ranking(rows: list[tuple]) -> Any:
+    import pandas as pd
+
+    columns = ["artwork_id", "score", "global_score", "inliers", "box"]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["rank"] = range(1, len(frame) + 1)
+    frame["distance"] = 1.0 - frame["score"].clip(upper=1.0)
+    for i, name in enumerate(("box_x0", "box_y0", "box_x1", "box_y1")):
+        frame[name] = [b[i] for b in frame["box"]]
+    return frame
+
+
+NAN4 = (float("nan"),) * 4
+
+
+def test_a_frame_only_where_the_region_or_the_keypoints_raised_the_score():
+    from drawmatch.serve.data import region_hits
+    from drawmatch.serve.views import box_view
+
+    table = _ranking(
+        [  # artwork, score, whole-image score, inliers, box
+            ("keypoints", 100 + 15 + 0.6, 0.5, 15, (0.1, 0.1, 0.5, 0.5)),  # verified: bonus
+            ("whole", 0.8, 0.8, 0, (0.2, 0.2, 0.6, 0.6)),  # fused = global: no region used
+            ("region", 0.75, 0.7, 2, (0.0, 0.5, 0.5, 1.0)),  # the region raised it; 2 keypoints
+            ("unchecked", 0.6, 0.6, -1, NAN4),
+        ]
+    )
+    views = {h.artwork: box_view(h) for h in region_hits(table, "verified", min_inliers=5)}
+    assert views["keypoints"] == {
+        "box": {"left": 10.0, "top": 10.0, "width": 40.0, "height": 40.0},
+        "inliers": 15,
+        "verified": True,
+    }
+    assert views["whole"] == {"box": None, "inliers": None, "verified": False}  # never "0"
+    assert views["region"] == {
+        "box": {"left": 0.0, "top": 50.0, "width": 50.0, "height": 50.0},
+        "inliers": 2,
+        "verified": False,
+    }
+    assert views["unchecked"] == {"box": None, "inliers": None, "verified": False}
+    # fused: the same rule without keypoints; region: the best region's score is the score
+    fused = {h.artwork: h.box for h in region_hits(table, "fused", min_inliers=5)}
+    assert fused == {
+        "keypoints": (0.1, 0.1, 0.5, 0.5),  # 100.6 > 0.5: the region term raised it
+        "whole": None,
+        "region": (0.0, 0.5, 0.5, 1.0),
+        "unchecked": None,
+    }
+    region = {h.artwork: h.box for h in region_hits(table, "region", min_inliers=5)}
+    assert region["whole"] == (0.2, 0.2, 0.6, 0.6) and region["unchecked"] is None

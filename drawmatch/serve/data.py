@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from drawmatch.core import storage
 from drawmatch.data import catalogue as cat
@@ -46,8 +47,9 @@ log = logging.getLogger("drawmatch.serve")
 @dataclass(frozen=True)
 class RegionHit:
     """One artwork of a region-mode ranking: `box` is the matched part of the artwork (x0, y0,
-    x1, y1 in fractions of its width and height; None when there is none), `inliers` the
-    keypoints verified against it (None when not checked), `verified` whether they passed."""
+    x1, y1 in fractions of its width and height; None when there is none or when the score came
+    from the whole image), `inliers` the keypoints verified against it (None when not checked
+    or none matched), `verified` whether they passed."""
 
     artwork: str
     rank: int
@@ -152,6 +154,44 @@ class QueryModels:
         """Whether a model is still loading (the workbench is not ready yet)."""
         with self.lock:
             return any(t not in self.models and t not in self.errors for t in self.started)
+
+
+def region_hits(table: pd.DataFrame, mode: str, min_inliers: int) -> list[RegionHit]:
+    """The rows of a region-mode ranking (`RegionSearcher.rank`) as hits. A hit keeps its box
+    only where the region or the keypoints raised its score: in `region` mode (the best
+    region's score is the score), for a verified artwork (`min_inliers` or more), or where the
+    fused score is above the whole image's; an artwork ranked by its whole image gets no box.
+    `inliers` is kept only where keypoints were found (never 0)."""
+    from drawmatch.retrieval.region_search import BOX_COLUMNS
+
+    boxes = table[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)
+    inliers = table["inliers"].to_numpy(dtype=np.int64)
+    verified = (inliers >= min_inliers) if mode == "verified" else np.zeros(len(table), bool)
+    raised = (
+        np.ones(len(table), bool)
+        if mode == "region"
+        else verified
+        | (table["score"].to_numpy(np.float64) > table["global_score"].to_numpy(np.float64))
+    )
+    return [
+        RegionHit(
+            str(artwork),
+            int(rank),
+            float(distance),
+            None if not up or np.isnan(box).any() else tuple(float(v) for v in box),
+            int(n) if n > 0 else None,
+            bool(ok),
+        )
+        for artwork, rank, distance, box, n, ok, up in zip(
+            table["artwork_id"],
+            table["rank"].to_numpy(dtype=np.int64),
+            table["distance"].to_numpy(dtype=np.float64),
+            boxes,
+            inliers,
+            verified,
+            raised,
+        )
+    ]
 
 
 def _release_memory() -> None:
@@ -338,31 +378,10 @@ class Workbench:
         self, tag: str, mode: str, vector: np.ndarray, image: Any, k: int
     ) -> list[RegionHit]:
         """The k best artworks for one query (vector (1, D); `image`: a PIL image, needed in
-        verified mode) in a region mode, each with its matched box."""
-        from drawmatch.retrieval.region_search import BOX_COLUMNS
-
+        verified mode) in a region mode, each with its matched box where it raised the score."""
         searcher = self.region_searcher(tag, mode)
         table = searcher.rank(vector.astype(np.float32), k, images=[image] if image else None)
-        boxes = table[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)
-        hits = []
-        for box, artwork, rank, distance, inliers in zip(
-            boxes,
-            table["artwork_id"].astype(str),
-            table["rank"].to_numpy(dtype=np.int64),
-            table["distance"].to_numpy(dtype=np.float64),
-            table["inliers"].to_numpy(dtype=np.int64),
-        ):
-            hits.append(
-                RegionHit(
-                    artwork,
-                    int(rank),
-                    float(distance),
-                    None if np.isnan(box).any() else tuple(float(v) for v in box),
-                    int(inliers) if inliers >= 0 else None,
-                    bool(mode == "verified" and inliers >= searcher.params.min_inliers),
-                )
-            )
-        return hits
+        return region_hits(table, mode, searcher.params.min_inliers)
 
     def drawing_image(self, drawing_id: str) -> Any:
         from drawmatch.core.images import open_image
