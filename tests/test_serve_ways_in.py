@@ -393,3 +393,48 @@ def test_a_frame_only_where_the_region_or_the_keypoints_raised_the_score():
     }
     region = {h.artwork: h.box for h in region_hits(table, "region", min_inliers=5)}
     assert region["whole"] == (0.2, 0.2, 0.6, 0.6) and region["unchecked"] is None
+
+
+# -- the demo's made-up metadata -------------------------------------------------------------
+
+
+def test_the_demo_overrides_cover_every_demo_drawing_and_say_they_are_made_up():
+    import pandas as pd
+
+    from drawmatch.data.imaj import read_overrides
+    from drawmatch.workflows.demo import OVERRIDES, demo_data_dir
+
+    overrides = read_overrides(demo_data_dir() / OVERRIDES)  # valid as ingest reads it
+    drawings = pd.read_csv(demo_data_dir() / "drawings.csv")
+    assert sorted(overrides) == sorted(drawings["id"])
+    for values in overrides.values():
+        assert set(values) == {"year", "age_group", "country_iso3", "source"}
+        assert 1994 <= int(values["year"]) <= 2020  # the IMAJ collection's years
+        assert "made up" in str(values["source"])
+    assert len({v["age_group"] for v in overrides.values()}) >= 3
+    assert len({v["country_iso3"] for v in overrides.values()}) >= 5
+
+
+def test_the_demo_ingest_fills_the_year_age_and_country_filters(ray_local, tmp_path):
+    from drawmatch.data import catalogue as cat
+    from drawmatch.data.imaj import read_overrides
+    from drawmatch.runtime.ray_setup import RayConfig
+    from drawmatch.serve.grid import DrawingGrid
+    from drawmatch.workflows.demo import OVERRIDES, demo_data_dir, ingest_data
+
+    ingest_data(demo_data_dir(), str(tmp_path), RayConfig())
+    catalogue = cat.read_catalogue(tmp_path)
+    drawings = catalogue[catalogue["collection"] == "drawing"].set_index("id")
+    overrides = read_overrides(demo_data_dir() / OVERRIDES)
+    assert len(drawings) == len(overrides) == 30
+    for key, values in overrides.items():
+        row = drawings.loc[key]
+        assert (int(row["year"]), row["age_group"], row["country_iso3"]) == (
+            values["year"],
+            values["age_group"],
+            values["country_iso3"],
+        )
+        assert "made up" in row["source"]
+    grid = DrawingGrid(drawings.reset_index())
+    for name in ("year", "age_group", "country"):  # every filter offers values, counting 30
+        assert grid.values[name] and sum(n for _v, n in grid.values[name]) == 30
