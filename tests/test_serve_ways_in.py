@@ -95,20 +95,29 @@ def test_artwork_search_ignores_case_and_accents_and_needs_every_word():
     grid = ArtworkGrid(
         pd.DataFrame(
             {
-                "id": ["nymph", "stvic", "anon1", "pomme"],
-                "title": ["Les Nymphéas", "La Montagne Sainte-Victoire", "Bowl of pears", None],
-                "artist": ["Claude Monet", "Paul Cézanne", None, "Paul CÉZANNE"],
+                "id": ["nymph", "stvic", "anon1", "pomme", "impr"],
+                "title": [
+                    "Les Nymphéas",
+                    "La Montagne Sainte-Victoire",
+                    "Bowl of pears",
+                    None,
+                    "“Impression”, soleil levant",
+                ],
+                "artist": ["Claude Monet", "Paul Cézanne", None, "Paul CÉZANNE", "Claude Monet"],
             }
         )
     )
-    # by artist (accents and case ignored), then title; unknown artists last
-    assert grid.ids == ["nymph", "pomme", "stvic", "anon1"]
+    # by artist (accents and case ignored), then title (leading quotes ignored); unknown last
+    assert grid.ids == ["impr", "nymph", "pomme", "stvic", "anon1"]
     assert grid.search("cezanne") == ["pomme", "stvic"]
     assert grid.search("  CÉZANNE   victoire ") == ["stvic"]  # every word, in any field
     assert grid.search("nympheas monet") == ["nymph"]
     assert grid.search("ANON") == ["anon1"]  # the id
     assert grid.search("") == grid.ids
     assert grid.search("%") == [] and grid.search("P.ul") == []  # literal, never a pattern
+    assert grid.search("sainte-vic") == ["stvic"] and grid.search("victoire") == ["stvic"]
+    assert grid.search("ymph") == [] and grid.search("ears") == []  # words begin a word
+    assert grid.search("impression") == ["impr"]  # after a quote
     assert grid.cards["pomme"] == {"id": "pomme", "title": "", "artist": "Paul CÉZANNE"}
 
 

@@ -5,6 +5,7 @@ listed, with their text folded for a search that ignores case and accents."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Any
 
@@ -167,10 +168,18 @@ def folded(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
+def sort_text(text: str) -> str:
+    """Text as a listing sorts it: folded, leading quotes and other signs ignored (“Fuji”
+    apple sorts under F)."""
+    text = folded(text)
+    return text[next((i for i, c in enumerate(text) if c.isalnum()), len(text)) :]
+
+
 class ArtworkGrid:
     """The showable artworks as the artworks grid lists them, by artist, then title, then id
-    (unknown artists last); `search` matches every word of a query against id, title and
-    artist, ignoring case and accents."""
+    (unknown artists last, leading quotes ignored); `search` finds the artworks where every
+    word of a query begins a word of the id, title or artist (a word starts after a space, a
+    sign or an underscore), ignoring case and accents."""
 
     def __init__(self, artworks: pd.DataFrame) -> None:
         ids = artworks["id"].astype(str).tolist()
@@ -182,7 +191,7 @@ class ArtworkGrid:
         }
         order = sorted(
             range(len(ids)),
-            key=lambda i: (artists[i] == "", folded(artists[i]), folded(titles[i]), ids[i]),
+            key=lambda i: (artists[i] == "", sort_text(artists[i]), sort_text(titles[i]), ids[i]),
         )
         self.ids = [ids[i] for i in order]
         self.text = [folded(f"{ids[i]} {titles[i]} {artists[i]}") for i in order]
@@ -191,9 +200,11 @@ class ArtworkGrid:
         return len(self.ids)
 
     def search(self, query: str) -> list[str]:
-        """The ids of the artworks whose id, title or artist hold every word of `query`
-        (literal text: no wildcards), in the grid's order; all of them for an empty query."""
+        """The ids of the artworks where every word of `query` begins a word of the id, title
+        or artist (literal text: no wildcards), in the grid's order; all for an empty query."""
         words = folded(query).split()
         if not words:
             return list(self.ids)
-        return [k for k, t in zip(self.ids, self.text) if all(w in t for w in words)]
+        # a word's start: not after a letter or digit (`[^\W_]`); the words themselves literal
+        starts = [re.compile(r"(?<![^\W_])" + re.escape(w)) for w in words]
+        return [k for k, t in zip(self.ids, self.text) if all(p.search(t) for p in starts)]
