@@ -576,6 +576,7 @@ def test_security_headers_and_health(client):
     assert page.headers["x-frame-options"] == "DENY"
     assert "cdn" not in page.text.lower() and "https://" not in page.text
     assert http.get("/static/htmx.min.js").status_code == 200
+    _wait_for_model(http)
     assert http.get("/healthz").json()["drawings"] == 13  # signed in: the counts
     anonymous = TestClient(http.app, base_url=BASE).get("/healthz")
     assert anonymous.json() == {"status": "ok"}  # anyone else: only that it is alive

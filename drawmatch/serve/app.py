@@ -28,6 +28,7 @@ from drawmatch.serve.data import Workbench
 from drawmatch.serve.middleware import BodyLimit, HostCheck, security_headers
 from drawmatch.serve.routes import auth, browse, images, review, upload
 from drawmatch.serve.site import LoginRequired, Site, make_templates, package_dir, site_of
+from drawmatch.serve.uploads import UploadCache
 
 log = logging.getLogger("drawmatch.serve")
 
@@ -55,6 +56,7 @@ def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastA
         signer=security.Signer(security.load_secret(wb.out)),
         tokens=security.read_tokens(config.tokens_csv) if config.tokens_csv else None,
         templates=make_templates(),
+        uploads=UploadCache(config.kept_upload_bytes),
     )
     app = FastAPI(title="drawmatch workbench", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.site = site

@@ -47,6 +47,9 @@ class ServeConfig(Config):
     max_upload_bytes: int = setting(15_000_000, ge=1, help="largest uploaded query file")
     max_upload_pixels: int = setting(60_000_000, ge=1, help="largest uploaded query image")
     max_image_pixels: int = setting(200_000_000, ge=1, help="largest image opened")
+    kept_upload_bytes: int = setting(
+        100_000_000, ge=0, help="memory for uploads kept to search again under another model"
+    )
     thumb_size: int = setting(256, ge=MIN_IMAGE_SIZE, le=4096, help="thumbnail side in px")
     view_size: int = setting(1024, ge=MIN_IMAGE_SIZE, le=4096, help="view-size side in px")
     load_model: bool = setting(True, help="load the embedding model (query uploads)")
