@@ -62,7 +62,7 @@ def _build(config: IndexConfig, tag: str) -> IndexResult:
         "hnsw_m": config.hnsw_m,
         "ef_search": config.ef_search,
     }
-    index, ids, meta, how = updated_index(config.out, tag, current, params, config.rebuild)
+    index, ids, meta, how = updated_index(config.out, tag, current, params, config.rebuild, stored)
     directory = index_dir(config.out, tag)
     write_index(directory, index, ids, meta, sha256=[current[k] for k in ids])
     save_config(config, storage.join(directory, "index_config.yaml"))

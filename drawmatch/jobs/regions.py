@@ -213,7 +213,8 @@ def build_region_index(
     weights hash, region settings and local features of `index.json`. Returns the vectors, the
     artworks and the artworks left out for lack of a global embedding."""
     directory = regions_dir(storage.absolute(config.out), tag)
-    region_sha = stored_ids(directory).drop_duplicates("id", keep="first")  # as read_regions
+    region_rows = stored_ids(directory)
+    region_sha = region_rows.drop_duplicates("id", keep="first")  # as read_regions
     sha_of = dict(zip(region_sha["id"], region_sha["sha256"]))
     stored = stored_ids(embeddings_dir(config.out, tag)).drop_duplicates("id")
     embedded = set(stored["id"])
@@ -225,7 +226,7 @@ def build_region_index(
         )
     params = {"kind": config.index_kind, **index_params(config)}
     index, frame, trained_on, how = updated_region_index(
-        config.out, tag, current, params, config.rebuild_index
+        config.out, tag, current, params, config.rebuild_index, region_rows
     )
     info = {
         "model_tag": tag,

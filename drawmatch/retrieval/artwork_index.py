@@ -131,11 +131,13 @@ def updated_index(
     current: dict[str, str],
     params: dict[str, Any],
     rebuild: bool = False,
+    stored: pd.DataFrame | None = None,
 ) -> tuple[Any, list[str], dict[str, Any], str]:
     """The index of `current` (gallery artwork id -> content hash of its stored embedding) with
     `params` (`kind` and the kind's parameters): the saved one updated in place where it can be
     (see the module's docstring), else built from all vectors. Returns the index, its ids, its
-    `index.json` and a line saying which it was and why."""
+    `index.json` and a line saying which it was and why. `stored`: the embeddings' `stored_ids`
+    where the caller has read them already."""
     model = read_model_info(out, tag)
     kind = params["kind"]
     saved = None if rebuild else read_saved(index_dir(out, tag))
@@ -154,7 +156,8 @@ def updated_index(
             keep = np.ones(len(id_map), dtype=bool)
             keep[remove] = False
             if add:
-                stored = stored_ids(embeddings_dir(out, tag))
+                if stored is None:
+                    stored = stored_ids(embeddings_dir(out, tag))
                 index.add(read_embeddings(out, tag, add, parts_holding(stored, add))[1])
             ids = id_map["id"][keep].tolist() + add
             return index, ids, {**info, "size": size}, f"updated: {len(remove)} out, {len(add)} in"

@@ -139,12 +139,14 @@ def updated_region_index(
     current: dict[str, str],
     params: dict[str, Any],
     rebuild: bool = False,
+    stored: pd.DataFrame | None = None,
 ) -> tuple[Any, pd.DataFrame, int, str]:
     """The region index of `current` (artwork id -> content hash of its stored regions, in id
     order) with `params` (`kind` and the kind's parameters): the saved one updated in place where
     it can be, else built from all region vectors of `current`. Returns the index, its map
     (`id`, `region`, `box`, `sha256` per row), the vectors it was trained on and a line saying
-    which it was and why."""
+    which it was and why. `stored`: the region store's `stored_ids` where the caller has read
+    them already."""
     model = read_model_info(out, tag)
     saved = None if rebuild else read_saved_regions(region_index_dir(out, tag))
     reason = "rebuild=true" if rebuild else "no region index this version can update"
@@ -162,7 +164,9 @@ def updated_region_index(
             remove_positions(index, remove)
             frame = frame.drop(index=frame.index[remove]).reset_index(drop=True)
             if add:
-                parts = parts_holding(stored_ids(regions_dir(out, tag)), add)
+                if stored is None:
+                    stored = stored_ids(regions_dir(out, tag))
+                parts = parts_holding(stored, add)
                 ids, region, box, emb = _regions_of(out, tag, add, parts)
                 index.add(np.ascontiguousarray(emb, dtype=np.float32))
                 new = pd.DataFrame(
