@@ -97,7 +97,9 @@ def test_export_is_cached_by_weights_hash_and_size(onnx_cache):
     stamp = path.stat().st_mtime_ns
     again = Embedder(asdict(replace(TINY, runtime="onnx")))
     assert again.onnx.path == path and path.stat().st_mtime_ns == stamp  # not exported again
-    assert again.tag == Embedder(asdict(TINY)).tag  # the runtime does not change the tag
+    assert (
+        again.tag == Embedder(asdict(replace(TINY, runtime="torch"))).tag
+    )  # the runtime does not change the tag
     bigger = Embedder(asdict(replace(TINY, runtime="onnx", image_size=64)))
     assert bigger.onnx.path != path
     images = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
@@ -118,7 +120,8 @@ def test_fine_tuned_weights_get_their_export_next_to_them(tmp_path):
         model.onnx.path
     )
     images = np.random.default_rng(1).integers(0, 255, (2, 48, 48, 3), dtype=np.uint8)
-    ref = Embedder(asdict(replace(TINY, weights=str(weights)))).embed_images(images)
+    ref = Embedder(asdict(replace(TINY, weights=str(weights), runtime="torch")))
+    ref = ref.embed_images(images)
     assert _cosines(model.embed_images(images), ref).min() >= 0.9999
 
 
@@ -135,7 +138,7 @@ def test_every_registry_backbone_exports_and_matches_torch(backbone):
     model = ModelConfig(backbone=backbone, pretrained=False, image_size=64)
     images = np.random.default_rng(2).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
     torch.manual_seed(0)  # random weights: the same ones for both runtimes
-    reference = Embedder(asdict(model))
+    reference = Embedder(asdict(replace(model, runtime="torch")))
     torch.manual_seed(0)
     exported = Embedder(asdict(replace(model, runtime="onnx")), num_threads=1)
     assert exported.weights_hash == reference.weights_hash
@@ -151,7 +154,7 @@ def test_onnx_equals_torch_on_the_demo_images_and_metrics_are_unchanged():
     every vector within cosine 0.9999 of torch's, and the retrieval metrics the same."""
     drawings = sorted((DEMO / "drawings").iterdir())
     artworks = sorted((DEMO / "artworks").iterdir())
-    torch_model = Embedder(asdict(ModelConfig()), num_threads=2)
+    torch_model = Embedder(asdict(ModelConfig(runtime="torch")), num_threads=2)
     onnx_model = Embedder(asdict(ModelConfig(runtime="onnx")), num_threads=2)
     vectors: dict[str, list[np.ndarray]] = {"torch": [], "onnx": []}
     for start in range(0, len(drawings) + len(artworks), 16):
