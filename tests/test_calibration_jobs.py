@@ -17,6 +17,9 @@ from drawmatch.jobs import embed, evaluate, index, search
 from drawmatch.jobs.embed import EmbedConfig
 from drawmatch.jobs.evaluate import EvaluateConfig
 from drawmatch.jobs.search import SearchConfig
+from drawmatch.reporting.html_report import integer, num
+from drawmatch.reporting.report_sections import _detection_table
+from drawmatch.reporting.results import read_evaluations
 from drawmatch.retrieval.calibration import calibration_path
 from tests.conftest import hand_catalogue, make_image
 from tests.test_regions import region_run  # noqa: F401  (the fixture, run once in this module)
@@ -110,6 +113,9 @@ def test_evaluate_fits_the_calibration_and_search_uses_it(calib_run, capsys):
     assert max(conf[f"draw{i}"][a] for i in (3, 4, 5) for a in GALLERY) < cal["threshold"]
     saved = json.loads(open(result.path).read())
     assert saved["detection"]["micro_AP"] == pytest.approx(d["micro_AP"])
+    shown = _detection_table(read_evaluations(out))  # the report's copy-detection table
+    assert shown is not None and shown.rows[0][:3] == [tag, "pairs.csv", integer(3)]
+    assert shown.rows[0][3] == num(d["micro_AP"])
     assert "copy detection" in capsys.readouterr().out
 
     one = search.run(SearchConfig(out=str(out), query="draw4", k=4))
@@ -148,3 +154,10 @@ def test_verified_confidence_uses_the_inliers_and_the_fused_score(region_run):  
         found["confidence"], [expected[a] for a in found["artwork_id"]], rtol=1e-4
     )
     assert found["artwork_id"].iloc[0] == "art4" and bool(found["likely_copy"].iloc[0])
+    # the workbench's card for the same result shows the same confidence, and flags it
+    from tests.test_regions import _serve_client
+
+    page = _serve_client(out).get(f"/drawings/detail4?model={tag}&mode=verified&k=6")
+    assert page.status_code == 200
+    card = page.text.split('id="pair-')[1]  # the first card: art4
+    assert f"confidence {found['confidence'].iloc[0]:.2f} · likely copy" in card

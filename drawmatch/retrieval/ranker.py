@@ -9,8 +9,10 @@ embeddings in a mode and returns the top-k of every query as one long table.
 Every table has `query` (the query's position), `rank` (1 = best), `artwork_id` and `distance`
 (1 - cosine; in region modes 1 - the fused score, the verification bonus only orders the rows);
 region modes add `score`, `global_score`, `region_score`, `inliers` and the matched box
-`box_x0..box_y1`. Evaluation (`evaluate_ranking`) ranks the whole gallery, not a top-k (the
-global mode by the exact cosine of the stored embeddings, never an approximate index).
+`box_x0..box_y1`. `rank_with_confidence` adds the calibrated `confidence` and `likely_copy`
+(`drawmatch.retrieval.calibration`). Evaluation (`evaluate_ranking`, `evaluate_detection`) ranks
+the whole gallery, not a top-k (the global mode by the exact cosine of the stored embeddings,
+never an approximate index).
 """
 
 from __future__ import annotations

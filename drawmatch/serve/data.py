@@ -45,7 +45,8 @@ log = logging.getLogger("drawmatch.serve")
 class RegionHit:
     """One artwork of a region-mode ranking: `box` is the matched part of the artwork (x0, y0,
     x1, y1 in fractions of its width and height; None when there is none), `inliers` the
-    keypoints verified against it (None when not checked), `verified` whether they passed."""
+    keypoints verified against it (None when not checked), `verified` whether they passed,
+    `confidence` the calibrated likely-copy confidence (None without a calibration)."""
 
     artwork: str
     rank: int
@@ -53,6 +54,8 @@ class RegionHit:
     box: tuple[float, ...] | None
     inliers: int | None
     verified: bool
+    confidence: float | None = None
+    likely_copy: bool = False
 
 
 @dataclass
@@ -307,18 +310,26 @@ class Workbench:
     ) -> list[RegionHit]:
         """The k best artworks for one query (vector (1, D); `image`: a PIL image, needed in
         verified mode) in a region mode, each with its matched box."""
+        from drawmatch.retrieval.calibration import read_calibration
+        from drawmatch.retrieval.ranker import rank_with_confidence
         from drawmatch.retrieval.region_search import BOX_COLUMNS
 
         searcher = self.region_searcher(tag, mode)
-        table = searcher.rank(vector.astype(np.float32), k, images=[image] if image else None)
+        calibration = read_calibration(self.out, tag, mode)
+        images = [image] if image else None
+        table = rank_with_confidence(
+            searcher, vector.astype(np.float32), k, calibration, None, images
+        )
         boxes = table[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)
         hits = []
-        for box, artwork, rank, distance, inliers in zip(
+        for box, artwork, rank, distance, inliers, confidence, likely in zip(
             boxes,
             table["artwork_id"].astype(str),
             table["rank"].to_numpy(dtype=np.int64),
             table["distance"].to_numpy(dtype=np.float64),
             table["inliers"].to_numpy(dtype=np.int64),
+            table["confidence"].to_numpy(dtype=np.float64),
+            table["likely_copy"].fillna(False).to_numpy(dtype=bool),
         ):
             hits.append(
                 RegionHit(
@@ -328,6 +339,8 @@ class Workbench:
                     None if np.isnan(box).any() else tuple(float(v) for v in box),
                     int(inliers) if inliers >= 0 else None,
                     bool(mode == "verified" and inliers >= searcher.params.min_inliers),
+                    None if np.isnan(confidence) else float(confidence),
+                    bool(likely),
                 )
             )
         return hits
