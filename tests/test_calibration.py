@@ -13,10 +13,13 @@ from drawmatch.retrieval.calibration import (
     Calibration,
     add_confidence,
     background_levels,
+    calibration_path,
     detection_metrics,
     fit_calibration,
     fit_logistic,
     likely_copy_threshold,
+    result_confidence,
+    write_calibration,
 )
 from drawmatch.retrieval.metrics import micro_average_precision, recall_at_precision
 
@@ -155,3 +158,22 @@ def test_background_level_and_confidence_by_hand():
     missing = add_confidence(table, None)
     assert missing["confidence"].isna().all() and missing["likely_copy"].isna().all()
     assert Calibration.from_json(cal.to_json()) == cal
+
+
+def test_result_confidence_reads_the_stored_calibration(tmp_path):
+    # a candidates table as batch search writes it: distance = 1 - similarity
+    results = pd.DataFrame(
+        {
+            "drawing_id": ["d"] * 6,
+            "rank": range(1, 7),
+            "artwork_id": [f"a{i}" for i in range(6)],
+            "distance": [0.1, 0.5, 0.6, 0.7, 0.8, 0.9],
+        }
+    )
+    assert result_confidence(tmp_path, "m", "global", results).isna().all()  # none stored yet
+    cal = Calibration("m", "global", (5.0,), -1.0, 0.5, (4, 6))
+    assert write_calibration(tmp_path, cal) == calibration_path(tmp_path, "m", "global")
+    got = result_confidence(tmp_path, "m", "global", results)
+    background = (0.3 + 0.2 + 0.1) / 3  # similarities at ranks 4-6
+    assert got[0] == pytest.approx(1 / (1 + np.exp(-(5.0 * (0.9 - background) - 1.0))))
+    assert result_confidence(tmp_path, "m", "verified", results).isna().all()  # other mode

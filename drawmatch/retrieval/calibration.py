@@ -126,6 +126,21 @@ def add_confidence(
     return table
 
 
+def result_confidence(
+    out: str | Path, tag: str, mode: str, results: pd.DataFrame, by: str = "drawing_id"
+) -> pd.Series:
+    """The confidence of every (drawing, artwork) result of `results` under the calibration of
+    `tag` in `mode` (NaN without one): a long table of each drawing's (`by`) ranked results with
+    `rank`, `distance` (as search writes it; or `similarity`) and, in verified mode, `inliers`;
+    ranks 5-20 must be present for the background level (else NaN). For ordering other results,
+    e.g. a review queue, by the same confidence search shows."""
+    table = results.copy()
+    if "similarity" not in table:
+        table["similarity"] = 1.0 - table["distance"].astype(np.float64)
+    scored = add_confidence(table, read_calibration(out, tag, mode), by=by)
+    return scored["confidence"].rename("confidence")
+
+
 def fit_logistic(
     x: np.ndarray, y: np.ndarray, l2: float = 1e-4, steps: int = 100
 ) -> tuple[np.ndarray, float]:
