@@ -181,7 +181,7 @@ JOBS: dict[str, Job] = {
         "EvaluateConfig",
         "retrieval metrics for pairs",
         switches={"folds": "folds"},
-        inputs={"pairs_csv": "file", "split_csv": "file"},
+        inputs={"pairs_csv": "file", "split_csv": "file", "non_copies_csv": "file"},
         output_files=("output",),
         needs_embeddings=True,
         reads_root=lambda c: not c.folds,  # folds: the train runs' results only

@@ -12,7 +12,7 @@ A pairs row whose `drawing_id` is an artwork, or whose `artwork_id` is a drawing
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -22,8 +22,16 @@ from drawmatch.core.config import Config, save_config, section, setting, to_dict
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import pick_model_tag, read_model_info
 from drawmatch.data.pairs import check_collections, check_known, read_pairs
+from drawmatch.retrieval.calibration import (
+    BACKGROUND_RANKS,
+    Calibration,
+    detection_metrics,
+    fit_calibration,
+    read_calibration,
+    write_calibration,
+)
 from drawmatch.retrieval.metrics import aggregate, format_table
-from drawmatch.retrieval.ranker import evaluate_ranking
+from drawmatch.retrieval.ranker import evaluate_detection
 from drawmatch.retrieval.region_search import SEARCH_MODES, RegionSearchParams
 
 
@@ -43,12 +51,30 @@ class EvaluateConfig(Config):
     runs: str = setting("*", help="folds: pattern of the train runs")
     mode: str = setting("global", choices=SEARCH_MODES, help="how artworks are ranked")
     region: RegionSearchParams = section(RegionSearchParams)
+    non_copies_csv: str | None = setting(
+        None, help="drawings that copy nothing (drawing_id column), searched for copy detection"
+    )
+    detection_k: int = setting(10, ge=1, le=1000, help="results per drawing in copy detection")
+    calibrate: bool = setting(
+        False, help="fit the likely-copy confidence here: calibration/<tag>/<mode>.json"
+    )
+    max_flagged: float = setting(
+        0.01, ge=0, lt=1, help="calibrate: share of non-copy drawings the threshold may flag"
+    )
 
 
 MAP_DEFINITION = (
     "MAP: standard average precision over the full ranking, (1/|R|) * sum of precision at the "
     "rank of each relevant artwork, averaged over drawings; R@k and MAP in percent; MP and MMP "
     "are 0-based ranks"
+)
+DETECTION_DEFINITION = (
+    "copy detection: the top detection_k results of every drawing (paired ones and those that "
+    "copy nothing) pooled and ranked together; micro_AP: average precision of that pooled "
+    "ranking over all pairs (a pair no drawing returned counts as missed); R@P90: the highest "
+    "recall at 90 % precision; by the calibrated confidence, and by the raw similarity (_score) "
+    "and the similarity minus the drawing's background level (_normalised); flagged_*: percent "
+    "at the likely-copy threshold; all in percent"
 )
 
 
@@ -58,6 +84,7 @@ class EvaluateResult:
     metrics: dict[str, float]
     path: str
     skipped_pairs: list[dict[Any, Any]] = field(default_factory=list)
+    detection: dict[str, float] = field(default_factory=dict)
 
 
 def evaluation_pairs(config: EvaluateConfig, catalogue: pd.DataFrame) -> pd.DataFrame:
@@ -148,14 +175,76 @@ def result_label(config: EvaluateConfig) -> str:
     return storage.stem(str(config.pairs_csv))
 
 
+def non_copy_drawings(config: EvaluateConfig, catalogue: pd.DataFrame) -> list[str]:
+    """The drawings of `non_copies_csv` (its `drawing_id` column), checked against the catalogue:
+    searchable drawings only (usable originals)."""
+    if not config.non_copies_csv:
+        return []
+    table = storage.read_csv(config.non_copies_csv, dtype=str, keep_default_na=False)
+    if "drawing_id" not in table.columns:
+        raise ValueError(f"{config.non_copies_csv}: no drawing_id column")
+    ids = sorted(set(table["drawing_id"].str.strip()) - {""})
+    drawings = set(cat.query_ids(catalogue))
+    unknown = [i for i in ids if i not in drawings]
+    if unknown:
+        raise ValueError(
+            f"{config.non_copies_csv}: {len(unknown)} id(s) are not searchable drawings of the "
+            f"catalogue: {unknown[:10]}"
+        )
+    return ids
+
+
+def copy_detection(
+    config: EvaluateConfig, tag: str, results: pd.DataFrame, n_pairs: int
+) -> tuple[dict[str, float], dict[str, Any] | None]:
+    """Copy-detection figures of the pooled results, by the calibration fitted here
+    (`calibrate=true`, written beside the other models' calibrations) or the stored one."""
+    calibration: Calibration | None
+    if config.calibrate:
+        top = results[results["rank"] <= max(config.detection_k, BACKGROUND_RANKS[1])]
+        calibration = fit_calibration(top, tag, config.mode, config.max_flagged, by="drawing_id")
+        fitted_on = dict(calibration.fitted_on, pairs=str(config.split_csv or config.pairs_csv))
+        fitted_on["non_copies_csv"] = config.non_copies_csv
+        calibration = replace(calibration, fitted_on=fitted_on)
+        path = write_calibration(config.out, calibration)
+        print(f"calibration fitted on these drawings, written to {path}")
+    else:
+        calibration = read_calibration(config.out, tag, config.mode)
+        if calibration is None:
+            print(
+                f"no calibration for {tag} in mode {config.mode}: confidence figures left out "
+                "(fit one with calibrate=true)"
+            )
+    detection = detection_metrics(results, n_pairs, calibration, config.detection_k)
+    about = None
+    if calibration is not None:
+        about = {
+            "fitted_here": config.calibrate,
+            "threshold": calibration.threshold,
+            "fitted_on": calibration.fitted_on,
+        }
+    return detection, about
+
+
 def run_pairs(config: EvaluateConfig) -> EvaluateResult:
     """Metrics of one embedding model on the pairs (or one set of a split file)."""
     tag = pick_model_tag(config.out, config.model_tag)
     catalogue = cat.read_catalogue(config.out)
     pairs = evaluation_pairs(config, catalogue)
-    metrics, skipped = evaluate_ranking(
-        config.out, tag, pairs, catalogue, tuple(config.ks), config.mode, config.region
+    non_copies = non_copy_drawings(config, catalogue)
+    depth = max(config.detection_k, BACKGROUND_RANKS[1])
+    metrics, skipped, results = evaluate_detection(
+        config.out,
+        tag,
+        pairs,
+        catalogue,
+        tuple(config.ks),
+        config.mode,
+        config.region,
+        non_copies,
+        depth,
     )
+    detection, calibration = copy_detection(config, tag, results, int(metrics["n_pairs"]))
     label = result_label(config)
     if config.mode != "global":
         label = f"{label}-{config.mode}"
@@ -171,6 +260,10 @@ def run_pairs(config: EvaluateConfig) -> EvaluateResult:
         "metrics": metrics,
         "definitions": MAP_DEFINITION,
         "skipped_pairs": skipped.to_dict("records"),
+        "detection": detection,
+        "detection_definitions": DETECTION_DEFINITION,
+        "non_copies": config.non_copies_csv,
+        "calibration": calibration,
     }
     storage.write_bytes(target, json.dumps(report, indent=2).encode())
     config_label = label if config.output is None else storage.stem(target)
@@ -182,10 +275,15 @@ def run_pairs(config: EvaluateConfig) -> EvaluateResult:
         f"{int(metrics['n_pairs'])} pairs, gallery {report['gallery_size']}:"
     )
     print(format_table(metrics))
+    print(
+        f"copy detection: top-{config.detection_k} results of {int(metrics['n_queries'])} "
+        f"paired drawings and {len(non_copies)} that copy nothing, pooled:"
+    )
+    print(format_table(detection))
     if len(skipped):
         print(
             f"warning: {len(skipped)} pair(s) left out, their artwork is not searchable: "
             f"{skipped['artwork_id'].tolist()[:10]}"
         )
     print(f"written to {target}")
-    return EvaluateResult(tag, metrics, str(target), skipped.to_dict("records"))
+    return EvaluateResult(tag, metrics, str(target), skipped.to_dict("records"), detection)

@@ -17,6 +17,7 @@ from drawmatch.core import storage
 from drawmatch.core.config import Config, save_config, section, setting
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import pick_model_tag, read_embeddings
+from drawmatch.retrieval.calibration import Calibration, calibration_path, read_calibration
 from drawmatch.retrieval.queries import (
     add_artwork_columns,
     allowed_artworks,
@@ -26,7 +27,7 @@ from drawmatch.retrieval.queries import (
     readable_query_images,
     resolve_query,
 )
-from drawmatch.retrieval.ranker import Ranker, load_ranker
+from drawmatch.retrieval.ranker import Ranker, load_ranker, rank_with_confidence
 from drawmatch.retrieval.region_search import SEARCH_MODES, RegionSearchParams
 
 
@@ -58,7 +59,7 @@ def result_table(
 ) -> pd.DataFrame:
     """A ranker's table as search writes it: the artworks' artist and title, and the mode in
     region modes (`one`: a one-query table, which in the global mode always has artist and title:
-    rank, artwork_id, distance, artist, title)."""
+    rank, artwork_id, distance, confidence, likely_copy, artist, title)."""
     frame = add_artwork_columns(frame, catalogue, keep_missing=one and config.mode == "global")
     if config.mode != "global":
         frame["mode"] = config.mode
@@ -75,7 +76,9 @@ def search_one(
     query = resolve_query(config.query, catalogue, config.out, tag)
     allowed = allowed_artworks(catalogue, dict(config.where))
     images = [query_image(query, catalogue, config.out)] if config.mode == "verified" else None
-    frame = ranker.rank(query.vector, config.k, allowed, images).drop(columns=["query"])
+    calibration = read_calibration(config.out, tag, config.mode)
+    frame = rank_with_confidence(ranker, query.vector, config.k, calibration, allowed, images)
+    frame = frame.drop(columns=["query"])
     return result_table(frame, config, catalogue, one=True)
 
 
@@ -90,6 +93,7 @@ def search_batch(
     wanted = set(cat.query_ids(catalogue))
     allowed = allowed_artworks(catalogue, dict(config.where))
     ids, emb = read_embeddings(config.out, tag)
+    calibration = read_calibration(config.out, tag, config.mode)
     chunk = GLOBAL_CHUNK if config.mode == "global" else REGION_CHUNK
     tables, n_queries, failed = [], 0, Counter[str]()
     for start in range(0, len(ids), chunk):
@@ -103,7 +107,8 @@ def search_batch(
         if not keep:
             continue
         names = [ids[start + i] for i in keep]
-        frame = ranker.rank(emb[start : start + chunk][keep], config.k, allowed, images)
+        vectors = emb[start : start + chunk][keep]
+        frame = rank_with_confidence(ranker, vectors, config.k, calibration, allowed, images)
         frame.insert(0, "drawing_id", [names[q] for q in frame.pop("query")])
         frame = result_table(frame, config, catalogue, one=False)
         frame["model"] = tag
@@ -122,7 +127,22 @@ def search_batch(
         f"search{mode}: top-{config.k} artworks for {n_queries} drawings written to {target}"
         + skipped
     )
+    print(confidence_note(config, tag, calibration))
     return target
+
+
+def confidence_note(config: SearchConfig, tag: str, calibration: Calibration | None) -> str:
+    """What the `confidence` and `likely_copy` columns mean here, or why they are empty."""
+    if calibration is None:
+        return (
+            f"confidence: none, no calibration for {tag} in mode {config.mode} (fit one with "
+            f"`drawmatch evaluate pairs_csv=... mode={config.mode} calibrate=true`)"
+        )
+    return (
+        "confidence: calibrated probability that the drawing copies the artwork "
+        f"({calibration_path(config.out, tag, config.mode)}); likely_copy at >= "
+        f"{calibration.threshold:.3f}"
+    )
 
 
 def write_sheet(
@@ -166,6 +186,7 @@ def run(config: SearchConfig) -> pd.DataFrame | str:
     with pd.option_context("display.width", width, "display.max_colwidth", colwidth):
         print(f"top-{config.k} artworks for {config.query} ({label}):")
         print(shown.to_string(index=False))
+    print(confidence_note(config, tag, read_calibration(config.out, tag, config.mode)))
     if config.sheet:
         write_sheet(config, catalogue, tag, result)
     return result

@@ -228,6 +228,8 @@ def comparison_section(
     if evaluations:
         context["evaluations"] = _evaluations_table(evaluations, data)
         tables.append(context["evaluations"])
+        context["detection"] = _detection_table(evaluations)
+        tables += [context["detection"]] if context["detection"] else []
         context.update(_positions(out, catalogue, evaluations, images, data))
     folds = read_fold_tables(out)
     context["folds"] = None
@@ -279,6 +281,36 @@ def _evaluations_table(evaluations: list[Evaluation], data: dict[str, Any]) -> T
                 "metrics": e.metrics,
             }
         )
+    return table
+
+
+DETECTION_KEYS = {
+    "micro_AP": "micro-AP",
+    "R@P90": "recall @ 90 % precision",
+    "micro_AP_score": "micro-AP, raw score",
+    "flagged_non_copies": "non-copy drawings flagged",
+    "flagged_copies_found": "copies flagged",
+    "flagged_precision": "precision of flagged",
+    "threshold": "likely-copy threshold",
+}
+
+
+def _detection_table(evaluations: list[Evaluation]) -> Table | None:
+    """Copy detection of the evaluations that measured it: every drawing's top results pooled."""
+    measured = [e for e in evaluations if e.detection]
+    if not measured:
+        return None
+    table = Table(
+        "detection",
+        "Copy detection: the top results of all drawings pooled, copies and non-copies together",
+        ["model", "pairs (set)", "drawings that copy nothing", *DETECTION_KEYS.values()],
+        note="Percent; confidence figures only where a calibration exists (evaluate "
+        "calibrate=true); the threshold is the likely-copy confidence, in percent.",
+    )
+    for e in measured:
+        cells = [num(e.detection[k]) if k in e.detection else "–" for k in DETECTION_KEYS]
+        n_none = integer(e.detection.get("n_non_copy_drawings", 0))
+        table.rows.append([e.model_tag, e.label, n_none, *cells])
     return table
 
 

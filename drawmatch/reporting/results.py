@@ -56,6 +56,7 @@ class Evaluation:
     metrics: dict[str, float]
     definitions: str
     skipped_pairs: int
+    detection: dict[str, float] = field(default_factory=dict)  # copy detection, when evaluated
 
     @property
     def label(self) -> str:
@@ -85,6 +86,7 @@ def read_evaluations(out: str | Path) -> list[Evaluation]:
                 metrics={k: float(v) for k, v in data["metrics"].items()},
                 definitions=str(data.get("definitions", "")),
                 skipped_pairs=len(data.get("skipped_pairs", [])),
+                detection={k: float(v) for k, v in (data.get("detection") or {}).items()},
             )
         )
     return sorted(evaluations, key=lambda e: (e.model_tag, e.label))

@@ -200,6 +200,53 @@ def format_table(metrics: Mapping[str, float] | Mapping[str, tuple[float, float]
 
 
 # ----------------------------------------------------------------------------------------------
+# copy detection over the whole collection: every (drawing, artwork) result of every query ranked
+# together, copies and non-copies, as in copy-detection benchmarks (micro-average precision)
+
+
+def precision_recall(
+    scores: np.ndarray, positive: np.ndarray, n_positive: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Precision and recall at every distinct score threshold, highest first (results with equal
+    scores enter together). Recall is over `n_positive` copies (default: the positives given), so
+    copies that no query returned count as missed."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    positive = np.asarray(positive, dtype=bool).reshape(-1)
+    if scores.shape != positive.shape:
+        raise ValueError(f"{scores.size} scores but {positive.size} labels")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores contain NaN or infinite values")
+    total = int(positive.sum()) if n_positive is None else int(n_positive)
+    if total < int(positive.sum()) or total == 0:
+        raise ValueError(f"n_positive must be >= the {int(positive.sum())} positives given and > 0")
+    order = np.argsort(-scores, kind="stable")
+    s, hit = scores[order], positive[order]
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), s.size - 1]  # the end of each tied group
+    tp = np.cumsum(hit)[last]
+    return tp / (last + 1.0), tp / float(total)
+
+
+def micro_average_precision(
+    scores: np.ndarray, positive: np.ndarray, n_positive: int | None = None
+) -> float:
+    """Average precision of all results pooled, in percent: sum over thresholds of precision
+    times the recall gained there (scikit-learn's definition; recall over `n_positive`)."""
+    precision, recall = precision_recall(scores, positive, n_positive)
+    gained = np.diff(np.r_[0.0, recall])
+    return 100.0 * float(np.sum(precision * gained))
+
+
+def recall_at_precision(
+    scores: np.ndarray, positive: np.ndarray, n_positive: int | None = None, target: float = 0.9
+) -> float:
+    """The highest recall, in percent, at a threshold whose precision is at least `target` (0 when
+    no threshold reaches it)."""
+    precision, recall = precision_recall(scores, positive, n_positive)
+    reached = precision >= target
+    return 100.0 * float(recall[reached].max()) if reached.any() else 0.0
+
+
+# ----------------------------------------------------------------------------------------------
 # label tasks: verification (triplet accuracy, ROC AUC of same/different pairs) and
 # classification (top-1, per-class precision/recall, confusion matrix)
 

@@ -49,7 +49,8 @@ class RegionHit:
     """One artwork of a region-mode ranking: `box` is the matched part of the artwork (x0, y0,
     x1, y1 in fractions of its width and height; None when there is none or when the score came
     from the whole image), `inliers` the keypoints verified against it (None when not checked
-    or none matched), `verified` whether they passed."""
+    or none matched), `verified` whether they passed, `confidence` the calibrated likely-copy
+    confidence (None without a calibration)."""
 
     artwork: str
     rank: int
@@ -57,6 +58,8 @@ class RegionHit:
     box: tuple[float, ...] | None
     inliers: int | None
     verified: bool
+    confidence: float | None = None
+    likely_copy: bool = False
 
 
 @dataclass
@@ -161,9 +164,13 @@ def region_hits(table: pd.DataFrame, mode: str, min_inliers: int) -> list[Region
     only where the region or the keypoints raised its score: in `region` mode (the best
     region's score is the score), for a verified artwork (`min_inliers` or more), or where the
     fused score is above the whole image's; an artwork ranked by its whole image gets no box.
-    `inliers` is kept only where keypoints were found (never 0)."""
+    `inliers` is kept only where keypoints were found (never 0); `confidence` and
+    `likely_copy` come from the table's columns where a calibration gave them."""
     from drawmatch.retrieval.region_search import BOX_COLUMNS
 
+    nan = pd.Series(np.nan, index=table.index)
+    confidence = table.get("confidence", nan).to_numpy(dtype=np.float64)
+    likely_copy = table.get("likely_copy", nan).fillna(False).to_numpy(dtype=bool)
     boxes = table[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)
     inliers = table["inliers"].to_numpy(dtype=np.int64)
     verified = (inliers >= min_inliers) if mode == "verified" else np.zeros(len(table), bool)
@@ -181,8 +188,10 @@ def region_hits(table: pd.DataFrame, mode: str, min_inliers: int) -> list[Region
             None if not up or np.isnan(box).any() else tuple(float(v) for v in box),
             int(n) if n > 0 else None,
             bool(ok),
+            None if np.isnan(c) else float(c),
+            bool(likely),
         )
-        for artwork, rank, distance, box, n, ok, up in zip(
+        for artwork, rank, distance, box, n, ok, up, c, likely in zip(
             table["artwork_id"],
             table["rank"].to_numpy(dtype=np.int64),
             table["distance"].to_numpy(dtype=np.float64),
@@ -190,6 +199,8 @@ def region_hits(table: pd.DataFrame, mode: str, min_inliers: int) -> list[Region
             inliers,
             verified,
             raised,
+            confidence,
+            likely_copy,
         )
     ]
 
@@ -378,9 +389,17 @@ class Workbench:
         self, tag: str, mode: str, vector: np.ndarray, image: Any, k: int
     ) -> list[RegionHit]:
         """The k best artworks for one query (vector (1, D); `image`: a PIL image, needed in
-        verified mode) in a region mode, each with its matched box where it raised the score."""
+        verified mode) in a region mode, each with its matched box where it raised the score and
+        its calibrated confidence (None without a calibration)."""
+        from drawmatch.retrieval.calibration import read_calibration
+        from drawmatch.retrieval.ranker import rank_with_confidence
+
         searcher = self.region_searcher(tag, mode)
-        table = searcher.rank(vector.astype(np.float32), k, images=[image] if image else None)
+        calibration = read_calibration(self.out, tag, mode)
+        images = [image] if image else None
+        table = rank_with_confidence(
+            searcher, vector.astype(np.float32), k, calibration, None, images
+        )
         return region_hits(table, mode, searcher.params.min_inliers)
 
     def drawing_image(self, drawing_id: str) -> Any:

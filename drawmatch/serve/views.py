@@ -20,9 +20,10 @@ MODE_NAMES = {
 def box_view(hit: RegionHit | None) -> dict[str, Any]:
     """The template values of a region hit's box: CSS percentages of the artwork's thumbnail
     (`box`: left, top, width, height; None where the score came from the whole image, which
-    needs no frame) and the evidence behind it (the keypoint count only where there is one)."""
+    needs no frame) and the evidence behind it (the keypoint count only where there is one), with the calibrated confidence (None
+    without one)."""
     if hit is None:
-        return {"box": None, "inliers": None, "verified": False}
+        return {"box": None, "inliers": None, "verified": False, "confidence": None}
     box = None
     if hit.box is not None and not whole_image(hit.box):
         x0, y0, x1, y1 = (min(max(v, 0.0), 1.0) for v in hit.box)
@@ -32,7 +33,13 @@ def box_view(hit: RegionHit | None) -> dict[str, Any]:
             "width": round(100 * (x1 - x0), 2),
             "height": round(100 * (y1 - y0), 2),
         }
-    return {"box": box, "inliers": hit.inliers, "verified": hit.verified}
+    return {
+        "box": box,
+        "inliers": hit.inliers,
+        "verified": hit.verified,
+        "confidence": hit.confidence,
+        "likely_copy": hit.likely_copy,
+    }
 
 
 def artwork_card(wb: Workbench, artwork: str) -> dict[str, Any]:
