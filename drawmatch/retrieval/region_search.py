@@ -26,10 +26,18 @@ import pandas as pd
 
 from drawmatch.core.config import MAX_IMAGE_SIZE, Config, setting
 from drawmatch.data.embeddings import read_embeddings
-from drawmatch.models.local_features import Features, extract, read_features, verify
+from drawmatch.models.local_features import (
+    Features,
+    extract,
+    features_dir,
+    read_features,
+    verify,
+)
+from drawmatch.retrieval.local_shortlist import WordIndex, word_index_for
 from drawmatch.retrieval.region_index import RegionIndex, fuse
 
 SEARCH_MODES = ("global", "region", "fused", "verified")
+SHORTLISTS = ("fused", "words", "both")  # verified mode's candidates (see `RegionSearcher`)
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,12 @@ class RegionSearchParams(Config):
         400, ge=32, le=MAX_IMAGE_SIZE, help="query's local features: longer side in px"
     )
     query_n_features: int = setting(500, ge=1, help="query's local features: most keypoints")
+    shortlist: str = setting(
+        "fused",
+        choices=SHORTLISTS,
+        help="verified: candidates, the verify_top best by fused score, visual words or both",
+    )
+    words: int = setting(4096, ge=2, help="verified, words shortlist: visual words (vocabulary)")
 
 
 VERIFIED_BONUS = 100.0  # a verified artwork's score: fused + bonus + inliers (ranks it first)
@@ -87,6 +101,7 @@ class RegionSearcher:
         self.index: RegionIndex | None = None
         self.features: dict[str, Features] = {}
         self.feature_kind, self.feature_side = "sift", 400
+        self.words: WordIndex | None = None
         if mode != "global":
             self.index = RegionIndex(out, tag, self.gallery)
         if mode == "verified":
@@ -98,6 +113,9 @@ class RegionSearcher:
                 )
             self.feature_kind, self.feature_side = str(local["kind"]), int(local["max_side"])
             self.features = read_features(out, self.feature_kind, self.feature_side)
+            if params.shortlist != "fused":
+                where = features_dir(out, self.feature_kind, self.feature_side)
+                self.words = word_index_for(where, self.gallery, self.features, params.words)
 
     def query_features(self, image: Any) -> Features:
         """The query's local features, at the query's own side and keypoint limit (a detail is a
@@ -105,6 +123,19 @@ class RegionSearcher:
         return extract(
             image, self.feature_kind, self.params.query_feature_side, self.params.query_n_features
         )
+
+    def candidates(self, fused: np.ndarray, query: Features) -> np.ndarray:
+        """Gallery positions to verify for one query: the `verify_top` best by fused score
+        (`shortlist=fused`), by visual words (`words`,
+        `drawmatch.retrieval.local_shortlist`), or the union of both (`both`, fused first)."""
+        top = self.params.verify_top
+        by_fused = np.argsort(-fused, kind="stable")[:top]
+        if self.words is None:
+            return by_fused
+        by_words = self.words.shortlist(query, top)
+        if self.params.shortlist == "words":
+            return by_words
+        return np.concatenate([by_fused, by_words[~np.isin(by_words, by_fused)]])
 
     def score(
         self, queries: np.ndarray, images: list[Any] | None = None
@@ -144,7 +175,7 @@ class RegionSearcher:
         final = fused.astype(np.float64)
         for qi in range(n_q):
             qf = self.query_features(images[qi])
-            top = np.argsort(-fused[qi], kind="stable")[: self.params.verify_top]
+            top = self.candidates(fused[qi], qf)
             for j in top:
                 cand = self.features.get(self.gallery[j])
                 if cand is None:
