@@ -9,6 +9,9 @@
 - `verified`: the fused ranking, whose `verify_top` best artworks are checked with local features
   and RANSAC (`drawmatch.models.local_features`); an artwork with `min_inliers` inliers or more moves to the
   top, by inlier count (strong geometric evidence overrides the embeddings, weak evidence does not).
+  `shortlist=words` verifies the `verify_top` best by visual words instead
+  (`drawmatch.retrieval.local_shortlist`, for galleries too large to verify whole), `both` the
+  union of the two lists.
 
 Region scores come from the region index (`drawmatch.retrieval.region_index.RegionIndex`): the `n_hits` best
 region vectors of the query; an artwork without a hit gets the lowest score seen. The matched box is
@@ -49,8 +52,10 @@ class RegionSearchParams(Config):
     inliers put a candidate first, by inlier count). `n_hits` region vectors are read from an
     approximate index per query. The query's SIFT features are extracted at `query_feature_side`
     px with at most `query_n_features` keypoints (the artworks' are the regions job's
-    `feature_side` and `n_features`) and matched as RootSIFT when `rootsift` is true. Weight,
-    margin and min_inliers are tuned on a held-out partial-copy set."""
+    `feature_side` and `n_features`) and matched as RootSIFT when `rootsift` is true. The
+    candidates verified are the `verify_top` best by fused score, by visual words (`shortlist`
+    words, a vocabulary of `words`) or both. Weight, margin and min_inliers are tuned on a
+    held-out partial-copy set."""
 
     weight: float = setting(1.0, ge=0, le=100, help="fused: weight of the region score's excess")
     margin: float = setting(
