@@ -7,7 +7,9 @@ Stages (resumable; each real job on a local Ray instance):
    337 bundled artworks plus the first `--count` images of `--distractors` (a folder written by
    `make_distractors.py --kind artworks`); `WORK/drawings`: the set's drawings plus the first
    `--drawing-count` of `--distractor-drawings` (`--kind drawings`: drawings that copy nothing).
-2. `drawmatch ingest`, `embed`, `index` and `regions` (SIFT at 800 px, 2000 keypoints) on them.
+2. `drawmatch ingest`, `embed`, `index` and `regions` on them; the artworks' SIFT features (800
+   px, 2000 keypoints: the regions job's settings and the library's `extract`) are extracted by
+   this script (`--features-only` does that alone, beside the jobs, once ingest is done).
 3. Global and exact region scores of every query, the word index of the gallery (built once,
    timed), then per query: its SIFT features, each arm's shortlist, and RANSAC verification of
    each shortlisted artwork (once per artwork, timed alone; one thread).
@@ -20,13 +22,15 @@ other processes on a shared machine do not count: query features + shortlist + v
 embedding and region search that every arm needs are not included), and memory per artwork.
 
     python benchmarks/bench_shortlist.py --work runs/sl --distractors runs/dx_art \
-        --distractor-drawings runs/dx_draw [--count 1000] [--drawing-count 300] [--top 100]
+        --distractor-drawings runs/dx_draw [--count 1000] [--drawing-count 300] [--top 100] \
+        [--words 4096] [--train-size 100000] [--drawing-queries 100]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import shutil
 import sys
 import time
@@ -38,7 +42,8 @@ import pandas as pd
 
 from drawmatch.core.config import load_config
 from drawmatch.core.images import open_image
-from drawmatch.models.local_features import Features, extract, read_features, verify
+from drawmatch.data import catalogue as cat
+from drawmatch.models.local_features import Features, extract, verify
 from drawmatch.retrieval.local_shortlist import build_word_index
 from drawmatch.retrieval.metrics import retrieval_metrics
 from drawmatch.retrieval.region_index import fuse
@@ -90,10 +95,82 @@ def prepare(work: Path, args: argparse.Namespace) -> str:
             job(load_config(EmbedConfig, None, [f"out={out}", "ray.num_cpus=2"]))  # type: ignore[misc]
         elif name == "index":
             index.run(IndexConfig(out=out))
-        else:
-            regions.run(RegionsConfig(out=out, ray=ray))
+        else:  # local features: extracted by `artwork_features` below, with the job's settings
+            regions.run(RegionsConfig(out=out, ray=ray, local_features=None))
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
     return out
+
+
+def _extract(path: str) -> Features:
+    from drawmatch.jobs.regions import RegionsConfig
+
+    side, n = RegionsConfig().feature_side, RegionsConfig().n_features
+    cv2.setNumThreads(1)
+    return extract(open_image(path, draft_size=side), "sift", side, n)
+
+
+def save_features(path: Path, ids: list[str], feats: list[Features]) -> None:
+    np.savez(
+        path,
+        ids=np.array(ids),
+        counts=np.array([len(f.keypoints) for f in feats]),
+        sizes=np.array([(f.width, f.height) for f in feats]).reshape(-1, 2),
+        keypoints=np.concatenate([f.keypoints for f in feats]).reshape(-1, 2),
+        descriptors=np.concatenate([f.descriptors for f in feats]).reshape(-1, 128),
+    )
+
+
+def load_features(path: Path) -> dict[str, Features]:
+    data = np.load(path, allow_pickle=False)
+    ends = np.cumsum(data["counts"])[:-1]
+    return {
+        str(a): Features(kp, d, int(w), int(h))
+        for a, kp, d, (w, h) in zip(
+            data["ids"],
+            np.split(data["keypoints"], ends),
+            np.split(data["descriptors"], ends),
+            data["sizes"],
+        )
+    }
+
+
+def gallery_order(out: str) -> list[str]:
+    """The run's gallery, the bundled artworks (the queries' sources) first, then the
+    distractors (`dxa_*`) in name order: a prefix of it is a smaller gallery of the same kind."""
+    gallery = cat.gallery_ids(cat.read_catalogue(out))
+    return [a for a in gallery if not a.startswith("dxa_")] + sorted(
+        a for a in gallery if a.startswith("dxa_")
+    )
+
+
+def artwork_features(
+    work: Path, out: str, ids: list[str], processes: int = 2, chunk: int = 32
+) -> dict[str, Features]:
+    """SIFT features of the artworks `ids` with the regions job's settings (800 px, 2000
+    keypoints; the library's `extract`, images opened as the job opens them), in `processes`
+    processes, cached by chunks of `chunk` under `WORK/features/` (a killed run keeps them)."""
+    folder = work / "features"
+    folder.mkdir(exist_ok=True)
+    catalogue = cat.read_catalogue(out).set_index("id")
+    found: dict[str, Features] = {}
+    todo: list[list[str]] = []
+    for start in range(0, len(ids), chunk):
+        part = ids[start : start + chunk]
+        path = folder / f"chunk-{start // chunk:05d}.npz"
+        if path.exists() and list(np.load(path)["ids"]) == part:
+            found.update(load_features(path))
+        else:
+            todo.append(part)
+    roots = cat.read_roots(out)
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        for part in todo:
+            paths = cat.resolve_paths(catalogue.loc[part].reset_index(), roots)
+            feats = pool.map(_extract, paths, chunksize=max(1, len(part) // processes))
+            path = folder / f"chunk-{ids.index(part[0]) // chunk:05d}.npz"
+            save_features(path, part, feats)
+            found.update(zip(part, feats))
+            print(f"features: {len(found)}/{len(ids)} artworks", flush=True)
+    return found
 
 
 def query_sets(work: Path, queries: list[str], paths: list[str], gallery: list[str]) -> dict:
@@ -178,25 +255,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drawing-count", type=int, default=300)
     parser.add_argument("--top", type=int, default=100)
     parser.add_argument("--words", type=int, default=4096)
+    parser.add_argument("--train-size", type=int, default=100_000, help="k-means descriptors")
+    parser.add_argument("--drawing-queries", type=int, default=100, help="distractor drawings")
+    parser.add_argument("--features-only", action="store_true", help="extract, cache, stop")
+    parser.add_argument("--score-only", action="store_true", help="the jobs are done: score")
     args = parser.parse_args(argv)
     work = args.work.resolve()
-    out = prepare(work, args)
-    cv2.setNumThreads(1)
-    import faiss
-
-    faiss.omp_set_num_threads(1)
+    if args.features_only:  # may run beside the jobs of `prepare`, once ingest is done
+        ids = gallery_order(str(work / "run"))
+        artwork_features(work, str(work / "run"), ids[: 337 + args.count])
+        return 0
+    out = str(work / "run") if args.score_only else prepare(work, args)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from tune_regions import global_and_region_scores
 
-    g, r, queries, gallery, paths = global_and_region_scores(out)
+    g, r, queries, run_gallery, paths = global_and_region_scores(out)
+    gallery = gallery_order(out)[: 337 + args.count]
+    keep = [run_gallery.index(a) for a in gallery]
+    g, r = g[:, keep], r[:, keep]
+    no_regions = int(np.isinf(r[0]).sum())
+    if no_regions:  # fused = global for them (`fuse` of -inf): said in the output
+        print(f"{no_regions} artworks have no region vectors yet: their fused score is global")
     params = RegionSearchParams()
     fused = fuse(g, r, params.weight, params.margin)
-    stored = read_features(out, "sift", 800)
+    stored = artwork_features(work, out, gallery)
     feats = [stored.get(a) for a in gallery]
     start = time.perf_counter()
-    words = build_word_index(gallery, stored, args.words)
+    words = build_word_index(gallery, stored, args.words, args.train_size)
     build_s = time.perf_counter() - start
+    cv2.setNumThreads(1)  # the costs per query: one thread
+    import faiss
+
+    faiss.omp_set_num_threads(1)
     sets = query_sets(work, queries, paths, gallery)
+    sets["distractors"] = (sets["distractors"][0][: args.drawing_queries], None)
     rows = np.concatenate([sets[s][0] for s in ("details_test", "whole", "distractors")])
     inl, cost, lists = run_queries(paths, rows, fused, feats, words, args.top)
     report(args, sets, g, fused, inl, cost, lists, rows, gallery, feats, words, build_s)

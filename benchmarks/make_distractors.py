@@ -124,10 +124,10 @@ def licence_of(package: str, doc_root: Path = Path("/usr/share/doc")) -> str:
         return "unknown"
     for stanza in re.split(r"\n\s*\n", text):
         if re.search(r"^Files:\s*\*\s*$", stanza, re.M):
-            found = re.search(r"^License:\s*(\S.*)$", stanza, re.M)
+            found = re.search(r"^License:[ \t]*(\S.*)$", stanza, re.M)
             if found:
                 return found.group(1).strip()
-    found = re.search(r"^License:\s*(\S.*)$", text, re.M)
+    found = re.search(r"^License:[ \t]*(\S.*)$", text, re.M)
     if found:
         return found.group(1).strip()
     names = r"(LGPL-?[0-9.+]*|GPL-?[0-9.+]*|CC-BY-SA[0-9. -]*|CC-BY[0-9. -]*|CC0|public domain)"

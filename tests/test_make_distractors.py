@@ -125,4 +125,9 @@ def test_sources_columns_and_licence(tmp_path: Path, source: tuple[list, Path]) 
     (doc / "old" / "copyright").write_text("Released under the GNU GPL-2 or later.\n")
     assert md.licence_of("dep5", doc) == "CC-BY-SA-3.0"
     assert md.licence_of("old", doc) == "GPL-2"
+    (doc / "empty").mkdir()  # a bare `License:` line, the text below it
+    (doc / "empty" / "copyright").write_text(
+        "Copyright (C) 2003 by someone\nLicense:\n  see /usr/share/common-licenses/GPL-2\n"
+    )
+    assert md.licence_of("empty", doc) == "GPL-2"
     assert md.licence_of("absent", doc) == "unknown"
