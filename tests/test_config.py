@@ -116,6 +116,8 @@ REGION_SEARCH_BAD = {
     "region.rootsift": ["maybe", "2"],
     "region.query_feature_side": ["16"],
     "region.query_n_features": ["0"],
+    "region.shortlist": ["tfidf"],
+    "region.words": ["1"],
 }
 
 # every key with a range or a set of choices, and values it must refuse (as override text)

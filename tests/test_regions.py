@@ -289,6 +289,20 @@ def test_region_search_finds_details_and_returns_the_box(region_run):
         search.run(SearchConfig(out=str(out), query="detail2", mode="nope"))
 
 
+def test_verified_search_with_the_word_shortlist_verifies_only_its_candidates(region_run):
+    """`region.shortlist=words`: the one artwork verified (`verify_top=1`) is the visual words'
+    best, the detail's source; the word index is kept next to the features."""
+    out, _tag, _root, _first, cfg = region_run
+    params = RegionSearchParams(shortlist="words", verify_top=1, words=64)
+    found = search.run(
+        SearchConfig(out=str(out), query="detail4", k=3, mode="verified", region=params)
+    )
+    assert found["artwork_id"].iloc[0] == "art4" and found["inliers"].iloc[0] >= 15
+    assert int((found["inliers"] >= 0).sum()) == 1  # the others were not verified (-1)
+    kept = list((Path(out) / "local_features").glob(f"sift-{cfg.feature_side}/words-64-*.npz"))
+    assert len(kept) == 1
+
+
 def test_evaluate_modes_and_fusion_off_equals_global(region_run):
     out, _tag, root, _first, _cfg = region_run
     pairs = str(root / "pairs.csv")

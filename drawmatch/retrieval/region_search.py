@@ -9,6 +9,9 @@
 - `verified`: the fused ranking, whose `verify_top` best artworks are checked with local features
   and RANSAC (`drawmatch.models.local_features`); an artwork with `min_inliers` inliers or more moves to the
   top, by inlier count (strong geometric evidence overrides the embeddings, weak evidence does not).
+  `shortlist=words` verifies the `verify_top` best by visual words instead
+  (`drawmatch.retrieval.local_shortlist`, for galleries too large to verify whole), `both` the
+  union of the two lists.
 
 Region scores come from the region index (`drawmatch.retrieval.region_index.RegionIndex`): the `n_hits` best
 region vectors of the query; an artwork without a hit gets the lowest score seen. The matched box is
@@ -26,10 +29,18 @@ import pandas as pd
 
 from drawmatch.core.config import MAX_IMAGE_SIZE, Config, setting
 from drawmatch.data.embeddings import read_embeddings
-from drawmatch.models.local_features import Features, extract, read_features, verify
+from drawmatch.models.local_features import (
+    Features,
+    extract,
+    features_dir,
+    read_features,
+    verify,
+)
+from drawmatch.retrieval.local_shortlist import WordIndex, word_index_for
 from drawmatch.retrieval.region_index import RegionIndex, fuse
 
 SEARCH_MODES = ("global", "region", "fused", "verified")
+SHORTLISTS = ("fused", "words", "both")  # verified mode's candidates (see `RegionSearcher`)
 
 
 @dataclass(frozen=True)
@@ -41,8 +52,10 @@ class RegionSearchParams(Config):
     inliers put a candidate first, by inlier count). `n_hits` region vectors are read from an
     approximate index per query. The query's SIFT features are extracted at `query_feature_side`
     px with at most `query_n_features` keypoints (the artworks' are the regions job's
-    `feature_side` and `n_features`) and matched as RootSIFT when `rootsift` is true. Weight,
-    margin and min_inliers are tuned on a held-out partial-copy set."""
+    `feature_side` and `n_features`) and matched as RootSIFT when `rootsift` is true. The
+    candidates verified are the `verify_top` best by fused score, by visual words (`shortlist`
+    words, a vocabulary of `words`) or both. Weight, margin and min_inliers are tuned on a
+    held-out partial-copy set."""
 
     weight: float = setting(1.0, ge=0, le=100, help="fused: weight of the region score's excess")
     margin: float = setting(
@@ -59,6 +72,12 @@ class RegionSearchParams(Config):
         400, ge=32, le=MAX_IMAGE_SIZE, help="query's local features: longer side in px"
     )
     query_n_features: int = setting(500, ge=1, help="query's local features: most keypoints")
+    shortlist: str = setting(
+        "fused",
+        choices=SHORTLISTS,
+        help="verified: candidates, the verify_top best by fused score, visual words or both",
+    )
+    words: int = setting(4096, ge=2, help="verified, words shortlist: visual words (vocabulary)")
 
 
 VERIFIED_BONUS = 100.0  # a verified artwork's score: fused + bonus + inliers (ranks it first)
@@ -87,6 +106,7 @@ class RegionSearcher:
         self.index: RegionIndex | None = None
         self.features: dict[str, Features] = {}
         self.feature_kind, self.feature_side = "sift", 400
+        self.words: WordIndex | None = None
         if mode != "global":
             self.index = RegionIndex(out, tag, self.gallery)
         if mode == "verified":
@@ -98,6 +118,9 @@ class RegionSearcher:
                 )
             self.feature_kind, self.feature_side = str(local["kind"]), int(local["max_side"])
             self.features = read_features(out, self.feature_kind, self.feature_side)
+            if params.shortlist != "fused":
+                where = features_dir(out, self.feature_kind, self.feature_side)
+                self.words = word_index_for(where, self.gallery, self.features, params.words)
 
     def query_features(self, image: Any) -> Features:
         """The query's local features, at the query's own side and keypoint limit (a detail is a
@@ -105,6 +128,19 @@ class RegionSearcher:
         return extract(
             image, self.feature_kind, self.params.query_feature_side, self.params.query_n_features
         )
+
+    def candidates(self, fused: np.ndarray, query: Features) -> np.ndarray:
+        """Gallery positions to verify for one query: the `verify_top` best by fused score
+        (`shortlist=fused`), by visual words (`words`,
+        `drawmatch.retrieval.local_shortlist`), or the union of both (`both`, fused first)."""
+        top = self.params.verify_top
+        by_fused = np.argsort(-fused, kind="stable")[:top]
+        if self.words is None:
+            return by_fused
+        by_words = self.words.shortlist(query, top)
+        if self.params.shortlist == "words":
+            return by_words
+        return np.concatenate([by_fused, by_words[~np.isin(by_words, by_fused)]])
 
     def score(
         self, queries: np.ndarray, images: list[Any] | None = None
@@ -144,7 +180,7 @@ class RegionSearcher:
         final = fused.astype(np.float64)
         for qi in range(n_q):
             qf = self.query_features(images[qi])
-            top = np.argsort(-fused[qi], kind="stable")[: self.params.verify_top]
+            top = self.candidates(fused[qi], qf)
             for j in top:
                 cand = self.features.get(self.gallery[j])
                 if cand is None:
