@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                 None,
                 [f"out={out}", "batch=true", f"mode={args.mode}", f"batch_output={target}"]
                 + [f"region.verify_top={args.verify_top}", f"num_actors={actors}"]
-                + [f"rows_per_file={args.rows_per_file}", "batch_size=1", "decode_cpus=0.25"],
+                + [f"rows_per_file={args.rows_per_file}", "batch_size=1", "decode_batch_size=1"]
+                + ["decode_cpus=0.25"],
             )
 
             def run() -> float:

@@ -107,7 +107,7 @@ def test_a_killed_batch_search_resumes_without_duplicates(gallery, tmp_path, ray
     out, _root = gallery
     target = str(tmp_path / "topk.parquet")
     args = ["batch=true", "mode=verified", "k=3", "batch_size=1", "rows_per_file=1"]
-    args += ["decode_batch_size=1"]  # blocks of 4 drawings: the parts come one by one
+    args += ["decode_batch_size=1"]  # blocks of one drawing: the parts come one by one
     address = ray_local.get_runtime_context().gcs_address
     job = subprocess.Popen(
         [sys.executable, "-c", _MAIN, "search", f"out={out}", *args]

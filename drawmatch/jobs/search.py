@@ -202,7 +202,9 @@ def search_batch_ray(config: SearchConfig, catalogue: pd.DataFrame, tag: str) ->
             stages = bs.batch_search_stages(
                 config, work, roots, directory, sizes, config.max_image_pixels, config.nice
             )
-            _n, errors = run_stages(todo, config.decode_batch_size * 4, stages, label)
+            # blocks of decode_batch_size drawings: an actor returns a block's results when the
+            # whole block is ranked, so small blocks keep the parts streaming and the actors even
+            _n, errors = run_stages(todo, config.decode_batch_size, stages, label)
         failed = record_errors(directory, errors)
         if not errors and storage.exists(storage.join(directory, ERRORS_FILE)):
             storage.remove(storage.join(directory, ERRORS_FILE))  # of an earlier run
