@@ -39,7 +39,7 @@ class SearchConfig(PipelineConfig):
     """The `k` nearest artworks of `query` (a drawing id or an image file), or of every drawing
     with `batch=true`; `where.<column>=value` keeps only matching artworks. A batch in the
     region modes runs on Ray: `num_actors` search actors of `cpus_per_actor` CPUs, `batch_size`
-    drawings per actor call, parts of `rows_per_file` drawings, drawings decoded by tasks of
+    drawings per actor call, parts of at most `rows_per_file` drawings, drawings decoded by tasks of
     `decode_cpus` CPUs (verified mode)."""
 
     out: str = setting("drawmatch-out", help="output root")

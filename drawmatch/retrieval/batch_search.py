@@ -3,7 +3,7 @@
 The drawings flow through `drawmatch.runtime.pipeline`'s stages: in verified mode CPU tasks decode
 the drawings (`read_query_images`), a pool of `SearchActor`s, each holding the region index and
 the artworks' local features loaded once, ranks them (`RegionSearcher.rank`, the ranker of every
-region mode), and `write_results` tasks write the results as Parquet parts of `rows_per_file`
+region mode), and `write_results` tasks write the results as Parquet parts of at most `rows_per_file`
 drawings, each part whole or not at all, into `<output>.parts/`. A drawing that does not decode
 is a counted failure (`errors.csv` there), not a crash.
 
