@@ -1,7 +1,8 @@
 """The Ray Data pipeline the embedding jobs share: rows of work -> stages -> counted results.
 
-`embed` (whole images) and `regions` (region vectors, local features) each describe their work as
-a list of `Stage`s: decode tasks, a pool of model actors, Parquet writers. `run_stages` chains
+`embed` (whole images), `regions` (region vectors, local features) and batch search in the region
+modes (`drawmatch.retrieval.batch_search`) each describe their work as a list of `Stage`s: decode
+tasks, a pool of model (or search) actors, Parquet writers. `run_stages` chains
 them with `map_batches`, and collects what the last stage returns: one row per input id with `ok`
 and `error`, so that every id that went in is either counted as done or recorded with its reason.
 """
