@@ -241,9 +241,8 @@ def search_batch_ray(config: SearchConfig, catalogue: pd.DataFrame, tag: str) ->
             storage.remove(storage.join(directory, ERRORS_FILE))  # of an earlier run
         frame = bs.assemble(directory, order, sha)
     frame = _with_confidence(frame, config.k, calibration)
-    target = _write_batch(config, catalogue, tag, frame, (len(rows), len(todo), failed), target)
     print(confidence_note(config, tag, calibration))
-    return target
+    return _write_batch(config, catalogue, tag, frame, (len(rows), len(todo), failed), target)
 
 
 def _with_confidence(frame: pd.DataFrame, k: int, calibration: Calibration | None) -> pd.DataFrame:
