@@ -189,6 +189,13 @@ def test_missing_inputs_are_refused(capsys, earlier_run, tmp_path):
         "fold_csv",
         "no such file",
     )
+    pairs = root / "p.csv"
+    pairs.write_text("drawing_id,artwork_id\nd1,a1\n")
+    for argv in (
+        ["train", f"fold_csv={pairs}", f"negatives_csv={root / 'n.csv'}"],
+        ["split", f"pairs_csv={pairs}", f"negatives_csv={root / 'n.csv'}"],
+    ):
+        _refused(capsys, [*argv, f"out={earlier_run}"], 1, root, "negatives_csv", "no such file")
     _refused(
         capsys,
         ["evaluate", f"out={earlier_run}", f"pairs_csv={earlier_run}"],

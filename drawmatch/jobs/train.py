@@ -234,6 +234,8 @@ def load_fold(config: TrainConfig) -> FoldData:
             "train needs fold_csv=<folds/fold_XX.csv> (make folds with `drawmatch split`); "
             "a pseudo-pair stage alone (epochs=0) runs without one"
         )
+    if not config.fold_csv and config.selection == "val":
+        raise ValueError("no fold_csv: no validation drawings to select on: use selection=last")
     catalogue = cat.read_catalogue(config.out)
     roots = cat.read_roots(config.out)
     usable = catalogue[cat.usable(catalogue)]
