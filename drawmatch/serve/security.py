@@ -136,6 +136,8 @@ def same_origin(headers: dict[str, str], hosts: AllowedHosts) -> bool:
     origin = headers.get("origin")
     if origin is None:
         return True
+    if not origin.isascii() or not origin.isprintable() or " " in origin:
+        return False  # urlsplit drops tabs and newlines, so refuse them before it can
     try:
         parts = urlsplit(origin)
     except ValueError:  # a malformed bracketed address
