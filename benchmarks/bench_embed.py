@@ -200,8 +200,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.candidates:
             BareActor = _bare_actor_class()
             pre_ref = ray.put(pre)
-            ray_default = BareActor.remote(asdict(model), args.threads, None)
-            ray_fixed = BareActor.remote(asdict(model), args.threads, 1)
+            torch_model = asdict(ModelConfig(**{**asdict(model), "runtime": "torch"}))
+            ray_default = BareActor.remote(torch_model, args.threads, None)
+            ray_fixed = BareActor.remote(torch_model, args.threads, 1)
             arms["bare torch in Ray actor, nice 15"] = lambda: ray.get(
                 ray_default.rate.remote(pre_ref, args.batch_size, 15)
             )

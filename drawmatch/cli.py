@@ -196,7 +196,7 @@ JOBS: dict[str, Job] = {
         "drawmatch.jobs.split",
         "SplitConfig",
         "artwork-disjoint train/val/test folds",
-        inputs={"pairs_csv": "file"},
+        inputs={"pairs_csv": "file", "negatives_csv": "file"},
         creates_out=True,  # works on a pairs file alone, without a catalogue
         needs=lambda c: None if c.pairs_csv else "pairs_csv=FILE",
     ),
@@ -204,10 +204,14 @@ JOBS: dict[str, Job] = {
         "drawmatch.jobs.train",
         "TrainConfig",
         "fine-tune a backbone on one fold (Ray Train)",
-        inputs={"fold_csv": "file", "model.weights": "file"},
+        inputs={"fold_csv": "file", "negatives_csv": "file", "model.weights": "file"},
         backbones=("model.backbone",),
         pooling="model.pooling",
-        needs=lambda c: None if c.fold_csv else "fold_csv=FILE (make folds with `drawmatch split`)",
+        needs=lambda c: (
+            None
+            if c.fold_csv or not c.epochs
+            else "fold_csv=FILE (make folds with `drawmatch split`; epochs=0 needs none)"
+        ),
     ),
     "sweep": Job(
         "drawmatch.workflows.sweep",
@@ -241,8 +245,18 @@ JOBS: dict[str, Job] = {
         "thumbnails of every showable image (Ray Data)",
     ),
     "similar": Job("drawmatch.jobs.similar", "SimilarConfig", "drawing-to-drawing neighbours"),
-    "serve": Job("drawmatch.jobs.serve", "ServeConfig", "the experts' workbench (web app)"),
-    "export": Job("drawmatch.jobs.export", "ExportConfig", "annotated pairs to a pairs CSV"),
+    "serve": Job(
+        "drawmatch.jobs.serve",
+        "ServeConfig",
+        "the experts' workbench (web app)",
+        inputs={"pairs_csv": "file"},
+    ),
+    "export": Job(
+        "drawmatch.jobs.export",
+        "ExportConfig",
+        "annotated pairs and non-matches to pairs and negatives CSVs",
+        inputs={"pairs_csv": "file"},
+    ),
     "verify": _label_job(
         "verify",
         "VerifyConfig",
@@ -512,22 +526,25 @@ def preflight(job: str, config: Any) -> None:
                 )
     for key, kind in spec.inputs.items():
         value = _get(config, key)
-        if value is None:
-            continue
-        found = _kind(str(value), key)
-        if found == "missing":
-            raise FileNotFoundError(
-                f"{key}={value}: no such {'folder' if kind == 'dir' else 'file'}"
-            )
-        if found != kind:
-            raise ConfigError(
-                f"{key}={value} is a {found}, not a {'folder' if kind == 'dir' else 'file'}"
-            )
+        for item in value if isinstance(value, tuple) else (value,):  # a list key: each item
+            if item is not None:
+                _check_input(key, str(item), kind)
     for key in spec.output_files:
         value = _get(config, key)
         if value is not None and _kind(str(value), key) == "dir":
             raise ConfigError(f"{key}={value} is an existing folder, not a file name")
     _check_backbones(job, config)
+
+
+def _check_input(key: str, value: str, kind: str) -> None:
+    """An input a config names must exist and be a `kind` ("file" or "dir")."""
+    found = _kind(value, key)
+    if found == "missing":
+        raise FileNotFoundError(f"{key}={value}: no such {'folder' if kind == 'dir' else 'file'}")
+    if found != kind:
+        raise ConfigError(
+            f"{key}={value} is a {found}, not a {'folder' if kind == 'dir' else 'file'}"
+        )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -224,21 +224,26 @@ def test_cli_refuses_a_pooling_the_backbone_lacks_before_the_job() -> None:
 
 
 def test_model_tags_name_backbone_pooling_size_and_weights() -> None:
-    clip = Embedder({"backbone": "openclip_vitb32", "pretrained": False})
+    clip = Embedder({"backbone": "openclip_vitb32", "pretrained": False, "runtime": "torch"})
     assert clip.tag == "openclip_vitb32-cls-224-random" and clip.image_size == 224
     torch.manual_seed(1)  # random weights come from a fixed seed, whatever the global RNG
-    dino = Embedder({"backbone": "dinov2_vits14", "pretrained": False, "image_size": 56})
+    dino = Embedder(
+        {"backbone": "dinov2_vits14", "pretrained": False, "image_size": 56, "runtime": "torch"}
+    )
     assert dino.tag == "dinov2_vits14-cls-56-random" and dino.dim == 384
     torch.manual_seed(2)
     avg = Embedder(
         {"backbone": "dinov2_vits14", "pretrained": False, "image_size": 56, "pooling": "avg"}
+        | {"runtime": "torch"}
     )
     assert avg.tag == "dinov2_vits14-avg-56-random"
     assert avg.weights_hash == dino.weights_hash  # same weights: only the tag tells them apart
 
 
 def test_embedder_normalises_with_the_backbones_own_mean_and_std() -> None:
-    embedder = Embedder({"backbone": "openclip_vitb32", "pretrained": False, "image_size": 64})
+    embedder = Embedder(
+        {"backbone": "openclip_vitb32", "pretrained": False, "image_size": 64, "runtime": "torch"}
+    )
     assert (embedder.mean, embedder.std) == (CLIP_MEAN, CLIP_STD)
     images = np.random.default_rng(1).integers(0, 255, (2, 64, 64, 3), dtype=np.uint8)
     got = embedder.embed_images(images)
@@ -257,7 +262,7 @@ def test_onnx_runtime_matches_torch(name: str, size: int, tmp_path, monkeypatch)
     monkeypatch.setenv("DRAWMATCH_CACHE", str(tmp_path))
     model = asdict(ModelConfig(backbone=name, pretrained=False, image_size=size))
     torch.manual_seed(3)
-    reference = Embedder(model)
+    reference = Embedder({**model, "runtime": "torch"})
     torch.manual_seed(3)
     exported = Embedder({**model, "runtime": "onnx"}, num_threads=1)
     assert exported.tag == reference.tag and exported.weights_hash == reference.weights_hash

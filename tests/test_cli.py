@@ -104,6 +104,7 @@ BAD_COMMANDS = [
     (["stylize", "params.steps=0"], 2, ["params.steps: 0"]),
     (["stylize", "params.optimizer=sgd"], 2, ["params.optimizer"]),
     (["stylize", "--content", "c.jpg", "--style", "s.jpg"], 2, ["existing folder"]),
+    (["serve", "review.order=random"], 2, ["review.order"]),
     (["embed", "batchsize=4"], 2, ["unknown config key(s) batchsize"]),
     (["embed", "--no-such-flag"], 2, ["unrecognized arguments"]),
 ]
@@ -202,6 +203,24 @@ def test_missing_inputs_are_refused(capsys, earlier_run, tmp_path):
         1,
         root,
         "model.weights",
+    )
+    known = root / "known.csv"
+    known.write_text("drawing_id,artwork_id\n")
+    _refused(
+        capsys,
+        ["serve", f"out={earlier_run}", f"pairs_csv=[{known}, {root / 'nope.csv'}]"],
+        1,
+        root,
+        "pairs_csv",
+        "nope.csv: no such file",
+    )
+    _refused(
+        capsys,
+        ["export", f"out={earlier_run}", f"pairs_csv=[{earlier_run}]"],
+        2,
+        root,
+        "pairs_csv",
+        "not a file",
     )
 
 

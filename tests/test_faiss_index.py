@@ -8,6 +8,7 @@ from typing import Any
 
 import faiss
 import numpy as np
+import pandas as pd
 import pytest
 
 from drawmatch.retrieval.artwork_index import build_faiss_index
@@ -17,6 +18,9 @@ from drawmatch.retrieval.faiss_index import (
     build_index,
     check_index,
     factory_string,
+    rebuild_reason,
+    remove_positions,
+    update_plan,
 )
 from drawmatch.retrieval.region_index import build_region_faiss
 
@@ -107,3 +111,61 @@ def test_factory_indexes_find_the_same_neighbours_as_the_hand_built_ones(kind):
     # an index saved before loads and searches as it did
     loaded = faiss.deserialize_index(faiss.serialize_index(old))
     assert np.array_equal(loaded.search(queries, 10)[1], old.search(queries, 10)[1])
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq"])
+def test_removing_and_adding_equals_filling_the_same_trained_index_anew(kind):
+    """Vectors removed (positions renumbered 0..n-1 in order) and new ones added give the
+    index that the same trained quantisers filled with the kept vectors then the new ones:
+    the same neighbours and scores for every query."""
+    emb, queries = _data(3000, 32)
+    old, new = emb[:2500], emb[2500:]
+    gone = np.array([0, 7, 8, 1000, 2499])
+    params = {"nlist": 16, "nprobe": 16, "pq_m": 8}
+    updated = build_index(old, kind, **params)
+    fresh = faiss.clone_index(updated)
+    fresh.reset()  # trained, empty
+    remove_positions(updated, gone)
+    updated.add(new)
+    kept = np.delete(old, gone, axis=0)
+    fresh.add(np.concatenate([kept, new]))
+    assert updated.ntotal == fresh.ntotal == 3000 - len(gone)
+    got_scores, got = updated.search(queries, 20)
+    want_scores, want = fresh.search(queries, 20)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-6)
+    # by hand: 0, 7 and 8 were removed before old position 9, which is now 9 - 3 = 6
+    if kind == "flat":
+        np.testing.assert_array_equal(updated.reconstruct(0), old[1])
+        np.testing.assert_array_equal(updated.reconstruct(6), old[9])
+
+
+def test_an_hnsw_graph_refuses_removals():
+    emb, _ = _data(200, 16)
+    graph = build_index(emb, "hnsw")
+    remove_positions(graph, np.array([], dtype=np.int64))  # nothing to remove: fine
+    with pytest.raises(ValueError, match="HNSW index cannot remove"):
+        remove_positions(graph, np.array([3]))
+
+
+def test_the_update_plan_by_hand():
+    indexed = pd.DataFrame(
+        {"id": ["a", "a", "b", "c", "c", "d"], "sha256": ["1", "1", "2", "3", "3", "4"]}
+    )
+    current = {"a": "1", "c": "30", "d": "4", "e": "5"}  # b left, c changed, e is new
+    remove, add = update_plan(indexed, current)
+    assert remove.tolist() == [2, 3, 4] and add == ["c", "e"]
+
+
+def test_ivf_quantisers_serve_until_the_index_doubles_or_halves():
+    params = {"kind": "ivf", "nlist": 8}
+    info = {"kind": "ivf", "params": params, "trained_on": 1000}
+    assert rebuild_reason(info, "ivf", params, 2000) == ""
+    assert rebuild_reason(info, "ivf", params, 500) == ""
+    assert "2001 vectors" in rebuild_reason(info, "ivf", params, 2001)
+    assert "499 vectors" in rebuild_reason(info, "ivf", params, 499)
+    assert rebuild_reason({**info, "kind": "flat"}, "flat", params | {"kind": "flat"}, 10**6)
+    flat = {"kind": "flat", "params": {"kind": "flat"}, "trained_on": 10}
+    assert rebuild_reason(flat, "flat", {"kind": "flat"}, 10**6) == ""  # nothing trained
+    assert "parameters changed" in rebuild_reason(info, "ivf", {"kind": "ivf", "nlist": 9}, 1000)
+    assert "older version" in rebuild_reason({"kind": "ivf"}, "ivf", params, 1000)

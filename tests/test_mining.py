@@ -53,6 +53,25 @@ def test_draws_cover_exactly_the_n_hardest_and_never_a_positive() -> None:
     assert counts[[1, 3, 4]].min() > 60  # roughly uniform (expected 100 each)
 
 
+def test_known_negatives_are_mined_first_then_the_hardest() -> None:
+    """Anchor at 0 deg, positive {0}: the bank ranks 1 (20), 2 (45), 3 (90), 4 (135), 5 (180).
+    Known negatives [5, 4] go before them in that order: n_hardest=1 always gives 5, the least
+    similar artwork; n_hardest=3 draws from {5, 4, 1} (the known ones, then the hardest mined);
+    a known negative that is a positive is ignored; an anchor without known ones mines as
+    before."""
+    anchors = torch.tensor([unit(0.0), unit(0.0)])
+    gen = torch.Generator().manual_seed(0)
+    got = hardest_negatives(anchors, BANK, [{0}, {0}], 1, gen, first=[[5, 4], []])
+    assert got.tolist() == [5, 1]
+    draws = [
+        int(hardest_negatives(anchors[:1], BANK, [{0}], 3, gen, first=[[5, 4]])[0])
+        for _ in range(300)
+    ]
+    assert set(draws) == {5, 4, 1}
+    assert np.bincount(draws, minlength=6)[[5, 4, 1]].min() > 60  # uniform over the three
+    assert hardest_negatives(anchors[:1], BANK, [{0}], 1, gen, first=[[0, 3]]).tolist() == [3]
+
+
 def test_reproducible_with_generator() -> None:
     anchors = torch.tensor([unit(a) for a in (5.0, 60.0, 170.0, 100.0)])
     pos = [{0}, {2}, {5}, set()]

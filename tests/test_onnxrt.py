@@ -37,9 +37,56 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def test_runtime_is_a_checked_choice():
-    assert ModelConfig().runtime == "torch"
+    assert ModelConfig().runtime == "auto"
     with pytest.raises(ConfigError, match="runtime"):
         ModelConfig(runtime="tensorrt")
+
+
+def test_auto_runs_onnx_on_a_cpu_worker_with_torch_embeddings_and_tag(onnx_cache, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    images = np.random.default_rng(3).integers(0, 255, (4, 48, 48, 3), dtype=np.uint8)
+    torch.manual_seed(0)
+    auto = Embedder(asdict(TINY), num_threads=1)  # runtime auto: the default
+    torch.manual_seed(0)
+    reference = Embedder(asdict(replace(TINY, runtime="torch")))
+    assert auto.runtime == "onnx" and auto.onnx.path.parent == onnx_cache
+    assert reference.runtime == "torch" and reference.onnx is None
+    assert auto.tag == reference.tag and auto.weights_hash == reference.weights_hash
+    assert _cosines(auto.embed_images(images), reference.embed_images(images)).min() >= 0.9999
+
+
+def test_auto_on_a_gpu_worker_runs_torch_and_exports_nothing(onnx_cache, monkeypatch):
+    """CUDA reported available (this machine has none): auto takes the torch path, which moves
+    the network to the GPU (and fails here, where torch has no CUDA device), and never exports."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises((AssertionError, RuntimeError), match="CUDA|cuda|GPU|NVIDIA"):
+        Embedder(asdict(TINY))
+    assert not onnx_cache.exists() or not any(onnx_cache.iterdir())
+
+
+def test_auto_falls_back_to_torch_once_where_the_export_fails(monkeypatch, caplog):
+    """An export that fails (here: an ONNX opset no exporter has) makes auto run torch with one
+    warning per process; an explicit onnx raises."""
+    from drawmatch.models import embedder as embedder_module
+    from drawmatch.models import onnx_runtime
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(onnx_runtime, "ONNX_OPSET", 999)
+    monkeypatch.setattr(embedder_module, "_told", set())
+    images = np.random.default_rng(4).integers(0, 255, (2, 48, 48, 3), dtype=np.uint8)
+    with caplog.at_level("WARNING", logger="drawmatch.models.embedder"):
+        torch.manual_seed(0)
+        first = Embedder(asdict(TINY))
+        torch.manual_seed(0)
+        second = Embedder(asdict(TINY))
+    assert first.runtime == second.runtime == "torch" and first.onnx is None
+    warned = [r.getMessage() for r in caplog.records if "cannot run with ONNX" in r.getMessage()]
+    assert len(warned) == 1 and first.tag in warned[0]
+    torch.manual_seed(0)
+    reference = Embedder(asdict(replace(TINY, runtime="torch")))
+    np.testing.assert_allclose(first.embed_images(images), reference.embed_images(images))
+    with pytest.raises(Exception, match="999|opset"):
+        Embedder(asdict(replace(TINY, runtime="onnx")))
 
 
 def test_export_is_cached_by_weights_hash_and_size(onnx_cache):
@@ -50,7 +97,9 @@ def test_export_is_cached_by_weights_hash_and_size(onnx_cache):
     stamp = path.stat().st_mtime_ns
     again = Embedder(asdict(replace(TINY, runtime="onnx")))
     assert again.onnx.path == path and path.stat().st_mtime_ns == stamp  # not exported again
-    assert again.tag == Embedder(asdict(TINY)).tag  # the runtime does not change the tag
+    assert (
+        again.tag == Embedder(asdict(replace(TINY, runtime="torch"))).tag
+    )  # the runtime does not change the tag
     bigger = Embedder(asdict(replace(TINY, runtime="onnx", image_size=64)))
     assert bigger.onnx.path != path
     images = np.random.default_rng(0).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
@@ -71,7 +120,8 @@ def test_fine_tuned_weights_get_their_export_next_to_them(tmp_path):
         model.onnx.path
     )
     images = np.random.default_rng(1).integers(0, 255, (2, 48, 48, 3), dtype=np.uint8)
-    ref = Embedder(asdict(replace(TINY, weights=str(weights)))).embed_images(images)
+    ref = Embedder(asdict(replace(TINY, weights=str(weights), runtime="torch")))
+    ref = ref.embed_images(images)
     assert _cosines(model.embed_images(images), ref).min() >= 0.9999
 
 
@@ -88,7 +138,7 @@ def test_every_registry_backbone_exports_and_matches_torch(backbone):
     model = ModelConfig(backbone=backbone, pretrained=False, image_size=64)
     images = np.random.default_rng(2).integers(0, 255, (3, 64, 64, 3), dtype=np.uint8)
     torch.manual_seed(0)  # random weights: the same ones for both runtimes
-    reference = Embedder(asdict(model))
+    reference = Embedder(asdict(replace(model, runtime="torch")))
     torch.manual_seed(0)
     exported = Embedder(asdict(replace(model, runtime="onnx")), num_threads=1)
     assert exported.weights_hash == reference.weights_hash
@@ -104,7 +154,7 @@ def test_onnx_equals_torch_on_the_demo_images_and_metrics_are_unchanged():
     every vector within cosine 0.9999 of torch's, and the retrieval metrics the same."""
     drawings = sorted((DEMO / "drawings").iterdir())
     artworks = sorted((DEMO / "artworks").iterdir())
-    torch_model = Embedder(asdict(ModelConfig()), num_threads=2)
+    torch_model = Embedder(asdict(ModelConfig(runtime="torch")), num_threads=2)
     onnx_model = Embedder(asdict(ModelConfig(runtime="onnx")), num_threads=2)
     vectors: dict[str, list[np.ndarray]] = {"torch": [], "onnx": []}
     for start in range(0, len(drawings) + len(artworks), 16):
@@ -130,18 +180,21 @@ def test_onnx_equals_torch_on_the_demo_images_and_metrics_are_unchanged():
         assert metrics["onnx"][key] == pytest.approx(value, abs=1e-6), key
 
 
-def test_embed_job_with_onnx_records_the_runtime(ray_local, tiny_collection):  # noqa: F811
+@pytest.mark.parametrize("runtime", ["onnx", "auto"])
+def test_embed_job_with_onnx_records_the_runtime(ray_local, tiny_collection, runtime):  # noqa: F811
+    """The job with onnx, or with auto on this machine's CPU-only actors, writes the vectors of
+    torch into the same folder and records the runtime that ran."""
     out = tiny_collection
-    by_torch = embed.run(_config(out, "collections=[drawing]"))
+    by_torch = embed.run(_config(out, "collections=[drawing]", "model.runtime=torch"))
     ids, ref = embeddings.read_embeddings(out, by_torch.model_tag)
     # the same model with the other runtime writes into the same folder (same tag)
     directory = Path(embeddings.embeddings_dir(out, by_torch.model_tag))
     for part in embeddings.part_files(directory):
         Path(part).unlink()
-    by_onnx = embed.run(_config(out, "collections=[drawing]", "model.runtime=onnx"))
+    by_onnx = embed.run(_config(out, "collections=[drawing]", f"model.runtime={runtime}"))
     assert by_onnx.model_tag == by_torch.model_tag and by_onnx.embedded == len(ids)
     info = json.loads((directory / embeddings.MODEL_FILE).read_text())
     assert info["runtime"] == "onnx" and info["runtimes"] == ["onnx", "torch"]
-    assert info["model"]["runtime"] == "onnx"
+    assert info["model"]["runtime"] == runtime
     _, got = embeddings.read_embeddings(out, by_onnx.model_tag, ids=ids)
     assert _cosines(got, ref).min() >= 0.9999

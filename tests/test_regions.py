@@ -19,6 +19,7 @@ from PIL import Image
 from drawmatch import cli
 from drawmatch.core.config import load_config
 from drawmatch.data import catalogue as cat
+from drawmatch.data import embeddings
 from drawmatch.jobs import embed, evaluate, index, regions, search
 from drawmatch.jobs.embed import EmbedConfig
 from drawmatch.jobs.evaluate import EvaluateConfig
@@ -420,6 +421,63 @@ def test_a_stale_region_index_is_refused_with_the_command_that_rebuilds_it(regio
     info_path.write_text(info_path.read_text().replace(f'"{tag}"', '"other-model-tag"'))
     with pytest.raises(StaleIndexError, match=f"built for model 'other-model-tag', not '{tag}'"):
         region_search()
+
+
+def _index_contents(out, tag, queries):
+    """What the artwork and region indexes hold and find: ids, region rows, and every query's
+    full ranking with its scores."""
+    from drawmatch.retrieval.artwork_index import ArtworkIndex
+
+    artworks = ArtworkIndex(out, tag)
+    ranked, distances = artworks.search(queries, len(artworks.ids))
+    gallery = cat.gallery_ids(cat.read_catalogue(out))
+    region_index = RegionIndex(out, tag, gallery=gallery)
+    rows = sorted(zip(region_index.ids, region_index.region.tolist()))
+    hits = region_index.search(queries, len(region_index.ids))
+    return sorted(artworks.ids), ranked, distances, rows, hits
+
+
+def test_incremental_indexes_equal_a_full_rebuild(region_run, tmp_path, capsys):
+    """Artworks added, changed and removed since: the embed, index and regions jobs redo only
+    those, update both indexes in place, and the indexes hold and find what a full rebuild gives
+    (same ids and region rows, same rankings and scores for every drawing and artwork)."""
+    src, tag, root, _first, cfg = region_run
+    out = tmp_path / "out"
+    shutil.copytree(src, out)
+    cfg = replace(cfg, out=str(out))
+    arts = tmp_path / "a"
+    arts.mkdir()
+    for i in range(5):  # art5 leaves the gallery
+        shutil.copy(root / "a" / f"art{i}.png", arts / f"art{i}.png")
+    extra = [np.kron(a, np.ones((4, 4, 1), np.uint8)) for a in _quadrant_artworks(8, seed=7)]
+    Image.fromarray(extra[6]).save(arts / "art3.png")  # art3's content changes
+    Image.fromarray(extra[7]).save(arts / "art6.png")  # art6 is new
+    drawings = sorted((root / "d").iterdir())
+    hand_catalogue(out, {"drawing": drawings, "artwork": sorted(arts.iterdir())})
+    tiny = ["model.backbone=tiny", "model.pretrained=false", "model.image_size=32"]
+    assert embed.run(load_config(EmbedConfig, None, [f"out={out}", *tiny])).embedded == 2
+    capsys.readouterr()
+    index.run(IndexConfig(out=str(out)))
+    assert regions.run(cfg).embedded == 2
+    said = capsys.readouterr().out
+    assert "6 artworks updated: 2 out, 2 in" in said  # art5 and the old art3 out; art3, art6 in
+    assert "region index updated: 10 vectors out, 2 artworks in" in said
+    ids, queries = embeddings.read_embeddings(out, tag)
+    assert len(ids) == 3 + 7  # the global embedding of art5 stays stored, out of the gallery
+    updated = _index_contents(out, tag, queries)
+
+    index.run(IndexConfig(out=str(out), rebuild=True))
+    regions.run(replace(cfg, rebuild_index=True))
+    said = capsys.readouterr().out
+    assert "built from all vectors (rebuild=true)" in said
+    rebuilt = _index_contents(out, tag, queries)
+    assert updated[0] == rebuilt[0] == [f"art{i}" for i in (0, 1, 2, 3, 4, 6)]
+    assert updated[1] == rebuilt[1]  # every query's ranking
+    np.testing.assert_allclose(updated[2], rebuilt[2], atol=1e-6)
+    assert updated[3] == rebuilt[3] and len(updated[3]) == 6 * 5
+    for got, want in zip(updated[4], rebuilt[4]):
+        assert got[0].keys() == want[0].keys() and got[1] == want[1]
+        assert got[0] == pytest.approx(want[0], abs=1e-6)
 
 
 def test_the_contact_sheet_frames_the_matched_box_at_its_pixels(tmp_path):

@@ -349,3 +349,68 @@ def test_split_job_config_errors(tmp_path):
     assert split_main([f"out={tmp_path}", "train=0.9"]) == 2
     assert split_main([f"out={tmp_path}", "folds=3"]) == 2
     assert split_main([f"out={tmp_path}"]) == 1  # no pairs_csv
+
+
+def _with_unpaired_drawing(tmp_path):
+    """The job fixture plus a catalogued drawing d5 that is in no pair."""
+    out, pairs_csv = _job_fixture(tmp_path)
+    catalogue = cat.read_catalogue(out)
+    d1 = catalogue[catalogue["id"] == "d1"].iloc[0].to_dict()
+    d5 = dict(d1, id="d5", path=d1["path"].replace("d1", "d5"))
+    cat.write_catalogue(pd.concat([catalogue, pd.DataFrame([d5])], ignore_index=True), out)
+    return out, pairs_csv
+
+
+def test_split_carries_negatives_into_each_fold_with_their_drawing(tmp_path, capsys):
+    """Components {d1,d2,a1,a2}, {d3,a3}, {d4,a4}: each non-match takes the set of its drawing's
+    component in each fold (the artwork may sit in another set); d5 is in no pair and is dropped
+    and counted; a repeated row counts once."""
+    out, pairs_csv = _with_unpaired_drawing(tmp_path)
+    negatives_csv = tmp_path / "negatives.csv"
+    negatives_csv.write_text(
+        "drawing_id,artwork_id,note\nd1,a3,x\nd2,a4,x\nd3,a2,x\nd4,a1,x\nd5,a1,x\nd1,a3,again\n"
+    )
+    keys = [f"out={out}", f"pairs_csv={pairs_csv}", "n_folds=4"]
+    assert split_main([*keys, f"negatives_csv={negatives_csv}"]) == 0
+    printed = capsys.readouterr().out
+    assert "non-matches: 5 read, 4 carried into every fold" in printed
+    assert "1 dropped (drawing in no pair)" in printed
+    summary = json.loads((out / "folds" / "summary.json").read_text())
+    for k in range(4):
+        fold = pd.read_csv(out / "folds" / f"fold_{k:02d}.csv", dtype=str, keep_default_na=False)
+        set_of = dict(zip(fold["drawing_id"], fold["set"], strict=False))
+        path = out / "folds" / f"negatives_{k:02d}.csv"
+        assert path.read_text().splitlines()[0] == "drawing_id,artwork_id,set"
+        placed = pd.read_csv(path, dtype=str, keep_default_na=False)
+        expected = [("d1", "a3"), ("d2", "a4"), ("d3", "a2"), ("d4", "a1")]
+        assert list(zip(placed["drawing_id"], placed["artwork_id"], strict=True)) == expected
+        assert list(placed["set"]) == [set_of[d] for d, _a in expected]
+        assert placed["set"].iloc[0] == placed["set"].iloc[1]  # d1, d2: one component
+        counts = {s: list(placed["set"]).count(s) for s in ("train", "val", "test")}
+        assert summary[k]["negatives"] == counts
+
+    # split again without the key: no negatives file is left behind
+    assert split_main(keys) == 0
+    assert not list((out / "folds").glob("negatives_*.csv"))
+    assert "negatives" not in json.loads((out / "folds" / "summary.json").read_text())[0]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ("d3,a1\nd1,a1\n", "1 non-match(es) that are also kept pairs: d1 - a1"),
+        ("d1,a3\nghost,a1\n", "1 unknown drawing id(s): ghost"),
+        ("a1,a3\n", "1 drawing_id(s) that are artworks: a1"),
+        ("d1\n", "missing column(s) ['artwork_id']"),
+    ],
+)
+def test_split_refuses_bad_negatives_before_writing(tmp_path, capsys, rows, message):
+    out, pairs_csv = _job_fixture(tmp_path)
+    negatives_csv = tmp_path / "negatives.csv"
+    header = "drawing_id\n" if rows == "d1\n" else "drawing_id,artwork_id\n"
+    negatives_csv.write_text(header + rows)
+    keys = [f"out={out}", f"pairs_csv={pairs_csv}", f"negatives_csv={negatives_csv}"]
+    assert split_main(keys) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (out / "folds").exists()

@@ -114,9 +114,10 @@ def _check_provenance(part: str, table: pa.Table, tag: str, weights_hash: str) -
 
 
 def read_embeddings(
-    out: str | Path, tag: str, ids: list[str] | None = None
+    out: str | Path, tag: str, ids: list[str] | None = None, parts: list[str] | None = None
 ) -> tuple[list[str], np.ndarray]:
-    """Embeddings of one model as (ids, (N, D) float32); optionally only `ids`, in that order.
+    """Embeddings of one model as (ids, (N, D) float32); optionally only `ids`, in that order,
+    and only from `parts` (the parts that hold them, for reading a few of many).
 
     Every part must carry the same model tag and weights hash as `model.json` (provenance check).
     An id written more than once (two runs at once, or an older version) is read once: its row
@@ -125,7 +126,7 @@ def read_embeddings(
     info = read_model_info(out, tag)
     all_ids: list[str] = []
     chunks: list[np.ndarray] = []
-    for part in part_files(embeddings_dir(out, tag)):
+    for part in part_files(embeddings_dir(out, tag)) if parts is None else sorted(parts):
         table = storage.read_parquet(part)
         _check_provenance(part, table, tag, str(info["weights_hash"]))
         all_ids.extend(table.column("id").to_pylist())

@@ -98,3 +98,24 @@ def check_collections(
             "image; a drawing and an artwork with the same file name are an ingest error: rename "
             "one of the files and ingest again)"
         )
+
+
+NEGATIVE_COLUMNS = ["drawing_id", "artwork_id"]
+
+
+def read_negatives(path: str | Path, columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Expert non-matches (`negatives.csv` of `drawmatch export`, or a fold's `negatives_XX.csv`):
+    columns drawing_id, artwork_id and `columns` (e.g. `set`), ids stripped, repeated rows
+    dropped; other columns are ignored. A missing column or an empty id is one PairsError."""
+    df = storage.read_csv(path, dtype=str, keep_default_na=False)
+    df.columns = [c.strip() for c in df.columns]
+    wanted = [*NEGATIVE_COLUMNS, *columns]
+    missing = [c for c in wanted if c not in df.columns]
+    if missing:
+        raise PairsError(f"{path}: missing column(s) {missing}")
+    df = df[wanted].apply(lambda column: column.str.strip())
+    empty = (df["drawing_id"] == "") | (df["artwork_id"] == "")
+    if empty.any():
+        rows = [int(i) + 2 for i in df.index[empty][:5]]
+        raise PairsError(f"{path}: empty drawing_id or artwork_id on row(s) {rows}")
+    return df.drop_duplicates(subset=NEGATIVE_COLUMNS).reset_index(drop=True)

@@ -30,7 +30,7 @@ from drawmatch.data.embeddings import (
     write_model_info,
 )
 from drawmatch.data.embeddings import write_part as write_part_file
-from drawmatch.models.embedder import Embedder, ModelConfig, set_nice
+from drawmatch.models.embedder import Embedder, ModelConfig, choose_runtime, set_nice
 from drawmatch.models.preprocess import decode_rows
 from drawmatch.runtime.pipeline import (
     PipelineConfig,
@@ -119,37 +119,43 @@ def run(config: EmbedConfig) -> EmbedResult:
     """Embed the selected catalogue rows that have no up-to-date embedding yet; refused at once
     (`JobLockedError`) while another embed run writes to the same model folder."""
     from drawmatch.models.backbones import resolve_model
+    from drawmatch.training.checkpoints import model_from_checkpoint
 
-    # the backbone's own input size and pooling where the config leaves them null: decoding,
-    # the saved config and model.json then name them
-    config = replace(config, model=resolve_model(config.model))
+    # fine-tuned weights bring the backbone, image size and pooling they were trained with (a key
+    # that contradicts them is refused); then the backbone's own input size and pooling where the
+    # config leaves them null: decoding, the tag, the saved config and model.json name them
+    config = replace(config, model=resolve_model(model_from_checkpoint(config.model)))
     catalogue = cat.read_catalogue(config.out)
     roots = cat.read_roots(config.out)
     rows = select_rows(catalogue, config)
 
     # Build the model once here to learn its tag and weights hash (provenance); actors rebuild it.
-    probe = Embedder(asdict(config.model), num_threads=None)
-    tag, whash, dim = probe.tag, probe.weights_hash, probe.dim
+    # `auto` is decided per actor (torch where it holds a GPU, else onnx); the probe takes the
+    # actors' choice, so model.json records the runtime they use and CPU actors find the export.
+    actors = choose_runtime(config.model.runtime, cuda=config.gpus_per_actor > 0)
+    probe = Embedder({**asdict(config.model), "runtime": actors}, num_threads=None)
+    tag, whash, dim, runtime = probe.tag, probe.weights_hash, probe.dim, probe.runtime
     del probe
     directory = embeddings_dir(storage.absolute(config.out), tag)
     # One run per model folder: two at once would embed and write every vector twice.
     with job_lock(directory, "embed"):
-        return _run_locked(config, rows, roots, tag, whash, dim, directory)
+        return _run_locked(config, rows, roots, (tag, whash, runtime), dim, directory)
 
 
 def _run_locked(
     config: EmbedConfig,
     rows: pd.DataFrame,
     roots: dict[str, str],
-    tag: str,
-    whash: str,
+    model: tuple[str, str, str],
     dim: int,
     directory: str,
 ) -> EmbedResult:
-    """The embed job's writes, under the lock of its model folder."""
+    """The embed job's writes, under the lock of its model folder; `model`: tag, weights hash
+    and the runtime the actors use."""
     from drawmatch.runtime.ray_setup import init_ray
 
-    runtimes = _check_weights(directory, whash, config.model.runtime)
+    tag, whash, runtime = model
+    runtimes = _check_weights(directory, whash, runtime)
     stored = stored_ids(directory)
     current = stored.merge(rows[["id", "sha256"]], on=["id", "sha256"])
     if not rows["id"].isin(set(current["id"])).all():
@@ -158,7 +164,7 @@ def _run_locked(
             config,
             "the embed job (num_actors x cpus_per_actor + decode_cpus, num_actors x gpus_per_actor)",
         )
-    _write_model_info(config, directory, tag, whash, dim, runtimes)
+    _write_model_info(config, directory, model, dim, runtimes)
 
     result = EmbedResult(model_tag=tag, weights_hash=whash, directory=str(directory))
     result.selected = len(rows)
@@ -202,16 +208,18 @@ def _check_weights(directory: str, whash: str, runtime: str) -> set[str]:
 
 
 def _write_model_info(
-    config: EmbedConfig, directory: str, tag: str, whash: str, dim: int, runtimes: set[str]
+    config: EmbedConfig, directory: str, model: tuple[str, str, str], dim: int, runtimes: set[str]
 ) -> None:
-    """Write the model folder's `model.json` (its provenance) and the job's config."""
+    """Write the model folder's `model.json` (its provenance: tag, weights hash and the runtime
+    of this run in `model`) and the job's config."""
+    tag, whash, runtime = model
     storage.makedirs(directory)
     model_info = {
         "model_tag": tag,
         "weights_hash": whash,
         "dim": dim,
         "model": asdict(config.model),
-        "runtime": config.model.runtime,
+        "runtime": runtime,
         "runtimes": sorted(runtimes),  # every runtime that wrote parts here (same embeddings)
     }
     write_model_info(directory, model_info)

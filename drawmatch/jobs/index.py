@@ -1,6 +1,8 @@
 """The index job: a FAISS index over one model's artwork embeddings, saved with its id map and
 provenance (see `drawmatch.retrieval.artwork_index`): `flat` is exact; `ivf` and `hnsw` are
-approximate, for large galleries (kinds and parameter ranges: `drawmatch.retrieval.faiss_index`)."""
+approximate, for large galleries (kinds and parameter ranges: `drawmatch.retrieval.faiss_index`).
+A rerun updates the saved index with the artworks added, changed or removed since, at a cost that
+follows them, or rebuilds it where it cannot (`drawmatch.retrieval.artwork_index.updated_index`)."""
 
 from __future__ import annotations
 
@@ -10,14 +12,8 @@ from drawmatch.core import storage
 from drawmatch.core.config import save_config, setting
 from drawmatch.core.locks import job_lock
 from drawmatch.data import catalogue as cat
-from drawmatch.data.embeddings import (
-    embeddings_dir,
-    pick_model_tag,
-    read_embeddings,
-    read_model_info,
-    stored_ids,
-)
-from drawmatch.retrieval.artwork_index import IndexParams, build_faiss_index, index_dir, write_index
+from drawmatch.data.embeddings import embeddings_dir, pick_model_tag, stored_ids
+from drawmatch.retrieval.artwork_index import IndexParams, index_dir, updated_index, write_index
 
 
 @dataclass(frozen=True)
@@ -28,6 +24,9 @@ class IndexConfig(IndexParams):
     out: str = setting("drawmatch-out", help="output root")
     model_tag: str | None = setting(
         None, help="model whose embeddings are indexed (null: the only one)"
+    )
+    rebuild: bool = setting(
+        False, help="build from all vectors (false: update the saved index with what changed)"
     )
 
 
@@ -48,33 +47,27 @@ def run(config: IndexConfig) -> IndexResult:
 
 
 def _build(config: IndexConfig, tag: str) -> IndexResult:
-    info = read_model_info(config.out, tag)
     catalogue = cat.read_catalogue(config.out)
-    ids, emb = read_embeddings(config.out, tag)
     stored = stored_ids(embeddings_dir(config.out, tag)).drop_duplicates("id", keep="first")
-    sha_of = dict(zip(stored["id"], stored["sha256"]))
     wanted = set(cat.gallery_ids(catalogue))
-    keep = [i for i, k in enumerate(ids) if k in wanted]
-    if not keep:
+    # gallery artworks with an embedding, in the order read_embeddings reads them
+    current = {k: s for k, s in zip(stored["id"], stored["sha256"]) if k in wanted}
+    if not current:
         raise ValueError(f"no artwork embeddings for model {tag}: run `drawmatch embed` first")
-    missing = len(wanted) - len(keep)
-    ids = [ids[i] for i in keep]
-    emb = emb[keep]
-    index = build_faiss_index(
-        emb, config.kind, config.nlist, config.nprobe, config.hnsw_m, config.ef_search
-    )
-    directory = index_dir(config.out, tag)
-    meta = {
-        "model_tag": tag,
-        "weights_hash": info["weights_hash"],
+    missing = len(wanted) - len(current)
+    params = {
         "kind": config.kind,
-        "size": len(ids),
-        "dim": int(emb.shape[1]),
+        "nlist": config.nlist,
+        "nprobe": config.nprobe,
+        "hnsw_m": config.hnsw_m,
+        "ef_search": config.ef_search,
     }
-    write_index(directory, index, ids, meta, sha256=[sha_of[k] for k in ids])
+    index, ids, meta, how = updated_index(config.out, tag, current, params, config.rebuild, stored)
+    directory = index_dir(config.out, tag)
+    write_index(directory, index, ids, meta, sha256=[current[k] for k in ids])
     save_config(config, storage.join(directory, "index_config.yaml"))
     print(
-        f"index {tag}: {config.kind} index of {len(ids)} artworks written to {directory}"
+        f"index {tag}: {config.kind} index of {len(ids)} artworks {how}, written to {directory}"
         + (f" ({missing} catalogued artworks have no embedding yet)" if missing else "")
     )
     return IndexResult(model_tag=tag, directory=str(directory), size=len(ids), kind=config.kind)

@@ -6,10 +6,11 @@ an actor pool of `RegionEmbedder`s (the same model as the stored global embeddin
 rebuilt from its `model.json` and checked by weights hash) turns each image into one vector per box,
 and write tasks store them as Parquet parts under `embeddings/<model_tag>/regions/`. Local features
 (SIFT or ORB keypoints and descriptors) are extracted by CPU tasks into `local_features/`. A rerun
-does only the artworks that are missing or whose content changed; the region index is then rebuilt
-from the stored region vectors of the gallery artworks that have a global embedding
-(`index/<model_tag>/regions/`), with each artwork's content hash for the staleness check of
-`drawmatch.retrieval.region_index.RegionIndex`.
+does only the artworks that are missing or whose content changed; the region index
+(`index/<model_tag>/regions/`) then takes the stored region vectors of the gallery artworks that
+have a global embedding, updated in place with those added, changed or removed since (or rebuilt
+where it cannot be, or with `rebuild_index=true`: `drawmatch.retrieval.region_index`), with each
+artwork's content hash for the staleness check of `drawmatch.retrieval.region_index.RegionIndex`.
 
 One run per output root at a time (`drawmatch.core.locks`: it writes the local features, which every
 model shares, and the model's regions and region index): a second is refused in one line.
@@ -57,7 +58,6 @@ from drawmatch.models.preprocess import decode_rows
 from drawmatch.models.region_embedder import (
     REGIONS_FILE,
     RegionEmbedder,
-    read_regions,
     region_boxes,
     regions_dir,
     regions_table,
@@ -65,8 +65,8 @@ from drawmatch.models.region_embedder import (
 from drawmatch.retrieval.faiss_index import check_index, index_setting
 from drawmatch.retrieval.region_index import (
     KINDS,
-    build_region_faiss,
     region_index_dir,
+    updated_region_index,
     write_region_index,
 )
 from drawmatch.runtime.pipeline import (
@@ -109,6 +109,9 @@ class RegionsConfig(PipelineConfig):
         800, ge=32, le=MAX_IMAGE_SIZE, help="artworks' local features: longer side in px"
     )
     n_features: int = setting(2000, ge=1, help="artworks' local features: most keypoints")
+    rebuild_index: bool = setting(
+        False, help="build the region index from all vectors (false: update it with what changed)"
+    )
     ray: RayConfig = section(RayConfig)
 
 
@@ -204,42 +207,54 @@ def run(config: RegionsConfig) -> RegionsResult:
 def build_region_index(
     config: RegionsConfig, tag: str, gallery: set[str], provenance: dict[str, Any]
 ) -> tuple[int, int, int]:
-    """Build and save the region index of the stored region vectors of the gallery artworks that
-    have a global embedding, each with its artwork's content hash; `provenance` holds the weights
-    hash, region settings and local features of `index.json`. Returns the vectors, the artworks and
-    the artworks left out for lack of a global embedding."""
-    ids, region, box, emb = read_regions(config.out, tag)
+    """Bring the region index up to date with the stored region vectors of the gallery artworks
+    that have a global embedding, each with its artwork's content hash: updated in place or
+    rebuilt (`drawmatch.retrieval.region_index.updated_region_index`); `provenance` holds the
+    weights hash, region settings and local features of `index.json`. Returns the vectors, the
+    artworks and the artworks left out for lack of a global embedding."""
     directory = regions_dir(storage.absolute(config.out), tag)
-    region_sha = stored_ids(directory).drop_duplicates("id", keep="first")  # as read_regions
+    region_rows = stored_ids(directory)
+    region_sha = region_rows.drop_duplicates("id", keep="first")  # as read_regions
     sha_of = dict(zip(region_sha["id"], region_sha["sha256"]))
-    embedded = set(stored_ids(embeddings_dir(config.out, tag))["id"])
-    keep = np.array([k in gallery and k in embedded for k in ids], dtype=bool)
-    no_global = len({k for k in ids if k in gallery and k not in embedded})
-    ids = [k for k, kept in zip(ids, keep) if kept]
-    if not ids:
+    stored = stored_ids(embeddings_dir(config.out, tag)).drop_duplicates("id")
+    embedded = set(stored["id"])
+    current = {k: sha_of[k] for k in sorted(sha_of) if k in gallery and k in embedded}
+    no_global = len({k for k in sha_of if k in gallery and k not in embedded})
+    if not current:
         raise ValueError(
             f"no artwork regions for model {tag} (with a global embedding): nothing to index"
         )
-    index = build_region_faiss(emb[keep], config.index_kind, **index_params(config))
+    params = {"kind": config.index_kind, **index_params(config)}
+    index, frame, trained_on, how = updated_region_index(
+        config.out, tag, current, params, config.rebuild_index, region_rows
+    )
     info = {
         "model_tag": tag,
         "weights_hash": provenance["weights_hash"],
         "kind": config.index_kind,
-        "size": len(ids),
-        "artworks": len(set(ids)),
-        "dim": int(emb.shape[1]),
+        "params": params,
+        "trained_on": trained_on,
+        "size": len(frame),
+        "artworks": len(current),
+        "dim": int(index.d),
         "regions": provenance["regions"],
         "local_features": provenance["local_features"],
+        # artworks whose regions failed (their image did not decode): left out, not stale
+        "without_regions": {
+            k: s for k, s in zip(stored["id"], stored["sha256"]) if k in gallery and k not in sha_of
+        },
     }
-    sha256 = [sha_of[k] for k in ids]
-    # artworks whose regions failed (their image did not decode): left out, not stale
-    stored = stored_ids(embeddings_dir(config.out, tag)).drop_duplicates("id")
-    info["without_regions"] = {
-        k: s for k, s in zip(stored["id"], stored["sha256"]) if k in gallery and k not in sha_of
-    }
-    directory = region_index_dir(config.out, tag)
-    write_region_index(directory, index, ids, region[keep], box[keep], info, sha256=sha256)
-    return len(ids), len(set(ids)), no_global
+    print(f"regions {tag}: region index {how}")
+    write_region_index(
+        region_index_dir(config.out, tag),
+        index,
+        frame["id"].tolist(),
+        frame["region"].to_numpy(),
+        np.stack(frame["box"].to_list()) if len(frame) else np.zeros((0, 4), np.float32),
+        info,
+        sha256=frame["sha256"].tolist(),
+    )
+    return len(frame), len(current), no_global
 
 
 def _run(config: RegionsConfig) -> RegionsResult:

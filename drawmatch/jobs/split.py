@@ -13,6 +13,15 @@ and test queries are always originals.
 Fold files (`folds/fold_XX.csv`) have the thesis columns `pair_id, drawing_id, artwork_id, set,
 parent_id`; `pair_id` is the row position of the original pair in the pairs as read (`read_pairs`:
 kept pairs, duplicates removed).
+
+Expert non-matches (`negatives_csv`, the `negatives.csv` that `drawmatch export` writes beside the
+pairs) go into the folds with their drawing: each fold gets `folds/negatives_XX.csv` (columns
+`drawing_id, artwork_id, set`), a negative taking the set of its drawing's component in that fold,
+so a train drawing's non-matches train and a test drawing's stay out of training. The artwork
+needs no set: every artwork is in the gallery of every set (one in no pair too). A negative whose
+drawing is in no pair is dropped and counted (it is in no fold: neither a query nor a training
+anchor); one that is also a kept pair contradicts it and is refused (settle it in the workbench).
+Without `negatives_csv` no negatives file is written, and those of an earlier split are removed.
 """
 
 from __future__ import annotations
@@ -30,7 +39,13 @@ import pandas as pd
 from drawmatch.core import storage
 from drawmatch.core.config import Config, ConfigError, save_config, setting
 from drawmatch.data.catalogue import catalogue_path, read_catalogue
-from drawmatch.data.pairs import PairsError, check_collections, check_known, read_pairs
+from drawmatch.data.pairs import (
+    PairsError,
+    check_collections,
+    check_known,
+    read_negatives,
+    read_pairs,
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,9 @@ class SplitConfig(Config):
     val: float = setting(0.25, ge=0, le=1, help="share in validation")
     test: float = setting(0.15, ge=0, le=1, help="share in test")
     include_styled: bool = setting(True, help="the drawings' style copies go with their drawing")
+    negatives_csv: str | None = setting(
+        None, help="expert non-matches carried into the folds (null: none)"
+    )
 
     def check(self) -> None:
         if abs(self.train + self.val + self.test - 1.0) > 1e-6:
@@ -58,6 +76,7 @@ log = logging.getLogger(__name__)
 
 SETS = ("train", "val", "test")
 FOLD_COLUMNS = ["pair_id", "drawing_id", "artwork_id", "set", "parent_id"]
+NEGATIVES_COLUMNS = ["drawing_id", "artwork_id", "set"]
 FOLDS_DIR = "folds"
 
 Component = tuple[list[str], list[str]]
@@ -72,6 +91,8 @@ class SplitResult:
     summary: list[dict[str, Any]] = field(default_factory=list)
     used_catalogue: bool = False
     styled_rows: int = 0
+    negative_files: list[str] = field(default_factory=list)
+    negatives: dict[str, int] = field(default_factory=dict)  # read, carried, dropped_no_pair
 
 
 def _is_set(value: object) -> bool:
@@ -292,6 +313,74 @@ def _table(summary: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def check_negatives(negatives: pd.DataFrame, pairs: pd.DataFrame, where: str) -> None:
+    """Refuse (one PairsError) negatives that are also kept pairs: an expert said both."""
+    kept = set(zip(pairs["drawing_id"].astype(str), pairs["artwork_id"].astype(str)))
+    both = [
+        f"{d} - {a}"
+        for d, a in zip(negatives["drawing_id"], negatives["artwork_id"])
+        if (d, a) in kept
+    ]
+    if both:
+        raise PairsError(
+            f"{where}: {len(both)} non-match(es) that are also kept pairs: {', '.join(both[:20])} "
+            "(decide each one: keep the pair or the non-match)"
+        )
+
+
+def fold_negatives(negatives: pd.DataFrame, fold: pd.DataFrame) -> pd.DataFrame:
+    """The negatives of one fold: each with the set of its drawing in `fold` (its original pair
+    rows); negatives whose drawing is in no pair are left out. Columns drawing_id, artwork_id,
+    set, in the order of `negatives`."""
+    originals = fold[[not _is_set(p) for p in fold["parent_id"]]]
+    set_of = dict(zip(originals["drawing_id"].astype(str), originals["set"]))
+    placed = negatives[negatives["drawing_id"].isin(set_of)]
+    return placed.assign(set=[set_of[d] for d in placed["drawing_id"]])[NEGATIVES_COLUMNS]
+
+
+def load_negatives(
+    config: SplitConfig, pairs: pd.DataFrame, catalogue: pd.DataFrame | None
+) -> pd.DataFrame | None:
+    """The checked `negatives_csv` (None without the key): ids in the catalogue (where there is
+    one) and in the right columns, none also a kept pair; each problem is one PairsError."""
+    if not config.negatives_csv:
+        return None
+    where = str(config.negatives_csv)
+    negatives = read_negatives(config.negatives_csv)
+    if catalogue is not None:
+        check_known(negatives, set(catalogue["id"].astype(str)), where=where)
+        collection_of = dict(zip(catalogue["id"].astype(str), catalogue["collection"]))
+        check_collections(negatives, collection_of, where=where)
+    check_negatives(negatives, pairs, where)
+    return negatives
+
+
+def write_negatives(
+    folds_dir: str, negatives: pd.DataFrame | None, folds: list[pd.DataFrame]
+) -> tuple[list[str], dict[str, int]]:
+    """Write `negatives_XX.csv` beside each fold file (none without negatives: those of an
+    earlier split are removed). Returns the files and the counts: read, carried into every fold,
+    dropped because their drawing is in no pair."""
+    files: list[str] = []
+    counts: dict[str, int] = {}
+    if negatives is not None:
+        for k, fold in enumerate(folds):
+            placed = fold_negatives(negatives, fold)
+            path = storage.join(folds_dir, f"negatives_{k:02d}.csv")
+            storage.write_bytes(path, placed.to_csv(index=False).encode())
+            files.append(path)
+        carried = len(fold_negatives(negatives, folds[0])) if folds else 0
+        counts = {
+            "read": len(negatives),
+            "carried": carried,
+            "dropped_no_pair": len(negatives) - carried,
+        }
+    for stale in storage.list_files(folds_dir, "negatives_*.csv"):
+        if storage.name(stale) not in {storage.name(f) for f in files}:
+            storage.remove(stale)
+    return files, counts
+
+
 def run(config: SplitConfig) -> SplitResult:
     """Write `<out>/folds/fold_XX.csv`, `summary.json` and `split_config.yaml`.
 
@@ -316,6 +405,7 @@ def run(config: SplitConfig) -> SplitResult:
             f"no catalogue at {catalogue_path(out)}: splitting the pairs alone (no id check, "
             "no styled copies)"
         )
+    negatives = load_negatives(config, pairs, catalogue)  # checked before anything is written
     fractions = (config.train, config.val, config.test)
     folds = make_folds(pairs, config.n_folds, config.seed, fractions)
     folds_dir = storage.join(out, FOLDS_DIR)
@@ -334,6 +424,10 @@ def run(config: SplitConfig) -> SplitResult:
     for stale in storage.list_files(folds_dir, "fold_*.csv"):
         if storage.name(stale) not in {storage.name(f) for f in files}:
             storage.remove(stale)
+    negative_files, negative_counts = write_negatives(folds_dir, negatives, folds)
+    for entry, path in zip(summary, negative_files):
+        placed = storage.read_csv(path, dtype=str, keep_default_na=False)
+        entry["negatives"] = {name: int((placed["set"] == name).sum()) for name in SETS}
     storage.write_bytes(
         storage.join(folds_dir, "summary.json"), json.dumps(summary, indent=2).encode()
     )
@@ -343,5 +437,19 @@ def run(config: SplitConfig) -> SplitResult:
         f"{len(folds)} folds -> {folds_dir}"
     )
     print(_table(summary))
+    if negative_counts:
+        print(
+            f"non-matches: {negative_counts['read']} read, {negative_counts['carried']} carried into "
+            f"every fold (negatives_XX.csv, set of their drawing), "
+            f"{negative_counts['dropped_no_pair']} dropped (drawing in no pair)"
+        )
     log.info("wrote %d folds to %s", len(files), folds_dir)
-    return SplitResult(folds_dir, files, summary, catalogue is not None, styled_rows)
+    return SplitResult(
+        folds_dir,
+        files,
+        summary,
+        catalogue is not None,
+        styled_rows,
+        negative_files,
+        negative_counts,
+    )

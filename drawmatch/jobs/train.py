@@ -37,6 +37,13 @@ Fine-tuning that should hold on drawings it never saw (all off by default, keys 
   `last` keeps the final weights and never stops early, for when the number of epochs is chosen
   across folds (the sweep, pooled validation) rather than on a fold's few validation drawings.
 
+Reproducibility: `seed` fixes every random draw. Each step seeds torch's generator (the train
+transforms) and the mining generator (negatives, extra positives) from (seed, rank, global step),
+and draws its pseudo renditions from the same triple, so a resumed run repeats the steps of one
+that went straight through; the samplers shuffle by (seed, epoch). Workers use deterministic
+kernels and exactly `cpus_per_worker` CPU threads (at least 1), whatever OMP_NUM_THREADS they
+inherit. Two runs with one seed, one config and one kind of machine give the same weights.
+
 Each worker builds one `Trainer` (model, optimiser, scheduler, loss, bank, loader, fold data), an
 `EpochTrainer` that the training harness (`drawmatch.training.harness`) runs; its progress is a
 `TrainState`, which with the state dicts is a checkpoint (`TrainCheckpoint`,
@@ -64,7 +71,9 @@ from torch import nn
 from drawmatch.core import storage
 from drawmatch.core.config import at_least, from_dict, redeclare, save_config, setting, to_dict
 from drawmatch.core.images import open_image
+from drawmatch.core.progress import Progress
 from drawmatch.data import catalogue as cat
+from drawmatch.data.pairs import read_negatives
 from drawmatch.models.backbones import (
     backbone_spec,
     create_backbone,
@@ -101,7 +110,12 @@ class TrainConfig(TrainingRunConfig):
     lr: float = redeclare(TrainingRunConfig, "lr", 1e-6)
     epochs: int = redeclare(TrainingRunConfig, "epochs", 10)
     num_workers: int = redeclare(TrainingRunConfig, "num_workers", 2)
-    fold_csv: str | None = setting(None, help="fold file made by `drawmatch split`")
+    fold_csv: str | None = setting(
+        None, help="fold file made by `drawmatch split` (null: a pseudo stage alone, label-free)"
+    )
+    negatives_csv: str | None = setting(
+        None, help="a fold's expert non-matches (negatives_XX.csv), mined first (null: none)"
+    )
     loss: str = setting(
         "triplet",
         choices=("triplet", "contrastive", "multi_similarity", "supcon"),
@@ -168,33 +182,62 @@ class FoldData:
     train: pd.DataFrame  # anchor_id, artwork_id, gallery_index
     positives: dict[str, set[int]]  # anchor id -> gallery indices of its artworks
     queries: dict[str, list[str]] = field(default_factory=dict)  # set -> original drawing ids
+    negatives: dict[str, list[int]] = field(default_factory=dict)  # anchor id -> known negatives
 
     def relevant(self, split: str) -> list[np.ndarray]:
         return [np.array(sorted(self.positives[q])) for q in self.queries[split]]
 
 
-def load_fold(config: TrainConfig) -> FoldData:
-    """Read the catalogue and the fold file; check every id; map artworks to gallery indices."""
+FOLD_COLUMNS = ("drawing_id", "artwork_id", "set", "parent_id")
+
+
+def read_fold(config: TrainConfig, known: set[str]) -> pd.DataFrame:
+    """The fold file's rows (style copies only with `use_styles`), every id checked; no rows
+    without `fold_csv` (a label-free pseudo stage)."""
     if not config.fold_csv:
-        raise ValueError(
-            "train needs fold_csv=<folds/fold_XX.csv> (make folds with `drawmatch split`)"
-        )
-    catalogue = cat.read_catalogue(config.out)
-    roots = cat.read_roots(config.out)
+        return pd.DataFrame({c: pd.Series(dtype=str) for c in FOLD_COLUMNS})
     fold = storage.read_csv(config.fold_csv, dtype=str, keep_default_na=False)
-    missing_cols = {"drawing_id", "artwork_id", "set", "parent_id"} - set(fold.columns)
+    missing_cols = set(FOLD_COLUMNS) - set(fold.columns)
     if missing_cols:
         raise ValueError(f"{config.fold_csv}: missing column(s) {sorted(missing_cols)}")
     if not config.use_styles:
         fold = fold[fold["parent_id"] == ""]
-    usable = catalogue[cat.usable(catalogue)]
-    known = set(usable["id"])
     unknown = sorted(set(fold["drawing_id"]) - known) + sorted(set(fold["artwork_id"]) - known)
     if unknown:
         raise ValueError(
             f"{config.fold_csv} names {len(unknown)} id(s) that are not usable catalogue images: "
             f"{unknown[:20]}"
         )
+    return fold
+
+
+def check_fold_use(config: TrainConfig, train: pd.DataFrame, val_queries: list[str]) -> None:
+    """Refuse a run that needs what the fold lacks: pairs to train on (`epochs` > 0) or
+    validation drawings to select on (`selection=val`)."""
+    where = config.fold_csv or "no fold_csv"
+    if train.empty and config.epochs:
+        raise ValueError(
+            f"{where}: no training pairs for epochs={config.epochs} (a pseudo-pair stage alone, "
+            "epochs=0, needs none)"
+        )
+    if not val_queries and config.selection == "val":
+        raise ValueError(
+            f"{where}: no validation drawings to select the best epoch on: use selection=last"
+        )
+
+
+def load_fold(config: TrainConfig) -> FoldData:
+    """Read the catalogue, the fold file and the negatives file; check every id; map artworks
+    to gallery indices. Without `fold_csv` (a pseudo-pair stage alone): the gallery only."""
+    if not config.fold_csv and config.epochs:
+        raise ValueError(
+            "train needs fold_csv=<folds/fold_XX.csv> (make folds with `drawmatch split`); "
+            "a pseudo-pair stage alone (epochs=0) runs without one"
+        )
+    catalogue = cat.read_catalogue(config.out)
+    roots = cat.read_roots(config.out)
+    usable = catalogue[cat.usable(catalogue)]
+    fold = read_fold(config, set(usable["id"]))
     gallery = cat.gallery_ids(catalogue)
     position = {a: i for i, a in enumerate(gallery)}
     fold = fold[fold["artwork_id"].isin(position)]
@@ -205,17 +248,64 @@ def load_fold(config: TrainConfig) -> FoldData:
         columns={"drawing_id": "anchor_id"}
     )
     train = train.assign(gallery_index=[position[a] for a in train["artwork_id"]])
-    if train.empty:
-        raise ValueError(f"{config.fold_csv} has no training pairs")
     originals = fold[fold["parent_id"] == ""]
     queries = {
         s: sorted(originals.loc[originals["set"] == s, "drawing_id"].unique())
         for s in ("train", "val", "test")
     }
+    check_fold_use(config, train, queries["val"])
+    negatives = known_negatives(config, catalogue, fold, position)
     wanted = set(gallery) | set(fold["drawing_id"])
     rows = usable[usable["id"].isin(wanted)]
     paths = dict(zip(rows["id"], cat.resolve_paths(rows, roots)))
-    return FoldData(paths, gallery, train.reset_index(drop=True), positives, queries)
+    return FoldData(paths, gallery, train.reset_index(drop=True), positives, queries, negatives)
+
+
+def known_negatives(
+    config: TrainConfig, catalogue: pd.DataFrame, fold: pd.DataFrame, position: dict[str, int]
+) -> dict[str, list[int]]:
+    """The `set=train` rows of `negatives_csv`, as gallery indices per training anchor (a style
+    copy gets its drawing's), in file order. An id the catalogue lacks, a verso, an artwork
+    outside the gallery or a non-match that is also a pair of the fold is refused in one line."""
+    if not config.negatives_csv:
+        return {}
+    where = config.negatives_csv
+    negatives = read_negatives(where, ("set",))
+    ids = set(negatives["drawing_id"]) | set(negatives["artwork_id"])
+    catalogued = set(catalogue["id"])
+    versos = set(catalogue.loc[catalogue["verso"].fillna(False).astype(bool), "id"])
+    drawings = set(catalogue.loc[cat.originals(catalogue), "id"]) - set(position)
+    outside = set(negatives["artwork_id"]) - set(position) | set(negatives["drawing_id"]) - drawings
+    pairs = set(zip(fold["drawing_id"], fold["artwork_id"])) | set(
+        zip(fold["parent_id"], fold["artwork_id"])
+    )
+    both = [
+        f"{d} - {a}"
+        for d, a in zip(negatives["drawing_id"], negatives["artwork_id"])
+        if (d, a) in pairs
+    ]
+    problems = [
+        (sorted(ids - catalogued), "id(s) not in the catalogue"),
+        (sorted(ids & versos), "verso(s)"),
+        (
+            sorted(outside & catalogued - versos),
+            "id(s) that are no usable drawing or gallery artwork",
+        ),
+        (both, "non-match(es) that are also pairs of the fold"),
+    ]
+    found = [f"{len(bad)} {what}: {', '.join(bad[:10])}" for bad, what in problems if bad]
+    if found:
+        raise ValueError(f"{where}: " + "; ".join(found))
+    train = negatives[negatives["set"] == "train"]
+    of_drawing: dict[str, list[int]] = {}
+    for d, a in zip(train["drawing_id"], train["artwork_id"]):
+        of_drawing.setdefault(d, []).append(position[a])
+    anchors = fold[fold["set"] == "train"]
+    return {
+        anchor: of_drawing[parent or anchor]
+        for anchor, parent in zip(anchors["drawing_id"], anchors["parent_id"])
+        if (parent or anchor) in of_drawing
+    }
 
 
 class ImageLoader:
@@ -406,7 +496,7 @@ class Trainer(EpochTrainer):
         # the training pairs, and the gallery artworks for the pseudo stage (one pass per epoch)
         self.sampler, self.pairs = self.batches(len(self.data.train))
         self.artwork_sampler, self.artworks = self.batches(len(self.data.gallery))
-        self.generator = torch.Generator().manual_seed(config.seed * 1000 + self.rank)
+        self.generator = torch.Generator().manual_seed(step_seed(config.seed, self.rank, 0))
         self.amp = self.device.type == "cuda"
 
     def batches(
@@ -467,6 +557,11 @@ class Trainer(EpochTrainer):
     def baseline(self) -> dict[str, dict[str, float]]:
         """Val and test metrics of the starting weights, which are the first candidate for best:
         a fine-tune must beat them on validation MAP."""
+        if self.rank == 0:
+            print(
+                f"[rank 0] embedding the gallery ({len(self.data.gallery)} artworks) and scoring "
+                "the starting weights"
+            )
         self.refresh_bank()
         return super().baseline()
 
@@ -482,6 +577,7 @@ class Trainer(EpochTrainer):
         if self.bank.refreshes == 0:  # a resumed run: the bank is built with the restored weights
             self.refresh_bank()
         set_train_mode(self.model, config.batchnorm)
+        progress = self.progress(epoch, len(batches))
         losses: list[float] = []
         triplets: list[int] = []
         t_mine = t_step = 0.0
@@ -499,6 +595,7 @@ class Trainer(EpochTrainer):
             triplets.append(n_triplets)
             t_mine += mining
             t_step += time.perf_counter() - t0
+            progress.update()
         self.scheduler.step()
         return {
             "stage": "pseudo" if pseudo else "pairs",
@@ -510,14 +607,25 @@ class Trainer(EpochTrainer):
             "lr": self.scheduler.get_last_lr()[0],
         }
 
+    def progress(self, epoch: int, batches: int) -> Progress:
+        """Progress of an epoch's steps, printed by rank 0 every 30 s and at its end (steps
+        done, rate, time left): an epoch takes minutes on CPUs before its report."""
+        cap = self.config.max_steps_per_epoch
+        total = min(batches, cap) if cap is not None else batches
+        stage = "pseudo" if epoch < self.config.pseudo_epochs else "pairs"
+        label = f"[rank 0] epoch {epoch} ({stage})"
+        return Progress(label, total, out=print if self.rank == 0 else lambda line: None)
+
     def train_step(self, pair_indices: list[int]) -> tuple[float, float, int]:
         """One optimiser step on training pairs `pair_indices` (see `optimise`).
         Returns (loss, seconds spent mining, triplets in the batch gathered from all ranks)."""
+        self.seed_step()
         rows = self.data.train.iloc[pair_indices]
         anchor_ids = rows["anchor_id"].tolist()
         anchors = self.loader.train_batch(anchor_ids)
         pos_sets = [self.data.positives[a] for a in anchor_ids]
-        return self.optimise(anchors, rows["gallery_index"].tolist(), pos_sets)
+        known = [self.data.negatives.get(a, []) for a in anchor_ids]
+        return self.optimise(anchors, rows["gallery_index"].tolist(), pos_sets, known)
 
     def pseudo_step(self, artwork_indices: list[int]) -> tuple[float, float, int]:
         """One optimiser step on pseudo-pairs: a random rendition of each gallery artwork of
@@ -526,6 +634,7 @@ class Trainer(EpochTrainer):
         from drawmatch.training.pseudo_pairs import plan_renditions
 
         config, gallery = self.config, self.data.gallery
+        self.seed_step()
         rng = np.random.default_rng([config.seed, self.rank, self.state.step])
         renditions = plan_renditions(
             [gallery[i] for i in artwork_indices],
@@ -539,12 +648,25 @@ class Trainer(EpochTrainer):
         anchors = self.loader.pseudo_batch(renditions)
         return self.optimise(anchors, artwork_indices, [{i} for i in artwork_indices])
 
+    def seed_step(self) -> None:
+        """Seed the step's random draws (train transforms through torch's global generator,
+        mined negatives and extra positives through `generator`) from the run's seed, this
+        worker's rank and the global step: a step draws the same whether the run went straight
+        through or resumed from a checkpoint, and the two workers draw different crops."""
+        seed = step_seed(self.config.seed, self.rank, self.state.step)
+        torch.manual_seed(seed)
+        self.generator.manual_seed(seed)
+
     def optimise(
-        self, anchors: torch.Tensor, given: list[int], pos_sets: list[set[int]]
+        self,
+        anchors: torch.Tensor,
+        given: list[int],
+        pos_sets: list[set[int]],
+        known: list[list[int]] | None = None,
     ) -> tuple[float, float, int]:
         """One optimiser step: `anchors` (b, 3, crop, crop) train-transformed images, `given` (b)
-        the gallery index each came with, `pos_sets` all their positives. Mines a hard negative
-        per anchor in the bank, adds up to `positives_per_anchor - 1` more positives per anchor,
+        the gallery index each came with, `pos_sets` all their positives, `known` their expert
+        non-matches (mined first). Mines a hard negative per anchor in the bank, adds up to `positives_per_anchor - 1` more positives per anchor,
         forwards anchors, positives and negatives with gradient; distributed loss (+ L2-SP).
         Returns (loss, seconds spent mining, triplets in the batch gathered from all ranks)."""
         from drawmatch.training.losses import distributed_step_loss
@@ -556,7 +678,12 @@ class Trainer(EpochTrainer):
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.amp):
             probe = nn.functional.normalize(self.module(anchors).float(), dim=1)
         negatives = hardest_negatives(
-            probe.cpu(), self.bank.embeddings.float(), pos_sets, config.n_hardest, self.generator
+            probe.cpu(),
+            self.bank.embeddings.float(),
+            pos_sets,
+            config.n_hardest,
+            self.generator,
+            first=known,
         )
         mining = time.perf_counter() - tm
         extra = [
@@ -650,6 +777,24 @@ class Trainer(EpochTrainer):
         self.bank.refreshes = 0  # built again with the restored weights before the next step
 
 
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """A 63-bit seed for one training step of one worker, from the run's seed, the rank and the
+    global step (numpy's SeedSequence, so nearby triples give unrelated seeds)."""
+    return int(np.random.SeedSequence([seed, rank, step]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def deterministic_torch(cpus: float) -> None:
+    """Make a worker's arithmetic repeatable: deterministic kernels (cuDNN's autotuner off,
+    torch warns where an operation has no deterministic version) and a fixed number of CPU
+    threads, the CPUs reserved for the worker (at least 1), whatever OMP_NUM_THREADS the
+    process inherited: the order of a sum over threads changes its last bits, and hard-negative
+    mining turns such bits into other negatives."""
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(max(1, int(cpus)))
+
+
 def make_scheduler(
     optimizer: torch.optim.Optimizer, config: TrainConfig
 ) -> torch.optim.lr_scheduler.LRScheduler:
@@ -686,6 +831,7 @@ def train_loop(config_dict: dict[str, Any]) -> None:
     import ray.train.torch
 
     config = from_dict(TrainConfig, config_dict)
+    deterministic_torch(config.cpus_per_worker)
     trainer = Trainer(config, ray.train.torch.get_device(), ray.train.torch.prepare_model)
     run_dir = storage.join(config.out, "runs", ray.train.get_context().get_experiment_name())
     fit(trainer, lambda worker: record_worker(run_dir, worker.rank, worker.state.epoch))
@@ -704,6 +850,7 @@ def with_absolute_paths(config: TrainConfig) -> TrainConfig:
         config,
         out=storage.absolute(config.out),
         fold_csv=storage.absolute(config.fold_csv) if config.fold_csv else None,
+        negatives_csv=storage.absolute(config.negatives_csv) if config.negatives_csv else None,
         model=replace(config.model, weights=storage.absolute(weights) if weights else None),
     )
 
@@ -729,7 +876,12 @@ def run(config: TrainConfig, callbacks: list[Any] | None = None) -> TrainResult:
     """
     config = with_absolute_paths(config)  # workers do not share the driver's working directory
     config = with_backbone_defaults(config)
-    load_fold(config)  # check the inputs before starting any worker
+    data = load_fold(config)  # check the inputs before starting any worker
+    if config.negatives_csv:
+        print(
+            f"train: {sum(map(len, data.negatives.values()))} expert non-match(es) of "
+            f"{len(data.negatives)} training anchor(s) mined first"
+        )
     name = config.run_name or default_run_name(config)
     runs = storage.join(config.out, "runs")  # Ray Train stores checkpoints here, URIs too
     run_dir = storage.join(runs, name)

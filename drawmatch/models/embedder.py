@@ -38,11 +38,29 @@ class ModelConfig(Config):
     )
     weights: str | None = setting(None, help="fine-tuned checkpoint file (null: none)")
     runtime: str = setting(
-        "torch", choices=("torch", "onnx"), help="runs the forward: torch or onnx"
+        "auto",
+        choices=("auto", "torch", "onnx"),
+        help="runs the forward: auto (onnx on CPU workers, torch on GPUs), torch or onnx",
     )
 
 
 log = logging.getLogger("drawmatch.models.embedder")
+_told: set[str] = set()  # the fall-backs already reported in this process
+
+
+def say_once(message: str) -> None:
+    """Log `message` as a warning the first time this process meets it."""
+    if message not in _told:
+        _told.add(message)
+        log.warning(message)
+
+
+def choose_runtime(runtime: str, cuda: bool) -> str:
+    """The runtime that runs the forward in this worker: `auto` is torch where CUDA is available
+    to the worker (a Ray worker sees a GPU only when it reserved one), else onnx."""
+    if runtime != "auto":
+        return runtime
+    return "torch" if cuda else "onnx"
 
 
 def set_threads(num_threads: int) -> None:
@@ -81,7 +99,10 @@ class Embedder:
     and std. The model tag says what the weights are: fine-tuned weights that equal the starting weights
     (a run whose best epoch was the pretrained model) get the starting weights' tag, not `ft-...`.
     `model.runtime` says what runs the forward: torch, or (`onnx`) the backbone exported once and
-    run with onnxruntime on CPU (`drawmatch.models.onnx_runtime`); the tag is the same for both. `num_threads`:
+    run with onnxruntime on CPU (`drawmatch.models.onnx_runtime`), or (`auto`, the default) onnx
+    where this worker has no CUDA device and torch where it has one; where the export or
+    onnxruntime fails, `auto` falls back to torch and says so once (an explicit `onnx` raises).
+    `self.runtime` is the runtime in use; the tag is the same for all. `num_threads`:
     torch's or onnxruntime's threads (the CPUs reserved); `nice`: this process's nice level (the
     embed job's actors pass `EmbedConfig.nice`; None leaves it).
     """
@@ -116,15 +137,26 @@ class Embedder:
             self.weights_hash = loaded
         self.tag = model_tag(cfg.backbone, cfg.pooling, cfg.image_size, weights)
         self.image_size = cfg.image_size
-        self.runtime = cfg.runtime
         self.dim = net.dim
         self.mean, self.std = net.mean, net.std
+        self.runtime = choose_runtime(cfg.runtime, torch.cuda.is_available())
         self.onnx: Any = None
-        if cfg.runtime == "onnx":
+        if self.runtime == "onnx":
+            self.onnx = self._onnx_model(net, cfg, num_threads)
+            if self.onnx is not None:
+                self.device = torch.device("cpu")
+            else:
+                self.runtime = "torch"
+        self.net = net.eval().to(self.device)
+
+    def _onnx_model(self, net: Any, cfg: ModelConfig, num_threads: int | None) -> Any:
+        """The cached ONNX export of `net` in an onnxruntime session; None where `auto` cannot
+        use it (the export or onnxruntime failed: said once, torch runs instead)."""
+        assert cfg.image_size is not None and cfg.pooling is not None
+        try:
             from drawmatch.models.onnx_runtime import load_or_export
 
-            self.device = torch.device("cpu")
-            self.onnx = load_or_export(
+            return load_or_export(
                 net.eval(),
                 cfg.backbone,
                 cfg.pooling,
@@ -133,7 +165,15 @@ class Embedder:
                 cfg.weights,
                 num_threads,
             )
-        self.net = net.eval().to(self.device)
+        except Exception as exc:
+            if cfg.runtime == "onnx":
+                raise
+            say_once(
+                f"model.runtime=auto: {self.tag} cannot run with ONNX Runtime "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                "running it with torch"
+            )
+            return None
 
     def embed_images(self, images: np.ndarray) -> np.ndarray:
         """(B, S, S, 3) uint8 -> (B, D) float32, L2-normalised."""

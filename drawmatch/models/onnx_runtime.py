@@ -1,4 +1,5 @@
-"""The ONNX Runtime path of the embedding model (`model.runtime=onnx`): a registry backbone,
+"""The ONNX Runtime path of the embedding model (`model.runtime=onnx`, and `auto` on workers
+without a GPU): a registry backbone,
 with its normalisation and L2 normalisation, exported once with `torch.onnx.export` and run with
 onnxruntime on CPUs.
 
@@ -9,7 +10,7 @@ next to a local fine-tuned weights file (`<weights>.<hash>-<size>.onnx`), else i
 cache folder (`$DRAWMATCH_CACHE`, else `$XDG_CACHE_HOME/drawmatch`, else `~/.cache/drawmatch`,
 under `onnx/`). Writes are atomic, so actors that export at once on one node do not clash.
 
-onnxruntime and onnx come with the `cpu-fast` extra and are imported only here.
+onnxruntime and onnx are core dependencies, imported only here.
 """
 
 from __future__ import annotations

@@ -98,9 +98,11 @@ class RegionEmbedder:
         overlap: float,
         num_threads: int | None = None,
     ) -> None:
-        from drawmatch.models.embedder import Embedder
+        from drawmatch.models.embedder import Embedder, say_once
 
-        self.embedder = Embedder(model, num_threads=num_threads)
+        if model.get("runtime", "auto") != "torch":  # the export gives pooled vectors only
+            say_once("region embeddings pool the backbone's feature map: they run with torch")
+        self.embedder = Embedder({**model, "runtime": "torch"}, num_threads=num_threads)
         self.boxes = region_boxes(tuple(levels), overlap)
         self.pooling = self.embedder.net.pooling
         if self.pooling == "cls":  # a class token sees the whole image: it has no regions
@@ -200,17 +202,20 @@ def read_region_settings(out: str | Path, tag: str) -> dict[str, Any]:
     return dict(json.loads(storage.read_text(path)))
 
 
-def read_regions(out: str | Path, tag: str) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """All region vectors of one model: (ids per row, region (N,), box (N, 4), embedding (N, D)),
-    rows grouped by id. Every part must carry the model's weights hash and the region settings
-    of `regions.json`; an id stored twice (two runs at once) is read from its first part."""
+def read_regions(
+    out: str | Path, tag: str, parts: list[str] | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """All region vectors of one model (or of its `parts` only): (ids per row, region (N,), box
+    (N, 4), embedding (N, D)), rows grouped by id, ids in sorted order. Every part must carry the
+    model's weights hash and the region settings of `regions.json`; an id stored twice (two runs
+    at once) is read from its first part."""
     info = read_model_info(out, tag)
     settings = read_region_settings(out, tag)
     expected = json.dumps(settings["boxes"], sort_keys=True)
     ids: list[str] = []
     regions, boxes, embs = [], [], []
     seen: set[str] = set()
-    for part in part_files(regions_dir(out, tag)):
+    for part in part_files(regions_dir(out, tag)) if parts is None else sorted(parts):
         table = storage.read_parquet(part)
         meta = table.schema.metadata or {}
         got = (

@@ -7,7 +7,14 @@ parameters and ranges: `drawmatch.retrieval.faiss_index`).
 
 An index is a snapshot: loading one checks it against the current gallery and the stored artwork
 embeddings (ids and content hashes only) and refuses it once an artwork was removed, added or
-re-embedded since it was built; `drawmatch index` rebuilds it.
+re-embedded since it was built; `drawmatch index` brings it up to date. It does so in place
+(`updated_index`): the vectors of removed or changed artworks are taken out, those of new or
+changed ones read (from the embedding parts that hold them) and added, so the cost follows what
+changed, not the gallery; the id map keeps the old order with the new artworks at its end. An
+IVF index keeps its trained quantiser until it holds more than `REBUILD_GROWTH` (2) times the
+vectors it was trained on, or fewer than half (`drawmatch.retrieval.faiss_index`); an HNSW graph
+takes additions but not removals; either is then rebuilt, as is an index of other weights, kind or
+parameters, or one of an older version (no `params` in `index.json`), and any with `rebuild=true`.
 """
 
 from __future__ import annotations
@@ -24,12 +31,15 @@ import pyarrow as pa
 from drawmatch.core import storage
 from drawmatch.core.config import Config, setting
 from drawmatch.data import catalogue as cat
-from drawmatch.data.embeddings import embeddings_dir, read_model_info, stored_ids
+from drawmatch.data.embeddings import embeddings_dir, read_embeddings, read_model_info, stored_ids
 from drawmatch.retrieval.faiss_index import (
     build_index,
     check_index,
     index_setting,
+    rebuild_reason,
+    remove_positions,
     search_parameters,
+    update_plan,
 )
 
 INDEX_FILE = "index.faiss"
@@ -92,6 +102,78 @@ def write_index(
         pa.Table.from_pandas(frame, preserve_index=False), storage.join(directory, IDS_FILE)
     )
     storage.write_bytes(storage.join(directory, INFO_FILE), json.dumps(info, indent=2).encode())
+
+
+def read_saved(directory: str) -> tuple[Any, pd.DataFrame, dict[str, Any]] | None:
+    """A saved index, its id map (with content hashes) and its `index.json`; None where there is
+    none, or one that cannot be updated (no content hashes, or vectors and map that differ)."""
+    import faiss
+
+    if not storage.exists(storage.join(directory, INFO_FILE)):
+        return None
+    info = json.loads(storage.read_text(storage.join(directory, INFO_FILE)))
+    id_map = storage.read_parquet(storage.join(directory, IDS_FILE)).to_pandas()
+    data = storage.read_bytes(storage.join(directory, INDEX_FILE))
+    index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    if "sha256" not in id_map.columns or index.ntotal != len(id_map):
+        return None
+    return index, id_map, info
+
+
+def parts_holding(stored: pd.DataFrame, ids: list[str]) -> list[str]:
+    """The parts (`stored`: `id`, `part` as `stored_ids` gives them) that hold any of `ids`."""
+    return sorted(set(stored.loc[stored["id"].isin(set(ids)), "part"]))
+
+
+def updated_index(
+    out: str | Path,
+    tag: str,
+    current: dict[str, str],
+    params: dict[str, Any],
+    rebuild: bool = False,
+    stored: pd.DataFrame | None = None,
+) -> tuple[Any, list[str], dict[str, Any], str]:
+    """The index of `current` (gallery artwork id -> content hash of its stored embedding) with
+    `params` (`kind` and the kind's parameters): the saved one updated in place where it can be
+    (see the module's docstring), else built from all vectors. Returns the index, its ids, its
+    `index.json` and a line saying which it was and why. `stored`: the embeddings' `stored_ids`
+    where the caller has read them already."""
+    model = read_model_info(out, tag)
+    kind = params["kind"]
+    saved = None if rebuild else read_saved(index_dir(out, tag))
+    reason = "rebuild=true" if rebuild else "no index this version can update"
+    if saved is not None:
+        index, id_map, info = saved
+        remove, add = update_plan(id_map, current)
+        size = len(id_map) - len(remove) + len(add)
+        reason = rebuild_reason(info, kind, params, size)
+        if info["weights_hash"] != model["weights_hash"]:
+            reason = "its embeddings' weights changed"
+        elif kind == "hnsw" and len(remove):
+            reason = "an HNSW graph cannot remove vectors"
+        if not reason:
+            remove_positions(index, remove)
+            keep = np.ones(len(id_map), dtype=bool)
+            keep[remove] = False
+            if add:
+                if stored is None:
+                    stored = stored_ids(embeddings_dir(out, tag))
+                index.add(read_embeddings(out, tag, add, parts_holding(stored, add))[1])
+            ids = id_map["id"][keep].tolist() + add
+            return index, ids, {**info, "size": size}, f"updated: {len(remove)} out, {len(add)} in"
+    ids = list(current)
+    _, emb = read_embeddings(out, tag, ids=ids)
+    index = build_faiss_index(emb, **params)
+    info = {
+        "model_tag": tag,
+        "weights_hash": model["weights_hash"],
+        "kind": kind,
+        "params": params,
+        "trained_on": len(ids),
+        "size": len(ids),
+        "dim": int(emb.shape[1]),
+    }
+    return index, ids, info, f"built from all vectors ({reason})"
 
 
 class StaleIndexError(ValueError):

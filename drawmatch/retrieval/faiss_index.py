@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from drawmatch.core.config import setting
 
@@ -138,3 +139,58 @@ def search_parameters(index: Any, positions: np.ndarray) -> Any:
     if isinstance(index, faiss.IndexHNSW):
         return fa.SearchParametersHNSW(sel=selector, efSearch=index.hnsw.efSearch)
     return fa.SearchParameters(sel=selector)
+
+
+# An IVF index (ivf, ivfpq) is updated in place with its quantiser (and product quantiser) as
+# trained; once the vectors it holds have grown past REBUILD_GROWTH times (or shrunk below
+# 1 / REBUILD_GROWTH of) those it was trained on, it is rebuilt and trained again.
+REBUILD_GROWTH = 2.0
+
+
+def update_plan(indexed: pd.DataFrame, current: dict[str, str]) -> tuple[np.ndarray, list[str]]:
+    """What turns an index into one of `current` (artwork id -> content hash): the positions to
+    remove (rows of `indexed`, `id` and `sha256` per position, whose artwork left or changed) and
+    the artworks to add (new or changed), in the order of `current`."""
+    now = indexed["id"].map(current)
+    stale = (now.isna() | (now != indexed["sha256"])).to_numpy()
+    kept = set(indexed.loc[~stale, "id"])
+    return np.flatnonzero(stale).astype(np.int64), [k for k in current if k not in kept]
+
+
+def rebuild_reason(info: dict[str, Any], kind: str, params: dict[str, Any], size: int) -> str:
+    """Why a saved index (its `index.json`: `kind`, `params`, `trained_on`) cannot be updated to
+    `size` vectors of `kind` with `params` and must be rebuilt; "" when it can."""
+    if "params" not in info or "trained_on" not in info:
+        return "it was built by an older version"
+    if info["kind"] != kind or info["params"] != params:
+        return f"its kind or parameters changed ({info['kind']} {info['params']})"
+    trained = max(1, int(info["trained_on"]))
+    if (
+        kind in ("ivf", "ivfpq")
+        and not trained / REBUILD_GROWTH <= size <= trained * REBUILD_GROWTH
+    ):
+        return f"it now holds {size} vectors, its quantiser was trained on {trained}"
+    return ""
+
+
+def remove_positions(index: Any, positions: np.ndarray) -> None:
+    """Remove the vectors at `positions` and renumber the others 0..n-1 in their order, as the
+    id map's rows are dropped (flat indexes compact themselves; the lists of an IVF index are
+    renumbered in place). An HNSW graph cannot remove nodes: ValueError."""
+    import faiss
+
+    if not len(positions):
+        return
+    if isinstance(index, faiss.IndexHNSW):
+        raise ValueError("an HNSW index cannot remove vectors")
+    gone = np.unique(np.asarray(positions, dtype=np.int64))
+    removed = index.remove_ids(faiss.IDSelectorBatch(gone))
+    if removed != len(gone):
+        raise ValueError(f"removed {removed} of {len(gone)} vectors: the index and its map differ")
+    if isinstance(index, faiss.IndexIVF):
+        lists: Any = index.invlists
+        for number in range(index.nlist):
+            size = lists.list_size(number)
+            if size:
+                ids = faiss.rev_swig_ptr(lists.get_ids(number), size)  # a view, renumbered here
+                ids -= np.searchsorted(gone, ids)

@@ -14,6 +14,13 @@ product quantisation, 8-bit codes, `pq_m` sub-vectors: 20x smaller, less accurat
 region vectors; an artwork none of whose regions is among them gets the lowest score seen (an upper
 bound of its true region score).
 
+The regions job keeps the index up to date in place (`updated_region_index`): the rows of removed
+or changed artworks are taken out and the region vectors of new or changed ones read (from the
+parts that hold them) and added, with the rules of the artwork index for what must be rebuilt
+instead (`drawmatch.retrieval.artwork_index`: IVF and IVF-PQ keep their trained quantisers until
+the index has grown past twice or shrunk below half the vectors they were trained on; HNSW takes
+no removals).
+
 Fusion (`fuse`): `global + weight * max(0, region - global - margin)`: the region term only adds
 where a window of the artwork matches the query clearly better than the whole artwork does; with
 `weight = 0` it is exactly the global score.
@@ -31,9 +38,15 @@ import pyarrow as pa
 
 from drawmatch.core import storage
 from drawmatch.data.embeddings import embeddings_dir, read_model_info, stored_ids
-from drawmatch.models.region_embedder import read_region_settings
-from drawmatch.retrieval.artwork_index import StaleIndexError, index_dir, staleness
-from drawmatch.retrieval.faiss_index import build_index, check_index
+from drawmatch.models.region_embedder import read_region_settings, read_regions, regions_dir
+from drawmatch.retrieval.artwork_index import StaleIndexError, index_dir, parts_holding, staleness
+from drawmatch.retrieval.faiss_index import (
+    build_index,
+    check_index,
+    rebuild_reason,
+    remove_positions,
+    update_plan,
+)
 
 INDEX_FILE = "index.faiss"
 MAP_FILE = "regions.parquet"
@@ -88,6 +101,85 @@ def write_region_index(
     table = pa.table(columns)
     storage.write_parquet(table, storage.join(directory, MAP_FILE))
     storage.write_bytes(storage.join(directory, INFO_FILE), json.dumps(info, indent=2).encode())
+
+
+def read_saved_regions(directory: str) -> tuple[Any, pd.DataFrame, dict[str, Any]] | None:
+    """A saved region index, its map (`id`, `region`, `box` (R, 4), `sha256`) and its
+    `index.json`; None where there is none or one that cannot be updated."""
+    import faiss
+
+    if not storage.exists(storage.join(directory, INFO_FILE)):
+        return None
+    info = json.loads(storage.read_text(storage.join(directory, INFO_FILE)))
+    table = storage.read_parquet(storage.join(directory, MAP_FILE))
+    data = storage.read_bytes(storage.join(directory, INDEX_FILE))
+    index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
+    if "sha256" not in table.column_names or index.ntotal != len(table):
+        return None
+    n = len(table)
+    frame = pd.DataFrame(
+        {k: table.column(k).to_numpy(zero_copy_only=False) for k in ("id", "region", "sha256")}
+    )
+    box = table.column("box").combine_chunks().flatten().to_numpy().reshape(n, 4)
+    return index, frame.assign(box=list(box)), info
+
+
+def _regions_of(
+    out: str | Path, tag: str, ids: list[str], parts: list[str] | None
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """The stored region rows of `ids` (sorted by id, as `read_regions` gives them)."""
+    got, region, box, emb = read_regions(out, tag, parts)
+    keep = np.isin(np.asarray(got, dtype=object), np.asarray(ids, dtype=object))
+    return [k for k, kept in zip(got, keep) if kept], region[keep], box[keep], emb[keep]
+
+
+def updated_region_index(
+    out: str | Path,
+    tag: str,
+    current: dict[str, str],
+    params: dict[str, Any],
+    rebuild: bool = False,
+    stored: pd.DataFrame | None = None,
+) -> tuple[Any, pd.DataFrame, int, str]:
+    """The region index of `current` (artwork id -> content hash of its stored regions, in id
+    order) with `params` (`kind` and the kind's parameters): the saved one updated in place where
+    it can be, else built from all region vectors of `current`. Returns the index, its map
+    (`id`, `region`, `box`, `sha256` per row), the vectors it was trained on and a line saying
+    which it was and why. `stored`: the region store's `stored_ids` where the caller has read
+    them already."""
+    model = read_model_info(out, tag)
+    saved = None if rebuild else read_saved_regions(region_index_dir(out, tag))
+    reason = "rebuild=true" if rebuild else "no region index this version can update"
+    if saved is not None:
+        index, frame, info = saved
+        remove, add = update_plan(frame, current)
+        per_artwork = len(frame) // max(1, frame["id"].nunique())  # every artwork has all boxes
+        size = len(frame) - len(remove) + len(add) * per_artwork
+        reason = rebuild_reason(info, params["kind"], params, size)
+        if info.get("weights_hash") != model["weights_hash"] or info.get("model_tag") != tag:
+            reason = "its model changed"
+        elif params["kind"] == "hnsw" and len(remove):
+            reason = "an HNSW graph cannot remove vectors"
+        if not reason:
+            remove_positions(index, remove)
+            frame = frame.drop(index=frame.index[remove]).reset_index(drop=True)
+            if add:
+                if stored is None:
+                    stored = stored_ids(regions_dir(out, tag))
+                parts = parts_holding(stored, add)
+                ids, region, box, emb = _regions_of(out, tag, add, parts)
+                index.add(np.ascontiguousarray(emb, dtype=np.float32))
+                new = pd.DataFrame(
+                    {"id": ids, "region": region, "sha256": [current[k] for k in ids]}
+                )
+                frame = pd.concat([frame, new.assign(box=list(box))], ignore_index=True)
+            how = f"updated: {len(remove)} vectors out, {len(add)} artworks in"
+            return index, frame, int(info["trained_on"]), how
+    ids, region, box, emb = _regions_of(out, tag, list(current), None)
+    index = build_region_faiss(emb, **params)
+    frame = pd.DataFrame({"id": ids, "region": region, "sha256": [current[k] for k in ids]})
+    how = f"built from all vectors ({reason})"
+    return index, frame.assign(box=list(box)), len(frame), how
 
 
 def best_per_artwork(

@@ -11,6 +11,7 @@ pages, and includes one router per concern (`routes/`).
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
@@ -18,7 +19,8 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from drawmatch.data.annotations import AnnotationStore, db_path
+from drawmatch.data import catalogue as cat
+from drawmatch.data.annotations import AnnotationStore, db_path, read_known_pairs
 from drawmatch.reporting import shared_css
 from drawmatch.serve import security
 from drawmatch.serve.config import ServeConfig
@@ -26,18 +28,35 @@ from drawmatch.serve.data import Workbench
 from drawmatch.serve.middleware import BodyLimit, HostCheck, security_headers
 from drawmatch.serve.routes import auth, browse, images, review, upload
 from drawmatch.serve.site import LoginRequired, Site, make_templates, package_dir, site_of
+from drawmatch.serve.uploads import UploadCache
+
+log = logging.getLogger("drawmatch.serve")
 
 
 def create_app(config: ServeConfig, workbench: Workbench | None = None) -> FastAPI:
     """The app over `config.out` (loads the workbench's in-memory indexes unless given one)."""
     wb = workbench or Workbench(config.out, config.load_model, config.model_tag)
+    known = (
+        read_known_pairs(config.pairs_csv, cat.read_catalogue(wb.out)) if config.pairs_csv else []
+    )
+    store = AnnotationStore(db_path(wb.out))
+    for name, pairs in known:
+        added, seen, decided = store.import_pairs(name, pairs)
+        log.info(
+            "known pairs %s: %d imported, %d imported before, %d already decided in the workbench",
+            name,
+            added,
+            seen,
+            decided,
+        )
     site = Site(
         config=config,
         workbench=wb,
-        store=AnnotationStore(db_path(wb.out)),
+        store=store,
         signer=security.Signer(security.load_secret(wb.out)),
         tokens=security.read_tokens(config.tokens_csv) if config.tokens_csv else None,
         templates=make_templates(),
+        uploads=UploadCache(config.kept_upload_bytes),
     )
     app = FastAPI(title="drawmatch workbench", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.site = site

@@ -4,10 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from drawmatch.core.config import MIN_IMAGE_SIZE, Config, ConfigError, setting
+from drawmatch.core.config import MIN_IMAGE_SIZE, Config, ConfigError, section, setting
 from drawmatch.serve.hosts import WILDCARD_ADDRESSES, AllowedHosts, allowed_hosts
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+ORDERS = ("closest", "uncertain")
+
+
+@dataclass(frozen=True)
+class ReviewSettings(Config):
+    """The review queue. `order`: the order it offers first (closest: smallest distance first;
+    uncertain: the distance nearest the median distance of the known matches first; either can be
+    chosen on the page). `double`: double review, each candidate shown to two different
+    annotators who do not see each other's decision; their agreement (Cohen's kappa) and the
+    disagreements to settle are on /review/agreement."""
+
+    order: str = setting("closest", choices=ORDERS, help="queue order shown first")
+    double: bool = setting(False, help="show each candidate to two different annotators")
 
 
 @dataclass(frozen=True)
@@ -34,9 +47,16 @@ class ServeConfig(Config):
     max_upload_bytes: int = setting(15_000_000, ge=1, help="largest uploaded query file")
     max_upload_pixels: int = setting(60_000_000, ge=1, help="largest uploaded query image")
     max_image_pixels: int = setting(200_000_000, ge=1, help="largest image opened")
+    kept_upload_bytes: int = setting(
+        100_000_000, ge=0, help="memory for uploads kept to search again under another model"
+    )
     thumb_size: int = setting(256, ge=MIN_IMAGE_SIZE, le=4096, help="thumbnail side in px")
     view_size: int = setting(1024, ge=MIN_IMAGE_SIZE, le=4096, help="view-size side in px")
     load_model: bool = setting(True, help="load the embedding model (query uploads)")
+    pairs_csv: tuple[str, ...] = setting(
+        (), may_be_empty=True, help="known pairs files imported as matches (source imported)"
+    )
+    review: ReviewSettings = section(ReviewSettings)
     log_level: str = setting(
         "info", choices=("critical", "error", "warning", "info", "debug"), help="uvicorn log level"
     )

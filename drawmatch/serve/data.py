@@ -2,11 +2,13 @@
 these arrays and dicts and never read Parquet per request.
 
 - `showable`: the catalogue rows people may see (status ok, never a verso), by id;
-- the drawing grid's filter codes and pre-sorted orders (`grid.DrawingGrid`);
+- the drawing grid's filter codes and pre-sorted orders (`grid.DrawingGrid`), the artworks
+  grid's order and search text (`grid.ArtworkGrid`);
 - per model tag: drawing embeddings (float16), the artwork index, batch-search candidates sorted
   for the review queue (`review_queue.ReviewQueue`), neighbour tables (similar drawings, drawings
   closest to an artwork: `neighbours.Neighbours`);
-- the query models for uploads, loaded in background threads so that no request waits on them;
+- the query models for uploads: every model, loaded in the background at start; `/healthz`
+  answers 503 "loading" until they are all loaded, and no upload waits on one after that;
 - region searchers (`drawmatch.retrieval.region_search`) for the region modes, loaded on first use per model
   and mode: the drawing and upload pages can rank by region, fused or verified search and show the
   matched box on each artwork.
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from drawmatch.core import storage
 from drawmatch.data import catalogue as cat
@@ -34,7 +37,7 @@ from drawmatch.data.neighbours import (
     similar_dir,
 )
 from drawmatch.retrieval.artwork_index import ArtworkIndex
-from drawmatch.serve.grid import DrawingGrid, display_text
+from drawmatch.serve.grid import ArtworkGrid, DrawingGrid, display_text
 from drawmatch.serve.neighbours import Grouped, Neighbours
 from drawmatch.serve.review_queue import Candidates, ReviewQueue
 
@@ -44,8 +47,9 @@ log = logging.getLogger("drawmatch.serve")
 @dataclass(frozen=True)
 class RegionHit:
     """One artwork of a region-mode ranking: `box` is the matched part of the artwork (x0, y0,
-    x1, y1 in fractions of its width and height; None when there is none), `inliers` the
-    keypoints verified against it (None when not checked), `verified` whether they passed."""
+    x1, y1 in fractions of its width and height; None when there is none or when the score came
+    from the whole image), `inliers` the keypoints verified against it (None when not checked
+    or none matched), `verified` whether they passed."""
 
     artwork: str
     rank: int
@@ -75,7 +79,8 @@ class ModelData:
 
 
 class QueryModels:
-    """Embedding models for uploaded images, loaded in background threads."""
+    """Embedding models for uploaded images, loaded in background threads: every model of the
+    workbench at start (`start_all`, one after the other), or one on demand (`start`)."""
 
     def __init__(self, out: str) -> None:
         self.out = out
@@ -84,12 +89,32 @@ class QueryModels:
         self.errors: dict[str, str] = {}
         self.started: dict[str, float] = {}
 
-    def start(self, tag: str) -> None:
+    def _claim(self, tags: list[str]) -> list[str]:
+        """The tags not yet loading or loaded, now marked as started."""
         with self.lock:
-            if tag in self.models or tag in self.started:
-                return
-            self.started[tag] = time.time()
-        threading.Thread(target=self._load, args=(tag,), daemon=True, name=f"load-{tag}").start()
+            todo = [t for t in tags if t not in self.models and t not in self.started]
+            for tag in todo:
+                self.started[tag] = time.time()
+        return todo
+
+    def start(self, tag: str) -> None:
+        """Load one model in a thread of its own (nothing if it is loading or loaded)."""
+        for todo in self._claim([tag]):
+            threading.Thread(
+                target=self._load, args=(todo,), daemon=True, name=f"load-{tag}"
+            ).start()
+
+    def start_all(self, tags: list[str]) -> None:
+        """Load every model, one after the other, in one background thread."""
+        todo = self._claim(tags)
+        if todo:
+            threading.Thread(
+                target=self._load_each, args=(todo,), daemon=True, name="load-models"
+            ).start()
+
+    def _load_each(self, tags: list[str]) -> None:
+        for tag in tags:
+            self._load(tag)
 
     def _load(self, tag: str) -> None:
         try:
@@ -98,11 +123,13 @@ class QueryModels:
             from drawmatch.models.embedder import embedder_for
 
             torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+            with self.lock:
+                self.started[tag] = time.time()
             model = embedder_for(self.out, tag)
             with self.lock:
                 self.models[tag] = model
             log.info("query model %s loaded in %.1f s", tag, time.time() - self.started[tag])
-        except Exception as exc:  # reported on the upload page
+        except Exception as exc:  # reported on the upload page and by /healthz
             log.exception("query model %s failed to load", tag)
             with self.lock:
                 self.errors[tag] = f"{type(exc).__name__}: {exc}"
@@ -122,6 +149,49 @@ class QueryModels:
             if tag in self.errors:
                 return "error"
             return "loading" if tag in self.started else "not loaded"
+
+    def loading(self) -> bool:
+        """Whether a model is still loading (the workbench is not ready yet)."""
+        with self.lock:
+            return any(t not in self.models and t not in self.errors for t in self.started)
+
+
+def region_hits(table: pd.DataFrame, mode: str, min_inliers: int) -> list[RegionHit]:
+    """The rows of a region-mode ranking (`RegionSearcher.rank`) as hits. A hit keeps its box
+    only where the region or the keypoints raised its score: in `region` mode (the best
+    region's score is the score), for a verified artwork (`min_inliers` or more), or where the
+    fused score is above the whole image's; an artwork ranked by its whole image gets no box.
+    `inliers` is kept only where keypoints were found (never 0)."""
+    from drawmatch.retrieval.region_search import BOX_COLUMNS
+
+    boxes = table[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)
+    inliers = table["inliers"].to_numpy(dtype=np.int64)
+    verified = (inliers >= min_inliers) if mode == "verified" else np.zeros(len(table), bool)
+    raised = (
+        np.ones(len(table), bool)
+        if mode == "region"
+        else verified
+        | (table["score"].to_numpy(np.float64) > table["global_score"].to_numpy(np.float64))
+    )
+    return [
+        RegionHit(
+            str(artwork),
+            int(rank),
+            float(distance),
+            None if not up or np.isnan(box).any() else tuple(float(v) for v in box),
+            int(n) if n > 0 else None,
+            bool(ok),
+        )
+        for artwork, rank, distance, box, n, ok, up in zip(
+            table["artwork_id"],
+            table["rank"].to_numpy(dtype=np.int64),
+            table["distance"].to_numpy(dtype=np.float64),
+            boxes,
+            inliers,
+            verified,
+            raised,
+        )
+    ]
 
 
 def _release_memory() -> None:
@@ -159,6 +229,7 @@ class Workbench:
         self.meta = shown.set_index("id", drop=False)
         self.grid = DrawingGrid(shown[shown["collection"] == "drawing"])
         self.artwork_ids = set(shown.loc[shown["collection"] == "artwork", "id"])
+        self.artworks = ArtworkGrid(shown[shown["collection"] == "artwork"])
         self.gallery = cat.gallery_ids(catalogue)
         self._searchers: dict[tuple[str, str], Any] = {}
         self._searchers_lock = threading.Lock()
@@ -174,8 +245,9 @@ class Workbench:
             {t: m.candidates for t, m in self.models.items()},
         )
         self.query_models = QueryModels(self.out)
-        if load_models and self.default_tag:
-            self.query_models.start(self.default_tag)
+        if load_models and self.default_tag:  # the model shown first, then the others
+            first = [self.default_tag, *(t for t in self.tags if t != self.default_tag)]
+            self.query_models.start_all(first)
         _release_memory()
         self.load_seconds = time.time() - started
         log.info(
@@ -306,31 +378,10 @@ class Workbench:
         self, tag: str, mode: str, vector: np.ndarray, image: Any, k: int
     ) -> list[RegionHit]:
         """The k best artworks for one query (vector (1, D); `image`: a PIL image, needed in
-        verified mode) in a region mode, each with its matched box."""
-        from drawmatch.retrieval.region_search import BOX_COLUMNS
-
+        verified mode) in a region mode, each with its matched box where it raised the score."""
         searcher = self.region_searcher(tag, mode)
         table = searcher.rank(vector.astype(np.float32), k, images=[image] if image else None)
-        boxes = table[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)
-        hits = []
-        for box, artwork, rank, distance, inliers in zip(
-            boxes,
-            table["artwork_id"].astype(str),
-            table["rank"].to_numpy(dtype=np.int64),
-            table["distance"].to_numpy(dtype=np.float64),
-            table["inliers"].to_numpy(dtype=np.int64),
-        ):
-            hits.append(
-                RegionHit(
-                    artwork,
-                    int(rank),
-                    float(distance),
-                    None if np.isnan(box).any() else tuple(float(v) for v in box),
-                    int(inliers) if inliers >= 0 else None,
-                    bool(mode == "verified" and inliers >= searcher.params.min_inliers),
-                )
-            )
-        return hits
+        return region_hits(table, mode, searcher.params.min_inliers)
 
     def drawing_image(self, drawing_id: str) -> Any:
         from drawmatch.core.images import open_image

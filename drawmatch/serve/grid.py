@@ -1,9 +1,12 @@
-"""The drawing grid of the workbench, built once at start: each drawing's filter codes and
+"""The grids of the workbench, built once at start. Drawings: each drawing's filter codes and
 display text, the pre-sorted orders (numpy), the style copies of each original; a selection is
-a few vectorised masks over these arrays."""
+a few vectorised masks over these arrays. Artworks: id, title and artist, in the order they are
+listed, with their text folded for a search that ignores case and accents."""
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Any
 
 import numpy as np
@@ -156,3 +159,52 @@ class DrawingGrid:
             if row is not None and (state == "unannotated" or drawing_state in wanted):
                 marked[row] = True
         return ~marked if state == "unannotated" else marked
+
+
+def folded(text: str) -> str:
+    """Text as a search compares it: accents dropped (NFKD, combining marks removed), case
+    folded, so that "Mone" finds "Monet" and "cezanne" finds "Cézanne"."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def sort_text(text: str) -> str:
+    """Text as a listing sorts it: folded, leading quotes and other signs ignored (“Fuji”
+    apple sorts under F)."""
+    text = folded(text)
+    return text[next((i for i, c in enumerate(text) if c.isalnum()), len(text)) :]
+
+
+class ArtworkGrid:
+    """The showable artworks as the artworks grid lists them, by artist, then title, then id
+    (unknown artists last, leading quotes ignored); `search` finds the artworks where every
+    word of a query begins a word of the id, title or artist (a word starts after a space, a
+    sign or an underscore), ignoring case and accents."""
+
+    def __init__(self, artworks: pd.DataFrame) -> None:
+        ids = artworks["id"].astype(str).tolist()
+        titles = [display_text(v) for v in _column(artworks, "title")]
+        artists = [display_text(v) for v in _column(artworks, "artist")]
+        self.cards = {
+            key: {"id": key, "title": title, "artist": artist}
+            for key, title, artist in zip(ids, titles, artists)
+        }
+        order = sorted(
+            range(len(ids)),
+            key=lambda i: (artists[i] == "", sort_text(artists[i]), sort_text(titles[i]), ids[i]),
+        )
+        self.ids = [ids[i] for i in order]
+        self.text = [folded(f"{ids[i]} {titles[i]} {artists[i]}") for i in order]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def search(self, query: str) -> list[str]:
+        """The ids of the artworks where every word of `query` begins a word of the id, title
+        or artist (literal text: no wildcards), in the grid's order; all for an empty query."""
+        words = folded(query).split()
+        if not words:
+            return list(self.ids)
+        # a word's start: not after a letter or digit (`[^\W_]`); the words themselves literal
+        starts = [re.compile(r"(?<![^\W_])" + re.escape(w)) for w in words]
+        return [k for k, t in zip(self.ids, self.text) if all(p.search(t) for p in starts)]

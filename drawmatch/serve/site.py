@@ -20,6 +20,7 @@ from drawmatch.retrieval.region_search import SEARCH_MODES
 from drawmatch.serve import security
 from drawmatch.serve.config import ServeConfig
 from drawmatch.serve.data import Workbench
+from drawmatch.serve.uploads import UploadCache
 
 MAX_ID = 256
 MAX_NOTE = 2000
@@ -54,6 +55,7 @@ class Site:
     signer: security.Signer
     tokens: dict[str, str] | None  # token -> annotator in a shared deployment, else None
     templates: Jinja2Templates
+    uploads: UploadCache
 
     def page(
         self, request: Request, name: str, session: security.Session | None, **context: Any

@@ -19,8 +19,8 @@ MODE_NAMES = {
 
 def box_view(hit: RegionHit | None) -> dict[str, Any]:
     """The template values of a region hit's box: CSS percentages of the artwork's thumbnail
-    (`box`: left, top, width, height; None when the whole artwork matched best, which needs no
-    frame) and the evidence behind it."""
+    (`box`: left, top, width, height; None where the score came from the whole image, which
+    needs no frame) and the evidence behind it (the keypoint count only where there is one)."""
     if hit is None:
         return {"box": None, "inliers": None, "verified": False}
     box = None

@@ -3,7 +3,8 @@
 A checkpoint folder (one per epoch, through `ray.train.report`) holds `checkpoint.pt`: a
 `TrainCheckpoint`, the run's `TrainState` with the state dicts it takes to continue exactly; the
 final one also holds the run's summary (`summary.json`, or a job's own result file). The run
-folder then gets `best_model.pt`, the best epoch's weights, for `drawmatch embed --weights`.
+folder then gets `best_model.pt`, the best epoch's weights, for `drawmatch embed --weights`, with
+the model settings they were trained with (`model_from_checkpoint` applies them).
 Checkpoints hold plain types only and load with `torch.load(weights_only=True)`; the train job's
 first checkpoints, pickled, still load.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from drawmatch.core import storage
+from drawmatch.models.embedder import ModelConfig
 
 CHECKPOINT_FILE = "checkpoint.pt"
 BEST_MODEL_FILE = "best_model.pt"
@@ -175,3 +177,40 @@ def write_best_model(
     torch.save({"model": weights, "model_config": model_config, "epoch": epoch}, buffer)
     storage.write_bytes(path, buffer.getvalue())
     return path
+
+
+# the model keys a best_model.pt fixes: the weights only mean what they were trained as
+CHECKPOINT_MODEL_KEYS = ("backbone", "image_size", "pooling")
+
+
+def stored_model_config(path: str) -> dict[str, Any]:
+    """The `model_config` a best_model.pt was written with ({} for a bare state dict or a file
+    written without one)."""
+    source = io.BytesIO(storage.read_bytes(path)) if storage.is_uri(path) else path
+    saved = torch.load(source, map_location="cpu", weights_only=True)
+    stored = saved.get("model_config") if isinstance(saved, dict) else None
+    return dict(stored) if isinstance(stored, dict) else {}
+
+
+def model_from_checkpoint(model: ModelConfig) -> ModelConfig:
+    """`model` with the backbone, image size and pooling stored in its `weights` file: a key left
+    at its default (null, or the default backbone) takes the checkpoint's value; a key set to
+    another value than the checkpoint's is a ValueError (weights trained at 224 px embedded at
+    280 px would silently be another model). Without weights, or a file that stores no model
+    settings, `model` is returned as it is."""
+    if not model.weights:
+        return model
+    stored = stored_model_config(model.weights)
+    defaults = ModelConfig()
+    changes: dict[str, Any] = {}
+    for key in CHECKPOINT_MODEL_KEYS:
+        want, given = stored.get(key), getattr(model, key)
+        if want is None or given == want:
+            continue
+        if given is not None and given != getattr(defaults, key):
+            raise ValueError(
+                f"model.{key}={given} contradicts {model.weights}, trained with "
+                f"model.{key}={want}: leave model.{key} out (it is taken from the checkpoint)"
+            )
+        changes[key] = want
+    return replace(model, **changes)

@@ -86,6 +86,7 @@ def hardest_negatives(
     anchor_positives: AnchorPositives,
     n_hardest: int,
     generator: torch.Generator | None = None,
+    first: Sequence[Sequence[int]] | None = None,
 ) -> Tensor:
     """Draw one hard negative gallery index per anchor -> (B,) long, on ``anchor_emb``'s device.
 
@@ -95,6 +96,10 @@ def hardest_negatives(
     ``n_hardest=1`` returns the hardest). Equal similarities are ranked by lower gallery index first
     (stable sort). A positive is never returned; an anchor whose positives cover the whole bank is a
     ``ValueError``.
+
+    ``first[i]``: gallery indices ranked before all others for anchor i, in their order (known
+    negatives, e.g. an expert's non-matches), the mined hardest following them; an index that is
+    a positive of the anchor is ignored.
     """
     if n_hardest < 1:
         raise ValueError(f"n_hardest must be >= 1, got {n_hardest}")
@@ -111,6 +116,11 @@ def hardest_negatives(
     if bool((available == 0).any()):
         raise ValueError("an anchor has no non-positive artwork in the bank to use as negative")
     sim = sim.masked_fill(pos, float("-inf"))
+    for i, known in enumerate(first or []):
+        ranked = list(dict.fromkeys(int(g) for g in known if not pos[i, int(g)]))
+        if ranked:  # above any cosine similarity (<= 1), in the given order
+            n = len(ranked)
+            sim[i, ranked] = 2.0 + torch.arange(n, 0, -1, dtype=sim.dtype, device=sim.device)
     order = torch.sort(sim, dim=1, descending=True, stable=True).indices
     k = torch.clamp(available, max=n_hardest).cpu()
     u = torch.rand(n_anchors, generator=generator)

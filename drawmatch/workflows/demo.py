@@ -80,14 +80,20 @@ def artwork_metadata(data: Path, out: str) -> str:
     return target
 
 
+OVERRIDES = "drawings_overrides.csv"  # the demo drawings' year, age and country (made up)
+
+
 def ingest_data(data: Path, out: str, ray: RayConfig) -> None:
-    """Ingest a folder laid out like the demo data (drawings/, artworks/, artworks.csv)."""
+    """Ingest a folder laid out like the demo data (drawings/, artworks/, artworks.csv, and
+    drawings_overrides.csv if there is one)."""
+    overrides = data / OVERRIDES
     ingest.run(
         IngestConfig(
             out=str(out),
             drawings_root=str(data / "drawings"),
             artworks_root=str(data / "artworks"),
             artworks_metadata_csv=artwork_metadata(data, out),
+            overrides_csv=str(overrides) if overrides.is_file() else None,
             ray=ray,
         )
     )

@@ -1,21 +1,33 @@
 """Browsing: the drawing grid (filters, sorts, pages, annotation state), a drawing's page (its
 closest artworks under one or two models and a search mode, its decisions, similar drawings and
-style copies) and an artwork's page (its matched and closest drawings)."""
+style copies), the artworks grid (search by title, artist and id) and an artwork's page (its
+matched and closest drawings under a chosen model; mark a drawing as its copy)."""
 
 from __future__ import annotations
 
 import math
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from drawmatch.data.annotations import Decision
+from drawmatch.data.imaj import is_verso_name
 from drawmatch.serve import security
 from drawmatch.serve.data import RegionHit, Workbench
 from drawmatch.serve.grid import SORTS
-from drawmatch.serve.site import MAX_ID, ModelQuery, SignedIn, Site, SiteDep, check_mode
+from drawmatch.serve.site import (
+    MAX_ID,
+    MAX_NOTE,
+    CheckedPost,
+    ModelQuery,
+    SignedIn,
+    Site,
+    SiteDep,
+    check_mode,
+)
 from drawmatch.serve.views import MODE_NAMES, history_counts, pair_view
 
 router = APIRouter()
@@ -27,17 +39,19 @@ def home() -> Response:
 
 
 @router.get("/healthz")
-def health(request: Request, site: SiteDep) -> dict[str, Any]:
-    """Liveness for anyone; the collection's counts and the models' state once signed in."""
-    if site.signer.read_session(request.cookies.get(security.SESSION_COOKIE)) is None:
-        return {"status": "ok"}
+def health(request: Request, site: SiteDep) -> Response:
+    """Readiness for anyone: 200 `ok` once every model of the model menu is loaded, 503
+    `loading` before; the collection's counts and each model's state once signed in."""
     wb = site.workbench
-    return {
-        "status": "ok",
-        "drawings": len(wb.grid),
-        "artworks": len(wb.artwork_ids),
-        "models": {t: wb.query_models.status(t) for t in wb.tags},
-    }
+    loading = wb.query_models.loading()
+    body: dict[str, Any] = {"status": "loading" if loading else "ok"}
+    if site.signer.read_session(request.cookies.get(security.SESSION_COOKIE)) is not None:
+        body.update(
+            drawings=len(wb.grid),
+            artworks=len(wb.artwork_ids),
+            models={t: wb.query_models.status(t) for t in wb.tags},
+        )
+    return JSONResponse(body, status_code=503 if loading else 200)
 
 
 @router.get("/drawings", response_class=HTMLResponse)
@@ -144,6 +158,15 @@ def model_column(
     }
 
 
+def cross_ranks(columns: list[dict[str, Any]], k: int) -> None:
+    """In the two-model view, give each pair its artwork's rank under the other model (`there`:
+    the rank, or None when it is not in that model's top k)."""
+    for column, other in ((columns[0], columns[1]), (columns[1], columns[0])):
+        ranks = {p["id"]: p["rank"] for p in other["pairs"]}
+        for pair in column["pairs"]:
+            pair["there"] = {"tag": other["tag"], "rank": ranks.get(pair["id"]), "k": k}
+
+
 def drawing_context(
     site: Site, key: str, tag: str | None, other: str | None, k: int, mode: str
 ) -> dict[str, Any]:
@@ -154,6 +177,8 @@ def drawing_context(
     counts = history_counts(store.history(drawing_id=key))
     image = wb.drawing_image(key) if mode == "verified" else None
     columns = [model_column(wb, key, t, mode, k, image, current, counts) for t in (tag, other) if t]
+    if len(columns) == 2:
+        cross_ranks(columns, k)
     listed = {p["id"] for c in columns for p in c["pairs"]}
     elsewhere = [
         pair_view(wb, key, a, dec.rank, dec.distance, dec.model or tag or "", dec, counts.get(a, 0))
@@ -197,13 +222,45 @@ def drawing(
     )
 
 
-@router.get("/artworks/{artwork_id}", response_class=HTMLResponse)
-def artwork(
-    request: Request, site: SiteDep, session: SignedIn, artwork_id: str, model: ModelQuery = None
+MAX_QUERY = 200  # characters of an artworks search
+
+
+@router.get("/artworks", response_class=HTMLResponse)
+def artworks(
+    request: Request,
+    site: SiteDep,
+    session: SignedIn,
+    q: Annotated[str, Query(max_length=MAX_QUERY)] = "",
+    page_no: Annotated[int, Query(alias="page", ge=1, le=1_000_000)] = 1,
 ) -> Response:
+    """The artworks grid: every word of `q` found in the id, title or artist (case and accents
+    ignored), paged; each card with the number of drawings marked as its copies."""
     wb = site.workbench
-    key = site.artwork_of(artwork_id)
-    tag = site.optional_tag(model)
+    found = wb.artworks.search(q)
+    size = site.config.page_size
+    pages = max(1, math.ceil(len(found) / size))
+    page_no = min(page_no, pages)
+    copies = site.store.matches()["artwork_id"].value_counts().to_dict()
+    cards = [
+        dict(wb.artworks.cards[key], copies=int(copies.get(key, 0)))
+        for key in found[(page_no - 1) * size : page_no * size]
+    ]
+    context = {"cards": cards, "total": len(found), "page_no": page_no, "pages": pages, "q": q}
+    return site.page(request, "artworks.html", session, **context)
+
+
+def artwork_page(
+    request: Request,
+    site: Site,
+    session: security.Session,
+    key: str,
+    tag: str | None,
+    status_code: int = 200,
+    **form: str,
+) -> Response:
+    """An artwork's page: the drawings marked as its copies, the drawings closest to it under
+    model `tag`, and the form to mark one more (`form`: its values and an error to show)."""
+    wb = site.workbench
     copies = [
         d
         for d in site.store.current(artwork_id=key)
@@ -211,4 +268,52 @@ def artwork(
     ]
     near = wb.neighbours.drawings_near_artwork(tag, key, 24) if tag else []
     context = {"artwork": key, "info": wb.row(key), "tag": tag, "copies": copies, "near": near}
-    return site.page(request, "artwork.html", session, **context)
+    response: Response = site.page(request, "artwork.html", session, form=form, **context)
+    response.status_code = status_code
+    return response
+
+
+@router.get("/artworks/{artwork_id}", response_class=HTMLResponse)
+def artwork(
+    request: Request, site: SiteDep, session: SignedIn, artwork_id: str, model: ModelQuery = None
+) -> Response:
+    key = site.artwork_of(artwork_id)
+    return artwork_page(request, site, session, key, site.optional_tag(model))
+
+
+@router.post("/artworks/{artwork_id}/copies", response_class=HTMLResponse)
+def mark_copy(
+    request: Request,
+    site: SiteDep,
+    session: CheckedPost,
+    artwork_id: str,
+    drawing_id: Annotated[str, Form(max_length=MAX_ID)],
+    model: Annotated[str, Form(max_length=MAX_ID)] = "",
+    note: Annotated[str, Form(max_length=MAX_NOTE)] = "",
+) -> Response:
+    """Record a drawing, chosen by id, as a copy of this artwork (a `match` decision); an
+    unknown drawing (404) or a name that states a verso (400) is refused and nothing stored."""
+    key = site.artwork_of(artwork_id)
+    tag = site.optional_tag(model or None)
+    drawing = drawing_id.strip()
+
+    def refuse(status_code: int, error: str) -> Response:
+        return artwork_page(
+            request,
+            site,
+            session,
+            key,
+            tag,
+            status_code,
+            drawing_id=drawing,
+            note=note,
+            error=error,
+        )
+
+    if is_verso_name(drawing):
+        return refuse(400, f"{drawing} names a verso (the back of a sheet): never matched.")
+    if not site.workbench.is_drawing(drawing):
+        return refuse(404, f"No drawing has the id {drawing!r}.")
+    site.store.add(drawing, key, "match", session.annotator, tag, note=note.strip())
+    target = f"/artworks/{quote(key, safe='')}" + (f"?model={quote(tag, safe='')}" if tag else "")
+    return RedirectResponse(target, status_code=303)

@@ -1,18 +1,29 @@
 """Deciding drawing-artwork pairs: on a drawing's page (`/annotate`) or in the review queue of
-a model's batch-search candidates, closest first (`/review`); the current matches as the pairs
-file for the next fine-tune (`/export.csv`)."""
+a model's batch-search candidates, closest or most uncertain first, skipped pairs last
+(`/review`), with undo (`/review/undo`: a new row, never a deletion); in double review, the
+raters' agreement and the disagreements to settle (`/review/agreement`, `/review/settle`); the
+current matches as the pairs file for the next fine-tune (`/export.csv`)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from drawmatch.data.annotations import DECISIONS, pairs_csv_text, pairs_frame
+from drawmatch.data.annotations import (
+    DECISIONS,
+    Decision,
+    decided_of,
+    pairs_csv_text,
+    pairs_frame,
+    skipped_of,
+)
+from drawmatch.serve import double_review
+from drawmatch.serve.review_queue import known_match_threshold
 from drawmatch.serve.site import (
     MAX_ID,
     MAX_NOTE,
@@ -26,6 +37,7 @@ from drawmatch.serve.site import (
 from drawmatch.serve.views import artwork_card, pair_view
 
 router = APIRouter()
+DECISION_WORDS = {"match": "match", "non-match": "not a match", "skip": "skip"}
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,23 @@ def check_decision(site: Site, form: DecisionForm, model: str) -> CheckedDecisio
     )
 
 
+def store_decision(
+    site: Site, pair: CheckedDecision, annotator: str, tag: str | None, source: str = "workbench"
+) -> Decision:
+    """Append a checked decision by `annotator`, shown under model `tag`."""
+    return site.store.add(
+        pair.drawing,
+        pair.artwork,
+        pair.decision,
+        annotator,
+        tag,
+        pair.rank,
+        pair.distance,
+        pair.note,
+        source,
+    )
+
+
 @router.post("/annotate", response_class=HTMLResponse)
 def annotate(
     request: Request,
@@ -106,9 +135,7 @@ def annotate(
     wb, store = site.workbench, site.store
     pair = check_decision(site, form, model)
     key, art, tag = pair.drawing, pair.artwork, pair.tag
-    stored = store.add(
-        key, art, pair.decision, session.annotator, tag, pair.rank, pair.distance, pair.note
-    )
+    stored = store_decision(site, pair, session.annotator, tag)
     if request.headers.get("hx-request") != "true":
         target = f"/drawings/{quote(key, safe='')}" + (f"?model={quote(tag)}" if tag else "")
         return RedirectResponse(target, status_code=303)
@@ -119,21 +146,52 @@ def annotate(
     return site.page(request, "_pair.html", session, p=view)
 
 
-def review_context(site: Site, tag: str) -> dict[str, Any]:
-    """The review card of `tag`'s closest undecided candidate, and the queue's progress."""
-    wb = site.workbench
-    decided = site.store.decided_pairs()
-    nxt = wb.review.next(tag, decided, 1)
+OrderQuery = Annotated[Literal["closest", "uncertain"] | None, Query()]
+OrderForm = Annotated[Literal["closest", "uncertain", ""], Form()]
+
+
+def queue_state(
+    site: Site, annotator: str
+) -> tuple[set[tuple[str, str]], dict[Any, int], set[tuple[str, str]]]:
+    """The pairs the queue leaves out, the skipped pairs it shows last (`seq` of the skip) and
+    the current matches: every annotator's decisions, or in double review (`review.double`) what
+    `double_review` leaves out for this annotator."""
+    states = site.store.pair_states()
+    matches = {p for p, (dec, _seq) in states.items() if dec == "match"}
+    if site.config.review.double:
+        return (*double_review.queue_state(site.store.effective(), annotator), matches)
+    return decided_of(states), skipped_of(states), matches
+
+
+def review_context(
+    site: Site, tag: str, annotator: str, order: str | None, notice: str = ""
+) -> dict[str, Any]:
+    """The review card of `tag`'s next candidate in `order` (closest or most uncertain first;
+    skipped pairs last), and the queue's progress."""
+    wb, order = site.workbench, order or site.config.review.order
+    decided, skipped, matches = queue_state(site, annotator)
+    threshold = None
+    cands = wb.review.candidates[tag]
+    if order == "uncertain" and cands is not None:
+        threshold = known_match_threshold(cands, matches)
+    nxt = wb.review.next(tag, decided, skipped, 1, threshold)
     done, total = wb.review.progress(tag, decided)
     card = None
     if nxt:
         d, a, r, dist = nxt[0]
         info = wb.row(d)
-        card = {"drawing": d, "info": info, "rank": r, "distance": dist, **artwork_card(wb, a)}
+        again = (d, a) in skipped
+        card = {"drawing": d, "info": info, "rank": r, "distance": dist, "again": again}
+        card.update(artwork_card(wb, a))
     return {
         "card": card,
         "tag": tag,
+        "order": order,
+        "threshold": threshold,
+        "double": site.config.review.double,
+        "notice": notice,
         "done": done,
+        "skipped": len(cands.rows_of(skipped)) if cands is not None else 0,
         "total": total,
         "percent": (100.0 * done / total) if total else 0.0,
         "has_candidates": wb.review.has_candidates(tag),
@@ -142,9 +200,19 @@ def review_context(site: Site, tag: str) -> dict[str, Any]:
 
 @router.get("/review", response_class=HTMLResponse)
 def review(
-    request: Request, site: SiteDep, session: SignedIn, model: ModelQuery = None
+    request: Request,
+    site: SiteDep,
+    session: SignedIn,
+    model: ModelQuery = None,
+    order: OrderQuery = None,
 ) -> Response:
-    return site.page(request, "review.html", session, **review_context(site, site.tag_of(model)))
+    context = review_context(site, site.tag_of(model), session.annotator, order)
+    return site.page(request, "review.html", session, **context)
+
+
+def _back_to_review(tag: str, order: str) -> Response:
+    target = f"/review?model={quote(tag)}" + (f"&order={quote(order)}" if order else "")
+    return RedirectResponse(target, status_code=303)
 
 
 @router.post("/review", response_class=HTMLResponse)
@@ -154,22 +222,70 @@ def review_decide(
     session: CheckedPost,
     form: PostedDecision,
     model: Annotated[str, Form(max_length=MAX_ID)],
+    order: OrderForm = "",
 ) -> Response:
     pair = check_decision(site, form, model)
     tag = site.tag_of(pair.tag)
-    site.store.add(
-        pair.drawing,
-        pair.artwork,
-        pair.decision,
-        session.annotator,
-        tag,
-        pair.rank,
-        pair.distance,
-        pair.note,
-    )
+    store_decision(site, pair, session.annotator, tag)
     if request.headers.get("hx-request") != "true":
-        return RedirectResponse(f"/review?model={quote(tag)}", status_code=303)
-    return site.page(request, "_review_card.html", session, **review_context(site, tag))
+        return _back_to_review(tag, order)
+    context = review_context(site, tag, session.annotator, order)
+    return site.page(request, "_review_card.html", session, **context)
+
+
+@router.post("/review/undo", response_class=HTMLResponse)
+def review_undo(
+    request: Request,
+    site: SiteDep,
+    session: CheckedPost,
+    model: Annotated[str, Form(max_length=MAX_ID)] = "",
+    order: OrderForm = "",
+) -> Response:
+    """Undo the annotator's latest decision not undone yet (a new row; 409 if none is left)."""
+    tag = site.tag_of(model or None)
+    try:
+        _row, undone = site.store.undo(session.annotator)
+    except ValueError as exc:
+        raise HTTPException(409, str(exc)) from None
+    if request.headers.get("hx-request") != "true":
+        return _back_to_review(tag, order)
+    word = DECISION_WORDS.get(undone.decision, undone.decision)
+    notice = f"Undone: {word} on {undone.drawing_id} / {undone.artwork_id}"
+    context = review_context(site, tag, session.annotator, order, notice)
+    return site.page(request, "_review_card.html", session, **context)
+
+
+@router.get("/review/agreement", response_class=HTMLResponse)
+def review_agreement(
+    request: Request, site: SiteDep, session: SignedIn, model: ModelQuery = None
+) -> Response:
+    """Double review: the raters' agreement (Cohen's kappa) and the disagreements to settle."""
+    wb = site.workbench
+    tag = site.optional_tag(model)
+    found = double_review.agreement(site.store.effective())
+    rows = [
+        {"d": d, "art": artwork_card(wb, d.artwork_id), "info": wb.row(d.drawing_id)}
+        for d in found.disagreements
+        if wb.is_drawing(d.drawing_id) and wb.is_artwork(d.artwork_id)
+    ]
+    context = {"agreement": found, "rows": rows, "tag": tag, "double": site.config.review.double}
+    return site.page(request, "agreement.html", session, **context)
+
+
+@router.post("/review/settle")
+def review_settle(
+    site: SiteDep,
+    session: CheckedPost,
+    form: PostedDecision,
+    model: Annotated[str, Form(max_length=MAX_ID)] = "",
+) -> Response:
+    """Settle a disagreement: a `settle` decision (match or non-match) by this annotator."""
+    pair = check_decision(site, form, model)
+    if pair.decision not in double_review.REVIEWS:
+        raise HTTPException(400, "a disagreement is settled by a match or a non-match")
+    store_decision(site, pair, session.annotator, pair.tag, source="settle")
+    target = "/review/agreement" + (f"?model={quote(pair.tag)}" if pair.tag else "")
+    return RedirectResponse(target, status_code=303)
 
 
 @router.get("/export.csv", dependencies=[Depends(signed_in)])
