@@ -9,7 +9,9 @@ import json
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 
 from drawmatch.cli import main
 from drawmatch.core.config import load_config
@@ -56,33 +58,50 @@ def reviewed(root: Path) -> tuple[Path, str]:
     return out, tag
 
 
-def decide(out: Path) -> None:
-    """An expert's round: the 12 true pairs accepted (one after a change of mind), one candidate
-    rejected and one skipped."""
+def decide(out: Path) -> list[str]:
+    """An expert's round: 4 known pairs in a pairs file (imported by the round), the other 8
+    true pairs accepted in the workbench (one after a change of mind), two candidates rejected,
+    one skipped. Returns the round's arguments."""
+    known = out.parent / "known_pairs.csv"
+    rows = [f"draw{i:02d},art{i:02d}" for i in range(8, 12)]
+    known.write_text("drawing_id,artwork_id\n" + "\n".join(rows) + "\n")
     store = AnnotationStore(db_path(out))
     store.add("draw00", "art01", "match", "ana")
     store.add("draw00", "art01", "non-match", "ana")  # the latest decision wins
-    for i in range(12):
+    for i in range(8):
         store.add(f"draw{i:02d}", f"art{i:02d}", "match", "ana")
     store.add("draw03", "art07", "non-match", "ben")
     store.add("draw04", "art08", "skip", "ben")
+    return [f"out={out}", "name=round-1", f"pairs_csv=[{known}]", *TINY_ROUND]
 
 
 @pytest.fixture(scope="module")
 def round_run(ray_local, tmp_path_factory):
     out, old_tag = reviewed(tmp_path_factory.mktemp("retrain"))
-    decide(out)
-    assert run_retrain(f"out={out}", "name=round-1", *TINY_ROUND) == 0
-    return out, old_tag
+    args = decide(out)
+    assert run_retrain(*args) == 0
+    return out, old_tag, args
 
 
 def test_a_round_adds_a_model_the_workbench_and_the_report_show(round_run):
     from drawmatch.serve.data import Workbench
 
-    out, old_tag = round_run
-    exported = (out / "retrain" / "round-1" / "pairs.csv").read_text().splitlines()
-    assert len(exported) == 1 + 12 and "draw00,art01" not in " ".join(exported)
-    steps = json.loads((out / "retrain" / "round-1" / "steps.json").read_text())
+    out, old_tag, _args = round_run
+    where = out / "retrain" / "round-1"
+    exported = pd.read_csv(where / "pairs.csv")
+    assert sorted(exported["drawing_id"]) == [f"draw{i:02d}" for i in range(12)]
+    assert (exported["drawing_id"].str[4:] == exported["artwork_id"].str[3:]).all()
+    negatives = pd.read_csv(where / "negatives.csv")
+    assert sorted(zip(negatives["drawing_id"], negatives["artwork_id"])) == [
+        ("draw00", "art01"),
+        ("draw03", "art07"),
+    ]
+    # the fold carries the negatives, and the pairs stage mines them first
+    fold_negatives = pd.read_csv(where / "folds" / "negatives_00.csv")
+    assert len(fold_negatives) == 2 and set(fold_negatives["set"]) <= {"train", "val", "test"}
+    pairs_stage = yaml.safe_load((out / "runs" / "round-1-pairs" / "train_config.yaml").read_text())
+    assert pairs_stage["negatives_csv"] == str(where / "folds" / "negatives_00.csv")
+    steps = json.loads((where / "steps.json").read_text())
     assert list(steps) == list(STEPS)
     new_tag = Path(steps["embed"]["outputs"]["embeddings"]).name
     weights = steps["train pairs"]["outputs"]["weights"]
@@ -100,8 +119,7 @@ def test_a_round_adds_a_model_the_workbench_and_the_report_show(round_run):
 
 
 def test_an_interrupted_round_resumes_where_it_stopped(round_run, monkeypatch, capsys):
-    out, _old_tag = round_run
-    args = [f"out={out}", "name=round-1", *TINY_ROUND]
+    out, _old_tag, args = round_run
     steps_file = out / "retrain" / "round-1" / "steps.json"
     run_metrics = out / "runs" / "round-1-pairs" / "metrics.json"
     trained_at = run_metrics.stat().st_mtime_ns
@@ -138,8 +156,8 @@ def test_an_interrupted_round_resumes_where_it_stopped(round_run, monkeypatch, c
 
 
 def test_changed_training_settings_under_the_same_name_are_refused(round_run, capsys):
-    out, _old = round_run
-    assert run_retrain(f"out={out}", "name=round-1", *TINY_ROUND, "pairs.lr=0.02") == 1
+    _out, _old, args = round_run
+    assert run_retrain(*args, "pairs.lr=0.02") == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "runs/round-1-pairs was trained with other settings" in err
 

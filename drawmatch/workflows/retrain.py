@@ -43,13 +43,12 @@ from drawmatch.core.config import (
     to_dict,
 )
 from drawmatch.data import catalogue as cat
-from drawmatch.data.annotations import AnnotationStore, db_path, pairs_frame
+from drawmatch.data.annotations import AnnotationStore, db_path, pairs_frame, read_known_pairs
 from drawmatch.data.embeddings import list_model_tags
-from drawmatch.data.pairs import read_pairs
 from drawmatch.jobs import embed, evaluate, export, index, report, split, train
 from drawmatch.jobs.embed import EmbedConfig
 from drawmatch.jobs.evaluate import EvaluateConfig
-from drawmatch.jobs.export import ExportConfig
+from drawmatch.jobs.export import NEGATIVES_FILE, ExportConfig
 from drawmatch.jobs.index import IndexConfig
 from drawmatch.jobs.report import ReportConfig
 from drawmatch.jobs.split import SplitConfig
@@ -112,14 +111,16 @@ SET_BY_RETRAIN = {
 @dataclass(frozen=True)
 class RetrainConfig(Config):
     """One review round's retraining, resumable step by step: export the workbench's decisions
-    (or take `pairs_csv`), split them (fold 0 of `split_seed`), train `pseudo` then `pairs` from
+    (with the known pairs of `pairs_csv` imported first) as pairs and non-matches, split them (fold 0 of `split_seed`), train `pseudo` then `pairs` from
     `model`, embed with the new weights, index, evaluate the new model and `reference_model` (null:
     the first model already under out/embeddings) on the fold's test drawings, report. A new round
     takes a new `name`; a rerun of the same name skips the steps it finished."""
 
     out: str = setting("drawmatch-out", help="output root (with the reviewed model's embeddings)")
     name: str = setting("retrain", help="round name: retrain/<name>/, runs/<name>-pseudo, -pairs")
-    pairs_csv: str | None = setting(None, help="pairs trained on (null: export the decisions)")
+    pairs_csv: tuple[str, ...] = setting(
+        (), may_be_empty=True, help="known pairs files imported first (as `serve pairs_csv=`)"
+    )
     annotators: tuple[str, ...] = setting(
         (), may_be_empty=True, help="annotators whose decisions are exported (empty: all)"
     )
@@ -168,22 +169,14 @@ def round_dir(config: RetrainConfig) -> str:
     return storage.join(config.out, "retrain", config.name)
 
 
-def _has_key(cls: type, key: str) -> bool:
-    """Whether a job's config class declares `key` (negatives reach split and train through it)."""
-    return key in {f.name for f in fields(cls)}
-
-
 @dataclass
 class Plan:
     """Every step's config, made up front; the weights and the new tag are known only after
     training, so `embed`, `index` and `evaluate` are completed then."""
 
-    export: ExportConfig | None
-    pairs_csv: str
-    negatives_csv: str | None
+    export: ExportConfig
     split: SplitConfig
     fold_csv: str
-    negatives_fold: str | None
     pseudo: TrainConfig
     pairs: TrainConfig
     embed: EmbedConfig
@@ -191,37 +184,40 @@ class Plan:
 
 
 def plan(config: RetrainConfig) -> Plan:
-    """The configs of every step of a round (raises ConfigError for a value no step accepts)."""
+    """The configs of every step of a round (raises ConfigError for a value no step accepts):
+    the decisions exported to `retrain/<name>/pairs.csv` and `negatives.csv`, one fold of them
+    (`folds/fold_00.csv`, `folds/negatives_00.csv`), the pairs stage mining the fold's expert
+    non-matches first."""
     where = round_dir(config)
-    pairs_csv = config.pairs_csv or storage.join(where, "pairs.csv")
-    exported = None
-    if config.pairs_csv is None:
-        exported = ExportConfig(out=config.out, output=pairs_csv, annotators=config.annotators)
-    negatives = storage.join(storage.parent(pairs_csv), "negatives.csv")
-    with_negatives = _has_key(SplitConfig, "negatives_csv") and _has_key(
-        TrainConfig, "negatives_csv"
+    pairs_csv = storage.join(where, "pairs.csv")
+    exported = ExportConfig(
+        out=config.out, output=pairs_csv, annotators=config.annotators, pairs_csv=config.pairs_csv
     )
-    split_config = SplitConfig(out=where, pairs_csv=pairs_csv, n_folds=1, seed=config.split_seed)
+    negatives = storage.join(where, NEGATIVES_FILE)  # export writes it beside the pairs
+    split_config = SplitConfig(
+        out=where, pairs_csv=pairs_csv, negatives_csv=negatives, n_folds=1, seed=config.split_seed
+    )
     fold_csv = storage.join(where, "folds", "fold_00.csv")
-    negatives_fold = storage.join(where, "folds", "negatives_00.csv") if with_negatives else None
     common: dict[str, Any] = {"out": config.out, "fold_csv": fold_csv, "ray": config.ray}
     pseudo = replace(config.pseudo, run_name=f"{config.name}-pseudo", model=config.model, **common)
     pseudo_best = storage.join(config.out, "runs", f"{config.name}-pseudo", "best_model.pt")
     model = replace(config.model, weights=pseudo_best)
-    pairs = replace(config.pairs, run_name=f"{config.name}-pairs", model=model, **common)
-    embed_config = replace(config.embed, out=config.out, model=config.model, ray=config.ray)
-    report_config = ReportConfig(out=config.out, reference_model=config.reference_model)
+    fold_negatives = storage.join(where, "folds", "negatives_00.csv")
+    pairs = replace(
+        config.pairs,
+        run_name=f"{config.name}-pairs",
+        model=model,
+        negatives_csv=fold_negatives,
+        **common,
+    )
     return Plan(
         exported,
-        pairs_csv,
-        negatives if with_negatives else None,
         split_config,
         fold_csv,
-        negatives_fold,
         TrainConfig(**_fields_of(pseudo)),
         TrainConfig(**_fields_of(pairs)),
-        embed_config,
-        report_config,
+        replace(config.embed, out=config.out, model=config.model, ray=config.ray),
+        ReportConfig(out=config.out, reference_model=config.reference_model),
     )
 
 
@@ -319,22 +315,27 @@ def check_inputs(config: RetrainConfig) -> str:
         reference = tags[0]
     if reference not in tags:
         raise FileNotFoundError(f"reference_model={reference}: no embeddings; have {tags}")
-    if config.pairs_csv is not None:
-        pairs = read_pairs(config.pairs_csv)
-    else:
-        source = db_path(config.out)
-        if not storage.exists(source):
-            raise FileNotFoundError(
-                f"no annotations at {source}: decide some candidates in `drawmatch serve` "
-                "(or give pairs_csv=FILE)"
-            )
-        catalogue = cat.read_catalogue(config.out)
-        allowed = set(catalogue.loc[cat.usable(catalogue), "id"])
-        pairs = pairs_frame(AnnotationStore(source), allowed, config.annotators)
-    if pairs.empty:
-        where = config.pairs_csv or db_path(config.out)
-        raise ValueError(f"no annotated pairs in {where}: accept some matches first")
+    check_pairs(config)
     return reference
+
+
+def check_pairs(config: RetrainConfig) -> None:
+    """Refuse a round with nothing to train on: no annotation store and no known pairs, or no
+    accepted match in either (the known pairs files checked against the catalogue)."""
+    source = db_path(config.out)
+    if not storage.exists(source) and not config.pairs_csv:
+        raise FileNotFoundError(
+            f"no annotations at {source}: decide some candidates in `drawmatch serve` "
+            "(or import known pairs with pairs_csv=[FILE])"
+        )
+    catalogue = cat.read_catalogue(config.out)
+    known = sum(len(pairs) for _name, pairs in read_known_pairs(config.pairs_csv, catalogue))
+    decided = 0
+    if storage.exists(source):
+        allowed = set(catalogue.loc[cat.usable(catalogue), "id"])
+        decided = len(pairs_frame(AnnotationStore(source), allowed, config.annotators))
+    if known + decided == 0:
+        raise ValueError(f"no annotated pairs in {source}: accept some matches first")
 
 
 def run(config: RetrainConfig) -> RetrainResult:
@@ -350,10 +351,10 @@ def run(config: RetrainConfig) -> RetrainResult:
     outputs = {"export": steps.run("export", steps_plan.export, lambda: _export(steps_plan))}
     outputs["split"] = steps.run("split", steps_plan.split, lambda: _split(steps_plan))
     outputs["train pseudo"] = steps.run(
-        "train pseudo", steps_plan.pseudo, lambda: _train(steps_plan.pseudo, None)
+        "train pseudo", steps_plan.pseudo, lambda: _train(steps_plan.pseudo)
     )
     outputs["train pairs"] = steps.run(
-        "train pairs", steps_plan.pairs, lambda: _train(steps_plan.pairs, steps_plan.negatives_fold)
+        "train pairs", steps_plan.pairs, lambda: _train(steps_plan.pairs)
     )
     weights = outputs["train pairs"]["weights"]
     embed_config = replace(steps_plan.embed, model=replace(config.model, weights=weights))
@@ -374,34 +375,17 @@ def run(config: RetrainConfig) -> RetrainResult:
 
 
 def _export(steps_plan: Plan) -> dict[str, str]:
-    if steps_plan.export is None:  # pairs_csv given: nothing to export
-        return {"pairs": steps_plan.pairs_csv}
-    found = {"pairs": export.run(steps_plan.export).path}
-    if steps_plan.negatives_csv is not None and storage.exists(steps_plan.negatives_csv):
-        found["negatives"] = steps_plan.negatives_csv
-    return found
-
-
-def _negatives(path: str) -> dict[str, Any]:
-    """The `negatives_csv` key of split and train (declared where those jobs take negatives)."""
-    return {"negatives_csv": path}
+    result = export.run(steps_plan.export)
+    return {"pairs": result.path, "negatives": result.negatives_path}
 
 
 def _split(steps_plan: Plan) -> dict[str, str]:
-    config = steps_plan.split
-    negatives = steps_plan.negatives_csv
-    if negatives is not None and storage.exists(negatives):
-        config = replace(config, **_negatives(negatives))
-    split.run(config)
-    found = {"fold": steps_plan.fold_csv}
-    if steps_plan.negatives_fold is not None and storage.exists(steps_plan.negatives_fold):
-        found["negatives"] = steps_plan.negatives_fold
-    return found
+    split.run(steps_plan.split)
+    folds = storage.parent(steps_plan.fold_csv)
+    return {"fold": steps_plan.fold_csv, "negatives": storage.join(folds, "negatives_00.csv")}
 
 
-def _train(config: TrainConfig, negatives: str | None) -> dict[str, str]:
-    if negatives is not None and storage.exists(negatives):
-        config = replace(config, **_negatives(negatives))
+def _train(config: TrainConfig) -> dict[str, str]:
     _refuse_another_run(config)
     result = train.run(config)
     return {"run": result.run_dir, "weights": result.best_model}
