@@ -190,6 +190,7 @@ def test_an_out_folder_without_embeddings_is_refused_in_one_line(tmp_path, capsy
     ("override", "message"),
     [
         ("pairs.run_name=mine", "pairs.run_name: set by the retrain"),
+        ("pairs.negatives_csv=n.csv", "pairs.negatives_csv: set by the retrain"),
         ("pseudo.model.image_size=64", "pseudo.model.image_size: set by the retrain"),
         ("embed.ray.num_cpus=1", "embed.ray.num_cpus: set by the retrain"),
         ("pseudo.epochs=2", "pseudo.epochs: the first stage is pseudo-pairs alone"),

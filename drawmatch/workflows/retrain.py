@@ -102,8 +102,8 @@ class PairsStage(TrainConfig):
 
 # keys of a step's section that the retrain sets itself: a value there would be ignored
 SET_BY_RETRAIN = {
-    "pseudo": ("out", "run_name", "fold_csv", "model", "ray"),
-    "pairs": ("out", "run_name", "fold_csv", "model", "ray"),
+    "pseudo": ("out", "run_name", "fold_csv", "negatives_csv", "model", "ray"),
+    "pairs": ("out", "run_name", "fold_csv", "negatives_csv", "model", "ray"),
     "embed": ("out", "model", "ray"),
 }
 
@@ -111,10 +111,11 @@ SET_BY_RETRAIN = {
 @dataclass(frozen=True)
 class RetrainConfig(Config):
     """One review round's retraining, resumable step by step: export the workbench's decisions
-    (with the known pairs of `pairs_csv` imported first) as pairs and non-matches, split them (fold 0 of `split_seed`), train `pseudo` then `pairs` from
-    `model`, embed with the new weights, index, evaluate the new model and `reference_model` (null:
-    the first model already under out/embeddings) on the fold's test drawings, report. A new round
-    takes a new `name`; a rerun of the same name skips the steps it finished."""
+    (with the known pairs of `pairs_csv` imported first) as pairs and non-matches, split them
+    (fold 0 of `split_seed`), train `pseudo` then `pairs` from `model`, embed with the new
+    weights, index, evaluate the new model and `reference_model` (null: the first model already
+    under out/embeddings) on the fold's test drawings, report. A new round takes a new `name`; a
+    rerun of the same name skips the steps it finished."""
 
     out: str = setting("drawmatch-out", help="output root (with the reviewed model's embeddings)")
     name: str = setting("retrain", help="round name: retrain/<name>/, runs/<name>-pseudo, -pairs")
