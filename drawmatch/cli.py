@@ -229,6 +229,15 @@ JOBS: dict[str, Job] = {
         backbones=("backbone",),
         creates_out=True,
     ),
+    "retrain": Job(
+        "drawmatch.workflows.retrain",
+        "RetrainConfig",
+        "one review round: export, split, train, embed, index, evaluate, report (resumable)",
+        inputs={"pairs_csv": "file"},
+        backbones=("model.backbone",),
+        pooling="model.pooling",
+        needs_embeddings=True,
+    ),
     "report": Job("drawmatch.jobs.report", "ReportConfig", "static HTML report of the outputs"),
     "thumbnails": Job(
         "drawmatch.jobs.thumbnails",

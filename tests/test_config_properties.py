@@ -242,6 +242,7 @@ def _rest_of_one(*others: str) -> Callable[[float], list[str]]:
 
 
 TRAINING_JOBS = ("train", "verify", "classify")
+STAGES = ("pseudo", "pairs")  # the retrain's training stages
 # keys whose bound conflicts with another key's default (a rule across keys): the values of the
 # other keys that make the bound legal
 COMPANIONS: dict[tuple[str, str], Callable[[float], list[str]]] = {
@@ -258,9 +259,19 @@ COMPANIONS: dict[tuple[str, str], Callable[[float], list[str]]] = {
     ("split", "train"): _rest_of_one("val", "test"),
     ("split", "val"): _rest_of_one("train", "test"),
     ("split", "test"): _rest_of_one("train", "val"),
+    **{("retrain", f"{s}.train_resize"): lambda v, s=s: [f"{s}.train_crop=32"] for s in STAGES},
+    **{("retrain", f"{s}.train_crop"): lambda v, s=s: [f"{s}.train_resize=4096"] for s in STAGES},
 }
-# bounds no other value makes legal: a sweep's ASHA grace period (>= 1) needs base.epochs >= 1
-REFUSED_AT_BOUND = {("sweep", "base.epochs", "0")}
+# bounds no other value makes legal: a sweep's ASHA grace period (>= 1) needs base.epochs >= 1;
+# a retrain's first stage trains on pseudo-pairs and its second on the pairs, and it sets its
+# stages' and its embed step's model and Ray itself (from its own `model` and `ray`)
+REFUSED_AT_BOUND = {
+    ("sweep", "base.epochs", "0"),
+    ("retrain", "pseudo.pseudo_epochs", "0"),
+    ("retrain", "pairs.epochs", "0"),
+    *[("retrain", f"{s}.model.image_size", v) for s in (*STAGES, "embed") for v in ("32", "4096")],
+    *[("retrain", f"{s}.ray.num_cpus", "1") for s in (*STAGES, "embed")],
+}
 
 
 def _at_bounds(key: Key) -> list[str]:

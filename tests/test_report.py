@@ -54,6 +54,7 @@ class Page(HTMLParser):
         super().__init__()
         self.tables: dict[str, list[list[tuple[str, str | None]]]] = {}
         self.images: list[str] = []
+        self.links: list[str] = []
         self._table: str | None = None
         self._cell: list[str] | None = None
         self._value: str | None = None
@@ -62,6 +63,8 @@ class Page(HTMLParser):
         a = dict(attrs)
         if tag == "img":
             self.images.append(a["src"])
+        elif tag == "a":
+            self.links.append(a["href"])
         elif tag == "table":
             self._table = a.get("data-table")
             self.tables[self._table] = []
@@ -103,10 +106,16 @@ def check_evaluations_match(out: Path, page: Page, data: dict) -> int:
         (entry,) = [e for e in data["comparison"]["evaluations"] if Path(e["file"]) == path]
         assert entry["metrics"] == written["metrics"]
         values = [float(v) for _t, v in row[3:] if v is not None]
-        assert values == [float(written["metrics"][k]) for k in sorted_keys(written["metrics"])]
+        shown = [k for k in sorted_keys(written["metrics"]) if shown_at(k, written["gallery_size"])]
+        assert values == [float(written["metrics"][k]) for k in shown]
         for key in ("MAP", "MP", "MMP"):
             assert f"{written['metrics'][key]:.2f}" in [t for t, _v in row]
     return len(files)
+
+
+def shown_at(key: str, gallery_size: int) -> bool:
+    """Whether the page shows a metric: R@k only for k below the gallery size."""
+    return not key.startswith("R@") or int(key[2:]) < gallery_size
 
 
 def sorted_keys(metrics: dict) -> list[str]:
@@ -120,6 +129,12 @@ def check_images_exist(report_dir: Path, page: Page) -> None:
     for src in page.images:
         assert not src.startswith(("http:", "https:", "/", "file:")), src
         assert (report_dir / src).is_file(), src
+    # every thumbnail links to its image at full size, written beside the page
+    full = [link for link in page.links if link.startswith("images/full/")]
+    assert len(full) == sum(1 for src in page.images if not src.endswith(".png"))
+    for link in full:
+        with Image.open(report_dir / link) as img:
+            assert img.format == "JPEG" and max(img.size) <= 2048
     for text in ("http://", "https://", "<script"):
         assert text not in (report_dir / INDEX_FILE).read_text()
 
@@ -309,6 +324,28 @@ def test_fold_report_numbers_equal_what_evaluate_and_train_wrote(fold_run):
         assert [float(r[1][1]) for r in rows] == [h["train_loss"] for h in written["history"]]
     assert (report_dir / "images" / "training-curves.png").is_file()
     assert (report_dir / "images" / "fold-mp.png").is_file()
+
+
+def test_fold_report_compares_the_models_with_paired_bootstrap_intervals(fold_run):
+    out, report_dir, _runs = fold_run
+    page = read_page(report_dir / INDEX_FILE)
+    data = json.loads((report_dir / JSON_FILE).read_text())
+    whole = {e["model_tag"]: e for e in data["comparison"]["evaluations"] if e["set"] is None}
+    first, second = sorted(whole)  # the 32 px and the 40 px model, both on pairs.csv
+    (diff,) = data["comparison"]["differences"]  # the test set was evaluated under one model
+    assert (diff["reference"], diff["model"], diff["queries"]) == (first, second, 12)
+    # R@k only below the gallery of 12 artworks, in the comparison and in the metrics table
+    assert set(diff["metrics"]) == {"MAP", "MP", "MMP", "R@1", "R@5", "R@10"}
+    assert {len(row) for row in page.tables["evaluations"]} == {3 + 8}  # + n_queries, n_pairs
+    rows = {r[0][0]: r for r in page.tables[next(k for k in page.tables if "-vs-" in k)]}
+    for metric, found in diff["metrics"].items():
+        # the point estimates are evaluate's own figures; the page shows the JSON's numbers
+        assert found["reference"] == pytest.approx(whole[first]["metrics"][metric])
+        assert found["model"] == pytest.approx(whole[second]["metrics"][metric])
+        assert found["low"] <= found["difference"] <= found["high"]
+        assert float(rows[metric][3][1]) == found["difference"]
+        assert json.loads(rows[metric][4][1]) == [found["low"], found["high"]]
+        assert rows[metric][5][0].startswith("no") == (found["low"] <= 0 <= found["high"])
 
 
 def test_fold_report_collection_counts_drawings_not_versos(fold_run):

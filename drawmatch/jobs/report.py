@@ -28,6 +28,7 @@ from drawmatch.data.pairs import read_pairs
 from drawmatch.reporting.html_report import Images, Table, render_page
 from drawmatch.reporting.report_sections import (
     CONVENTIONS,
+    Bootstrap,
     SheetChoice,
     collection_section,
     comparison_section,
@@ -45,7 +46,9 @@ class ReportConfig(Config):
     drawings of the qualitative sheets (empty: `examples` annotated drawings drawn with `seed`);
     `pairs_csv`: the annotations shown (default: the pairs file of the models' evaluations);
     `review_model`: the model whose closest unannotated pairs are listed for review (default:
-    the best by MAP)."""
+    the best by MAP); `reference_model`: the model every other one is compared with, each
+    metric's difference with a paired bootstrap 95 % interval over the drawings
+    (`bootstrap_resamples` resamples drawn with `seed`; default: the first of `model_tags`)."""
 
     out: str = setting("drawmatch-out", help="output root")
     output: str | None = setting(None, help="report folder (null: out/report)")
@@ -55,12 +58,18 @@ class ReportConfig(Config):
     drawings: tuple[str, ...] = setting((), may_be_empty=True, help="drawings shown (empty: drawn)")
     pairs_csv: str | None = setting(None, help="annotations shown")
     examples: int = setting(6, ge=0, help="drawings drawn for the sheets")
-    seed: int = setting(0, ge=0, help="seed of the drawn drawings")
+    seed: int = setting(0, ge=0, help="seed of the drawn drawings and of the bootstrap")
     top_k: int = setting(10, ge=1, help="artworks per sheet row")
     samples_per_age_group: int = setting(6, ge=0, help="drawings shown per age group")
     top_countries: int = setting(30, ge=1, help="countries in the country table")
     review_candidates: int = setting(24, ge=0, help="unannotated pairs listed for review")
     review_model: str | None = setting(None, help="model of the review list (null: best MAP)")
+    reference_model: str | None = setting(
+        None, help="model the others are compared with (null: the first of model_tags)"
+    )
+    bootstrap_resamples: int = setting(
+        2000, ge=100, le=100_000, help="resamples of the comparison's bootstrap intervals"
+    )
     thumb_size: int = setting(220, ge=MIN_IMAGE_SIZE, le=1024, help="thumbnail side in px")
 
 
@@ -141,13 +150,15 @@ def run(config: ReportConfig) -> ReportResult:
     """Write the report of the outputs under `config.out`; returns the index page's path."""
     out = config.out
     catalogue = cat.read_catalogue(out)
-    output = config.output or storage.join(out, "report")
-    storage.makedirs(output)
     available = list_model_tags(out)
     unknown = [t for t in config.model_tags if t not in available]
     if unknown:
         raise ValueError(f"no embeddings for model(s) {unknown}; available: {available or 'none'}")
     tags = list(config.model_tags) or available
+    if config.reference_model is not None and config.reference_model not in tags:
+        raise ValueError(f"reference_model={config.reference_model} is not among the models {tags}")
+    output = config.output or storage.join(out, "report")
+    storage.makedirs(output)
     evaluations = read_evaluations(out)
     images = Images(out, output, catalogue, config.thumb_size)
     tables: list[Table] = []
@@ -160,7 +171,10 @@ def run(config: ReportConfig) -> ReportResult:
         samples_per_age_group=config.samples_per_age_group,
         seed=config.seed,
     )
-    models, model_data = comparison_section(out, catalogue, tags, evaluations, images, tables)
+    bootstrap = Bootstrap(config.reference_model, config.bootstrap_resamples, config.seed)
+    models, model_data = comparison_section(
+        out, catalogue, tags, evaluations, images, tables, bootstrap
+    )
     sheets, sheet_data = sheets_section(
         out,
         catalogue,
@@ -183,6 +197,7 @@ def run(config: ReportConfig) -> ReportResult:
         "comparison": model_data,
         "qualitative": sheet_data,
         "images": sorted(images.written.values()),
+        "full_images": sorted(images.full_written.values()),
     }
     storage.write_text(storage.join(output, JSON_FILE), json.dumps(data, indent=2, default=_plain))
     storage.write_text(

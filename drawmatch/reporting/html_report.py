@@ -26,6 +26,8 @@ from drawmatch.reporting.results import metric_keys
 from drawmatch.reporting.sheets import thumbnail
 
 IMAGES = "images"
+FULL = "full"  # full-size images, under IMAGES
+FULL_SIDE = 2048
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("drawmatch.reporting", "templates"),
@@ -34,6 +36,16 @@ TEMPLATES = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+def breakable(text: object) -> Markup:
+    """`text` escaped, with a line-break opportunity (`<wbr>`) after each `_`, `-` and `/`: the
+    page's styles never break a word, so an id wraps only at its separators."""
+    escaped = str(Markup.escape(str(text)))
+    return Markup(re.sub(r"([_/-])", r"\1<wbr>", escaped))
+
+
+TEMPLATES.filters["breakable"] = breakable
 
 
 def render(template: str, **context: Any) -> Markup:
@@ -119,12 +131,14 @@ def mean_std_table(key: str, title: str, columns: dict[str, dict[str, Any]]) -> 
 
 @dataclass
 class Tile:
-    """A thumbnail over its caption lines; `frame`: "query" (the drawing), "annotated" or ""."""
+    """A thumbnail over its caption lines, linking to the full image (`href`, if any); `frame`:
+    "query" (the drawing), "annotated" or ""."""
 
     src: str
     id: str
     lines: list[str]
     frame: str = ""
+    href: str = ""
 
 
 class Images:
@@ -139,6 +153,8 @@ class Images:
         self.paths = dict(zip(catalogue["id"], cat.resolve_paths(catalogue, roots)))
         self.hidden = set(catalogue.loc[insights.is_verso(catalogue), "id"])
         self.written: dict[str, str] = {}
+        self.full_written: dict[str, str] = {}
+        storage.makedirs(storage.join(self.dir, FULL))
 
     def thumb(self, image_id: str) -> str:
         """Relative path of the thumbnail of catalogue image `image_id` (written once)."""
@@ -154,9 +170,24 @@ class Images:
             self.written[image_id] = f"{IMAGES}/{name}"
         return self.written[image_id]
 
+    def full(self, image_id: str) -> str:
+        """Relative path of catalogue image `image_id` at full size (longest side at most
+        `FULL_SIDE` px) as a JPEG any browser shows, written once under `images/full/`."""
+        if image_id in self.hidden:
+            raise ValueError(f"a verso can not be shown: {image_id}")
+        if image_id not in self.full_written:
+            digest = hashlib.sha1(image_id.encode()).hexdigest()[:8]
+            name = f"{FULL}/{slug(image_id)[:60]}-{digest}.jpg"
+            img = thumbnail(self.paths[image_id], FULL_SIDE, upscale=False)
+            buffer = io.BytesIO()
+            img.save(buffer, format="JPEG", quality=90)
+            storage.write_bytes(storage.join(self.dir, name), buffer.getvalue())
+            self.full_written[image_id] = f"{IMAGES}/{name}"
+        return self.full_written[image_id]
+
     def tile(self, image_id: str, lines: list[str], frame: str = "") -> Tile:
-        """The tile of catalogue image `image_id` (its thumbnail written once)."""
-        return Tile(self.thumb(image_id), image_id, lines, frame)
+        """The tile of catalogue image `image_id` (its thumbnail and full image written once)."""
+        return Tile(self.thumb(image_id), image_id, lines, frame, self.full(image_id))
 
     def figure(self, name: str, fig: Any) -> str:
         """Relative path of the matplotlib figure `fig`, written as `name.png`."""

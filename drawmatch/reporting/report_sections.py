@@ -3,7 +3,8 @@
 - the collection (chapter 3, table A.1): drawings per year, age group and country, the year x
   age-group table, sample drawings per age group, ingest's parse and error counts, duplicates;
 - model comparison (tables 5.1-5.4, 6.1, figures 5.5-5.7): each model's metrics as evaluate
-  wrote them, mean +- std over fold runs, the distribution of positions, training curves;
+  wrote them, each model's difference from a reference model with a paired bootstrap 95 %
+  interval over the drawings (`drawmatch.reporting.comparison`), mean +- std over fold runs, the distribution of positions, training curves;
 - qualitative sheets (figures 6.1-6.5): chosen drawings, their annotated artworks and each
   model's top-k, with every annotated artwork's rank; the closest unannotated pairs (appendix B).
 
@@ -22,6 +23,13 @@ import pandas as pd
 
 from drawmatch.data import catalogue as cat
 from drawmatch.reporting import insights, plots
+from drawmatch.reporting.comparison import (
+    RESAMPLES,
+    SEED,
+    paired_bootstrap,
+    per_query_metrics,
+    shown_ks,
+)
 from drawmatch.reporting.html_report import (
     Images,
     Section,
@@ -213,6 +221,16 @@ class RunGroupPart:
     table: Table | None
 
 
+@dataclass(frozen=True)
+class Bootstrap:
+    """The comparison's reference model (None: the first model of the report) and its paired
+    bootstrap: resamples of the drawings and the seed that draws them."""
+
+    reference: str | None = None
+    resamples: int = RESAMPLES
+    seed: int = SEED
+
+
 def comparison_section(
     out: str,
     catalogue: pd.DataFrame,
@@ -220,17 +238,30 @@ def comparison_section(
     evaluations: list[Evaluation],
     images: Images,
     tables: list[Table],
+    bootstrap: Bootstrap | None = None,
 ) -> tuple[Section, dict[str, Any]]:
-    """Model comparison: evaluate's metrics, the positions behind them, folds and training runs."""
-    data: dict[str, Any] = {"evaluations": [], "folds": None, "run_groups": [], "runs": []}
-    context: dict[str, Any] = {"conventions": CONVENTIONS, "evaluations": None}
+    """Model comparison: evaluate's metrics, the positions behind them, each model's difference
+    from the reference with its paired bootstrap interval, folds and training runs."""
+    data: dict[str, Any] = {
+        "evaluations": [],
+        "differences": [],
+        "folds": None,
+        "run_groups": [],
+        "runs": [],
+    }
+    context: dict[str, Any] = {"conventions": CONVENTIONS, "evaluations": None, "differences": []}
     evaluations = [e for e in evaluations if e.model_tag in tags]
     if evaluations:
         context["evaluations"] = _evaluations_table(evaluations, data)
         tables.append(context["evaluations"])
         context["detection"] = _detection_table(evaluations)
         tables += [context["detection"]] if context["detection"] else []
-        context.update(_positions(out, catalogue, evaluations, images, data))
+        ranks = _ranks(out, catalogue, evaluations)
+        context.update(_positions(evaluations, ranks, images, data))
+        context["differences"] = _differences(evaluations, ranks, tags, bootstrap or Bootstrap())
+        data["differences"] = [d.record for d in context["differences"]]
+        tables += [d.table for d in context["differences"]]
+        context["bootstrap"] = bootstrap or Bootstrap()
     folds = read_fold_tables(out)
     context["folds"] = None
     if folds is not None:
@@ -252,21 +283,35 @@ def comparison_section(
     return Section("models", "Model comparison", render("models.html", **context)), data
 
 
+def _r_at(key: str) -> int | None:
+    """k of an `R@k` key, else None."""
+    return int(key[2:]) if key.startswith("R@") and key[2:].isdigit() else None
+
+
+def _shown(key: str, gallery_size: int) -> bool:
+    """Whether a metric is shown for a gallery: R@k only for k below its size."""
+    k = _r_at(key)
+    return k is None or bool(shown_ks([k], gallery_size))
+
+
 def _evaluations_table(evaluations: list[Evaluation], data: dict[str, Any]) -> Table:
-    """Each evaluation's metrics, every key any of them has (in `metric_keys` order)."""
-    keys = list(metric_keys(evaluations[0].metrics))
-    for e in evaluations[1:]:
-        keys += [k for k in metric_keys(e.metrics) if k not in keys]
+    """Each evaluation's metrics, every key any of them has (in `metric_keys` order); an R@k at
+    or beyond the gallery size (100 % whatever the model) is left out."""
+    keys: list[str] = []
+    for e in evaluations:
+        keys += [k for k in metric_keys(e.metrics) if k not in keys and _shown(k, e.gallery_size)]
+    keys = metric_keys(dict.fromkeys(keys, 0.0))
     table = Table(
         "evaluations",
         "Metrics per model, as `drawmatch evaluate` wrote them",
         ["model", "pairs (set)", "gallery", *keys],
-        note="MP, MMP: means of 0-based positions; R@k, MAP: percent.",
+        note="MP, MMP: means of 0-based positions; R@k, MAP: percent. R@k for k at or beyond "
+        "the gallery size (always 100 %) is left out.",
     )
     for e in evaluations:
         cells = [
             (integer(e.metrics[k]) if k.startswith("n_") else num(e.metrics[k]))
-            if k in e.metrics
+            if k in e.metrics and _shown(k, e.gallery_size)
             else "–"
             for k in keys
         ]
@@ -314,10 +359,23 @@ def _detection_table(evaluations: list[Evaluation]) -> Table | None:
     return table
 
 
+def _ranks(
+    out: str, catalogue: pd.DataFrame, evaluations: list[Evaluation]
+) -> dict[str, dict[str, np.ndarray]]:
+    """Today's 0-based positions of each evaluation's annotated artworks (by evaluation file):
+    drawing id -> positions; evaluations whose pairs file is gone or empty are left out."""
+    found = {}
+    for e in evaluations:
+        pairs = evaluation_pairs(e, catalogue)
+        if pairs is None or pairs.empty:
+            continue
+        found[e.file] = positions(out, e.model_tag, catalogue, annotated(pairs))
+    return found
+
+
 def _positions(
-    out: str,
-    catalogue: pd.DataFrame,
     evaluations: list[Evaluation],
+    ranks: dict[str, dict[str, np.ndarray]],
     images: Images,
     data: dict[str, Any],
 ) -> dict[str, Any]:
@@ -326,15 +384,13 @@ def _positions(
     boxes: dict[str, list[float]] = {}
     checks = []
     for e in evaluations:
-        pairs = evaluation_pairs(e, catalogue)
-        if pairs is None or pairs.empty:
+        if e.file not in ranks:
             continue
-        ranks = positions(out, e.model_tag, catalogue, annotated(pairs))
         ks = [int(k[2:]) for k in e.metrics if k.startswith("R@")]
-        again = metrics_of_positions(ranks, ks)
+        again = metrics_of_positions(ranks[e.file], ks)
         same = all(abs(again[k] - v) <= 1e-6 for k, v in e.metrics.items() if k in again)
         checks.append((e, same))
-        boxes[f"{e.model_tag}\n{e.label}"] = np.concatenate(list(ranks.values())).tolist()
+        boxes[f"{e.model_tag}\n{e.label}"] = np.concatenate(list(ranks[e.file].values())).tolist()
     figure = None
     if boxes:
         fig = plots.box_plot(
@@ -346,6 +402,93 @@ def _positions(
     data["positions_match_evaluate"] = {e.file: same for e, same in checks}
     stale = ", ".join(f"{e.model_tag} on {e.label}" for e, same in checks if not same)
     return {"positions": figure, "stale": stale}
+
+
+@dataclass
+class DifferencePart:
+    """One model against the reference on one pairs file (set): its table and JSON record."""
+
+    table: Table
+    record: dict[str, Any]
+
+
+def _differences(
+    evaluations: list[Evaluation],
+    ranks: dict[str, dict[str, np.ndarray]],
+    tags: list[str],
+    bootstrap: Bootstrap,
+) -> list[DifferencePart]:
+    """Per pairs file (and set) evaluated under two models or more: each model against the
+    reference (`bootstrap.reference` if evaluated there, else the first in `tags` order)."""
+    by_label: dict[tuple[str, str | None], list[Evaluation]] = {}
+    for e in evaluations:
+        if e.file in ranks:
+            by_label.setdefault((e.pairs, e.set), []).append(e)
+    parts = []
+    for group in by_label.values():
+        group = sorted(group, key=lambda e: tags.index(e.model_tag))
+        if len(group) < 2:
+            continue
+        reference = next((e for e in group if e.model_tag == bootstrap.reference), group[0])
+        for e in group:
+            if e is not reference:
+                parts.append(_difference(reference, e, ranks, bootstrap))
+    return parts
+
+
+def _difference(
+    reference: Evaluation,
+    model: Evaluation,
+    ranks: dict[str, dict[str, np.ndarray]],
+    bootstrap: Bootstrap,
+) -> DifferencePart:
+    """`model` minus `reference` on the drawings both scored, each metric with its interval."""
+    ref_ranks, model_ranks = ranks[reference.file], ranks[model.file]
+    queries = sorted(set(ref_ranks) & set(model_ranks))
+    gallery = min(reference.gallery_size, model.gallery_size)
+    ks = [k for k in (_r_at(m) for m in metric_keys(reference.metrics)) if k is not None]
+    ks = shown_ks([k for k in ks if f"R@{k}" in model.metrics], gallery)
+    found = paired_bootstrap(
+        per_query_metrics([ref_ranks[q] for q in queries], ks),
+        per_query_metrics([model_ranks[q] for q in queries], ks),
+        ["MAP", "MP", "MMP", *[f"R@{k}" for k in ks]],
+        bootstrap.resamples,
+        bootstrap.seed,
+    )
+    a, b = reference.model_tag, model.model_tag
+    table = Table(
+        f"difference-{slug(b)}-vs-{slug(a)}-{slug(model.label)}",
+        f"{b} − {a} on {model.label}: {len(queries)} drawings, paired bootstrap 95 % interval",
+        ["metric", a, b, "difference", "95 % interval", "clear difference"],
+        note=f"Difference: {b} minus {a}; MAP and R@k (percent): higher is better, MP and MMP "
+        f"(0-based positions): lower is better. Interval: 2.5th and 97.5th percentiles of the "
+        f"difference over {bootstrap.resamples} resamples of the {len(queries)} drawings (drawn "
+        f"with replacement, the same draw for both models; seed {bootstrap.seed}). Clear: the "
+        "interval leaves out 0.",
+    )
+    for d in found:
+        verdict = ("yes, better" if d.better else "yes, worse") if d.clear else "no (holds 0)"
+        table.rows.append(
+            [
+                d.metric,
+                num(d.reference),
+                num(d.model),
+                (f"{d.difference:+.2f}", d.difference),
+                (f"[{d.low:+.2f}, {d.high:+.2f}]", [d.low, d.high]),
+                verdict,
+            ]
+        )
+    record = {
+        "reference": a,
+        "model": b,
+        "pairs": model.pairs,
+        "set": model.set,
+        "queries": len(queries),
+        "resamples": bootstrap.resamples,
+        "seed": bootstrap.seed,
+        "metrics": {d.metric: asdict(d) for d in found},
+    }
+    return DifferencePart(table, record)
 
 
 def _run_groups(

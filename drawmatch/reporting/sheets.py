@@ -75,11 +75,13 @@ def wrap(text: str, width: int, size: int = FONT_SIZE) -> list[str]:
     return lines
 
 
-def thumbnail(path: str, size: int) -> Image.Image:
-    """The image at `path` fitted in a `size` square (aspect kept); a grey card naming the
-    problem if it cannot be read."""
+def thumbnail(path: str, size: int, upscale: bool = True) -> Image.Image:
+    """The image at `path` fitted in a `size` square (aspect kept; a smaller image is enlarged
+    only if `upscale`); a grey card naming the problem if it cannot be read."""
     try:
         img = open_image(path, draft_size=size)
+        if not upscale and max(img.size) <= size:
+            return img
         return ImageOps.contain(img, (size, size))
     except ImageError as exc:
         card = Image.new("RGB", (size, size), (235, 235, 235))
