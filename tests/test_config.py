@@ -145,6 +145,7 @@ BAD_VALUES: dict[str, dict[str, list[str]]] = {
         "k": ["0", "201"],
         "page_size": ["0"],
         "max_upload_bytes": ["0"],
+        "kept_upload_bytes": ["-1", "inf"],
         "max_upload_pixels": ["0"],
         "max_image_pixels": ["0"],
         "thumb_size": ["16"],
@@ -253,6 +254,8 @@ BAD_VALUES: dict[str, dict[str, list[str]]] = {
         "ks": ["[]", "[0]", "[1, -5]"],
         "split_set": ["training", "TEST"],
         "runs": ["''"],
+        "detection_k": ["0", "1001"],
+        "max_flagged": ["-0.01", "1.5", "nan"],
     },
     "RegionsConfig": {
         "out": ["''"],
