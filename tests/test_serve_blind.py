@@ -38,7 +38,8 @@ def double(tmp_path_factory):
     return tag, {name: signed_in(app, name) for name in ("Ada", "Grace", "Lin")}
 
 
-def annotate(who, tag: str, drawing: str, artwork: str, decision: str) -> None:
+def annotate(who, tag: str, drawing: str, artwork: str, decision: str, hx: bool = False) -> str:
+    """Decide a pair on its drawing page; returns the updated pair as htmx gets it (`hx`)."""
     http, token = who
     response = http.post(
         "/annotate",
@@ -49,9 +50,11 @@ def annotate(who, tag: str, drawing: str, artwork: str, decision: str) -> None:
             "model": tag,
             "decision": decision,
         },
+        headers={"HX-Request": "true"} if hx else {},
         follow_redirects=False,
     )
-    assert response.status_code == 303, response.text
+    assert response.status_code == (200 if hx else 303), response.text
+    return response.text
 
 
 def pair_item(page: str, artwork: str) -> str:
@@ -139,7 +142,8 @@ def test_skips_are_hidden_agreeing_reviews_and_known_pairs_are_shown(double):
     annotate(ada, tag, drawing, artwork, "skip")  # a skip is no review, and stays Ada's own
     assert seen(ada, drawing, artwork)["state"] == "skip"
     assert seen(grace, drawing, artwork)["state"] is None
-    annotate(grace, tag, drawing, artwork, "match")
+    updated = annotate(grace, tag, drawing, artwork, "match", hx=True)
+    assert 'title="1 decision(s) on this pair"' in updated and "Ada" not in updated
     assert seen(ada, drawing, artwork)["state"] == "skip"  # one review: still blind
     annotate(ada, tag, drawing, artwork, "match")
     agreed = {
