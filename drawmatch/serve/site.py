@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from drawmatch.data.annotations import AnnotationStore
+from drawmatch.reporting.html_report import breakable
 from drawmatch.retrieval.region_search import SEARCH_MODES
 from drawmatch.serve import security
 from drawmatch.serve.config import ServeConfig
@@ -34,10 +35,12 @@ def package_dir(name: str) -> Path:
 
 
 def make_templates() -> Jinja2Templates:
-    """The page templates, with the `u` (URL part) and `dist` (distance) filters."""
+    """The page templates, with the `u` (URL part), `dist` (distance) and `breakable` (an id
+    that wraps only after `_`, `-` and `/`, as in the report) filters."""
     templates = Jinja2Templates(directory=str(package_dir("templates")))
     templates.env.filters["u"] = lambda s: quote(str(s), safe="")
     templates.env.filters["dist"] = lambda d: f"{d:.3f}"
+    templates.env.filters["breakable"] = breakable
     return templates
 
 

@@ -6,6 +6,7 @@ matched and closest drawings under a chosen model; mark a drawing as its copy)."
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -15,7 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 
 from drawmatch.data.annotations import Decision
 from drawmatch.data.imaj import is_verso_name
-from drawmatch.serve import security
+from drawmatch.serve import blinding, security
 from drawmatch.serve.data import RegionHit, Workbench
 from drawmatch.serve.grid import SORTS
 from drawmatch.serve.site import (
@@ -54,6 +55,24 @@ def health(request: Request, site: SiteDep) -> Response:
     return JSONResponse(body, status_code=503 if loading else 200)
 
 
+def seen_by(
+    site: Site, annotator: str, drawing_id: str | None = None, artwork_id: str | None = None
+) -> blinding.Visible:
+    """The decisions (of one drawing and/or artwork) `annotator` may see: in double review, not
+    the others' decisions on pairs still in double review (`blinding`)."""
+    history = site.store.history(drawing_id=drawing_id, artwork_id=artwork_id)
+    return blinding.visible(history, annotator, site.config.review.double)
+
+
+def grid_states(site: Site, annotator: str, ids: list[str] | None = None) -> dict[str, str]:
+    """drawing id -> its annotation state (`match` or `annotated`) as `annotator` may see it,
+    optionally only for `ids`."""
+    if not site.config.review.double:
+        return site.store.drawing_states(ids)
+    states = blinding.drawing_states(seen_by(site, annotator).current)
+    return states if ids is None else {k: states[k] for k in ids if k in states}
+
+
 @router.get("/drawings", response_class=HTMLResponse)
 def grid(
     request: Request,
@@ -68,15 +87,15 @@ def grid(
     sort: Literal["id", "year", "country", "age"] = "id",
     page_no: Annotated[int, Query(alias="page", ge=1, le=1_000_000)] = 1,
 ) -> Response:
-    wb, store = site.workbench, site.store
+    wb = site.workbench
     filters = {"year": year, "age_group": age_group, "country": country}
-    states = store.drawing_states() if state != "all" else None
+    states = grid_states(site, session.annotator) if state != "all" else None
     rows = wb.grid.select(filters, collection, states, state, q.strip(), sort)
     size = site.config.page_size
     pages = max(1, math.ceil(len(rows) / size))
     page_no = min(page_no, pages)
     shown = [str(wb.grid.ids[i]) for i in rows[(page_no - 1) * size : page_no * size]]
-    badges = store.drawing_states(shown)
+    badges = grid_states(site, session.annotator, shown)
     tiles = [dict(wb.grid.tile(key), state=badges.get(key, "")) for key in shown]
     params = {k: v for k, v in filters.items() if v}
     params.update(collection=collection, state=state, sort=sort)
@@ -168,13 +187,15 @@ def cross_ranks(columns: list[dict[str, Any]], k: int) -> None:
 
 
 def drawing_context(
-    site: Site, key: str, tag: str | None, other: str | None, k: int, mode: str
+    site: Site, annotator: str, key: str, tag: str | None, other: str | None, k: int, mode: str
 ) -> dict[str, Any]:
-    """What a drawing's page shows: one column of closest artworks per model (`tag`, and
-    `other` to compare), the artworks decided elsewhere, similar drawings and style copies."""
-    wb, store = site.workbench, site.store
-    current = store.current_by_pair(key)
-    counts = history_counts(store.history(drawing_id=key))
+    """What a drawing's page shows `annotator`: one column of closest artworks per model (`tag`,
+    and `other` to compare), the artworks decided elsewhere, similar drawings and style copies;
+    each pair with the decisions `annotator` may see and whether its two reviews disagree."""
+    wb = site.workbench
+    seen = seen_by(site, annotator, drawing_id=key)
+    current = {a: d for (_d, a), d in seen.current.items()}
+    counts = history_counts(seen.history)
     image = wb.drawing_image(key) if mode == "verified" else None
     columns = [model_column(wb, key, t, mode, k, image, current, counts) for t in (tag, other) if t]
     if len(columns) == 2:
@@ -185,6 +206,8 @@ def drawing_context(
         for a, dec in current.items()
         if a not in listed and wb.is_artwork(a)
     ]
+    for p in [*elsewhere, *(p for c in columns for p in c["pairs"])]:
+        p["disputed"] = (key, p["id"]) in seen.disputed
     return {
         "drawing": key,
         "info": wb.row(key),
@@ -218,7 +241,10 @@ def drawing(
     check_mode(mode)
     k = site.config.k if k is None else k
     return site.page(
-        request, "drawing.html", session, **drawing_context(site, key, tag, other, k, mode)
+        request,
+        "drawing.html",
+        session,
+        **drawing_context(site, session.annotator, key, tag, other, k, mode),
     )
 
 
@@ -240,7 +266,11 @@ def artworks(
     size = site.config.page_size
     pages = max(1, math.ceil(len(found) / size))
     page_no = min(page_no, pages)
-    copies = site.store.matches()["artwork_id"].value_counts().to_dict()
+    if site.config.review.double:
+        current = seen_by(site, session.annotator).current.values()
+        copies = Counter(d.artwork_id for d in current if d.decision == "match")
+    else:
+        copies = Counter(site.store.matches()["artwork_id"])
     cards = [
         dict(wb.artworks.cards[key], copies=int(copies.get(key, 0)))
         for key in found[(page_no - 1) * size : page_no * size]
@@ -261,11 +291,11 @@ def artwork_page(
     """An artwork's page: the drawings marked as its copies, the drawings closest to it under
     model `tag`, and the form to mark one more (`form`: its values and an error to show)."""
     wb = site.workbench
-    copies = [
-        d
-        for d in site.store.current(artwork_id=key)
-        if d.decision == "match" and wb.is_drawing(d.drawing_id)
-    ]
+    current = seen_by(site, session.annotator, artwork_id=key).current.values()
+    copies = sorted(
+        (d for d in current if d.decision == "match" and wb.is_drawing(d.drawing_id)),
+        key=lambda d: d.seq,
+    )
     near = wb.neighbours.drawings_near_artwork(tag, key, 24) if tag else []
     context = {"artwork": key, "info": wb.row(key), "tag": tag, "copies": copies, "near": near}
     response: Response = site.page(request, "artwork.html", session, form=form, **context)

@@ -22,7 +22,7 @@ from drawmatch.data.annotations import (
     pairs_frame,
     skipped_of,
 )
-from drawmatch.serve import double_review
+from drawmatch.serve import blinding, double_review
 from drawmatch.serve.review_queue import known_match_threshold
 from drawmatch.serve.site import (
     MAX_ID,
@@ -139,10 +139,19 @@ def annotate(
     if request.headers.get("hx-request") != "true":
         target = f"/drawings/{quote(key, safe='')}" + (f"?model={quote(tag)}" if tag else "")
         return RedirectResponse(target, status_code=303)
-    history = len(store.history(drawing_id=key, artwork_id=art))
+    history = store.history(drawing_id=key, artwork_id=art)
+    seen = blinding.visible(history, session.annotator, site.config.review.double)
     view = pair_view(
-        wb, key, art, pair.rank, pair.distance, tag or wb.default_tag or "", stored, history
+        wb,
+        key,
+        art,
+        pair.rank,
+        pair.distance,
+        tag or wb.default_tag or "",
+        stored,
+        len(seen.history),
     )
+    view["disputed"] = (key, art) in seen.disputed
     return site.page(request, "_pair.html", session, p=view)
 
 
