@@ -27,6 +27,9 @@
     var button = card.querySelector('button[data-key="' + event.key.toLowerCase() + '"]');
     if (!button) return;
     event.preventDefault();
+    // a card swapped in a moment ago may not be wired to htmx yet: a plain form post would
+    // then leave the page (and its notice); processing twice is harmless
+    if (window.htmx) window.htmx.process(card);
     button.click();
   });
 
