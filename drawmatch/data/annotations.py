@@ -122,10 +122,12 @@ class AnnotationStore:
             )
         self.path = str(path).removeprefix("file://")
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = self._connect()
+        conn = self._connect()  # WAL is a property of the file, set outside a transaction
         try:
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("BEGIN IMMEDIATE")
+        finally:
+            conn.close()
+        with self._write() as conn:
             conn.execute("DROP VIEW IF EXISTS current")
             conn.execute("DROP VIEW IF EXISTS effective")
             columns = {row[1] for row in conn.execute("PRAGMA table_info(decisions)")}
@@ -141,13 +143,6 @@ class AnnotationStore:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     conn.execute(statement)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        finally:
-            conn.close()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
