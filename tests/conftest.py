@@ -330,3 +330,14 @@ def embed_index_search(out: Path) -> tuple[set[str], set[str], pd.DataFrame]:
         embedded |= set(pd.read_parquet(part, columns=["id"])["id"])
     ids_file = Path(artwork_index.index_dir(out, tag)) / artwork_index.IDS_FILE
     return embedded, set(pd.read_parquet(ids_file)["id"]), topk
+
+
+@pytest.fixture(scope="module")
+def artefacts(tmp_path_factory) -> Path:
+    """Where browser tests leave their screenshots (`DRAWMATCH_ARTEFACTS`, else a temporary
+    folder)."""
+    chosen = os.environ.get("DRAWMATCH_ARTEFACTS")
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    print(f"\nbrowser test screenshots: {folder}")
+    return folder

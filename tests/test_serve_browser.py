@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 from pathlib import Path
 
@@ -34,15 +33,6 @@ def out(tmp_path_factory) -> Path:
 def server(out):
     with served(out, "k=8", "page_size=24") as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def artefacts(tmp_path_factory) -> Path:
-    chosen = os.environ.get("DRAWMATCH_ARTEFACTS")
-    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    print(f"\nbrowser test screenshots: {folder}")
-    return folder
 
 
 def test_an_expert_session_in_chromium(server, artefacts, chromium):

@@ -5,7 +5,6 @@ artefact (the folder is printed; set DRAWMATCH_ARTEFACTS to choose it)."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -30,15 +29,6 @@ def server(tmp_path_factory):
     # load_model=true: the server reports ready (/healthz 200) once both models have loaded
     with served(out, "k=6", "page_size=12", "load_model=true") as url:
         yield url, out
-
-
-@pytest.fixture(scope="module")
-def artefacts(tmp_path_factory) -> Path:
-    chosen = os.environ.get("DRAWMATCH_ARTEFACTS")
-    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
-    folder.mkdir(parents=True, exist_ok=True)
-    print(f"\nbrowser test screenshots: {folder}")
-    return folder
 
 
 def _listed(out: Path, word: str) -> list[str]:
