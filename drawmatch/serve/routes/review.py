@@ -1,6 +1,6 @@
 """Deciding drawing-artwork pairs: on a drawing's page (`/annotate`) or in the review queue of
-a model's batch-search candidates, closest or most uncertain first, skipped pairs last
-(`/review`), with undo (`/review/undo`: a new row, never a deletion); in double review, the
+a model's batch-search candidates, likely copies, closest or most uncertain first, skipped pairs
+last (`/review`), with undo (`/review/undo`: a new row, never a deletion); in double review, the
 raters' agreement and the disagreements to settle (`/review/agreement`, `/review/settle`); the
 current matches as the pairs file for the next fine-tune (`/export.csv`)."""
 
@@ -155,8 +155,8 @@ def annotate(
     return site.page(request, "_pair.html", session, p=view)
 
 
-OrderQuery = Annotated[Literal["closest", "uncertain"] | None, Query()]
-OrderForm = Annotated[Literal["closest", "uncertain", ""], Form()]
+OrderQuery = Annotated[Literal["likely", "closest", "uncertain"] | None, Query()]
+OrderForm = Annotated[Literal["likely", "closest", "uncertain", ""], Form()]
 
 
 def queue_state(
@@ -172,31 +172,59 @@ def queue_state(
     return decided_of(states), skipped_of(states), matches
 
 
+def calibration_hint(site: Site, tag: str) -> tuple[str, str] | None:
+    """Why `tag`'s candidates have no calibrated confidence and the command that gives them one
+    (the page shows both in one line); None where they have one or there are none."""
+    wb = site.workbench
+    if not wb.review.has_candidates(tag) or wb.review.has_confidence(tag):
+        return None
+    if wb.models[tag].calibration is None:
+        command = f"drawmatch evaluate pairs_csv=PAIRS.csv model_tag={tag} calibrate=true"
+        return f"no calibration for {tag}; fit one with", command
+    command = f"drawmatch search batch=true model_tag={tag} k=20"
+    return (
+        "the candidates were searched before the calibration, too shallow to add it; run",
+        command,
+    )
+
+
 def review_context(
     site: Site, tag: str, annotator: str, order: str | None, notice: str = ""
 ) -> dict[str, Any]:
-    """The review card of `tag`'s next candidate in `order` (closest or most uncertain first;
-    skipped pairs last), and the queue's progress."""
-    wb, order = site.workbench, order or site.config.review.order
+    """The review card of `tag`'s next candidate in `order` (`ORDERS`; by default likely copies
+    first where the candidates have a calibrated confidence, else closest first; skipped pairs
+    last), and the queue's progress."""
+    wb = site.workbench
+    calibrated = wb.review.has_confidence(tag)
+    order = order or site.config.review.order or ("likely" if calibrated else "closest")
     decided, skipped, matches = queue_state(site, annotator)
     threshold = None
     cands = wb.review.candidates[tag]
-    if order == "uncertain" and cands is not None:
+    if order == "uncertain" and cands is not None and not calibrated:
         threshold = known_match_threshold(cands, matches)
-    nxt = wb.review.next(tag, decided, skipped, 1, threshold)
+    nxt = wb.review.next(tag, decided, skipped, 1, order, threshold)
     done, total = wb.review.progress(tag, decided)
     card = None
-    if nxt:
+    if nxt and cands is not None:
         d, a, r, dist = nxt[0]
-        info = wb.row(d)
-        again = (d, a) in skipped
-        card = {"drawing": d, "info": info, "rank": r, "distance": dist, "again": again}
+        confidence, likely_copy = cands.confidence_of(d, a)
+        card = {
+            "drawing": d,
+            "info": wb.row(d),
+            "rank": r,
+            "distance": dist,
+            "confidence": confidence,
+            "likely_copy": likely_copy,
+            "again": (d, a) in skipped,
+        }
         card.update(artwork_card(wb, a))
     return {
         "card": card,
         "tag": tag,
         "order": order,
         "threshold": threshold,
+        "calibrated": calibrated,
+        "calibration_hint": calibration_hint(site, tag),
         "double": site.config.review.double,
         "notice": notice,
         "done": done,
