@@ -4,8 +4,8 @@ these arrays and dicts and never read Parquet per request.
 - `showable`: the catalogue rows people may see (status ok, never a verso), by id;
 - the drawing grid's filter codes and pre-sorted orders (`grid.DrawingGrid`), the artworks
   grid's order and search text (`grid.ArtworkGrid`);
-- per model tag: drawing embeddings (float16), the artwork index, batch-search candidates sorted
-  for the review queue (`review_queue.ReviewQueue`), neighbour tables (similar drawings, drawings
+- per model tag: drawing embeddings (float16), the artwork index, batch-search candidates with
+  their calibrated confidence sorted for the review queue (`review_queue.ReviewQueue`), neighbour tables (similar drawings, drawings
   closest to an artwork: `neighbours.Neighbours`);
 - the query models for uploads: every model, loaded in the background at start; `/healthz`
   answers 503 "loading" until they are all loaded, and no upload waits on one after that;

@@ -160,12 +160,7 @@ class ReviewQueue:
         if order not in ORDERS:
             raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
         if order in ("likely", "uncertain") and cands.has_confidence:
-            key = (tag, order)
-            if key not in self._fixed:
-                p = cands.confidence.astype(np.float64)
-                by = -p if order == "likely" else confidence_uncertainty(p)
-                self._fixed[key] = np.argsort(by, kind="stable")  # NaN last
-            return self._fixed[key]
+            return self._fixed_order(tag, order, cands)
         if order == "uncertain" and threshold is not None:
             moving = (tag, threshold)
             if moving not in self._moving:
@@ -174,7 +169,20 @@ class ReviewQueue:
                     moving: np.argsort(uncertainty(cands.distance, threshold), kind="stable")
                 }
             return self._moving[moving]
-        return np.arange(len(cands), dtype=np.int64)  # stored closest first
+        return self._fixed_order(tag, "closest", cands)
+
+    def _fixed_order(self, tag: str, order: str, cands: Candidates) -> np.ndarray:
+        """An order that never changes (closest; likely and uncertain by the confidence), sorted
+        once: NaN confidences last, ties in the stored order (closest first)."""
+        key = (tag, order)
+        if key not in self._fixed:
+            if order == "closest":
+                self._fixed[key] = np.arange(len(cands), dtype=np.int64)  # stored closest first
+            else:
+                p = cands.confidence.astype(np.float64)
+                by = -p if order == "likely" else confidence_uncertainty(p)
+                self._fixed[key] = np.argsort(by, kind="stable")
+        return self._fixed[key]
 
     def next(
         self,
