@@ -136,7 +136,7 @@ def test_most_uncertain_order_is_offered_and_explained(app, out, tag):
 
 
 def test_without_a_calibration_the_queue_is_closest_first_and_says_how_to_fit_one(app, out, tag):
-    http, _ = signed_in(app, "Fallback Tester")
+    http, token = signed_in(app, "Fallback Tester")
     page = http.get(f"/review?model={tag}").text
     assert 'value="closest" selected' in page  # the default order without a confidence
     fallback = re.findall(r'<p class="muted order-note fallback">(.*?)</p>', page)
@@ -145,6 +145,11 @@ def test_without_a_calibration_the_queue_is_closest_first_and_says_how_to_fit_on
     assert "confidence " not in page.split('id="review-card"')[1].split("</figure>")[1]
     likely = http.get(f"/review?model={tag}&order=likely").text
     assert card_of(likely) == card_of(page)  # likely copies first falls back to closest first
+    bad = http.get(f"/review?model={tag}&order=random")
+    assert bad.status_code == 400 and "order must be one of likely, closest, uncertain" in bad.text
+    before = AnnotationStore(db_path(out)).count()
+    refused = decide(http, token, tag, card_of(page), "match", "random")
+    assert refused.status_code == 400 and AnnotationStore(db_path(out)).count() == before
 
 
 def by_hand(table: pd.DataFrame, weight: float, bias: float, ranks: tuple[int, int]) -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
@@ -23,7 +23,7 @@ from drawmatch.data.annotations import (
     skipped_of,
 )
 from drawmatch.serve import blinding, double_review
-from drawmatch.serve.review_queue import known_match_threshold
+from drawmatch.serve.review_queue import ORDERS, known_match_threshold
 from drawmatch.serve.site import (
     MAX_ID,
     MAX_NOTE,
@@ -155,8 +155,24 @@ def annotate(
     return site.page(request, "_pair.html", session, p=view)
 
 
-OrderQuery = Annotated[Literal["likely", "closest", "uncertain"] | None, Query()]
-OrderForm = Annotated[Literal["likely", "closest", "uncertain", ""], Form()]
+def check_order(order: str | None) -> str | None:
+    """A queue order asked for (`ORDERS`), None for the default one (400 otherwise)."""
+    if order and order not in ORDERS:
+        raise HTTPException(400, f"order must be one of {', '.join(ORDERS)}")
+    return order or None
+
+
+def order_query(order: Annotated[str | None, Query(max_length=MAX_ID)] = None) -> str | None:
+    return check_order(order)
+
+
+def order_form(order: Annotated[str, Form(max_length=MAX_ID)] = "") -> str | None:
+    return check_order(order)
+
+
+# checked before the route runs: a bad order stores no decision
+OrderQuery = Annotated[str | None, Depends(order_query)]
+OrderForm = Annotated[str | None, Depends(order_form)]
 
 
 def queue_state(
@@ -240,14 +256,14 @@ def review(
     request: Request,
     site: SiteDep,
     session: SignedIn,
+    order: OrderQuery,
     model: ModelQuery = None,
-    order: OrderQuery = None,
 ) -> Response:
     context = review_context(site, site.tag_of(model), session.annotator, order)
     return site.page(request, "review.html", session, **context)
 
 
-def _back_to_review(tag: str, order: str) -> Response:
+def _back_to_review(tag: str, order: str | None) -> Response:
     target = f"/review?model={quote(tag)}" + (f"&order={quote(order)}" if order else "")
     return RedirectResponse(target, status_code=303)
 
@@ -259,7 +275,7 @@ def review_decide(
     session: CheckedPost,
     form: PostedDecision,
     model: Annotated[str, Form(max_length=MAX_ID)],
-    order: OrderForm = "",
+    order: OrderForm,
 ) -> Response:
     pair = check_decision(site, form, model)
     tag = site.tag_of(pair.tag)
@@ -275,8 +291,8 @@ def review_undo(
     request: Request,
     site: SiteDep,
     session: CheckedPost,
+    order: OrderForm,
     model: Annotated[str, Form(max_length=MAX_ID)] = "",
-    order: OrderForm = "",
 ) -> Response:
     """Undo the annotator's latest decision not undone yet (a new row; 409 if none is left)."""
     tag = site.tag_of(model or None)
