@@ -1,14 +1,16 @@
 """The review queue's next card at collection scale: closest first against most uncertain first
 (a new threshold each request: the worst case, every decided match moves the median; and the
-same threshold again: the cached order), with decided and skipped pairs to step over.
+same threshold again: the cached order) and, on the same candidates with a calibrated confidence,
+likely copies first and most uncertain first by the confidence, with decided and skipped pairs
+to step over.
 
     python benchmarks/bench_review_queue.py --drawings 100000 --k 20 --rounds 7
 
-Candidates are generated (random distances), as many as the batch search of `--drawings`
+Candidates are generated (random distances and confidences), as many as the batch search of `--drawings`
 drawings at top `--k` gives; `--decided` pairs are decided, `--skipped` skipped, `--matches` of
 them matches (the threshold's median is over those). Each arm answers `--requests` requests per
-round (`ReviewQueue.next` plus `known_match_threshold`, what `/review` computes besides the
-store's queries); the rate is requests per second. Arms interleaved and rotated (`benchlib`).
+round (`ReviewQueue.next`, plus `known_match_threshold` in the uncertain order without a
+confidence: what `/review` computes besides the store's queries); the rate is requests per second. Arms interleaved and rotated (`benchlib`).
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ def main() -> None:
     args = parser.parse_args()
     table = candidates(args.drawings, args.k, args.artworks, 0)
     cands = Candidates.from_table(table)
-    queue = ReviewQueue({"m": cands})
+    confidence = np.random.default_rng(2).uniform(0.0, 1.0, len(table))
+    calibrated = Candidates.from_table(table.assign(confidence=confidence))
+    queue = ReviewQueue({"m": cands, "calibrated": calibrated})
     rng = np.random.default_rng(1)
     picked = table.iloc[rng.choice(len(table), args.decided + args.skipped, replace=False)]
     pairs = list(zip(picked["drawing_id"], picked["artwork_id"]))
@@ -65,17 +69,17 @@ def main() -> None:
     print(f"{len(cands):,} candidates, {len(decided):,} decided, {len(skipped):,} skipped")
     moved = [0]
 
-    def arm(order: str, fresh: bool = False):
+    def arm(order: str, fresh: bool = False, tag: str = "m"):
         def run() -> float:
             t0 = time.perf_counter()
             for _ in range(args.requests):
                 threshold = None
-                if order == "uncertain":
+                if order == "uncertain" and tag == "m":
                     threshold = known_match_threshold(cands, matches)
                     if fresh:  # a new match moved the median: a new order
                         moved[0] += 1
                         threshold = (threshold or 0.0) + 1e-9 * moved[0]
-                queue.next("m", decided, skipped, 1, threshold)
+                queue.next(tag, decided, skipped, 1, order, threshold)
             return args.requests / (time.perf_counter() - t0)
 
         return run
@@ -86,6 +90,8 @@ def main() -> None:
             "closest first": arm("closest"),
             "uncertain, same threshold (cached)": arm("uncertain"),
             "uncertain, new threshold each time": arm("uncertain", fresh=True),
+            "likely first (confidence)": arm("likely", tag="calibrated"),
+            "uncertain by confidence": arm("uncertain", tag="calibrated"),
         },
         args.rounds,
     )
@@ -99,6 +105,8 @@ def main() -> None:
                 "uncertain, new threshold each time",
                 "closest first",
             ),
+            ("likely (confidence) / closest", "likely first (confidence)", "closest first"),
+            ("uncertain by confidence / closest", "uncertain by confidence", "closest first"),
         ],
         before,
         loadavg(),

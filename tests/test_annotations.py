@@ -175,10 +175,70 @@ def test_most_uncertain_first_is_nearest_the_median_distance_of_known_matches(st
     store.add("d2", "a3", "match", "Ada")  # distance 0.50
     threshold = known_match_threshold(cands, store.matching_pairs())
     assert threshold == pytest.approx(0.35)  # median of 0.20 and 0.50
-    order = review.next("m", store.decided_pairs(), store.skipped_pairs(), 10, threshold)
+    order = review.next(
+        "m", store.decided_pairs(), store.skipped_pairs(), 10, "uncertain", threshold
+    )
     # |0.40 - 0.35| = 0.05, |0.30 - 0.35| = 0.05 (tie: closest first), |0.10 - 0.35| = 0.25
     assert pairs_of(order) == [("d3", "a2"), ("d1", "a2"), ("d1", "a1")]
     assert known_match_threshold(cands, set()) is None
+
+
+def calibrated_queue() -> tuple[ReviewQueue, Candidates]:
+    """Candidates with a calibrated confidence as batch search writes them (one without)."""
+    table = pd.DataFrame(
+        {
+            "drawing_id": ["d1", "d1", "d2", "d2", "d3"],
+            "artwork_id": ["a1", "a2", "a1", "a3", "a2"],
+            "rank": [1, 2, 1, 2, 1],
+            "distance": [0.10, 0.40, 0.20, 0.50, 0.30],
+            "confidence": [0.30, 0.90, 0.55, 0.90, np.nan],
+            "likely_copy": pd.array([False, True, False, True, pd.NA], dtype="boolean"),
+        }
+    )
+    cands = Candidates.from_table(table)
+    return ReviewQueue({"m": cands}), cands
+
+
+def test_likely_copies_first_by_confidence_ties_closest_first_none_last(store):
+    review, cands = calibrated_queue()
+    assert review.has_confidence("m")
+    order = review.next("m", set(), {}, 10, "likely")
+    # 0.90 (distance 0.40), 0.90 (0.50: tie, closest first), 0.55, 0.30, then no confidence
+    assert pairs_of(order) == [("d1", "a2"), ("d2", "a3"), ("d2", "a1"), ("d1", "a1"), ("d3", "a2")]
+    assert cands.confidence_of("d1", "a2") == (pytest.approx(0.90), True)
+    assert cands.confidence_of("d2", "a1") == (pytest.approx(0.55), False)
+    assert cands.confidence_of("d3", "a2") == (None, False)
+    # decided pairs left out, skipped ones last, as in the other orders
+    store.add("d2", "a1", "match", "Ada")
+    store.add("d1", "a2", "skip", "Ada")
+    order = review.next("m", store.decided_pairs(), store.skipped_pairs(), 10, "likely")
+    assert pairs_of(order) == [("d2", "a3"), ("d1", "a1"), ("d3", "a2"), ("d1", "a2")]
+    # closest first is still by distance
+    closest = review.next("m", set(), {}, 10, "closest")
+    assert pairs_of(closest) == [
+        ("d1", "a1"),
+        ("d2", "a1"),
+        ("d3", "a2"),
+        ("d1", "a2"),
+        ("d2", "a3"),
+    ]
+
+
+def test_most_uncertain_first_by_confidence_nearest_one_half():
+    review, _ = calibrated_queue()
+    # |p - 0.5|: 0.55 -> 0.05, 0.30 -> 0.20, 0.90 -> 0.40 twice (closest first), none last;
+    # the known matches' median distance (0.35) is not used when there is a confidence
+    order = review.next("m", set(), {}, 10, "uncertain", 0.35)
+    assert pairs_of(order) == [("d2", "a1"), ("d1", "a1"), ("d1", "a2"), ("d2", "a3"), ("d3", "a2")]
+
+
+def test_without_confidence_likely_falls_back_to_closest_and_orders_are_checked():
+    review, cands = queue()
+    assert not review.has_confidence("m") and cands.confidence_of("d1", "a1") == (None, False)
+    likely = review.next("m", set(), {}, 10, "likely")
+    assert pairs_of(likely) == pairs_of(review.next("m", set(), {}, 10, "closest"))
+    with pytest.raises(ValueError, match="order must be one of likely, closest, uncertain"):
+        review.next("m", set(), {}, 1, "random")
 
 
 # -- double review ---------------------------------------------------------------------------

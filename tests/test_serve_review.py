@@ -1,5 +1,5 @@
 """The workbench's review side through FastAPI's TestClient: known pairs imported from pairs
-files, the review queue's order, skip and undo, double review with its agreement page, and the
+files, the review queue's order (by the calibrated confidence where there is one), skip and undo, double review with its agreement page, and the
 export of pairs and non-matches."""
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import csv
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -17,11 +18,16 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from drawmatch.core.config import load_config  # noqa: E402
+from drawmatch.data import catalogue as cat  # noqa: E402
 from drawmatch.data.annotations import AnnotationStore, db_path  # noqa: E402
 from drawmatch.data.neighbours import candidates_path  # noqa: E402
 from drawmatch.data.pairs import PairsError  # noqa: E402
+from drawmatch.jobs import search  # noqa: E402
+from drawmatch.jobs.search import SearchConfig  # noqa: E402
+from drawmatch.retrieval.calibration import Calibration, write_calibration  # noqa: E402
 from drawmatch.serve.app import create_app  # noqa: E402
 from drawmatch.serve.config import ServeConfig  # noqa: E402
+from drawmatch.serve.data import candidates_confidence  # noqa: E402
 from tests import serve_data  # noqa: E402
 from tests.serve_data import VERSO  # noqa: E402
 from tests.test_serve import BASE, signed_in  # noqa: E402
@@ -127,6 +133,114 @@ def test_most_uncertain_order_is_offered_and_explained(app, out, tag):
     assert "median distance of the known matches" in page
     assert 'name="order" value="uncertain"' in page
     assert http.get(f"/review?model={tag}&order=random").status_code in (400, 422)
+
+
+def test_without_a_calibration_the_queue_is_closest_first_and_says_how_to_fit_one(app, out, tag):
+    http, token = signed_in(app, "Fallback Tester")
+    page = http.get(f"/review?model={tag}").text
+    assert 'value="closest" selected' in page  # the default order without a confidence
+    fallback = re.findall(r'<p class="muted order-note fallback">(.*?)</p>', page)
+    assert len(fallback) == 1 and "closest first" in fallback[0]
+    assert f"drawmatch evaluate pairs_csv=PAIRS.csv model_tag={tag} calibrate=true" in fallback[0]
+    assert "confidence " not in page.split('id="review-card"')[1].split("</figure>")[1]
+    likely = http.get(f"/review?model={tag}&order=likely").text
+    assert card_of(likely) == card_of(page)  # likely copies first falls back to closest first
+    bad = http.get(f"/review?model={tag}&order=random")
+    assert bad.status_code == 400 and "order must be one of likely, closest, uncertain" in bad.text
+    before = AnnotationStore(db_path(out)).count()
+    refused = decide(http, token, tag, card_of(page), "match", "random")
+    assert refused.status_code == 400 and AnnotationStore(db_path(out)).count() == before
+
+
+def by_hand(table: pd.DataFrame, weight: float, bias: float, ranks: tuple[int, int]) -> np.ndarray:
+    """The calibrated confidence of each row, computed here: the logistic of the similarity
+    minus the mean similarity of its drawing's rows ranked ranks[0]..ranks[1]."""
+    similarity = 1.0 - table["distance"].to_numpy(np.float64)
+    inside = (table["rank"] >= ranks[0]) & (table["rank"] <= ranks[1])
+    level = pd.Series(similarity[inside]).groupby(table["drawing_id"].to_numpy()[inside]).mean()
+    background = table["drawing_id"].map(level).to_numpy(np.float64)
+    return 1.0 / (1.0 + np.exp(-(weight * (similarity - background) + bias)))
+
+
+def test_candidates_without_confidence_get_it_at_load_only_when_ranked_deep_enough(tmp_path):
+    rng = np.random.default_rng(3)
+    table = pd.DataFrame(
+        {
+            "drawing_id": np.repeat(["d1", "d2", "d3"], 20),
+            "rank": np.tile(np.arange(1, 21), 3),
+            "artwork_id": [f"a{i}" for i in rng.permutation(60)],
+            "distance": np.sort(rng.uniform(0.2, 0.9, (3, 20)), axis=1).reshape(-1),
+        }
+    )
+    calibration = Calibration("m", "global", (20.0,), -1.0, 0.7)
+    write_calibration(tmp_path, calibration)
+    scored, found = candidates_confidence(str(tmp_path), "m", table)
+    assert found == calibration
+    expected = by_hand(table, 20.0, -1.0, (5, 20))
+    np.testing.assert_allclose(scored["confidence"], expected, rtol=1e-9)
+    assert list(scored["likely_copy"]) == list(expected >= 0.7)
+    assert 0 < scored["likely_copy"].sum() < len(table)
+    # a file cut above rank 20: search ranked deeper than it kept, the background is not known
+    shallow, _ = candidates_confidence(str(tmp_path), "m", table[table["rank"] <= 10])
+    assert "confidence" not in shallow
+    # the confidence search wrote is kept; no calibration for a model: none made up
+    given = table.assign(confidence=0.25, likely_copy=False)
+    kept, _ = candidates_confidence(str(tmp_path), "m", given)
+    assert (kept["confidence"] == 0.25).all()
+    other, none = candidates_confidence(str(tmp_path), "other", table)
+    assert none is None and "confidence" not in other
+
+
+WEIGHT, BIAS, LIKELY = 100.0, -1.5, 0.9  # spread over the tiny models' normalised scores
+
+
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory):
+    """A workbench whose first model has a calibration and candidates searched with it (k=10:
+    every artwork, so the background ranks 5-10 are in the file); the second has none."""
+    out = serve_data.build(tmp_path_factory.mktemp("calibrated"))
+    tag = serve_data.model_tags(out)[0]
+    write_calibration(out, Calibration(tag, "global", (WEIGHT,), BIAS, LIKELY))
+    search.search_batch(SearchConfig(out=str(out), batch=True, k=10), cat.read_catalogue(out), tag)
+    return out, tag, create_app(ServeConfig(out=str(out), k=5, load_model=False))
+
+
+def test_the_queue_shows_likely_copies_first_by_calibrated_confidence(calibrated):
+    out, tag, app = calibrated
+    http, token = signed_in(app, "Likely Tester")
+    table = pd.read_parquet(candidates_path(str(out), tag))
+    np.testing.assert_allclose(table["confidence"], by_hand(table, WEIGHT, BIAS, (5, 20)), 1e-6)
+    assert 0 < table["likely_copy"].sum() < len(table)
+    ranked = table.sort_values(["confidence", "distance"], ascending=[False, True])
+    page = http.get(f"/review?model={tag}").text
+    assert 'value="likely" selected' in page  # the default order with a confidence
+    assert "Likely copies first" in page and "No calibrated confidence" not in page
+    best = ranked.iloc[0]
+    assert best["likely_copy"]
+    card = card_of(page)
+    assert (card["drawing_id"], card["artwork_id"]) == (best["drawing_id"], best["artwork_id"])
+    shown = re.search(r"confidence ([\d.]+) % · <strong class=\"likely\">likely copy", page)
+    assert shown and float(shown.group(1)) == pytest.approx(100 * best["confidence"], abs=0.051)
+    # decided: the next card is the second highest confidence
+    response = decide(http, token, tag, card, "match", "likely")
+    second = ranked.iloc[1]
+    assert card_of(response.text)["artwork_id"] == second["artwork_id"]
+    assert card_of(response.text)["drawing_id"] == second["drawing_id"]
+    # most uncertain first: the confidence nearest 0.5 (the pair decided above left out)
+    gap = (ranked["confidence"] - 0.5).abs()
+    nearest = ranked.assign(gap=gap).sort_values(["gap", "distance"]).iloc[0]
+    uncertain = http.get(f"/review?model={tag}&order=uncertain").text
+    assert "calibrated confidence nearest 50 %" in uncertain
+    assert (card_of(uncertain)["drawing_id"], card_of(uncertain)["artwork_id"]) == (
+        nearest["drawing_id"],
+        nearest["artwork_id"],
+    )
+    # the second model has no calibration: closest first, and the page says how to fit one
+    other = serve_data.model_tags(out)[1]
+    fallback = http.get(f"/review?model={other}").text
+    assert (
+        f"model_tag={other} calibrate=true" in fallback and 'value="closest" selected' in fallback
+    )
 
 
 def test_undo_with_nothing_to_undo_and_csrf_on_the_new_routes(app, tag):

@@ -6,20 +6,26 @@ from dataclasses import dataclass
 
 from drawmatch.core.config import MIN_IMAGE_SIZE, Config, ConfigError, section, setting
 from drawmatch.serve.hosts import WILDCARD_ADDRESSES, AllowedHosts, allowed_hosts
+from drawmatch.serve.review_queue import ORDERS
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-ORDERS = ("closest", "uncertain")
 
 
 @dataclass(frozen=True)
 class ReviewSettings(Config):
-    """The review queue. `order`: the order it offers first (closest: smallest distance first;
-    uncertain: the distance nearest the median distance of the known matches first; either can be
-    chosen on the page). `double`: double review, each candidate shown to two different
+    """The review queue. `order`: the order it offers first (likely: the highest calibrated
+    confidence first; closest: the smallest distance first; uncertain: the confidence nearest 0.5
+    first, or without a confidence the distance nearest the median distance of the known matches;
+    null: likely where a model's candidates have a confidence, else closest; each can be chosen
+    on the page). `double`: double review, each candidate shown to two different
     annotators who do not see each other's decision; their agreement (Cohen's kappa) and the
     disagreements to settle are on /review/agreement."""
 
-    order: str = setting("closest", choices=ORDERS, help="queue order shown first")
+    order: str | None = setting(
+        None,
+        choices=ORDERS,
+        help="queue order shown first (null: likely if calibrated, else closest)",
+    )
     double: bool = setting(False, help="show each candidate to two different annotators")
 
 

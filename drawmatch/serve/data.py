@@ -4,8 +4,8 @@ these arrays and dicts and never read Parquet per request.
 - `showable`: the catalogue rows people may see (status ok, never a verso), by id;
 - the drawing grid's filter codes and pre-sorted orders (`grid.DrawingGrid`), the artworks
   grid's order and search text (`grid.ArtworkGrid`);
-- per model tag: drawing embeddings (float16), the artwork index, batch-search candidates sorted
-  for the review queue (`review_queue.ReviewQueue`), neighbour tables (similar drawings, drawings
+- per model tag: drawing embeddings (float16), the artwork index, batch-search candidates with
+  their calibrated confidence sorted for the review queue (`review_queue.ReviewQueue`), neighbour tables (similar drawings, drawings
   closest to an artwork: `neighbours.Neighbours`);
 - the query models for uploads: every model, loaded in the background at start; `/healthz`
   answers 503 "loading" until they are all loaded, and no upload waits on one after that;
@@ -37,6 +37,7 @@ from drawmatch.data.neighbours import (
     similar_dir,
 )
 from drawmatch.retrieval.artwork_index import ArtworkIndex
+from drawmatch.retrieval.calibration import Calibration, add_confidence, read_calibration
 from drawmatch.serve.grid import ArtworkGrid, DrawingGrid, display_text
 from drawmatch.serve.neighbours import Grouped, Neighbours
 from drawmatch.serve.review_queue import Candidates, ReviewQueue
@@ -73,6 +74,7 @@ class ModelData:
     by_drawing: Grouped | None  # candidates grouped per drawing (fallback without an index)
     similar: Grouped | None
     artwork_drawings: Grouped | None
+    calibration: Calibration | None = None  # of the candidates' search mode, at start
 
     def drawing_vector(self, drawing_id: str) -> np.ndarray | None:
         row = self.drawing_rows.get(drawing_id)
@@ -205,6 +207,27 @@ def region_hits(table: pd.DataFrame, mode: str, min_inliers: int) -> list[Region
     ]
 
 
+def candidates_confidence(
+    out: str, tag: str, table: pd.DataFrame
+) -> tuple[pd.DataFrame, Calibration | None]:
+    """Batch-search candidates with their calibrated `confidence` and `likely_copy`, and the
+    calibration of `tag` in the candidates' mode (None without one). The confidence is the one
+    batch search wrote; where it wrote none (the candidates predate the calibration) it is
+    computed here as search computes it (`add_confidence`), provided the candidates reach the
+    calibration's last background rank (search ranks that deep before cutting to k, so a
+    shallower file cannot give the same background level: it stays without a confidence)."""
+    mode = str(table["mode"].iloc[0]) if "mode" in table else "global"
+    calibration = read_calibration(out, tag, mode)
+    if "confidence" in table and table["confidence"].notna().any():
+        return table, calibration
+    if calibration is None or table["rank"].max() < calibration.background_ranks[1]:
+        return table, calibration
+    scored = add_confidence(
+        table.assign(similarity=1.0 - table["distance"]), calibration, by="drawing_id"
+    )
+    return scored.drop(columns=["similarity", "background"]), calibration
+
+
 def _release_memory() -> None:
     """Give the loading's temporary memory (full-precision embeddings, Parquet buffers) back to
     the system (glibc keeps freed memory otherwise)."""
@@ -294,7 +317,7 @@ class Workbench:
             index: ArtworkIndex | None = ArtworkIndex(self.out, tag)
         except FileNotFoundError:
             index = None
-        candidates, by_drawing = self._load_candidates(tag, grouped=index is None)
+        candidates, by_drawing, calibration = self._load_candidates(tag, grouped=index is None)
         similar = self._load_grouped(storage.join(similar_dir(self.out, tag), DRAWINGS_FILE))
         artwork_drawings = self._load_grouped(
             storage.join(similar_dir(self.out, tag), ARTWORKS_FILE)
@@ -313,6 +336,7 @@ class Workbench:
             by_drawing,
             similar,
             artwork_drawings,
+            calibration,
         )
 
     def _load_grouped(self, path: str) -> Grouped | None:
@@ -324,12 +348,16 @@ class Workbench:
         keep = frame[key].isin(self.collection.keys()) & frame[other].isin(self.collection.keys())
         return grouped if keep.all() else Grouped(frame[keep], key)
 
-    def _load_candidates(self, tag: str, grouped: bool) -> tuple[Candidates | None, Grouped | None]:
-        """The candidates sorted for the review queue, and (`grouped`: for a model without an
-        artwork index, whose drawing pages read them) grouped per drawing."""
+    def _load_candidates(
+        self, tag: str, grouped: bool
+    ) -> tuple[Candidates | None, Grouped | None, Calibration | None]:
+        """The candidates sorted for the review queue with their confidence
+        (`candidates_confidence`), (`grouped`: for a model without an artwork index, whose
+        drawing pages read them) grouped per drawing, and the calibration of their mode."""
         table = read_table(candidates_path(self.out, tag))
         if table is None or table.empty:
-            return None, None
+            return None, None, read_calibration(self.out, tag, "global")
+        table, calibration = candidates_confidence(self.out, tag, table)
         table = table[
             table["drawing_id"].map(self.is_drawing) & table["artwork_id"].map(self.is_artwork)
         ]
@@ -339,7 +367,7 @@ class Workbench:
             else None
         )
         candidates = Candidates.from_table(table)
-        return candidates, by_drawing
+        return candidates, by_drawing, calibration
 
     def top_artworks(self, tag: str, drawing_id: str, k: int) -> list[tuple[str, int, float]]:
         """(artwork id, 1-based rank, distance) of a drawing's k closest artworks under `tag`:

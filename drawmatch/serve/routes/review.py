@@ -1,6 +1,6 @@
 """Deciding drawing-artwork pairs: on a drawing's page (`/annotate`) or in the review queue of
-a model's batch-search candidates, closest or most uncertain first, skipped pairs last
-(`/review`), with undo (`/review/undo`: a new row, never a deletion); in double review, the
+a model's batch-search candidates, likely copies, closest or most uncertain first, skipped pairs
+last (`/review`), with undo (`/review/undo`: a new row, never a deletion); in double review, the
 raters' agreement and the disagreements to settle (`/review/agreement`, `/review/settle`); the
 current matches as the pairs file for the next fine-tune (`/export.csv`)."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
@@ -23,7 +23,7 @@ from drawmatch.data.annotations import (
     skipped_of,
 )
 from drawmatch.serve import blinding, double_review
-from drawmatch.serve.review_queue import known_match_threshold
+from drawmatch.serve.review_queue import ORDERS, known_match_threshold
 from drawmatch.serve.site import (
     MAX_ID,
     MAX_NOTE,
@@ -155,8 +155,24 @@ def annotate(
     return site.page(request, "_pair.html", session, p=view)
 
 
-OrderQuery = Annotated[Literal["closest", "uncertain"] | None, Query()]
-OrderForm = Annotated[Literal["closest", "uncertain", ""], Form()]
+def check_order(order: str | None) -> str | None:
+    """A queue order asked for (`ORDERS`), None for the default one (400 otherwise)."""
+    if order and order not in ORDERS:
+        raise HTTPException(400, f"order must be one of {', '.join(ORDERS)}")
+    return order or None
+
+
+def order_query(order: Annotated[str | None, Query(max_length=MAX_ID)] = None) -> str | None:
+    return check_order(order)
+
+
+def order_form(order: Annotated[str, Form(max_length=MAX_ID)] = "") -> str | None:
+    return check_order(order)
+
+
+# checked before the route runs: a bad order stores no decision
+OrderQuery = Annotated[str | None, Depends(order_query)]
+OrderForm = Annotated[str | None, Depends(order_form)]
 
 
 def queue_state(
@@ -172,31 +188,59 @@ def queue_state(
     return decided_of(states), skipped_of(states), matches
 
 
+def calibration_hint(site: Site, tag: str) -> tuple[str, str] | None:
+    """Why `tag`'s candidates have no calibrated confidence and the command that gives them one
+    (the page shows both in one line); None where they have one or there are none."""
+    wb = site.workbench
+    if not wb.review.has_candidates(tag) or wb.review.has_confidence(tag):
+        return None
+    if wb.models[tag].calibration is None:
+        command = f"drawmatch evaluate pairs_csv=PAIRS.csv model_tag={tag} calibrate=true"
+        return f"no calibration for {tag}; fit one with", command
+    command = f"drawmatch search batch=true model_tag={tag} k=20"
+    return (
+        "the candidates were searched before the calibration, too shallow to add it; run",
+        command,
+    )
+
+
 def review_context(
     site: Site, tag: str, annotator: str, order: str | None, notice: str = ""
 ) -> dict[str, Any]:
-    """The review card of `tag`'s next candidate in `order` (closest or most uncertain first;
-    skipped pairs last), and the queue's progress."""
-    wb, order = site.workbench, order or site.config.review.order
+    """The review card of `tag`'s next candidate in `order` (`ORDERS`; by default likely copies
+    first where the candidates have a calibrated confidence, else closest first; skipped pairs
+    last), and the queue's progress."""
+    wb = site.workbench
+    calibrated = wb.review.has_confidence(tag)
+    order = order or site.config.review.order or ("likely" if calibrated else "closest")
     decided, skipped, matches = queue_state(site, annotator)
     threshold = None
     cands = wb.review.candidates[tag]
-    if order == "uncertain" and cands is not None:
+    if order == "uncertain" and cands is not None and not calibrated:
         threshold = known_match_threshold(cands, matches)
-    nxt = wb.review.next(tag, decided, skipped, 1, threshold)
+    nxt = wb.review.next(tag, decided, skipped, 1, order, threshold)
     done, total = wb.review.progress(tag, decided)
     card = None
-    if nxt:
+    if nxt and cands is not None:
         d, a, r, dist = nxt[0]
-        info = wb.row(d)
-        again = (d, a) in skipped
-        card = {"drawing": d, "info": info, "rank": r, "distance": dist, "again": again}
+        confidence, likely_copy = cands.confidence_of(d, a)
+        card = {
+            "drawing": d,
+            "info": wb.row(d),
+            "rank": r,
+            "distance": dist,
+            "confidence": confidence,
+            "likely_copy": likely_copy,
+            "again": (d, a) in skipped,
+        }
         card.update(artwork_card(wb, a))
     return {
         "card": card,
         "tag": tag,
         "order": order,
         "threshold": threshold,
+        "calibrated": calibrated,
+        "calibration_hint": calibration_hint(site, tag),
         "double": site.config.review.double,
         "notice": notice,
         "done": done,
@@ -212,14 +256,14 @@ def review(
     request: Request,
     site: SiteDep,
     session: SignedIn,
+    order: OrderQuery,
     model: ModelQuery = None,
-    order: OrderQuery = None,
 ) -> Response:
     context = review_context(site, site.tag_of(model), session.annotator, order)
     return site.page(request, "review.html", session, **context)
 
 
-def _back_to_review(tag: str, order: str) -> Response:
+def _back_to_review(tag: str, order: str | None) -> Response:
     target = f"/review?model={quote(tag)}" + (f"&order={quote(order)}" if order else "")
     return RedirectResponse(target, status_code=303)
 
@@ -231,7 +275,7 @@ def review_decide(
     session: CheckedPost,
     form: PostedDecision,
     model: Annotated[str, Form(max_length=MAX_ID)],
-    order: OrderForm = "",
+    order: OrderForm,
 ) -> Response:
     pair = check_decision(site, form, model)
     tag = site.tag_of(pair.tag)
@@ -247,8 +291,8 @@ def review_undo(
     request: Request,
     site: SiteDep,
     session: CheckedPost,
+    order: OrderForm,
     model: Annotated[str, Form(max_length=MAX_ID)] = "",
-    order: OrderForm = "",
 ) -> Response:
     """Undo the annotator's latest decision not undone yet (a new row; 409 if none is left)."""
     tag = site.tag_of(model or None)
