@@ -15,15 +15,26 @@ Stages (resumable; each real job on a local Ray instance):
    each shortlisted artwork (once per artwork, timed alone; one thread).
 
 Printed per arm: held-out detail MAP and R@1 (`pairs_details_test.csv`), shortlist recall of the
-source (share of held-out details whose artwork is among the shortlist), whole-drawing MAP against
+source (share of held-out details whose artwork is among the shortlist; and among the details that
+verification can confirm at all, whose artwork gets `min_inliers` or more when verified, whether
+shortlisted or not), whole-drawing MAP against
 global search, the share of distractor drawings with a verified artwork (a false "copy"), the
 median cost per query on one core (CPU seconds of the one thread, `time.thread_time`, so that
 other processes on a shared machine do not count: query features + shortlist + verifications; the
-embedding and region search that every arm needs are not included), and memory per artwork.
+embedding and region search that every arm needs are not included), memory per artwork, and copy
+detection on the verified results: the calibration (`fit_calibration`, as `evaluate
+calibrate=true`) fitted on one half of the queries and measured on the other, copies (details and
+whole drawings) and distractor drawings halved apart, mean ± std over 5 halvings: micro-AP,
+recall at 90 % precision, the share of distractor drawings flagged as likely copies, the share of
+pairs found as likely copies and the precision of the flagged results.
+
+`--skip-regions` leaves the regions job out (its region vectors are out of reach for a large
+gallery on a small machine): the `fused` arm is then global search's ranking, printed as `global`.
+The `words (top N/2)` arm is the first half of the words shortlist.
 
     python benchmarks/bench_shortlist.py --work runs/sl --distractors runs/dx_art \
         --distractor-drawings runs/dx_draw [--count 1000] [--drawing-count 300] [--top 100] \
-        [--words 4096] [--train-size 100000] [--drawing-queries 100]
+        [--words 4096] [--train-size 100000] [--drawing-queries 100] [--skip-regions]
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ from drawmatch.core.config import load_config
 from drawmatch.core.images import open_image
 from drawmatch.data import catalogue as cat
 from drawmatch.models.local_features import Features, extract, verify
+from drawmatch.retrieval.calibration import detection_metrics, fit_calibration
 from drawmatch.retrieval.local_shortlist import build_word_index
 from drawmatch.retrieval.metrics import retrieval_metrics
 from drawmatch.retrieval.region_index import fuse
@@ -51,6 +63,8 @@ from drawmatch.retrieval.region_search import VERIFIED_BONUS, RegionSearchParams
 
 ARMS = ("fused", "words", "words_half", "both")
 KS = (1, 5, 20, 50)
+# copy-detection figures printed (percent, mean ± std over 5 halvings; `detection_metrics`)
+DETECTION = ("micro_AP", "R@P90", "flagged_non_copies", "flagged_copies_found", "flagged_precision")
 
 
 def copy_first(src: Path, dst: Path, count: int) -> int:
@@ -349,6 +363,54 @@ def global_scores(out: str) -> tuple[np.ndarray, list[str], list[str], list[str]
     return q_emb @ g_emb.T, queries, gallery, paths
 
 
+def detection_table(
+    final: np.ndarray, fused: np.ndarray, inliers: np.ndarray, sets: dict, depth: int = 20
+) -> pd.DataFrame:
+    """The top `depth` verified results of every query, as `evaluate_detection` gives them
+    (drawing_id, rank, artwork_id, similarity = the fused score, inliers, copy,
+    non_copy_query): the held-out details and whole drawings copy their pairs' artworks, the
+    distractor drawings copy nothing."""
+    frames = []
+    for name in ("details_test", "whole", "distractors"):
+        rows, rel = sets[name]
+        for n, q in enumerate(rows):
+            top = np.argsort(-final[q], kind="stable")[:depth]
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "drawing_id": f"q{int(q)}",
+                        "rank": np.arange(1, len(top) + 1),
+                        "artwork_id": top,
+                        "similarity": fused[q, top].astype(np.float64),
+                        "inliers": np.maximum(inliers[q, top], 0),
+                        "copy": np.isin(top, rel[n]) if rel is not None else False,
+                        "non_copy_query": rel is None,
+                        "n_relevant": 0 if rel is None else len(rel[n]),
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True)
+
+
+def copy_detection(table: pd.DataFrame, splits: int = 5, k: int = 10) -> dict[str, list[float]]:
+    """The calibration fitted on one half of the drawings (copies and non-copies halved apart,
+    seeded) and measured on the other, as `eval_calibration.py` does: each figure per split."""
+    copies = sorted(table.loc[~table["non_copy_query"], "drawing_id"].unique())
+    non_copies = sorted(table.loc[table["non_copy_query"], "drawing_id"].unique())
+    figures: dict[str, list[float]] = {}
+    for split in range(splits):
+        rng = np.random.default_rng(1000 + split)
+        c, n = rng.permutation(copies).tolist(), rng.permutation(non_copies).tolist()
+        fit = set(c[: len(c) // 2] + n[: len(n) // 2])
+        rows = table["drawing_id"].isin(fit)
+        calibration = fit_calibration(table[rows], "bench", "verified", by="drawing_id")
+        test = table[~rows]
+        n_pairs = int(test.groupby("drawing_id")["n_relevant"].first().sum())
+        for key, value in detection_metrics(test, n_pairs, calibration, k).items():
+            figures.setdefault(key, []).append(value)
+    return figures
+
+
 def arm_label(arm: str, args: argparse.Namespace) -> str:
     """An arm's name as printed: `fused` is global search's ranking without region vectors."""
     if arm == "fused" and args.skip_regions:
@@ -380,6 +442,12 @@ def report(
         )
         flagged = [(inl[arm][q] >= gate).any() for q in dis_rows]
         extra = words.nbytes() / len(gallery) / 1e3 if arm != "fused" else 0.0
+        detection = copy_detection(detection_table(final, fused, inl[arm], sets))
+        spread = {
+            key: f"{np.nanmean(v):.1f} ± {np.nanstd(v, ddof=1):.1f}"
+            for key, v in detection.items()
+            if key in DETECTION
+        }
         table.append(
             {
                 "shortlist": arm_label(arm, args),
@@ -394,6 +462,7 @@ def report(
                 "p90 ms/query": float(np.percentile(cost[arm], 90) * 1000),
                 "kB/artwork (features + words)": feature_kb + extra,
             }
+            | spread
         )
     frame = pd.DataFrame(table)
     print(
@@ -405,7 +474,7 @@ def report(
         f"artwork gets >= {gate} inliers), {len(whole_rows)} whole, "
         f"{len(dis_rows)} distractor drawings"
     )
-    print(frame.round(3).to_string(index=False))
+    print(frame.set_index("shortlist").T.round(3).to_string())
     (args.work / "bench_shortlist.json").write_text(
         json.dumps(
             {
