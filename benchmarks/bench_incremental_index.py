@@ -22,8 +22,8 @@ Updates run for every `--added` size, rebuilds for the first only (a rebuild rea
 whatever was added). The embedding itself is not timed: the embed and regions jobs embed only the
 artworks that are missing or changed (ids and content hashes), so adding 100 artworks embeds 100
 whatever the gallery's size. Prints median, min-max and IQR of the seconds per arm, the ratios
-rebuild / update and larger / smaller update, the milliseconds per added artwork, and the load
-average."""
+rebuild / update and larger / smaller update, what each added artwork costs (the difference of
+two update medians over the difference of their sizes) and the fixed rest, and the load average."""
 
 from __future__ import annotations
 
@@ -212,8 +212,13 @@ def main(argv: list[str] | None = None) -> int:
         unit="s",
     )
     for job in ("index", "regions"):
-        per = [f"+{n}: {1000 * summary[f'{job}: update +{n}']['median'] / n:.1f}" for n in added]
-        print(f"  {job}: update, ms per added artwork (median)   " + ", ".join(per))
+        median = {n: summary[f"{job}: update +{n}"]["median"] for n in added}
+        for small, large in zip(added, added[1:]):
+            per = (median[large] - median[small]) / (large - small)  # seconds per added artwork
+            print(
+                f"  {job}: update, each added artwork past {small}: {1000 * per:.2f} ms; "
+                f"the rest (fixed): {median[small] - small * per:.2f} s (medians)"
+            )
     return 0
 
 
