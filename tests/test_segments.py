@@ -339,3 +339,27 @@ def test_an_index_with_segments_is_refused_once_the_gallery_moves_on(tmp_path):
         ArtworkIndex(out, TAG)
     with pytest.raises(StaleIndexError, match=r"\(0 artworks removed, 1 added, 1 re-embedded"):
         RegionIndex(out, TAG, gallery=cat.gallery_ids(cat.read_catalogue(out)))
+
+
+def test_an_hnsw_graph_takes_additions_as_a_new_base_and_is_rebuilt_on_removals(tmp_path, capsys):
+    """An HNSW graph cannot be merged: an update adds to the loaded graph and writes it whole as
+    a new base (as before segments); a removal rebuilds it."""
+    out = tmp_path / "out"
+    gallery = Gallery(out, 80)
+    config = IndexConfig(out=str(out), kind="hnsw")
+    index.run(config)
+    gallery.add(["new0", "new1"])
+    capsys.readouterr()
+    index.run(config)
+    assert "updated: 0 out, 2 in (compacted into a new base)" in capsys.readouterr().out
+    files = _manifest(index_dir(out, TAG))
+    assert files["base"] == "base-0002" and files["segments"] == []
+    assert not Path(index_dir(out, TAG), "base-0002.trained.faiss").exists()
+    ids, emb = embeddings.read_embeddings(out, TAG, ["new0", "new1"])
+    found, distances = ArtworkIndex(out, TAG).search(emb, 1)
+    assert [row[0] for row in found] == ids
+    np.testing.assert_allclose(distances[:, 0], 0.0, atol=1e-5)
+    gallery.drop(["art0004"])
+    index.run(config)
+    assert "built from all vectors (an HNSW graph cannot remove vectors)" in capsys.readouterr().out
+    assert sorted(ArtworkIndex(out, TAG).ids) == sorted(gallery.sha)

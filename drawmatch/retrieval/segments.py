@@ -202,13 +202,17 @@ class Saved:
 
 
 def read_saved(directory: str, map_file: str) -> Saved | None:
-    """The saved index of `directory` as `Saved`; None where there is none or its map has no
-    content hashes (an older version's, which must be rebuilt)."""
+    """The saved index of `directory` as `Saved`; None where there is none, or its map has no
+    content hashes, or (written before segments, so not through a manifest) its vectors and map
+    differ: an older version's, which must be rebuilt."""
     info = read_info(directory)
     if info is None:
         return None
     table, rows = read_maps(directory, info, map_file)
     if "sha256" not in table.column_names:
+        return None
+    legacy = files_of(info)["base"] is None
+    if legacy and _read_index(_index_path(directory, None)).ntotal != len(table):
         return None
     frame = pd.DataFrame(
         {"id": table.column("id").to_pylist(), "sha256": table.column("sha256").to_pylist()}
