@@ -229,9 +229,8 @@ def save_update(
     else by writing the merged index as a new base (see the module's docstring). Returns which
     (a key of `SAID`)."""
     files = files_of(saved.info)
-    removed = np.union1d(
-        _removed_rows(saved.directory, files), saved.frame["row"].to_numpy()[remove]
-    )
+    removed_before = _removed_rows(saved.directory, files)
+    removed = np.union1d(removed_before, saved.frame["row"].to_numpy()[remove])
     rows = saved.rows + len(emb)
     trained = f"{files['base']}.trained.faiss"
     if (
@@ -259,7 +258,7 @@ def save_update(
         storage.write_parquet(table, _map_path(saved.directory, name, saved.map_file))
         segments.append(name)
     removed_name = files["removed"]
-    if len(removed) > len(_removed_rows(saved.directory, files)):
+    if len(removed) > len(removed_before):
         removed_name = f"removed-{generation:04d}"
         path = storage.join(saved.directory, f"{removed_name}.parquet")
         storage.write_parquet(pa.table({"row": pa.array(removed, pa.int64())}), path)
