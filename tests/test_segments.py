@@ -363,3 +363,48 @@ def test_an_hnsw_graph_takes_additions_as_a_new_base_and_is_rebuilt_on_removals(
     index.run(config)
     assert "built from all vectors (an HNSW graph cannot remove vectors)" in capsys.readouterr().out
     assert sorted(ArtworkIndex(out, TAG).ids) == sorted(gallery.sha)
+
+
+def test_segments_and_a_compaction_on_an_object_store(s3_server, monkeypatch):
+    """The same files, manifest and clean-up in a bucket of a local S3-compatible server."""
+    from drawmatch.retrieval.artwork_index import id_table
+    from drawmatch.retrieval.faiss_index import build_index
+    from tests.conftest import make_bucket
+
+    root = make_bucket("segments") + "/index/tag"
+    x = np.random.default_rng(5).standard_normal((30, DIM)).astype(np.float32)
+    emb = x / np.linalg.norm(x, axis=1, keepdims=True)
+    ids = [f"a{i}" for i in range(30)]
+    segments.save_base(root, build_index(emb[:20]), id_table(ids[:20], ids[:20]), {}, "ids.parquet")
+    saved = segments.read_saved(root, "ids.parquet")
+    assert saved is not None and saved.frame["id"].tolist() == ids[:20]
+    added = id_table(ids[20:], ids[20:])
+    assert segments.save_update(saved, np.array([3]), emb[20:], added, {}) == "segment"
+    names = [storage.name(p) for p in storage.list_files(root)]
+    assert names == [
+        "base-0001.faiss",
+        "base-0001.parquet",
+        "base-0001.trained.faiss",
+        "index.json",
+        "removed-0002.parquet",
+        "segment-0002.faiss",
+        "segment-0002.parquet",
+    ]
+    kept = [i for i in range(30) if i != 3]
+    loaded, table, _info = segments.load(root, "ids.parquet")
+    assert table.column("id").to_pylist() == [ids[i] for i in kept]
+    np.testing.assert_array_equal(loaded.reconstruct_n(0, loaded.ntotal), emb[kept])
+    monkeypatch.setattr(segments, "MAX_SEGMENTS", 0)
+    saved = segments.read_saved(root, "ids.parquet")
+    assert saved is not None
+    assert segments.save_update(saved, np.array([0]), emb[:0], added.slice(0, 0), {}) == "compacted"
+    names = [storage.name(p) for p in storage.list_files(root)]
+    assert names == [
+        "base-0003.faiss",
+        "base-0003.parquet",
+        "base-0003.trained.faiss",
+        "index.json",
+    ]
+    loaded, table, _info = segments.load(root, "ids.parquet")
+    assert table.column("id").to_pylist() == [ids[i] for i in kept[1:]]
+    np.testing.assert_array_equal(loaded.reconstruct_n(0, loaded.ntotal), emb[kept[1:]])
