@@ -1,26 +1,29 @@
-"""Adding artworks to a large gallery: the index and regions jobs updating their indexes in place
-against rebuilding them from all vectors, interleaved and repeated.
+"""Adding artworks to a large gallery: the index and regions jobs updating their indexes (a new
+segment: `drawmatch.retrieval.segments`) against rebuilding them from all vectors, interleaved and
+repeated, for two sizes of addition so that the cost per added artwork shows.
 
-    python benchmarks/bench_incremental_index.py [--gallery 10000] [--added 100] [--rounds 3]
-        [--dim 1280] [--levels 1,2,3] [--kind flat] [--region-kind flat]
+    python benchmarks/bench_incremental_index.py [--gallery 10000] [--added 100,1000]
+        [--rounds 3] [--dim 1280] [--levels 1,2,3] [--kind flat] [--region-kind flat]
 
-The output root holds a catalogue of `--gallery + --added` artworks and, as the embed and regions
-jobs leave them, the stored global embeddings (parts of 256 rows) and region vectors (parts of 64
-artworks, `--levels` windows each: 14 for 1,2,3) of all of them: seeded random unit vectors of
-`--dim` dimensions (EfficientNet-Lite0's 1280), written straight to the stores, no images. The
-indexes are first built for the gallery without the added artworks (the state before they were
-catalogued and embedded); each arm restores that state (not timed) and times one job run:
+The output root holds a catalogue of `--gallery` + the largest `--added` artworks and, as the
+embed and regions jobs leave them, the stored global embeddings (parts of 256 rows) and region
+vectors (parts of 64 artworks, `--levels` windows each: 14 for 1,2,3) of all of them: seeded
+random unit vectors of `--dim` dimensions (EfficientNet-Lite0's 1280), written straight to the
+stores, no images. The indexes are first built for the gallery alone (the state before the new
+artworks were catalogued and embedded); each arm restores that state and catalogues the gallery
+plus its added artworks (not timed) and times one job run:
 
-- `index: update` / `index: rebuild`: `drawmatch index` (`rebuild=false` / `true`);
-- `regions: update` / `regions: rebuild`: `drawmatch regions local_features=null` with nothing to
-  embed (every region vector is stored), so what it times is its checks of the stores and the
-  region index (`rebuild_index=false` / `true`).
+- `index: update +N` / `index: rebuild +N`: `drawmatch index` (`rebuild=false` / `true`);
+- `regions: update +N` / `regions: rebuild +N`: `drawmatch regions local_features=null` with
+  nothing to embed (every region vector is stored), so what it times is its checks of the stores
+  and the region index (`rebuild_index=false` / `true`).
 
-The embedding itself is not timed: the embed and regions jobs embed only the artworks that are
-missing or changed (ids and content hashes), so adding 100 artworks embeds 100 whatever the
-gallery's size. Prints median, min-max and IQR of the seconds per arm and the ratios
-rebuild / update, with the load average.
-"""
+Updates run for every `--added` size, rebuilds for the first only (a rebuild reads every vector
+whatever was added). The embedding itself is not timed: the embed and regions jobs embed only the
+artworks that are missing or changed (ids and content hashes), so adding 100 artworks embeds 100
+whatever the gallery's size. Prints median, min-max and IQR of the seconds per arm, the ratios
+rebuild / update and larger / smaller update, what each added artwork costs (the difference of
+two update medians over the difference of their sizes) and the fixed rest, and the load average."""
 
 from __future__ import annotations
 
@@ -31,8 +34,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -116,16 +121,46 @@ def write_stores(out: Path, rows: pd.DataFrame, dim: int, config: RegionsConfig)
         write_part(where, table)
 
 
+def _arm(
+    out: Path, before: Path, rows: pd.DataFrame, job: str, rebuild: bool, args: Any
+) -> Callable[[], float]:
+    """One timed run of `job` (index or regions) on the gallery plus `len(rows) - args.gallery`
+    added artworks, from the saved indexes of the gallery alone."""
+    levels = tuple(int(v) for v in args.levels.split(","))
+    windows = len(region_boxes(levels, RegionsConfig().overlap))
+    config = RegionsConfig(
+        out=str(out), levels=levels, local_features=None, index_kind=args.region_kind
+    )
+
+    def timed() -> float:
+        shutil.rmtree(out / "index")
+        shutil.copytree(before, out / "index")
+        cat.write_catalogue(rows, out)
+        t = time.perf_counter()
+        if job == "index":
+            size = index.run(IndexConfig(out=str(out), kind=args.kind, rebuild=rebuild)).size
+        else:
+            size = regions.run(replace(config, rebuild_index=rebuild)).index_size
+        secs = time.perf_counter() - t
+        expected = len(rows) * (1 if job == "index" else windows)
+        if size != expected:
+            raise RuntimeError(f"{job}: an index of {size}, not {expected}")
+        return secs
+
+    return timed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gallery", type=int, default=10000)
-    parser.add_argument("--added", type=int, default=100)
+    parser.add_argument("--added", default="100,1000", help="artworks added, one size or several")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--dim", type=int, default=1280)
     parser.add_argument("--levels", default="1,2,3")
     parser.add_argument("--kind", default="flat", help="artwork index kind")
     parser.add_argument("--region-kind", default="flat", help="region index kind")
     args = parser.parse_args(argv)
+    added = [int(v) for v in args.added.split(",")]
 
     load_before = loadavg()
     work = Path(tempfile.mkdtemp(prefix="drawmatch-bench-incremental-"))
@@ -135,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         out=str(out), levels=levels, local_features=None, index_kind=args.region_kind
     )
     try:
-        ids = [f"art{i:06d}" for i in range(args.gallery + args.added)]
+        ids = [f"art{i:06d}" for i in range(args.gallery + max(added))]
         rows = catalogue_rows(ids)
         cat.write_roots(out, {"artworks": str(work / "images")})
         t = time.perf_counter()
@@ -146,51 +181,44 @@ def main(argv: list[str] | None = None) -> int:
         regions.run(base_regions)
         before = work / "index-before"
         shutil.copytree(out / "index", before)
-        cat.write_catalogue(rows, out)
-
-        def arm(job: str, rebuild: bool) -> float:
-            def timed() -> float:
-                shutil.rmtree(out / "index")
-                shutil.copytree(before, out / "index")
-                t = time.perf_counter()
-                if job == "index":
-                    done = index.run(IndexConfig(out=str(out), kind=args.kind, rebuild=rebuild))
-                    size = done.size
-                else:
-                    size = regions.run(replace(base_regions, rebuild_index=rebuild)).index_size
-                secs = time.perf_counter() - t
-                expected = len(ids) * (
-                    1 if job == "index" else len(region_boxes(levels, base_regions.overlap))
-                )
-                if size != expected:
-                    raise RuntimeError(f"{job}: an index of {size}, not {expected}")
-                return secs
-
-            return timed
-
-        arms = {
-            "index: update": arm("index", False),
-            "index: rebuild": arm("index", True),
-            "regions: update": arm("regions", False),
-            "regions: rebuild": arm("regions", True),
-        }
+        arms = {}
+        for job in ("index", "regions"):
+            for n in added:
+                grown = rows.iloc[: args.gallery + n]
+                arms[f"{job}: update +{n}"] = _arm(out, before, grown, job, False, args)
+            grown = rows.iloc[: args.gallery + added[0]]
+            arms[f"{job}: rebuild +{added[0]}"] = _arm(out, before, grown, job, True, args)
         samples = run_interleaved(arms, args.rounds)
         load_after = loadavg()
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print_report(
+    ratios = []
+    for job in ("index", "regions"):
+        first = f"{job}: update +{added[0]}"
+        ratios.append(
+            (f"{job}: rebuild / update +{added[0]}", f"{job}: rebuild +{added[0]}", first)
+        )
+        ratios += [
+            (f"{job}: update +{n} / +{added[0]}", f"{job}: update +{n}", first) for n in added[1:]
+        ]
+    summary = print_report(
         f"adding {args.added} artworks to a gallery of {args.gallery}: {args.kind} artwork index, "
-        f"{args.region_kind} region index of {len(region_boxes(levels, base_regions.overlap))} windows per artwork, "
-        f"{args.dim} dimensions, {args.rounds} rounds",
+        f"{args.region_kind} region index of {len(region_boxes(levels, base_regions.overlap))} "
+        f"windows per artwork, {args.dim} dimensions, {args.rounds} rounds",
         samples,
-        [
-            ("index: rebuild / update", "index: rebuild", "index: update"),
-            ("regions: rebuild / update", "regions: rebuild", "regions: update"),
-        ],
+        ratios,
         load_before,
         load_after,
         unit="s",
     )
+    for job in ("index", "regions"):
+        median = {n: summary[f"{job}: update +{n}"]["median"] for n in added}
+        for small, large in zip(added, added[1:]):
+            per = (median[large] - median[small]) / (large - small)  # seconds per added artwork
+            print(
+                f"  {job}: update, each added artwork past {small}: {1000 * per:.2f} ms; "
+                f"the rest (fixed): {median[small] - small * per:.2f} s (medians)"
+            )
     return 0
 
 

@@ -328,8 +328,7 @@ def embed_index_search(out: Path) -> tuple[set[str], set[str], pd.DataFrame]:
     embedded: set[str] = set()
     for part in embeddings.part_files(embeddings.embeddings_dir(out, tag)):
         embedded |= set(pd.read_parquet(part, columns=["id"])["id"])
-    ids_file = Path(artwork_index.index_dir(out, tag)) / artwork_index.IDS_FILE
-    return embedded, set(pd.read_parquet(ids_file)["id"]), topk
+    return embedded, set(artwork_index.ArtworkIndex(out, tag, check=False).ids), topk
 
 
 @pytest.fixture(scope="module")

@@ -235,7 +235,7 @@ def test_submitted_jobs_read_and_write_an_object_store(ray_head, s3_server, tmp_
     assert all(storage.is_file(p) for p in cat.resolve_paths(styled, cat.read_roots(out)))
     ids, emb = embeddings.read_embeddings(out, "tiny-avg-32-random")
     assert sorted(ids) == sorted([f"art{i}" for i in range(4)] + [f"draw{i}" for i in range(4)])
-    assert storage.is_file(f"{out}/index/tiny-avg-32-random/index.faiss")
+    assert storage.is_file(f"{out}/index/tiny-avg-32-random/index.json")
     topk = storage.read_parquet(f"{out}/candidates/tiny-avg-32-random/topk.parquet").to_pandas()
     assert sorted(topk["drawing_id"].unique()) == [f"draw{i}" for i in range(4)]
     assert len(topk) == 4 * 2

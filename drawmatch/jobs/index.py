@@ -1,8 +1,9 @@
 """The index job: a FAISS index over one model's artwork embeddings, saved with its id map and
 provenance (see `drawmatch.retrieval.artwork_index`): `flat` is exact; `ivf` and `hnsw` are
 approximate, for large galleries (kinds and parameter ranges: `drawmatch.retrieval.faiss_index`).
-A rerun updates the saved index with the artworks added, changed or removed since, at a cost that
-follows them, or rebuilds it where it cannot (`drawmatch.retrieval.artwork_index.updated_index`)."""
+A rerun updates the saved index with the artworks added, changed or removed since, writing them as
+a new segment so the cost follows them, or rebuilds it where it cannot
+(`drawmatch.retrieval.artwork_index.update_index`, `drawmatch.retrieval.segments`)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from drawmatch.core.config import save_config, setting
 from drawmatch.core.locks import job_lock
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import embeddings_dir, pick_model_tag, stored_ids
-from drawmatch.retrieval.artwork_index import IndexParams, index_dir, updated_index, write_index
+from drawmatch.retrieval.artwork_index import IndexParams, index_dir, update_index
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,11 @@ def _build(config: IndexConfig, tag: str) -> IndexResult:
         "hnsw_m": config.hnsw_m,
         "ef_search": config.ef_search,
     }
-    index, ids, meta, how = updated_index(config.out, tag, current, params, config.rebuild, stored)
+    size, how = update_index(config.out, tag, current, params, config.rebuild, stored)
     directory = index_dir(config.out, tag)
-    write_index(directory, index, ids, meta, sha256=[current[k] for k in ids])
     save_config(config, storage.join(directory, "index_config.yaml"))
     print(
-        f"index {tag}: {config.kind} index of {len(ids)} artworks {how}, written to {directory}"
+        f"index {tag}: {config.kind} index of {size} artworks {how}, written to {directory}"
         + (f" ({missing} catalogued artworks have no embedding yet)" if missing else "")
     )
-    return IndexResult(model_tag=tag, directory=str(directory), size=len(ids), kind=config.kind)
+    return IndexResult(model_tag=tag, directory=str(directory), size=size, kind=config.kind)

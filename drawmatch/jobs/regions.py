@@ -8,8 +8,9 @@ and write tasks store them as Parquet parts under `embeddings/<model_tag>/region
 (SIFT or ORB keypoints and descriptors) are extracted by CPU tasks into `local_features/`. A rerun
 does only the artworks that are missing or whose content changed; the region index
 (`index/<model_tag>/regions/`) then takes the stored region vectors of the gallery artworks that
-have a global embedding, updated in place with those added, changed or removed since (or rebuilt
-where it cannot be, or with `rebuild_index=true`: `drawmatch.retrieval.region_index`), with each
+have a global embedding, updated with those added, changed or removed since, written as a new
+segment (or rebuilt where it cannot be, or with `rebuild_index=true`:
+`drawmatch.retrieval.region_index`, `drawmatch.retrieval.segments`), with each
 artwork's content hash for the staleness check of `drawmatch.retrieval.region_index.RegionIndex`.
 
 One run per output root at a time (`drawmatch.core.locks`: it writes the local features, which every
@@ -65,9 +66,7 @@ from drawmatch.models.region_embedder import (
 from drawmatch.retrieval.faiss_index import check_index, index_setting
 from drawmatch.retrieval.region_index import (
     KINDS,
-    region_index_dir,
-    updated_region_index,
-    write_region_index,
+    update_region_index,
 )
 from drawmatch.runtime.pipeline import (
     PipelineConfig,
@@ -209,7 +208,7 @@ def build_region_index(
 ) -> tuple[int, int, int]:
     """Bring the region index up to date with the stored region vectors of the gallery artworks
     that have a global embedding, each with its artwork's content hash: updated in place or
-    rebuilt (`drawmatch.retrieval.region_index.updated_region_index`); `provenance` holds the
+    rebuilt (`drawmatch.retrieval.region_index.update_region_index`); `provenance` holds the
     weights hash, region settings and local features of `index.json`. Returns the vectors, the
     artworks and the artworks left out for lack of a global embedding."""
     directory = regions_dir(storage.absolute(config.out), tag)
@@ -225,18 +224,12 @@ def build_region_index(
             f"no artwork regions for model {tag} (with a global embedding): nothing to index"
         )
     params = {"kind": config.index_kind, **index_params(config)}
-    index, frame, trained_on, how = updated_region_index(
-        config.out, tag, current, params, config.rebuild_index, region_rows
-    )
     info = {
         "model_tag": tag,
         "weights_hash": provenance["weights_hash"],
         "kind": config.index_kind,
         "params": params,
-        "trained_on": trained_on,
-        "size": len(frame),
         "artworks": len(current),
-        "dim": int(index.d),
         "regions": provenance["regions"],
         "local_features": provenance["local_features"],
         # artworks whose regions failed (their image did not decode): left out, not stale
@@ -244,17 +237,11 @@ def build_region_index(
             k: s for k, s in zip(stored["id"], stored["sha256"]) if k in gallery and k not in sha_of
         },
     }
-    print(f"regions {tag}: region index {how}")
-    write_region_index(
-        region_index_dir(config.out, tag),
-        index,
-        frame["id"].tolist(),
-        frame["region"].to_numpy(),
-        np.stack(frame["box"].to_list()) if len(frame) else np.zeros((0, 4), np.float32),
-        info,
-        sha256=frame["sha256"].tolist(),
+    size, how = update_region_index(
+        config.out, tag, current, params, info, config.rebuild_index, region_rows
     )
-    return len(frame), len(current), no_global
+    print(f"regions {tag}: region index {how}")
+    return size, len(current), no_global
 
 
 def _run(config: RegionsConfig) -> RegionsResult:

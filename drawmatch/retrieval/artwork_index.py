@@ -1,5 +1,6 @@
 """The artwork index: a FAISS index over one model's artwork embeddings, under
-`index/<model_tag>/`: `index.faiss`, `ids.parquet` (position -> id) and `index.json` (provenance).
+`index/<model_tag>/`: a base and delta segments, each a FAISS index and its map (position -> id,
+content hash), named by `index.json` (provenance and manifest: `drawmatch.retrieval.segments`).
 
 Embeddings are L2-normalised, so inner product = cosine similarity and distance = 1 - score.
 `flat` is exact; `ivf` and `hnsw` are approximate, for large galleries (the kinds, their
@@ -7,14 +8,16 @@ parameters and ranges: `drawmatch.retrieval.faiss_index`).
 
 An index is a snapshot: loading one checks it against the current gallery and the stored artwork
 embeddings (ids and content hashes only) and refuses it once an artwork was removed, added or
-re-embedded since it was built; `drawmatch index` brings it up to date. It does so in place
-(`updated_index`): the vectors of removed or changed artworks are taken out, those of new or
-changed ones read (from the embedding parts that hold them) and added, so the cost follows what
-changed, not the gallery; the id map keeps the old order with the new artworks at its end. An
-IVF index keeps its trained quantiser until it holds more than `REBUILD_GROWTH` (2) times the
-vectors it was trained on, or fewer than half (`drawmatch.retrieval.faiss_index`); an HNSW graph
-takes additions but not removals; either is then rebuilt, as is an index of other weights, kind or
-parameters, or one of an older version (no `params` in `index.json`), and any with `rebuild=true`.
+re-embedded since it was built; `drawmatch index` brings it up to date (`update_index`): the rows
+of removed or changed artworks are listed as removed and the vectors of new or changed ones read
+(from the embedding parts that hold them) and written as a new segment, so what it reads and
+writes follows what changed, not the gallery (every few updates it compacts the segments into a
+new base: `drawmatch.retrieval.segments`); loaded, the id map keeps the old order with the new
+artworks at its end. An IVF index keeps its trained quantiser until it holds more than
+`REBUILD_GROWTH` (2) times the vectors it was trained on, or fewer than half
+(`drawmatch.retrieval.faiss_index`); an HNSW graph takes additions (written as a new base) but not
+removals; either is then rebuilt, as is an index of other weights, kind or parameters, or one of
+an older version (no `params` in `index.json`), and any with `rebuild=true`.
 """
 
 from __future__ import annotations
@@ -32,19 +35,18 @@ from drawmatch.core import storage
 from drawmatch.core.config import Config, setting
 from drawmatch.data import catalogue as cat
 from drawmatch.data.embeddings import embeddings_dir, read_embeddings, read_model_info, stored_ids
+from drawmatch.retrieval import segments
 from drawmatch.retrieval.faiss_index import (
     build_index,
     check_index,
     index_setting,
     rebuild_reason,
-    remove_positions,
     search_parameters,
     update_plan,
 )
 
-INDEX_FILE = "index.faiss"
-IDS_FILE = "ids.parquet"
-INFO_FILE = "index.json"
+IDS_FILE = "ids.parquet"  # the id map of an index written before segments
+INFO_FILE = segments.INFO_FILE
 KINDS = ("flat", "ivf", "hnsw")
 
 
@@ -79,6 +81,14 @@ def build_faiss_index(
     return build_index(emb, kind, nlist=nlist, nprobe=nprobe, hnsw_m=hnsw_m, ef_search=ef_search)
 
 
+def id_table(ids: list[str], sha256: list[str] | None = None) -> pa.Table:
+    """The id map of an index: `id` per vector (and its artwork's content hash when given)."""
+    columns = {"id": pa.array(ids, pa.string())}
+    if sha256 is not None:
+        columns["sha256"] = pa.array(sha256, pa.string())
+    return pa.table(columns)
+
+
 def write_index(
     directory: str,
     index: Any,
@@ -87,37 +97,10 @@ def write_index(
     sha256: list[str] | None = None,
 ) -> None:
     """Save a FAISS index, its position -> id map (with each artwork's content hash when given,
-    for the staleness check) and its provenance, each file written whole."""
-    import faiss
-
+    for the staleness check) and its provenance as a new base (`drawmatch.retrieval.segments`)."""
     if len(set(ids)) != len(ids):
         raise ValueError(f"an index maps each artwork once; {len(ids) - len(set(ids))} repeated")
-    storage.makedirs(directory)
-    data = faiss.serialize_index(index)  # (bytes,) uint8
-    storage.write_bytes(storage.join(directory, INDEX_FILE), data.tobytes())
-    frame = pd.DataFrame({"position": range(len(ids)), "id": ids})
-    if sha256 is not None:
-        frame["sha256"] = sha256
-    storage.write_parquet(
-        pa.Table.from_pandas(frame, preserve_index=False), storage.join(directory, IDS_FILE)
-    )
-    storage.write_bytes(storage.join(directory, INFO_FILE), json.dumps(info, indent=2).encode())
-
-
-def read_saved(directory: str) -> tuple[Any, pd.DataFrame, dict[str, Any]] | None:
-    """A saved index, its id map (with content hashes) and its `index.json`; None where there is
-    none, or one that cannot be updated (no content hashes, or vectors and map that differ)."""
-    import faiss
-
-    if not storage.exists(storage.join(directory, INFO_FILE)):
-        return None
-    info = json.loads(storage.read_text(storage.join(directory, INFO_FILE)))
-    id_map = storage.read_parquet(storage.join(directory, IDS_FILE)).to_pandas()
-    data = storage.read_bytes(storage.join(directory, INDEX_FILE))
-    index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-    if "sha256" not in id_map.columns or index.ntotal != len(id_map):
-        return None
-    return index, id_map, info
+    segments.save_base(directory, index, id_table(ids, sha256), info, IDS_FILE)
 
 
 def parts_holding(stored: pd.DataFrame, ids: list[str]) -> list[str]:
@@ -125,42 +108,41 @@ def parts_holding(stored: pd.DataFrame, ids: list[str]) -> list[str]:
     return sorted(set(stored.loc[stored["id"].isin(set(ids)), "part"]))
 
 
-def updated_index(
+def update_index(
     out: str | Path,
     tag: str,
     current: dict[str, str],
     params: dict[str, Any],
     rebuild: bool = False,
     stored: pd.DataFrame | None = None,
-) -> tuple[Any, list[str], dict[str, Any], str]:
-    """The index of `current` (gallery artwork id -> content hash of its stored embedding) with
-    `params` (`kind` and the kind's parameters): the saved one updated in place where it can be
-    (see the module's docstring), else built from all vectors. Returns the index, its ids, its
-    `index.json` and a line saying which it was and why. `stored`: the embeddings' `stored_ids`
-    where the caller has read them already."""
+) -> tuple[int, str]:
+    """Bring the saved index up to date with `current` (gallery artwork id -> content hash of its
+    stored embedding) and `params` (`kind` and the kind's parameters): updated where it can be
+    (see the module's docstring), else built from all vectors, and written. Returns its size and
+    a line saying which it was and why. `stored`: the embeddings' `stored_ids` where the caller
+    has read them already."""
     model = read_model_info(out, tag)
     kind = params["kind"]
-    saved = None if rebuild else read_saved(index_dir(out, tag))
+    directory = index_dir(out, tag)
+    saved = None if rebuild else segments.read_saved(directory, IDS_FILE)
     reason = "rebuild=true" if rebuild else "no index this version can update"
     if saved is not None:
-        index, id_map, info = saved
-        remove, add = update_plan(id_map, current)
-        size = len(id_map) - len(remove) + len(add)
-        reason = rebuild_reason(info, kind, params, size)
-        if info["weights_hash"] != model["weights_hash"]:
+        remove, add = update_plan(saved.frame, current)
+        size = len(saved.frame) - len(remove) + len(add)
+        reason = rebuild_reason(saved.info, kind, params, size)
+        if saved.info["weights_hash"] != model["weights_hash"]:
             reason = "its embeddings' weights changed"
         elif kind == "hnsw" and len(remove):
             reason = "an HNSW graph cannot remove vectors"
         if not reason:
-            remove_positions(index, remove)
-            keep = np.ones(len(id_map), dtype=bool)
-            keep[remove] = False
+            emb = np.zeros((0, int(saved.info["dim"])), dtype=np.float32)
             if add:
                 if stored is None:
                     stored = stored_ids(embeddings_dir(out, tag))
-                index.add(read_embeddings(out, tag, add, parts_holding(stored, add))[1])
-            ids = id_map["id"][keep].tolist() + add
-            return index, ids, {**info, "size": size}, f"updated: {len(remove)} out, {len(add)} in"
+                emb = read_embeddings(out, tag, add, parts_holding(stored, add))[1]
+            table = id_table(add, [current[k] for k in add])
+            how = segments.save_update(saved, remove, emb, table, {**saved.info, "size": size})
+            return size, f"updated: {len(remove)} out, {len(add)} in ({segments.SAID[how]})"
     ids = list(current)
     _, emb = read_embeddings(out, tag, ids=ids)
     index = build_faiss_index(emb, **params)
@@ -173,7 +155,8 @@ def updated_index(
         "size": len(ids),
         "dim": int(emb.shape[1]),
     }
-    return index, ids, info, f"built from all vectors ({reason})"
+    write_index(directory, index, ids, info, sha256=[current[k] for k in ids])
+    return len(ids), f"built from all vectors ({reason})"
 
 
 class StaleIndexError(ValueError):
@@ -213,8 +196,6 @@ class ArtworkIndex:
         catalogue: pd.DataFrame | None = None,
         check: bool = True,
     ) -> None:
-        import faiss
-
         directory = index_dir(out, tag)
         if not storage.exists(storage.join(directory, INFO_FILE)):
             raise FileNotFoundError(f"no index for model {tag!r}: run `drawmatch index` first")
@@ -227,9 +208,8 @@ class ArtworkIndex:
             )
         self.tag = tag
         self.weights_hash = str(model["weights_hash"])
-        data = storage.read_bytes(storage.join(directory, INDEX_FILE))
-        self.index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-        id_map = storage.read_parquet(storage.join(directory, IDS_FILE)).to_pandas()
+        self.index, table, self.info = segments.load(directory, IDS_FILE)
+        id_map = table.to_pandas()
         self.ids: list[str] = id_map["id"].tolist()
         if self.index.ntotal != len(self.ids):
             raise StaleIndexError(

@@ -1,7 +1,8 @@
 """The region index: a FAISS index over one model's artwork region vectors, under
-`index/<model_tag>/regions/`: `index.faiss`, `regions.parquet` (position -> `id`, `region`, `box`,
-`sha256`: the content hash of the artwork the vector was made from) and `index.json` (provenance:
-model tag, weights hash, region settings, kind).
+`index/<model_tag>/regions/`: a base and delta segments, each a FAISS index and its map (position
+-> `id`, `region`, `box`, `sha256`: the content hash of the artwork the vector was made from), named
+by `index.json` (provenance: model tag, weights hash, region settings, kind; and the manifest:
+`drawmatch.retrieval.segments`).
 
 Like the artwork index, a region index is a snapshot: loading one for a gallery refuses it
 (`StaleIndexError`, naming the command that rebuilds it) once an artwork was added, removed or
@@ -14,9 +15,10 @@ product quantisation, 8-bit codes, `pq_m` sub-vectors: 20x smaller, less accurat
 region vectors; an artwork none of whose regions is among them gets the lowest score seen (an upper
 bound of its true region score).
 
-The regions job keeps the index up to date in place (`updated_region_index`): the rows of removed
-or changed artworks are taken out and the region vectors of new or changed ones read (from the
-parts that hold them) and added, with the rules of the artwork index for what must be rebuilt
+The regions job keeps the index up to date (`update_region_index`): the rows of removed or changed
+artworks are listed as removed and the region vectors of new or changed ones read (from the parts
+that hold them) and written as a new segment, so what it reads and writes follows what changed
+(every few updates the segments are compacted into a new base), with the rules of the artwork index for what must be rebuilt
 instead (`drawmatch.retrieval.artwork_index`: IVF and IVF-PQ keep their trained quantisers until
 the index has grown past twice or shrunk below half the vectors they were trained on; HNSW takes
 no removals).
@@ -39,18 +41,17 @@ import pyarrow as pa
 from drawmatch.core import storage
 from drawmatch.data.embeddings import embeddings_dir, read_model_info, stored_ids
 from drawmatch.models.region_embedder import read_region_settings, read_regions, regions_dir
+from drawmatch.retrieval import segments
 from drawmatch.retrieval.artwork_index import StaleIndexError, index_dir, parts_holding, staleness
 from drawmatch.retrieval.faiss_index import (
     build_index,
     check_index,
     rebuild_reason,
-    remove_positions,
     update_plan,
 )
 
-INDEX_FILE = "index.faiss"
-MAP_FILE = "regions.parquet"
-INFO_FILE = "index.json"
+MAP_FILE = "regions.parquet"  # the map of a region index written before segments
+INFO_FILE = segments.INFO_FILE
 KINDS = ("flat", "ivf", "ivfpq", "hnsw")
 
 
@@ -74,6 +75,21 @@ def build_region_faiss(
     return build_index(emb, kind, ef_search=ef_search, pq_bits=8, **params)
 
 
+def region_table(
+    ids: list[str], region: np.ndarray, box: np.ndarray, sha256: list[str] | None = None
+) -> pa.Table:
+    """The map of region vectors: `id`, `region`, `box` (4 floats) and `sha256` when given."""
+    box_values = pa.array(np.ascontiguousarray(box, dtype=np.float32).reshape(-1))
+    columns = {
+        "id": pa.array(ids, pa.string()),
+        "region": pa.array(np.asarray(region, dtype=np.int16)),
+        "box": pa.FixedSizeListArray.from_arrays(box_values, 4),
+    }
+    if sha256 is not None:
+        columns["sha256"] = pa.array(sha256, pa.string())
+    return pa.table(columns)
+
+
 def write_region_index(
     directory: str,
     index: Any,
@@ -84,44 +100,8 @@ def write_region_index(
     sha256: list[str] | None = None,
 ) -> None:
     """Save the index, its position -> (id, region, box, sha256 when given) map and its
-    provenance."""
-    import faiss
-
-    storage.makedirs(directory)
-    storage.write_bytes(storage.join(directory, INDEX_FILE), faiss.serialize_index(index).tobytes())
-    box_values = pa.array(np.ascontiguousarray(box, dtype=np.float32).reshape(-1))
-    columns = {
-        "position": pa.array(np.arange(len(ids), dtype=np.int64)),
-        "id": pa.array(ids, pa.string()),
-        "region": pa.array(np.asarray(region, dtype=np.int16)),
-        "box": pa.FixedSizeListArray.from_arrays(box_values, 4),
-    }
-    if sha256 is not None:
-        columns["sha256"] = pa.array(sha256, pa.string())
-    table = pa.table(columns)
-    storage.write_parquet(table, storage.join(directory, MAP_FILE))
-    storage.write_bytes(storage.join(directory, INFO_FILE), json.dumps(info, indent=2).encode())
-
-
-def read_saved_regions(directory: str) -> tuple[Any, pd.DataFrame, dict[str, Any]] | None:
-    """A saved region index, its map (`id`, `region`, `box` (R, 4), `sha256`) and its
-    `index.json`; None where there is none or one that cannot be updated."""
-    import faiss
-
-    if not storage.exists(storage.join(directory, INFO_FILE)):
-        return None
-    info = json.loads(storage.read_text(storage.join(directory, INFO_FILE)))
-    table = storage.read_parquet(storage.join(directory, MAP_FILE))
-    data = storage.read_bytes(storage.join(directory, INDEX_FILE))
-    index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-    if "sha256" not in table.column_names or index.ntotal != len(table):
-        return None
-    n = len(table)
-    frame = pd.DataFrame(
-        {k: table.column(k).to_numpy(zero_copy_only=False) for k in ("id", "region", "sha256")}
-    )
-    box = table.column("box").combine_chunks().flatten().to_numpy().reshape(n, 4)
-    return index, frame.assign(box=list(box)), info
+    provenance as a new base (`drawmatch.retrieval.segments`)."""
+    segments.save_base(directory, index, region_table(ids, region, box, sha256), info, MAP_FILE)
 
 
 def _regions_of(
@@ -133,25 +113,27 @@ def _regions_of(
     return [k for k, kept in zip(got, keep) if kept], region[keep], box[keep], emb[keep]
 
 
-def updated_region_index(
+def update_region_index(
     out: str | Path,
     tag: str,
     current: dict[str, str],
     params: dict[str, Any],
+    provenance: dict[str, Any],
     rebuild: bool = False,
     stored: pd.DataFrame | None = None,
-) -> tuple[Any, pd.DataFrame, int, str]:
-    """The region index of `current` (artwork id -> content hash of its stored regions, in id
-    order) with `params` (`kind` and the kind's parameters): the saved one updated in place where
-    it can be, else built from all region vectors of `current`. Returns the index, its map
-    (`id`, `region`, `box`, `sha256` per row), the vectors it was trained on and a line saying
-    which it was and why. `stored`: the region store's `stored_ids` where the caller has read
-    them already."""
+) -> tuple[int, str]:
+    """Bring the saved region index up to date with `current` (artwork id -> content hash of its
+    stored regions, in id order) and `params` (`kind` and the kind's parameters): updated where it
+    can be (a new segment, `drawmatch.retrieval.segments`), else built from all region vectors of
+    `current`, and written with `provenance` plus `trained_on`, `size` and `dim` as `index.json`.
+    Returns its vectors and a line saying which it was and why. `stored`: the region store's
+    `stored_ids` where the caller has read them already."""
     model = read_model_info(out, tag)
-    saved = None if rebuild else read_saved_regions(region_index_dir(out, tag))
+    directory = region_index_dir(out, tag)
+    saved = None if rebuild else segments.read_saved(directory, MAP_FILE)
     reason = "rebuild=true" if rebuild else "no region index this version can update"
     if saved is not None:
-        index, frame, info = saved
+        frame, info = saved.frame, saved.info
         remove, add = update_plan(frame, current)
         per_artwork = len(frame) // max(1, frame["id"].nunique())  # every artwork has all boxes
         size = len(frame) - len(remove) + len(add) * per_artwork
@@ -161,25 +143,24 @@ def updated_region_index(
         elif params["kind"] == "hnsw" and len(remove):
             reason = "an HNSW graph cannot remove vectors"
         if not reason:
-            remove_positions(index, remove)
-            frame = frame.drop(index=frame.index[remove]).reset_index(drop=True)
-            if add:
-                if stored is None:
-                    stored = stored_ids(regions_dir(out, tag))
-                parts = parts_holding(stored, add)
-                ids, region, box, emb = _regions_of(out, tag, add, parts)
-                index.add(np.ascontiguousarray(emb, dtype=np.float32))
-                new = pd.DataFrame(
-                    {"id": ids, "region": region, "sha256": [current[k] for k in ids]}
-                )
-                frame = pd.concat([frame, new.assign(box=list(box))], ignore_index=True)
-            how = f"updated: {len(remove)} vectors out, {len(add)} artworks in"
-            return index, frame, int(info["trained_on"]), how
+            if stored is None:
+                stored = stored_ids(regions_dir(out, tag))
+            parts = parts_holding(stored, add) if add else []
+            ids, region, box, emb = _regions_of(out, tag, add, parts) if add else ([], [], [], [])
+            emb = np.asarray(emb, dtype=np.float32).reshape(-1, int(info["dim"]))
+            table = region_table(
+                ids, np.asarray(region), np.asarray(box), [current[k] for k in ids]
+            )
+            size = len(frame) - len(remove) + len(ids)
+            trained = {"trained_on": info["trained_on"], "size": size, "dim": info["dim"]}
+            how = segments.save_update(saved, remove, emb, table, {**provenance, **trained})
+            said = segments.SAID[how]
+            return size, f"updated: {len(remove)} vectors out, {len(add)} artworks in ({said})"
     ids, region, box, emb = _regions_of(out, tag, list(current), None)
     index = build_region_faiss(emb, **params)
-    frame = pd.DataFrame({"id": ids, "region": region, "sha256": [current[k] for k in ids]})
-    how = f"built from all vectors ({reason})"
-    return index, frame.assign(box=list(box)), len(frame), how
+    info = {**provenance, "trained_on": len(ids), "size": len(ids), "dim": int(emb.shape[1])}
+    write_region_index(directory, index, ids, region, box, info, [current[k] for k in ids])
+    return len(ids), f"built from all vectors ({reason})"
 
 
 def best_per_artwork(
@@ -217,8 +198,6 @@ class RegionIndex:
     global artwork embeddings: a stale index is refused (`StaleIndexError`)."""
 
     def __init__(self, out: str | Path, tag: str, gallery: list[str] | None = None) -> None:
-        import faiss
-
         directory = region_index_dir(out, tag)
         rebuild = rebuild_command(out, tag)
         if not storage.exists(storage.join(directory, INFO_FILE)):
@@ -240,9 +219,7 @@ class RegionIndex:
             raise StaleIndexError(
                 f"region index {directory} is stale (other region settings): run `{rebuild}`"
             )
-        data = storage.read_bytes(storage.join(directory, INDEX_FILE))
-        self.index = faiss.deserialize_index(np.frombuffer(data, dtype=np.uint8))
-        table = storage.read_parquet(storage.join(directory, MAP_FILE))
+        self.index, table, self.info = segments.load(directory, MAP_FILE)
         self.ids: list[str] = table.column("id").to_pylist()
         if self.index.ntotal != len(self.ids):
             raise StaleIndexError(
