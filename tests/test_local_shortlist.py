@@ -22,7 +22,7 @@ from drawmatch.retrieval.local_shortlist import (
     tfidf_vector,
     word_index_for,
 )
-from drawmatch.retrieval.region_search import RegionSearcher, RegionSearchParams
+from drawmatch.retrieval.region_search import RegionSearcher, RegionSearchParams, shortlist_for
 
 
 def dense(words: np.ndarray, idf: np.ndarray) -> np.ndarray:
@@ -149,7 +149,18 @@ def test_candidates_of_each_shortlist(gallery: tuple[list[str], dict, list[Image
     words = build_word_index(ids, feats, words=1024, seed=0)
     query = extract(images[2].crop((100, 100, 260, 220)), "sift", 400, 500)
     fused = np.array([0.9, 0.5, 0.1], np.float32)  # the embeddings prefer artwork 0
-    for shortlist, expected in (("fused", [0]), ("words", [2]), ("both", [0, 2])):
+    for shortlist, expected in (("fused", [0]), ("words", [2]), ("both", [0, 2]), ("auto", [2])):
         searcher.params = RegionSearchParams(verify_top=1, shortlist=shortlist)
         searcher.words = None if shortlist == "fused" else words
         assert searcher.candidates(fused, query).tolist() == expected
+    # auto with verify_top covering the 3 artworks: every artwork verified, best fused first
+    searcher.params = RegionSearchParams(verify_top=3, shortlist="auto")
+    assert searcher.candidates(fused, query).tolist() == [0, 1, 2]
+
+
+def test_auto_shortlist_is_words_only_beyond_verify_top() -> None:
+    assert shortlist_for("auto", 500, 500) == "fused"  # the whole gallery is verified
+    assert shortlist_for("auto", 501, 500) == "words"
+    assert shortlist_for("auto", 10, 0) == "words"
+    for chosen in ("fused", "words", "both"):
+        assert shortlist_for(chosen, 10, 500) == shortlist_for(chosen, 10_000, 500) == chosen

@@ -40,7 +40,7 @@ from drawmatch.retrieval.local_shortlist import WordIndex, word_index_for
 from drawmatch.retrieval.region_index import RegionIndex, fuse
 
 SEARCH_MODES = ("global", "region", "fused", "verified")
-SHORTLISTS = ("fused", "words", "both")  # verified mode's candidates (see `RegionSearcher`)
+SHORTLISTS = ("auto", "fused", "words", "both")  # verified mode's candidates (`shortlist_for`)
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,8 @@ class RegionSearchParams(Config):
     px with at most `query_n_features` keypoints (the artworks' are the regions job's
     `feature_side` and `n_features`) and matched as RootSIFT when `rootsift` is true. The
     candidates verified are the `verify_top` best by fused score, by visual words (`shortlist`
-    words, a vocabulary of `words`) or both. Weight, margin and min_inliers are tuned on a
+    words, a vocabulary of `words`) or both; `auto` (the default) takes the fused list while
+    `verify_top` covers the whole gallery and visual words beyond (`shortlist_for`). Weight, margin and min_inliers are tuned on a
     held-out partial-copy set."""
 
     weight: float = setting(1.0, ge=0, le=100, help="fused: weight of the region score's excess")
@@ -73,9 +74,10 @@ class RegionSearchParams(Config):
     )
     query_n_features: int = setting(500, ge=1, help="query's local features: most keypoints")
     shortlist: str = setting(
-        "fused",
+        "auto",
         choices=SHORTLISTS,
-        help="verified: candidates, the verify_top best by fused score, visual words or both",
+        help="verified: candidates, the verify_top best by fused score, visual words or both; "
+        "auto: fused while verify_top covers the gallery, else words",
     )
     words: int = setting(4096, ge=2, help="verified, words shortlist: visual words (vocabulary)")
 
@@ -83,6 +85,16 @@ class RegionSearchParams(Config):
 VERIFIED_BONUS = 100.0  # a verified artwork's score: fused + bonus + inliers (ranks it first)
 Images = list[Any] | None  # the query images (PIL), one per query, that verified mode needs
 BOX_COLUMNS = ("box_x0", "box_y0", "box_x1", "box_y1")  # the matched box, fractions of the artwork
+
+
+def shortlist_for(shortlist: str, gallery_size: int, verify_top: int) -> str:
+    """The shortlist a verified search uses: `shortlist` itself, or for `auto` the fused list
+    while `verify_top` covers the whole gallery (every artwork is verified, so the list does not
+    matter and no word index is needed) and visual words beyond (on larger galleries they hold
+    the source of a detail far more often: `BENCHMARKS.md`, "Which artworks to verify")."""
+    if shortlist != "auto":
+        return shortlist
+    return "fused" if gallery_size <= verify_top else "words"
 
 
 def check_mode(mode: str) -> None:
@@ -118,7 +130,7 @@ class RegionSearcher:
                 )
             self.feature_kind, self.feature_side = str(local["kind"]), int(local["max_side"])
             self.features = read_features(out, self.feature_kind, self.feature_side)
-            if params.shortlist != "fused":
+            if shortlist_for(params.shortlist, len(self.gallery), params.verify_top) != "fused":
                 where = features_dir(out, self.feature_kind, self.feature_side)
                 self.words = word_index_for(where, self.gallery, self.features, params.words)
 
@@ -132,13 +144,15 @@ class RegionSearcher:
     def candidates(self, fused: np.ndarray, query: Features) -> np.ndarray:
         """Gallery positions to verify for one query: the `verify_top` best by fused score
         (`shortlist=fused`), by visual words (`words`,
-        `drawmatch.retrieval.local_shortlist`), or the union of both (`both`, fused first)."""
+        `drawmatch.retrieval.local_shortlist`), or the union of both (`both`, fused first);
+        `auto` as `shortlist_for` says."""
         top = self.params.verify_top
+        shortlist = shortlist_for(self.params.shortlist, len(fused), top)
         by_fused = np.argsort(-fused, kind="stable")[:top]
-        if self.words is None:
+        if shortlist == "fused" or self.words is None:
             return by_fused
         by_words = self.words.shortlist(query, top)
-        if self.params.shortlist == "words":
+        if shortlist == "words":
             return by_words
         return np.concatenate([by_fused, by_words[~np.isin(by_words, by_fused)]])
 
