@@ -160,4 +160,5 @@ def test_verified_confidence_uses_the_inliers_and_the_fused_score(region_run):  
     page = _serve_client(out).get(f"/drawings/detail4?model={tag}&mode=verified&k=6")
     assert page.status_code == 200
     card = page.text.split('id="pair-')[1]  # the first card: art4
-    assert f"confidence {found['confidence'].iloc[0]:.2f} · likely copy" in card
+    shown = f"confidence {100 * found['confidence'].iloc[0]:.1f} %"
+    assert shown in card and 'class="likely">likely copy</strong>' in card
