@@ -1,5 +1,7 @@
-"""The visual-word shortlist: tf-idf weights against a hand computation, and a detail cut from one of
-three real (OpenCV-drawn) artworks shortlisted with that artwork first."""
+"""The visual-word shortlist with Hamming embedding: idf, signatures, norms and weights against
+hand computations, the inverted file's scores against a brute-force double loop over descriptor
+pairs, and a detail cut from one of three real (OpenCV-drawn) artworks shortlisted with that
+artwork first."""
 
 from __future__ import annotations
 
@@ -13,73 +15,105 @@ from PIL import Image
 
 from drawmatch.models.local_features import Features, extract
 from drawmatch.retrieval.local_shortlist import (
+    HAMMING_SIGMA,
+    HAMMING_THRESHOLD,
     WordIndex,
     build_word_index,
+    hamming_weight,
     idf_weights,
-    inverted_file,
     load_word_index,
+    pack_bits,
+    postings,
     save_word_index,
-    tfidf_vector,
     word_index_for,
 )
 from drawmatch.retrieval.region_search import RegionSearcher, RegionSearchParams, shortlist_for
 
 
-def dense(words: np.ndarray, idf: np.ndarray) -> np.ndarray:
-    found, weights = tfidf_vector(words, idf)
-    row = np.zeros(len(idf), np.float32)
-    row[found] = weights
-    return row
-
-
-def test_tf_idf_weights_equal_a_hand_computation() -> None:
-    # 3 images over 3 words: image 0 holds words 0, 0, 1; image 1 words 1, 2; image 2 word 2 x4
+def test_idf_signatures_weights_and_norms_equal_a_hand_computation() -> None:
+    # 3 artworks over 3 words: artwork 0 holds words 0, 0, 1; artwork 1 words 1, 2; 2 word 2 x4
     assigned = [np.array([0, 0, 1]), np.array([1, 2]), np.array([2, 2, 2, 2])]
-    doc_freq = np.array([1, 2, 2])
-    idf = idf_weights(doc_freq, 3)
+    idf = idf_weights(np.array([1, 2, 2]), 3)
     assert idf == pytest.approx([math.log(4), math.log(2.5), math.log(2.5)], rel=1e-6)
-    m = np.stack([dense(a, idf) for a in assigned])
-    # image 0: sqrt(2) * log(1 + 3/1) and sqrt(1) * log(1 + 3/2), then L2-normalised
-    a, b = math.sqrt(2) * math.log(4), math.log(2.5)
-    assert m[0] == pytest.approx([a / math.hypot(a, b), b / math.hypot(a, b), 0.0], rel=1e-5)
-    # image 1: log 2.5 twice -> 1/sqrt(2) each
-    assert m[1] == pytest.approx([0.0, 1 / math.sqrt(2), 1 / math.sqrt(2)], rel=1e-5)
-    # image 2: one word, four times: burstiness (sqrt) does not matter after normalisation
-    assert m[2] == pytest.approx([0.0, 0.0, 1.0], rel=1e-6)
-    # a word in no image gets idf 0, one in all log 2
+    # a word in no artwork gets idf 0, one in all log 2
     assert idf_weights(np.array([0, 3]), 3) == pytest.approx([0.0, math.log(2)])
-    # the inverted file: word 1's postings are images 0 and 1 with their weights
-    start, image, weight = inverted_file([tfidf_vector(x, idf) for x in assigned], 3)
-    assert start.tolist() == [0, 1, 3, 5]
+    # bit b of a signature is column b: 1 + 4 = 5; 2 + 8 = 10; all 64 set
+    flags = np.array([[1, 0, 1, 0], [0, 1, 0, 1]], bool)
+    assert pack_bits(flags).tolist() == [5, 10]
+    assert int(pack_bits(np.ones((1, 64), bool))[0]) == 2**64 - 1
+    # weights: 1 for equal signatures, exp(-1) at sigma bits apart, 0 past the threshold
+    w = hamming_weight(np.array([0, int(HAMMING_SIGMA), HAMMING_THRESHOLD, HAMMING_THRESHOLD + 1]))
+    expected = [1.0, math.exp(-1), math.exp(-(HAMMING_THRESHOLD**2) / HAMMING_SIGMA**2), 0.0]
+    assert w == pytest.approx(expected)
+    # the inverted file: word 1's postings are artworks 0 and 1; norms sqrt(sum of idf^2)
+    encoded = [(a, np.arange(len(a), dtype=np.uint64)) for a in assigned]
+    start, image, signature, norm = postings(encoded, idf)
+    assert start.tolist() == [0, 2, 4, 9]
     assert image[start[1] : start[2]].tolist() == [0, 1]
-    assert weight[start[1] : start[2]] == pytest.approx([m[0, 1], m[1, 1]])
+    assert signature[start[1] : start[2]].tolist() == [2, 0]  # artwork 0's third descriptor
+    i0, i1 = math.log(4), math.log(2.5)
+    hand = [math.sqrt(2 * i0**2 + i1**2), math.sqrt(2 * i1**2), math.sqrt(4 * i1**2)]
+    assert norm == pytest.approx(hand)
 
 
-def test_scores_through_the_inverted_file_equal_dense_cosines() -> None:
+def brute_force(query: tuple, artworks: list[tuple], idf: np.ndarray) -> np.ndarray:
+    """Each artwork's score by a double loop over (query descriptor, artwork descriptor) pairs."""
+    sigma, out = HAMMING_SIGMA, []
+    for words, sigs in artworks:
+        total = sum(
+            float(idf[qw]) ** 2 * math.exp(-(bin(int(qs) ^ int(s)).count("1") ** 2) / sigma**2)
+            for qw, qs in zip(*query)
+            for w, s in zip(words, sigs)
+            if qw == w and bin(int(qs) ^ int(s)).count("1") <= HAMMING_THRESHOLD
+        )
+        norm = math.sqrt(sum(float(idf[w]) ** 2 for w in words)) or 1.0
+        out.append(total / norm)
+    return np.array(out)
+
+
+def test_scores_through_the_inverted_file_equal_a_brute_force_double_loop() -> None:
     rng = np.random.default_rng(0)
-    assigned = [rng.integers(0, 20, int(rng.integers(1, 30))) for _ in range(15)]
-    doc_freq = np.zeros(20, np.int64)
-    for a in assigned:
-        doc_freq[np.unique(a)] += 1
-    idf = idf_weights(doc_freq, 15)
-    start, image, weight = inverted_file([tfidf_vector(a, idf) for a in assigned], 20)
+    n_words, bits = 6, 64
+    # descriptors whose RootSIFT lies on a word's centroid (unit vector e_w) plus a small
+    # perturbation in the other dimensions that sets their signature bits
+    projection = np.linalg.qr(rng.standard_normal((128, 128)))[0][:bits].astype(np.float32)
+    centroids = np.eye(n_words, 128, dtype=np.float32)
+
+    def descriptors(words: np.ndarray) -> np.ndarray:
+        d = np.abs(rng.normal(0, 0.3, (len(words), 128))).astype(np.float32)
+        d[np.arange(len(words)), words] = 1.0
+        return d**2  # RootSIFT is sqrt(d / |d|_1): squares keep the shape
+
+    arts = [rng.integers(0, n_words, int(rng.integers(1, 25))) for _ in range(12)]
+    descs = [descriptors(a) for a in arts]
     index = WordIndex(
-        [str(i) for i in range(15)], np.eye(20, 128, dtype=np.float32), idf, start, image, weight
-    )
-    query = rng.integers(0, 20, 12)
-    # descriptors whose RootSIFT lies on the query's words' centroids (unit vectors e_w)
-    desc = np.zeros((12, 128), np.float32)
-    desc[np.arange(12), query] = 1.0
-    expected = np.stack([dense(a, idf) for a in assigned]) @ dense(query, idf)
-    assert index.scores(Features(np.zeros((12, 2), np.float32), desc, 10, 10)) == pytest.approx(
-        expected, abs=1e-6
-    )
-
-
-def test_burstiness_damps_a_repeated_word() -> None:
-    # without the square root, the word repeated 9 times would weigh 9x the other; with it, 3x
-    _words, weights = tfidf_vector(np.array([0] * 9 + [1]), np.ones(2, np.float32))
-    assert weights[0] / weights[1] == pytest.approx(3.0, rel=1e-6)
+        [str(i) for i in range(12)], centroids, np.ones(n_words, np.float32), projection,
+        np.zeros((n_words, bits), np.float32), np.zeros(n_words + 1, np.int64),
+        np.zeros(0, np.int32), np.zeros(0, np.uint64), np.ones(12),
+    )  # fmt: skip
+    index.medians = rng.normal(0, 0.01, (n_words, bits)).astype(np.float32)
+    encoded = [index.encode(d) for d in descs]
+    assert all((w == a).all() for (w, _s), a in zip(encoded, arts))  # nearest words as built
+    doc_freq = np.zeros(n_words, np.int64)
+    for a in arts:
+        doc_freq[np.unique(a)] += 1
+    index.idf = idf_weights(doc_freq, 12)
+    index.start, index.image, index.signature, index.norm = postings(encoded, index.idf)
+    query_words = rng.integers(0, n_words, 15)
+    query = descriptors(query_words)
+    q = Features(np.zeros((15, 2), np.float32), query, 10, 10)
+    q_words, q_sigs = index.encode(query)
+    expected = brute_force((q_words, q_sigs), encoded, index.idf)
+    apart = [
+        bin(int(qs) ^ int(s)).count("1")
+        for words, sigs in encoded
+        for qw, qs in zip(q_words, q_sigs)
+        for w, s in zip(words, sigs)
+        if qw == w
+    ]
+    assert min(apart) <= HAMMING_THRESHOLD < max(apart)  # pairs on both sides of the threshold
+    assert expected.max() > 0 and (expected == 0).sum() < len(expected)  # matches and misses
+    assert index.scores(q) == pytest.approx(expected, rel=1e-5, abs=1e-9)
 
 
 def artwork(seed: int, size: tuple[int, int] = (480, 360)) -> Image.Image:
@@ -133,14 +167,24 @@ def test_word_index_saved_and_reused_only_for_the_same_features(
     save_word_index(index, str(tmp_path / "w.npz"))
     back = load_word_index(str(tmp_path / "w.npz"))
     assert back.ids == ids
-    assert np.array_equal(back.weight, index.weight) and np.array_equal(back.image, index.image)
+    for name in (
+        "centroids",
+        "idf",
+        "projection",
+        "medians",
+        "start",
+        "image",
+        "signature",
+        "norm",
+    ):
+        assert np.array_equal(getattr(back, name), getattr(index, name)), name
     first = word_index_for(tmp_path, ids, feats, 32)
-    assert len(list(tmp_path.glob("words-32-*.npz"))) == 1
+    assert len(list(tmp_path.glob("words-he64-32-*.npz"))) == 1
     again = word_index_for(tmp_path, ids, feats, 32)
-    assert np.array_equal(again.weight, first.weight)
+    assert np.array_equal(again.signature, first.signature)
     fewer = word_index_for(tmp_path, ids[:2], feats, 32)  # another gallery: another file
     assert fewer.ids == ids[:2] and set(fewer.image.tolist()) == {0, 1}
-    assert len(list(tmp_path.glob("words-32-*.npz"))) == 2
+    assert len(list(tmp_path.glob("words-he64-32-*.npz"))) == 2
 
 
 def test_candidates_of_each_shortlist(gallery: tuple[list[str], dict, list[Image.Image]]) -> None:

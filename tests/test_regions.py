@@ -299,7 +299,7 @@ def test_verified_search_with_the_word_shortlist_verifies_only_its_candidates(re
     )
     assert found["artwork_id"].iloc[0] == "art4" and found["inliers"].iloc[0] >= 15
     assert int((found["inliers"] >= 0).sum()) == 1  # the others were not verified (-1)
-    kept = list((Path(out) / "local_features").glob(f"sift-{cfg.feature_side}/words-64-*.npz"))
+    kept = list((Path(out) / "local_features").glob(f"sift-{cfg.feature_side}/words-he64-64-*.npz"))
     assert len(kept) == 1
 
 
