@@ -259,16 +259,15 @@ def run_queries(
             cost[arm].append(t_query + t_list[arm] + sum(spent[int(j)] for j in c))
             lists[arm].append(c)
         if int(qi) in sources:
-            source_inliers[int(qi)] = (
-                max(
+            source_inliers[int(qi)] = max(
+                (
                     found[int(j)]
                     if int(j) in found
                     else verify(qf, feats[j], "sift", params.ratio, rootsift=True)[0]
                     for j in sources[int(qi)]
                     if feats[j] is not None
-                )
-                if len(sources[int(qi)])
-                else 0
+                ),
+                default=0,
             )
         if n % 50 == 0:
             print(f"query {n + 1}/{len(rows)}", flush=True)
