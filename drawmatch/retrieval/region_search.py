@@ -55,8 +55,8 @@ class RegionSearchParams(Config):
     `feature_side` and `n_features`) and matched as RootSIFT when `rootsift` is true. The
     candidates verified are the `verify_top` best by fused score, by visual words (`shortlist`
     words, a vocabulary of `words`) or both; `auto` (the default) takes the fused list while
-    `verify_top` covers the whole gallery and visual words beyond (`shortlist_for`). Weight, margin and min_inliers are tuned on a
-    held-out partial-copy set."""
+    `verify_top` covers the whole gallery and visual words beyond (`shortlist_for`). Weight,
+    margin and min_inliers are tuned on a held-out partial-copy set."""
 
     weight: float = setting(1.0, ge=0, le=100, help="fused: weight of the region score's excess")
     margin: float = setting(
