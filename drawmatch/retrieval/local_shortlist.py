@@ -181,7 +181,7 @@ def build_word_index(
     ids: list[str],
     features: dict[str, Features],
     words: int = 4096,
-    train_size: int = 200_000,
+    train_size: int = 100_000,
     seed: int = 0,
     iterations: int = 20,
     bits: int = BITS,
