@@ -309,10 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = str(work / "run") if args.score_only else prepare(work, args)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from tune_regions import global_and_region_scores
+    from tune_regions import global_and_region_scores, global_scores
 
     if args.skip_regions:
-        g, queries, run_gallery, paths = global_scores(out)
+        g, _q_emb, queries, run_gallery, paths = global_scores(out)
         r = np.full_like(g, -np.inf)
     else:
         g, r, queries, run_gallery, paths = global_and_region_scores(out)
@@ -343,23 +343,6 @@ def main(argv: list[str] | None = None) -> int:
     verifiable = np.array([source_inliers[int(q)] >= params.min_inliers for q in sources])
     report(args, sets, g, fused, inl, cost, lists, rows, gallery, feats, words, build_s, verifiable)
     return 0
-
-
-def global_scores(out: str) -> tuple[np.ndarray, list[str], list[str], list[str]]:
-    """Global scores (Q, G) of every query of the run `out` against its gallery, the (sorted)
-    query ids, the gallery ids and the query image paths (no region vectors needed)."""
-    from drawmatch.data.embeddings import pick_model_tag, read_embeddings
-
-    tag = pick_model_tag(out, None)
-    catalogue = cat.read_catalogue(out)
-    gallery = cat.gallery_ids(catalogue)
-    queries = sorted(cat.query_ids(catalogue))
-    _q, q_emb = read_embeddings(out, tag, ids=queries)
-    _g, g_emb = read_embeddings(out, tag, ids=gallery)
-    paths = cat.resolve_paths(
-        catalogue.set_index("id").loc[queries].reset_index(), cat.read_roots(out)
-    )
-    return q_emb @ g_emb.T, queries, gallery, paths
 
 
 def detection_table(

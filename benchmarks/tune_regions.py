@@ -46,23 +46,30 @@ GATES = (4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 10**9)  # 10**9: verification off
 VERIFY_TOP = 50
 
 
-def global_and_region_scores(
-    out: str,
-) -> tuple[np.ndarray, np.ndarray, list[str], list[str], list[str]]:
-    """Global and exact best-region scores (Q, G) of every query of the run `out` against its
-    gallery, the (sorted) query ids, the gallery ids and the query image paths."""
+def global_scores(out: str) -> tuple[np.ndarray, np.ndarray, list[str], list[str], list[str]]:
+    """Global scores (Q, G) of every query of the run `out` against its gallery, the queries'
+    embeddings, the (sorted) query ids, the gallery ids and the query image paths (no region
+    vectors needed)."""
     tag = pick_model_tag(out, None)
     catalogue = cat.read_catalogue(out)
     gallery = cat.gallery_ids(catalogue)
     queries = sorted(cat.query_ids(catalogue))
     _q, q_emb = read_embeddings(out, tag, ids=queries)
     _g, g_emb = read_embeddings(out, tag, ids=gallery)
-    rids, _region, _box, remb = read_regions(out, tag)
-    g = q_emb @ g_emb.T
-    r, _rows = exact_region_scores(q_emb, remb, rids, gallery)
     paths = cat.resolve_paths(
         catalogue.set_index("id").loc[queries].reset_index(), cat.read_roots(out)
     )
+    return q_emb @ g_emb.T, q_emb, queries, gallery, paths
+
+
+def global_and_region_scores(
+    out: str,
+) -> tuple[np.ndarray, np.ndarray, list[str], list[str], list[str]]:
+    """Global and exact best-region scores (Q, G) of every query of the run `out` against its
+    gallery, the (sorted) query ids, the gallery ids and the query image paths."""
+    g, q_emb, queries, gallery, paths = global_scores(out)
+    rids, _region, _box, remb = read_regions(out, pick_model_tag(out, None))
+    r, _rows = exact_region_scores(q_emb, remb, rids, gallery)
     return g, r, queries, gallery, paths
 
 
